@@ -1,0 +1,57 @@
+# A thin layer over CMake.  `make run` and `make test` are the two commands a new machine
+# needs; both install what is missing first (scripts/install-deps, Debian 12, as root).
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+RUN_ARGS   ?=
+
+.PHONY: all deps build run test test-normal test-asan test-tsan bench install clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Start the daemon in the foreground with its defaults.
+run: build
+	$(BUILD)/bin/pinpoold $(RUN_ARGS)
+
+# The suite twice (normal, then ASan+UBSan with validators after every state change),
+# and the threaded tests a third time under ThreadSanitizer.
+test: deps test-normal test-asan test-tsan
+	@echo "make test: normal, ASan+UBSan and TSan runs passed"
+
+test-normal:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_WERROR=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPP_DEBUG=3 -DPP_WERROR=ON \
+	  -DPP_SANITIZE=address,undefined -DPP_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build build-asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+test-tsan:
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_DEBUG=1 -DPP_WERROR=ON \
+	  -DPP_SANITIZE=thread -DPP_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build build-tsan -j $(JOBS)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --test-dir build-tsan --output-on-failure -j $(JOBS) -L threaded
+
+bench:
+	@scripts/install-deps --bench
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_BUILD_BENCH=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	$(BUILD)/bin/pinpool-bench all
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

@@ -1,0 +1,66 @@
+/*
+ * frame.h — framing for the pinpool protocol (see docs/PROTOCOL.md).
+ *
+ * On the stream socket every message is a frame: a 4-byte little-endian length N, then
+ * N bytes of one serialized protobuf message, 1 <= N <= max_frame.  A reader rejects an
+ * oversized or zero length as soon as it has the 4 header bytes, before buffering any
+ * payload.  Unpacking goes through a budgeted ProtobufCAllocator, so no frame can make
+ * the receiver allocate more than its budget however the bytes are crafted.
+ *
+ * This module knows protobuf and sockets, nothing of allocators.
+ */
+#ifndef PP_FRAME_H
+#define PP_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pinpool.pb-c.h"
+#include "pinpool_err.h"
+
+#define FRAME_HEADER_SIZE 4u
+#define FRAME_MAX_DEFAULT (64u * 1024u)
+#define FRAME_MAX_LIMIT (16u * 1024u * 1024u)
+#define PROTOCOL_VERSION 1u
+
+/* Incremental reader: feed it whatever arrived, in pieces of any size. */
+typedef struct frame_reader {
+  uint32_t max_frame;
+  uint8_t header[FRAME_HEADER_SIZE];
+  uint32_t header_have;     /* header bytes seen of the frame in progress */
+  uint32_t need;            /* payload length of the frame in progress (0: header incomplete) */
+  uint32_t have;            /* payload bytes buffered */
+  uint8_t *buf;             /* payload buffer, grown to at most max_frame */
+  uint32_t cap;
+} frame_reader_t;
+
+void frame_reader_init(frame_reader_t *r, uint32_t max_frame);
+void frame_reader_free(frame_reader_t *r);
+/* Consume up to len bytes.  Returns the number consumed (>= 0); when a frame completes,
+ * stops there and sets *ret_frame / *ret_len (valid until the next call), else sets
+ * *ret_frame = NULL.  PP_EPROTO for a zero or oversized length. */
+int frame_reader_feed(frame_reader_t *r, const uint8_t *data, size_t len,
+                      const uint8_t **ret_frame, size_t *ret_len);
+
+/* Serialize msg with its frame header into a malloc'd buffer.  PP_ERANGE when the packed
+ * message exceeds max_frame. */
+int frame_pack(const ProtobufCMessage *msg, uint32_t max_frame, uint8_t **ret_buf,
+               size_t *ret_len);
+
+/* Budgeted unpack: NULL when the bytes are not a valid message or would need more than
+ * budget bytes of allocations.  Free with frame_free_*(). */
+Pinpool__V1__Request *frame_unpack_request(const uint8_t *data, size_t len, size_t budget);
+void frame_free_request(Pinpool__V1__Request *req);
+Pinpool__V1__Response *frame_unpack_response(const uint8_t *data, size_t len, size_t budget);
+void frame_free_response(Pinpool__V1__Response *resp);
+
+/* Blocking helpers for clients (libpinpool, pinpoolctl, tests). */
+/* Send one whole frame; pass_fd >= 0 rides along as SCM_RIGHTS. */
+int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass_fd);
+/* Receive one whole frame's response; *ret_fd gets a passed fd or -1 (ret_fd may be
+ * NULL: any passed fd is then closed).  PP_EDISCONNECTED on EOF, PP_EIO on errors,
+ * PP_EPROTO on a bad frame. */
+int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_resp,
+                        int *ret_fd);
+
+#endif /* PP_FRAME_H */

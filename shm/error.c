@@ -1,0 +1,38 @@
+/*
+ * error.c — names and messages for the one error table (client/include/pinpool_err.h).
+ * Compiled into libppshm and libpinpool alike, so the daemon, the client library and
+ * pinpoolctl all print the same words for the same code.
+ */
+#include "pinpool_err.h"
+
+#include <stddef.h>
+
+const char *pp_strerror(int err) {
+  switch (err) {
+  case PP_OK: return "success";
+#define XX(suffix, num, status, msg) case PP_##suffix: return msg;
+    PP_ERRNO_MAP(XX)
+#undef XX
+  default: return "unknown error";
+  }
+}
+
+const char *pp_err_name(int err) {
+  switch (err) {
+  case PP_OK: return "PP_OK";
+#define XX(suffix, num, status, msg) case PP_##suffix: return "PP_" #suffix;
+    PP_ERRNO_MAP(XX)
+#undef XX
+  default: return "PP_UNKNOWN";
+  }
+}
+
+const char *pp_status_name(int err) {
+  switch (err) {
+  case PP_OK: return "OK";
+#define XX(suffix, num, status, msg) case PP_##suffix: return #status;
+    PP_ERRNO_MAP(XX)
+#undef XX
+  default: return "UNKNOWN";
+  }
+}

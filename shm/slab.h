@@ -1,0 +1,88 @@
+/*
+ * slab.h — slab caches over the buddy allocator (Bonwick 1994).  One cache per object
+ * type; slabs are buddy blocks; free-object tracking is off-slab in private memory.
+ * See slab.c for the essay, the lock order (cache lock, then the buddy lock) and the
+ * invariants.
+ */
+#ifndef PP_SLAB_H
+#define PP_SLAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "buddy.h"
+#include "pinpool_err.h"
+
+#define SLAB_NAME_MAX 64u        /* including the NUL */
+#define SLAB_MIN_OBJECT 8u
+
+typedef struct slab_info {       /* one /proc/slabinfo row, plus pinpool's extras */
+  char name[SLAB_NAME_MAX];
+  uint32_t id;                   /* stable small integer, unique within the allocator */
+  uint32_t object_size;
+  uint32_t align;
+  uint32_t stride;               /* object_size rounded up to align */
+  uint32_t objs_per_slab;
+  uint32_t pages_per_slab;       /* 4 KiB pages */
+  uint64_t active_objs;          /* allocated from slabs (includes objects parked in magazines) */
+  uint64_t num_objs;             /* capacity of all slabs */
+  uint64_t active_slabs;         /* slabs with inuse > 0 */
+  uint64_t num_slabs;
+  uint64_t full_slabs, partial_slabs, empty_slabs;
+  uint64_t waste_bytes_per_slab; /* unused tail of one slab */
+  uint32_t waste_permille;       /* waste_bytes_per_slab * 1000 / slab bytes */
+  uint64_t allocs, frees, grows, reaps; /* cumulative */
+} slab_info_t;
+
+typedef struct slab_cache slab_cache_t;
+typedef struct slab slab_t;      /* the set of caches over one buddy allocator */
+
+int slab_create(buddy_t *buddy, slab_t **ret);
+/* Destroys every cache and returns all their slabs to the buddy. */
+void slab_destroy(slab_t *s);
+
+/* Create or find a cache.  align: a power of two, 0 means 8.  object_size: 8 bytes up to
+ * an eighth of the largest slab (PP_ERANGE beyond).  The same name with the same geometry
+ * returns the existing cache; with another geometry PP_EGEOMETRY. */
+int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
+                      slab_cache_t **ret);
+slab_cache_t *slab_cache_find(slab_t *s, const char *name);
+slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id);
+
+/* One object: from a partial slab, else an empty one, else a new slab from the buddy.
+ * Errors: PP_ENOMEM. */
+int slab_cache_alloc(slab_cache_t *c, uint64_t *ret_offset);
+/* Up to n objects under one lock acquisition; returns how many (>0), or PP_ENOMEM. */
+int slab_cache_alloc_bulk(slab_cache_t *c, uint64_t *offsets, unsigned n);
+/* Errors: PP_ENOTBLOCK (not an object start of this cache), PP_EDOUBLEFREE, leaving the
+ * state unchanged. */
+int slab_cache_free(slab_cache_t *c, uint64_t offset);
+/* All or nothing: validates every offset first (and duplicates within the batch); on error
+ * *ret_bad_index names the first bad one and nothing is freed. */
+int slab_cache_free_bulk(slab_cache_t *c, const uint64_t *offsets, unsigned n,
+                         unsigned *ret_bad_index);
+/* Does offset name an allocated object of c? */
+bool slab_cache_owns(slab_cache_t *c, uint64_t offset);
+
+/* Return every empty slab to the buddy; returns the number of slabs released. */
+int slab_cache_shrink(slab_cache_t *c);
+int slab_shrink(slab_t *s);
+
+void slab_cache_info(slab_cache_t *c, slab_info_t *ret);
+/* Visit every cache in creation order. */
+typedef void (*slab_cache_fn)(void *ctx, slab_cache_t *c);
+void slab_foreach_cache(slab_t *s, slab_cache_fn fn, void *ctx);
+/* Visit every slab of c: its buddy offset, bytes, and objects in use. */
+typedef void (*slab_walk_fn)(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
+                             uint32_t capacity);
+void slab_cache_walk(slab_cache_t *c, slab_walk_fn fn, void *ctx);
+
+/* Validators: 0, or PP_ECORRUPT with the first violation in why. */
+int slab_cache_check(slab_cache_t *c, char *why, size_t why_len);
+int slab_check(slab_t *s, char *why, size_t why_len);
+/* /proc/slabinfo-shaped dump. */
+void slab_dump(slab_t *s, FILE *out);
+
+#endif /* PP_SLAB_H */

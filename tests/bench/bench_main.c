@@ -1,0 +1,56 @@
+/*
+ * pinpool-bench — benchmarks that compare pinpool with its peers in the same run.
+ *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|all
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(const bench_opts_t *);
+  const char *what;
+} benches[] = {
+    {"buddy", bench_buddy, "buddy alloc+free pairs vs rte_memzone and rte_malloc"},
+    {"slab", bench_slab, "slab / magazine alloc+free vs rte_mempool and rte_malloc"},
+    {"scale", bench_scale, "threads on one cache: magazines vs one lock"},
+    {"ipc", bench_ipc, "daemon round trips vs a raw socketpair round trip"},
+};
+
+static int usage(FILE *f) {
+  fprintf(f, "usage: pinpool-bench [--json] [--reps N] [--iters N] [--threads N] BENCH\n");
+  for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
+    fprintf(f, "  %-6s %s\n", benches[i].name, benches[i].what);
+  fprintf(f, "  all    each of the above in turn\n");
+  return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv) {
+  bench_opts_t o = {.json = false, .reps = 7, .iters = 0, .max_threads = 0};
+  const char *which = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) o.json = true;
+    else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--iters") && i + 1 < argc) o.iters = strtoull(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) o.max_threads = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout);
+    else if (argv[i][0] != '-' && !which) which = argv[i];
+    else return usage(stderr);
+  }
+  if (!which || o.reps == 0) return usage(stderr);
+  int rc = 0;
+  bool any = false;
+  for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
+    if (strcmp(which, "all") && strcmp(which, benches[i].name)) continue;
+    any = true;
+    int r = benches[i].fn(&o);
+    if (r != 0) {
+      fprintf(stderr, "pinpool-bench %s: failed (%d)\n", benches[i].name, r);
+      rc = 1;
+    }
+  }
+  if (!any) return usage(stderr);
+  return rc;
+}
