@@ -1,0 +1,155 @@
+/*
+ * bench_common.c — timing, medians, progress, DPDK EAL start-up and the report that every
+ * pinpool-bench subcommand shares.
+ *
+ * The report is the point of the tool: every benchmark measures pinpool and its peer in the
+ * same process, one after the other, and prints the ratio pinpool/peer for each size.  On a
+ * shared 2-core machine absolute nanoseconds drift by tens of percent from run to run; the
+ * ratio of two things measured side by side drifts much less.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_eal.h>
+#include <rte_log.h>
+
+uint64_t bench_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double bench_median(double *v, unsigned n) {
+  if (n == 0) return 0.0;
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+void bench_progress(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("pinpool-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* Free 2 MiB hugepages the EAL could take; 0 when none. */
+static unsigned long free_hugepages_2m(void) {
+  FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "r");
+  unsigned long n = 0;
+  if (!f) return 0;
+  if (fscanf(f, "%lu", &n) != 1) n = 0;
+  fclose(f);
+  return n;
+}
+
+int bench_eal_init(void) {
+  static int state = 0; /* 0 not tried, 1 up, <0 failed */
+  if (state != 0) return state > 0 ? 0 : state;
+  /* --in-memory: no /var/run/dpdk files, no multi-process; --no-pci: we time memory, not NICs.
+   * Without free hugepages the EAL runs on anonymous 4 KiB memory (--no-huge), which is how
+   * DPDK's own unit tests run on machines without hugepages. */
+  bool huge = free_hugepages_2m() >= 64;
+  char *argv[16];
+  int argc = 0;
+  argv[argc++] = "pinpool-bench";
+  argv[argc++] = "-l";
+  argv[argc++] = "0";
+  argv[argc++] = "--no-pci";
+  argv[argc++] = "--in-memory";
+  argv[argc++] = "--log-level=*:error";
+  if (!huge) {
+    argv[argc++] = "--no-huge";
+    argv[argc++] = "-m";
+    argv[argc++] = "512";
+  }
+  argv[argc] = NULL;
+  bench_progress("starting DPDK EAL (%s)", huge ? "2 MiB hugepages" : "--no-huge, 512 MiB");
+  int rc = rte_eal_init(argc, argv);
+  if (rc < 0) {
+    fprintf(stderr, "pinpool-bench: rte_eal_init failed: %s\n", rte_strerror(rte_errno));
+    state = -1;
+    return state;
+  }
+  state = 1;
+  return 0;
+}
+
+/* The pinpool entry a peer is compared against: same size and thread count, name starting
+ * with "pinpool.".  Where several pinpool entries exist (slab and magazine), each peer is
+ * compared with each of them. */
+static bool same_point(const bench_result_t *a, const bench_result_t *b) {
+  return a->size == b->size && a->threads == b->threads;
+}
+
+static bool is_pinpool(const bench_result_t *r) { return strncmp(r->name, "pinpool.", 8) == 0; }
+
+static void print_json(const char *bench, const bench_result_t *r, size_t n) {
+  printf("{\"bench\": \"%s\", \"results\": [", bench);
+  for (size_t i = 0; i < n; i++) {
+    printf("%s\n  {\"name\": \"%s\", \"size\": %llu, \"threads\": %u, \"ns_per_op\": %.2f",
+           i ? "," : "", r[i].name, (unsigned long long)r[i].size, r[i].threads,
+           r[i].ns_per_op);
+    if (r[i].ops_per_sec > 0) printf(", \"ops_per_sec\": %.0f", r[i].ops_per_sec);
+    printf("}");
+  }
+  printf("\n], \"ratios\": [");
+  bool first = true;
+  for (size_t i = 0; i < n; i++) {
+    if (!is_pinpool(&r[i])) continue;
+    for (size_t j = 0; j < n; j++) {
+      if (i == j || is_pinpool(&r[j]) || !same_point(&r[i], &r[j]) || r[j].ns_per_op <= 0)
+        continue;
+      printf("%s\n  {\"subject\": \"%s\", \"peer\": \"%s\", \"size\": %llu, \"threads\": %u, "
+             "\"ratio\": %.4f}",
+             first ? "" : ",", r[i].name, r[j].name, (unsigned long long)r[i].size,
+             r[i].threads, r[i].ns_per_op / r[j].ns_per_op);
+      first = false;
+    }
+  }
+  printf("\n]}\n");
+}
+
+static void print_table(const char *bench, const bench_result_t *r, size_t n) {
+  printf("== pinpool-bench %s ==\n", bench);
+  printf("%-26s %10s %8s %12s %14s\n", "name", "size", "threads", "ns/op", "ops/s");
+  for (size_t i = 0; i < n; i++) {
+    printf("%-26s %10llu %8u %12.1f", r[i].name, (unsigned long long)r[i].size, r[i].threads,
+           r[i].ns_per_op);
+    if (r[i].ops_per_sec > 0) printf(" %14.0f", r[i].ops_per_sec);
+    printf("\n");
+  }
+  bool header = false;
+  for (size_t i = 0; i < n; i++) {
+    if (!is_pinpool(&r[i])) continue;
+    for (size_t j = 0; j < n; j++) {
+      if (i == j || is_pinpool(&r[j]) || !same_point(&r[i], &r[j]) || r[j].ns_per_op <= 0)
+        continue;
+      if (!header) {
+        printf("ratios (pinpool / peer, lower is better):\n");
+        header = true;
+      }
+      printf("  %-22s / %-22s size %-8llu %6.3fx\n", r[i].name, r[j].name,
+             (unsigned long long)r[i].size, r[i].ns_per_op / r[j].ns_per_op);
+    }
+  }
+}
+
+void bench_report(const char *bench, const bench_opts_t *o, const bench_result_t *r, size_t n) {
+  if (o->json) print_json(bench, r, n);
+  else print_table(bench, r, n);
+  fflush(stdout);
+}
