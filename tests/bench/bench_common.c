@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <rte_eal.h>
+#include <rte_errno.h>
 #include <rte_log.h>
 
 uint64_t bench_now_ns(void) {
