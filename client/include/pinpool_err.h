@@ -50,11 +50,16 @@ typedef enum pp_errno {
   PP__ERR_MAX = 25 /* one past the largest number; keep in step with the table */
 } pp_errno_t;
 
+/* Exported from libpinpool.so (built with hidden visibility by default). */
+#ifndef PP_API
+#define PP_API __attribute__((visibility("default")))
+#endif
+
 /* "invalid argument"; "unknown error" for a code not in the table. */
-const char *pp_strerror(int err);
+PP_API const char *pp_strerror(int err);
 /* "PP_EINVAL"; "PP_UNKNOWN" for a code not in the table. */
-const char *pp_err_name(int err);
+PP_API const char *pp_err_name(int err);
 /* "INVALID_ARGUMENT" — the protocol status name; "OK" for 0. */
-const char *pp_status_name(int err);
+PP_API const char *pp_status_name(int err);
 
 #endif /* PINPOOL_ERR_H */
