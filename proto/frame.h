@@ -53,6 +53,13 @@ Pinpool__V1__Request *frame_unpack_request(const uint8_t *data, size_t len, size
 void frame_free_request(Pinpool__V1__Request *req);
 Pinpool__V1__Response *frame_unpack_response(const uint8_t *data, size_t len, size_t budget);
 void frame_free_response(Pinpool__V1__Response *resp);
+/* The same for any message type; *peak (may be NULL) is set, also on failure, to the most
+ * bytes the unpack held at once (blocks plus their size headers) — tests and fuzzers use
+ * it to check the budget.  Free the result with frame_free_message(). */
+ProtobufCMessage *frame_unpack_budgeted(const ProtobufCMessageDescriptor *desc,
+                                        const uint8_t *data, size_t len, size_t budget,
+                                        size_t *peak);
+void frame_free_message(ProtobufCMessage *msg);
 
 /* Blocking helpers for clients (libpinpool, pinpoolctl, tests). */
 /* Send one whole frame; pass_fd >= 0 rides along as SCM_RIGHTS. */

@@ -1,0 +1,242 @@
+/* proto_io — frame_send / frame_recv_response over a socketpair, fd passing included. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "frame.h"
+
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+static void pair(int sv[2]) {
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+static Pinpool__V1__Response welcome_response(Pinpool__V1__Welcome *w) {
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  *w = (Pinpool__V1__Welcome)PINPOOL__V1__WELCOME__INIT;
+  w->protocol_version = PROTOCOL_VERSION;
+  w->session_id = 5;
+  w->region_size = 1 << 20;
+  w->page_size = 4096;
+  w->max_frame = FRAME_MAX_DEFAULT;
+  r.id = 1;
+  r.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
+  r.welcome = w;
+  return r;
+}
+
+static void memfd_passes_with_the_welcome_frame(void **state) {
+  int sv[2];
+  pair(sv);
+  int mfd = memfd_create("proto-io-test", MFD_CLOEXEC);
+  assert_true(mfd >= 0);
+  Pinpool__V1__Welcome w;
+  Pinpool__V1__Response r = welcome_response(&w);
+  assert_int_equal(frame_send(sv[0], &r.base, FRAME_MAX_DEFAULT, mfd), 0);
+
+  Pinpool__V1__Response *got = NULL;
+  int fd = -7;
+  assert_int_equal(frame_recv_response(sv[1], FRAME_MAX_DEFAULT, &got, &fd), 0);
+  assert_non_null(got);
+  assert_int_equal(got->body_case, PINPOOL__V1__RESPONSE__BODY_WELCOME);
+  assert_int_equal(got->welcome->session_id, 5);
+  assert_true(fd >= 0);
+  assert_int_not_equal(fd, mfd);
+  struct stat a, b;
+  assert_int_equal(fstat(mfd, &a), 0);
+  assert_int_equal(fstat(fd, &b), 0);
+  assert_int_equal(a.st_ino, b.st_ino);
+  assert_int_equal(a.st_dev, b.st_dev);
+  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  frame_free_response(got);
+  close(fd);
+  close(mfd);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void passed_fd_is_closed_when_the_caller_wants_none(void **state) {
+  int sv[2];
+  pair(sv);
+  int mfd = memfd_create("proto-io-test", MFD_CLOEXEC);
+  assert_true(mfd >= 0);
+  int before = open_fds();
+  Pinpool__V1__Welcome w;
+  Pinpool__V1__Response r = welcome_response(&w);
+  /* two frames, each carrying the fd: one with ret_fd NULL, one asked for */
+  assert_int_equal(frame_send(sv[0], &r.base, 0, mfd), 0);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, NULL), 0);
+  frame_free_response(got);
+  assert_int_equal(open_fds(), before);
+  close(mfd);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void frame_without_fd_reports_minus_one(void **state) {
+  int sv[2];
+  pair(sv);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 77;
+  r.status = PINPOOL__V1__STATUS__NOT_FOUND;
+  r.message = "no such name";
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  Pinpool__V1__Response *got = NULL;
+  int fd = 1234;
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, &fd), 0);
+  assert_int_equal(fd, -1);
+  assert_int_equal(got->id, 77);
+  assert_int_equal(got->status, PINPOOL__V1__STATUS__NOT_FOUND);
+  assert_string_equal(got->message, "no such name");
+  frame_free_response(got);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void recv_reports_disconnect_on_eof_and_mid_frame(void **state) {
+  int sv[2];
+  pair(sv);
+  close(sv[0]);
+  Pinpool__V1__Response *got = (Pinpool__V1__Response *)0x1;
+  int fd = 55;
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, &fd), PP_EDISCONNECTED);
+  assert_ptr_equal(got, (Pinpool__V1__Response *)0x1);
+  assert_int_equal(fd, 55);
+  close(sv[1]);
+
+  pair(sv);
+  const uint8_t half[6] = {10, 0, 0, 0, 0x08, 0x01}; /* promises 10 bytes, sends 2 */
+  assert_int_equal(write(sv[0], half, sizeof half), (ssize_t)sizeof half);
+  close(sv[0]);
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, &fd), PP_EDISCONNECTED);
+  close(sv[1]);
+}
+
+static void recv_rejects_zero_oversized_and_garbage_frames(void **state) {
+  static const uint8_t frames[][8] = {
+      {0, 0, 0, 0},                             /* zero length */
+      {0x01, 0x00, 0x01, 0x00},                 /* 65537 > 64 KiB */
+      {4, 0, 0, 0, 0x0f, 0xff, 0xff, 0xff},     /* wire type 7 */
+  };
+  static const size_t lens[] = {4, 4, 8};
+  for (size_t i = 0; i < 3; i++) {
+    int sv[2];
+    pair(sv);
+    assert_int_equal(write(sv[0], frames[i], lens[i]), (ssize_t)lens[i]);
+    Pinpool__V1__Response *got = NULL;
+    assert_int_equal(frame_recv_response(sv[1], FRAME_MAX_DEFAULT, &got, NULL), PP_EPROTO);
+    assert_null(got);
+    close(sv[0]);
+    close(sv[1]);
+  }
+}
+
+static void recv_reads_exactly_one_frame_leaving_the_next(void **state) {
+  int sv[2];
+  pair(sv);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  for (r.id = 1; r.id <= 3; r.id++) assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  for (uint64_t id = 1; id <= 3; id++) {
+    Pinpool__V1__Response *got = NULL;
+    assert_int_equal(frame_recv_response(sv[1], 0, &got, NULL), 0);
+    assert_int_equal(got->id, id);
+    frame_free_response(got);
+  }
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void send_finishes_frame_after_partial_writes_on_nonblocking_socket(void **state) {
+  int sv[2];
+  pair(sv);
+  int small = 4096;
+  assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+  enum { N = 6000 }; /* ~ 48 KB packed: many times the send buffer */
+  uint64_t *offs = malloc(N * sizeof *offs);
+  assert_non_null(offs);
+  for (int i = 0; i < N; i++) offs[i] = (uint64_t)i << 40;
+  Pinpool__V1__Objects o = PINPOOL__V1__OBJECTS__INIT;
+  o.n_offsets = N;
+  o.offsets = offs;
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 8;
+  r.body_case = PINPOOL__V1__RESPONSE__BODY_OBJECTS;
+  r.objects = &o;
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(sv[1]);
+    _exit(frame_send(sv[0], &r.base, FRAME_MAX_DEFAULT, -1) == 0 ? 0 : 1);
+  }
+  close(sv[0]);
+  usleep(20000); /* let the child fill the buffer and hit EAGAIN */
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_recv_response(sv[1], FRAME_MAX_DEFAULT, &got, NULL), 0);
+  assert_int_equal(got->objects->n_offsets, N);
+  assert_int_equal(got->objects->offsets[N - 1], (uint64_t)(N - 1) << 40);
+  frame_free_response(got);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  free(offs);
+  close(sv[1]);
+}
+
+static void send_to_closed_peer_fails_without_sigpipe(void **state) {
+  int sv[2];
+  pair(sv);
+  close(sv[1]);
+  /* SIGPIPE at its default disposition would kill the test: MSG_NOSIGNAL must hold */
+  signal(SIGPIPE, SIG_DFL);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 1;
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), PP_EDISCONNECTED);
+  close(sv[0]);
+}
+
+static void send_refuses_bad_arguments(void **state) {
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  assert_int_equal(frame_send(-1, &r.base, 0, -1), PP_EINVAL);
+  assert_int_equal(frame_send(0, NULL, 0, -1), PP_EINVAL);
+  assert_int_equal(frame_recv_response(-1, 0, NULL, NULL), PP_EINVAL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(memfd_passes_with_the_welcome_frame),
+      cmocka_unit_test(passed_fd_is_closed_when_the_caller_wants_none),
+      cmocka_unit_test(frame_without_fd_reports_minus_one),
+      cmocka_unit_test(recv_reports_disconnect_on_eof_and_mid_frame),
+      cmocka_unit_test(recv_rejects_zero_oversized_and_garbage_frames),
+      cmocka_unit_test(recv_reads_exactly_one_frame_leaving_the_next),
+      cmocka_unit_test(send_finishes_frame_after_partial_writes_on_nonblocking_socket),
+      cmocka_unit_test(send_to_closed_peer_fails_without_sigpipe),
+      cmocka_unit_test(send_refuses_bad_arguments),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
