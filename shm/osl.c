@@ -1,0 +1,164 @@
+/*
+ * osl.c — the OS seam: thin wrappers over the system calls shm/region makes, each one
+ * preceded by a fault-injection check.
+ *
+ * Why a seam at all: the region's error paths (a memfd that cannot be created, a
+ * hugepage pool that runs dry in fallocate, an mmap or a pagemap read that fails) are
+ * the paths an operator meets on a badly configured machine, and they must report the
+ * cause and release everything taken so far.  They cannot be provoked reliably from
+ * outside, so tests arm a failure here instead: osl_fail_nth(OSL_MMAP, 2, ENOMEM) makes
+ * the second next mmap fail with ENOMEM without calling the kernel.
+ *
+ * State: per call kind, a countdown (0 = disarmed), the errno to inject, and a counter
+ * of calls made.  All three are atomics: the check is one relaxed load on the fast path
+ * and a compare-and-swap loop only while armed, so exactly one call observes the count
+ * reaching zero even when several threads race.  No locks.
+ *
+ * The wrappers keep libc's convention (-1 and errno); see osl.h.
+ */
+#define _GNU_SOURCE /* memfd_create, fallocate, F_ADD_SEALS */
+#include "osl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static _Atomic unsigned osl_countdown[OSL_NR_CALLS]; /* 0 = disarmed; 1 = the next call fails */
+static _Atomic int osl_errno[OSL_NR_CALLS];          /* errno the failing call reports */
+static _Atomic unsigned long osl_count[OSL_NR_CALLS]; /* calls made since osl_reset() */
+
+static const char *const osl_names[OSL_NR_CALLS] = {
+  [OSL_MEMFD_CREATE] = "memfd_create", [OSL_FTRUNCATE] = "ftruncate",
+  [OSL_FALLOCATE] = "fallocate",       [OSL_ADD_SEALS] = "fcntl(F_ADD_SEALS)",
+  [OSL_GET_SEALS] = "fcntl(F_GET_SEALS)", [OSL_FSTAT] = "fstat",
+  [OSL_FSTATFS] = "fstatfs",           [OSL_MMAP] = "mmap",
+  [OSL_MUNMAP] = "munmap",             [OSL_MADVISE] = "madvise",
+  [OSL_MLOCK] = "mlock",               [OSL_GETRLIMIT] = "getrlimit",
+  [OSL_OPEN] = "open",                 [OSL_PREAD] = "pread",
+  [OSL_CLOSE] = "close",
+};
+
+/* True when this call must fail; errno is then set.  Counts every call. */
+static bool osl_inject(osl_call_t call) {
+  atomic_fetch_add_explicit(&osl_count[call], 1, memory_order_relaxed);
+  unsigned c = atomic_load_explicit(&osl_countdown[call], memory_order_relaxed);
+  while (c != 0) {
+    if (atomic_compare_exchange_weak_explicit(&osl_countdown[call], &c, c - 1,
+                                              memory_order_acq_rel, memory_order_relaxed)) {
+      if (c != 1) return false;
+      errno = atomic_load_explicit(&osl_errno[call], memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
+}
+
+void osl_fail_nth(osl_call_t call, unsigned nth, int err) {
+  if ((unsigned)call >= OSL_NR_CALLS) return;
+  atomic_store(&osl_errno[call], err);
+  atomic_store(&osl_countdown[call], nth);
+}
+
+void osl_reset(void) {
+  for (unsigned i = 0; i < OSL_NR_CALLS; i++) {
+    atomic_store(&osl_countdown[i], 0);
+    atomic_store(&osl_errno[i], 0);
+    atomic_store(&osl_count[i], 0);
+  }
+}
+
+unsigned long osl_calls(osl_call_t call) {
+  if ((unsigned)call >= OSL_NR_CALLS) return 0;
+  return atomic_load(&osl_count[call]);
+}
+
+const char *osl_call_name(osl_call_t call) {
+  if ((unsigned)call >= OSL_NR_CALLS) return "?";
+  return osl_names[call];
+}
+
+int osl_memfd_create(const char *name, unsigned flags) {
+  if (osl_inject(OSL_MEMFD_CREATE)) return -1;
+  return memfd_create(name, flags);
+}
+
+int osl_ftruncate(int fd, uint64_t size) {
+  if (osl_inject(OSL_FTRUNCATE)) return -1;
+  return ftruncate(fd, (off_t)size);
+}
+
+int osl_fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
+  if (osl_inject(OSL_FALLOCATE)) return -1;
+  return fallocate(fd, mode, (off_t)offset, (off_t)len);
+}
+
+int osl_add_seals(int fd, int seals) {
+  if (osl_inject(OSL_ADD_SEALS)) return -1;
+  return fcntl(fd, F_ADD_SEALS, seals);
+}
+
+int osl_get_seals(int fd) {
+  if (osl_inject(OSL_GET_SEALS)) return -1;
+  return fcntl(fd, F_GET_SEALS);
+}
+
+int osl_fstat(int fd, struct stat *ret_st) {
+  if (osl_inject(OSL_FSTAT)) return -1;
+  return fstat(fd, ret_st);
+}
+
+int osl_fstatfs(int fd, struct statfs *ret_st) {
+  if (osl_inject(OSL_FSTATFS)) return -1;
+  return fstatfs(fd, ret_st);
+}
+
+void *osl_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset) {
+  if (osl_inject(OSL_MMAP)) return MAP_FAILED;
+  return mmap(addr, len, prot, flags, fd, offset);
+}
+
+int osl_munmap(void *addr, size_t len) {
+  if (osl_inject(OSL_MUNMAP)) return -1;
+  return munmap(addr, len);
+}
+
+int osl_madvise(void *addr, size_t len, int advice) {
+  if (osl_inject(OSL_MADVISE)) return -1;
+  return madvise(addr, len, advice);
+}
+
+int osl_mlock(const void *addr, size_t len) {
+  if (osl_inject(OSL_MLOCK)) return -1;
+  return mlock(addr, len);
+}
+
+int osl_getrlimit(int resource, struct rlimit *ret_rl) {
+  if (osl_inject(OSL_GETRLIMIT)) return -1;
+  return getrlimit(resource, ret_rl);
+}
+
+int osl_open(const char *path, int flags) {
+  if (osl_inject(OSL_OPEN)) return -1;
+  return open(path, flags | O_CLOEXEC);
+}
+
+ssize_t osl_pread(int fd, void *buf, size_t len, off_t offset) {
+  if (osl_inject(OSL_PREAD)) return -1;
+  ssize_t n;
+  do n = pread(fd, buf, len, offset);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+int osl_close(int fd) {
+  if (osl_inject(OSL_CLOSE)) return -1;
+  return close(fd);
+}
+
+uint64_t osl_base_page_size(void) {
+  long ps = sysconf(_SC_PAGESIZE);
+  return ps > 0 ? (uint64_t)ps : 4096u;
+}

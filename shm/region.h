@@ -34,6 +34,8 @@ typedef struct region_hugepage_info {
   uint64_t page_size;
   uint64_t total_pages;
   uint64_t free_pages;
+  uint64_t resv_pages;  /* promised to existing mappings though not yet faulted in: a new
+                           region can have free_pages - resv_pages of them */
 } region_hugepage_info_t;
 
 /* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length). */
@@ -49,6 +51,15 @@ typedef struct region region_t;
 int region_parse_policy(const char *s, region_page_policy_t *ret);
 const char *region_policy_name(region_page_policy_t p);
 
+/* Parse a byte count: decimal digits, optional spaces, an optional binary suffix K, M, G
+ * or T (also KB/KiB ..., and B; case-insensitive; "64M" = 64 << 20).  PP_EINVAL for
+ * anything else (signs, fractions, trailing junk), PP_ERANGE when it exceeds 64 bits. */
+int region_parse_size(const char *s, uint64_t *ret);
+/* Write bytes in the largest binary unit that divides it exactly ("2 MiB", "1536 MiB",
+ * "12345 B"), so region_parse_size() reads it back.  Returns the length, or PP_ERANGE
+ * when buf is too small. */
+int region_format_size(uint64_t bytes, char *buf, size_t len);
+
 /* Fill up to n entries with the hugepage sizes this kernel offers; returns how many. */
 int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);
 
@@ -58,6 +69,12 @@ int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);
  * it), PP_EOS (another OS failure; the log names the call and errno). *ret untouched on
  * failure; nothing leaks. */
 int region_create(const region_config_t *cfg, region_t **ret);
+/* Take over an existing region memfd (after a restart, from systemd's fd store): check
+ * that it is a sealed memfd whose size cannot change, reserve (fallocate) and map it as
+ * region_create does; its contents are kept.  cfg->size 0 and REGION_PAGE_AUTO accept
+ * what the fd has; other values must match it (PP_EINVAL otherwise).  On success the
+ * region owns fd (region_destroy closes it); on failure fd is left open to the caller. */
+int region_adopt(int fd, const region_config_t *cfg, region_t **ret);
 void region_destroy(region_t *r);
 
 int region_fd(const region_t *r);
