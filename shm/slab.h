@@ -17,6 +17,8 @@
 
 #define SLAB_NAME_MAX 64u        /* including the NUL */
 #define SLAB_MIN_OBJECT 8u
+#define SLAB_MAX_ORDER 5u        /* largest slab: a buddy block of 2^5 pages = 128 KiB */
+#define SLAB_MAX_OBJECT 16384u   /* an eighth of the largest slab; bigger belongs to the buddy */
 
 typedef struct slab_info {       /* one /proc/slabinfo row, plus pinpool's extras */
   char name[SLAB_NAME_MAX];
@@ -56,8 +58,9 @@ slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id);
 int slab_cache_alloc(slab_cache_t *c, uint64_t *ret_offset);
 /* Up to n objects under one lock acquisition; returns how many (>0), or PP_ENOMEM. */
 int slab_cache_alloc_bulk(slab_cache_t *c, uint64_t *offsets, unsigned n);
-/* Errors: PP_ENOTBLOCK (not an object start of this cache), PP_EDOUBLEFREE, leaving the
- * state unchanged. */
+/* Errors: PP_ENOTALLOC (in no slab of this cache: another cache's object, or nobody's),
+ * PP_ENOTBLOCK (inside one of this cache's slabs but not an object start), PP_EDOUBLEFREE
+ * (an object start that is not allocated), each leaving the state unchanged. */
 int slab_cache_free(slab_cache_t *c, uint64_t offset);
 /* All or nothing: validates every offset first (and duplicates within the batch); on error
  * *ret_bad_index names the first bad one and nothing is freed. */
