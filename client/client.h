@@ -1,0 +1,93 @@
+/*
+ * client.h — libpinpool internals shared by pinpool.c (connection, requests, buffers,
+ * caches) and client_mag.c (per-thread magazines).  Not installed.
+ *
+ * Locks, in the order they may be taken:
+ *   1. mag_lock (client_mag.c, one per process): links between threads' magazines and
+ *      caches, and the "orphaned" mark pp_disconnect() leaves on them;
+ *   2. pp_client.lock: one request/response exchange at a time on the connection, and
+ *      the fields marked (lock) below.
+ * Nothing takes mag_lock while holding a client lock.
+ */
+#ifndef PP_CLIENT_INTERNAL_H
+#define PP_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "pinpool.h"
+
+struct mag_thread_cache;
+
+struct pp_client {
+  int fd;                       /* the connection; -1 once closed */
+  pthread_mutex_t lock;         /* see above */
+  uint64_t next_id;             /* (lock) id of the next request; ids start at 1 */
+  int broken;                   /* (lock) 0, or the error that ended the connection */
+  uint32_t max_frame;           /* from Welcome */
+  uint8_t *base;                /* the whole region, mapped MAP_SHARED once */
+  uint64_t region_size;
+  uint64_t page_size;
+  uint64_t session_id;
+  bool hugepages;
+  bool phys_known;
+  struct pp_cache *caches;      /* (lock) every cache opened, freed by pp_disconnect */
+};
+
+struct pp_cache {
+  pp_client *c;
+  struct pp_cache *next;        /* (c->lock) in c->caches */
+  uint64_t serial;              /* process-unique, never reused: threads find their
+                                   magazines by it, so a recycled address cannot alias */
+  uint8_t *base;                /* copies of c->base / c->region_size: one pointer */
+  uint64_t region_size;         /*   chase fewer on the fast path */
+  uint32_t id;                  /* the daemon's cache_id */
+  uint32_t object_size;
+  uint32_t align;               /* power of two */
+  uint32_t stride;              /* object_size rounded up to align */
+  uint32_t objs_per_slab;
+  uint32_t slab_used;           /* objs_per_slab * stride: the tail past it holds no object */
+  bool stride_pow2;             /* boundary check by mask rather than division */
+  uint32_t mag_rounds;          /* objects per magazine = cache_alloc batch size */
+  _Atomic uint64_t slab_bytes;  /* inferred slab size for the object-boundary check;
+                                   0 = layout unknown, check alignment only */
+  struct mag_thread_cache *threads; /* (mag_lock) every thread's magazines for it */
+};
+
+/* One request/response exchange under c->lock.  req->id is assigned here.  On success
+ * (status OK and the body case `want`) *ret_resp is the response (free it with
+ * frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
+ * marks the connection broken and returns PP_EIO / PP_EDISCONNECTED / PP_EPROTO. */
+int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__BodyCase want,
+               Pinpool__V1__Response **ret_resp);
+
+/* cache_alloc of up to n (1..1024) objects: their pointers into ptrs; returns how many
+ * the daemon gave (> 0) or a negative code. */
+int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n);
+/* cache_free of n objects in one request (all or nothing at the daemon).  When the
+ * daemon rejects the batch, each object is retried alone so that the good ones are not
+ * stranded; returns 0 or the first error. */
+int client_cache_return(pp_cache *k, void *const *ptrs, unsigned n);
+
+/* Does obj lie inside the region at an object boundary of k?  Slabs are naturally
+ * aligned buddy blocks holding objects at stride intervals from their first byte, so
+ * with the slab size known the boundary check is exact; see client_cache_fetch for how
+ * the inference is kept honest. */
+static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
+  uint64_t off = (uint64_t)((uintptr_t)obj - (uintptr_t)k->base);
+  if (off >= k->region_size || (off & (k->align - 1)) != 0) return false;
+  uint64_t slab = atomic_load_explicit(&k->slab_bytes, memory_order_relaxed);
+  if (slab == 0) return true;
+  uint32_t in = (uint32_t)(off & (slab - 1));
+  if (in >= k->slab_used) return false;
+  return k->stride_pow2 ? (in & (k->stride - 1)) == 0 : in % k->stride == 0;
+}
+
+/* client_mag.c: pp_disconnect() calls this first, so that no thread touches k again
+ * through its magazines (they are orphaned; the daemon reclaims their objects). */
+void mag_orphan_client(pp_client *c);
+
+#endif /* PP_CLIENT_INTERNAL_H */

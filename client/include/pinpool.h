@@ -1,0 +1,140 @@
+/*
+ * pinpool.h — libpinpool, the public C API of pinpool.
+ *
+ * pinpoold owns one shared-memory region (hugepage-backed when it can be) and hands out
+ * pinned, physically contiguous buffers and small slab objects from it.  A program
+ * connects once, maps the whole region once, and from then on deals in buffers and
+ * objects that live at fixed offsets inside that mapping:
+ *
+ *   pp_client *c;
+ *   int rc = pp_connect(NULL, "my-app", &c);          // NULL: the default socket
+ *   pp_buffer b;
+ *   rc = pp_alloc(c, 1 << 20, PP_CONTIGUOUS, &b);      // b.addr, b.phys, b.offset
+ *   ...
+ *   pp_free(c, b.handle);
+ *   pp_cache *k;
+ *   rc = pp_cache_open(c, "flow", 64, 64, &k);
+ *   void *o = pp_cache_alloc(k);                       // usually no round trip
+ *   pp_cache_free(k, o);
+ *   pp_disconnect(c);                                  // the daemon reclaims the rest
+ *
+ * Conventions (those of the whole project):
+ *   - every function that can fail returns int: 0 (or a count) on success, a negative
+ *     PP_E* code of pinpool_err.h on failure; pp_strerror() and pp_err_name() name it;
+ *   - output parameters are left untouched on failure;
+ *   - a pp_client is thread-safe: requests on its connection are serialized by a mutex;
+ *     pp_cache_alloc()/pp_cache_free() are served from per-thread magazines and take
+ *     no lock at all until a magazine must be refilled or emptied;
+ *   - offsets are what the daemon speaks and what other processes understand: pass
+ *     b.offset (or b.handle, or a name) to a peer, never b.addr; pp_ptr()/pp_offset()
+ *     convert within this process;
+ *   - a pp_client belongs to the process that connected it: after fork() the child
+ *     must pp_connect() on its own and must not use the parent's client.
+ *
+ * Everything a client holds is owned by its session: when the process exits or dies,
+ * or calls pp_disconnect(), the daemon takes all of it back, buffers and objects alike.
+ */
+#ifndef PINPOOL_H
+#define PINPOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifndef PP_API
+#define PP_API __attribute__((visibility("default")))
+#endif
+
+#include "pinpool_err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Flags for pp_alloc() / pp_alloc_named(). */
+#define PP_CONTIGUOUS 0x1u /* physically contiguous, or PP_ENOCONTIG */
+#define PP_ZERO       0x2u /* zero-filled */
+
+typedef struct pp_client pp_client;
+typedef struct pp_cache pp_cache;
+
+typedef struct pp_buffer {
+  uint64_t handle;   /* what pp_free() takes; meaningful only to this client's session */
+  uint64_t offset;   /* from the start of the region: the same in every process */
+  uint64_t size;     /* bytes actually reserved (the request rounded up to a block) */
+  uint64_t phys;     /* physical address of the first byte; 0 when unknown */
+  bool contiguous;   /* the whole buffer is physically contiguous */
+  void *addr;        /* this process's pointer to the first byte */
+} pp_buffer;
+
+/* Connect to pinpoold at socket_path (NULL: $PINPOOL_SOCKET, else
+ * /run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock), say hello as
+ * client_name (NULL: the program's name; at most 64 bytes are sent), receive the
+ * region and map it.  Errors: PP_EINVAL, PP_ECONNECT (no daemon there), PP_EVERSION,
+ * PP_ETOOMANY, PP_EPROTO, PP_EIO, PP_EDISCONNECTED, PP_EOS (socket, mmap, malloc). */
+PP_API int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client);
+/* Close the session: the daemon takes back every buffer and object it held (objects in
+ * any thread's magazines included), and every pp_cache of c becomes invalid.  No other
+ * thread may be using c (its pp_cache handles included) during or after the call.
+ * NULL is a no-op. */
+PP_API void pp_disconnect(pp_client *c);
+
+/* The region as mapped in this process, and its geometry as the daemon announced it. */
+PP_API void *pp_base(pp_client *c);
+PP_API uint64_t pp_region_size(pp_client *c);
+PP_API uint64_t pp_page_size(pp_client *c);   /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+PP_API bool pp_hugepages(pp_client *c);       /* the region is backed by hugepages */
+PP_API bool pp_phys_known(pp_client *c);      /* buffers report physical addresses */
+PP_API uint64_t pp_session_id(pp_client *c);  /* as pinpoolctl lists it */
+/* offset <-> pointer within this process's mapping; NULL / UINT64_MAX when outside it. */
+PP_API void *pp_ptr(pp_client *c, uint64_t offset);
+PP_API uint64_t pp_offset(pp_client *c, const void *addr);
+
+/* A buffer of at least size bytes (rounded up to a buddy block: see ret->size).
+ * flags: PP_CONTIGUOUS, PP_ZERO.  Errors: PP_EINVAL (size 0, unknown flags), PP_ENOMEM,
+ * PP_ENOCONTIG, PP_ERANGE, PP_EQUOTA, PP_ELIMIT, and the connection errors. */
+PP_API int pp_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret);
+/* The same, published under name so that other clients can pp_lookup() it; the name
+ * lives as long as the buffer (until its last holder frees it).  PP_EEXIST when the
+ * name is taken. */
+PP_API int pp_alloc_named(pp_client *c, const char *name, uint64_t size, unsigned flags,
+                          pp_buffer *ret);
+/* Take a hold on the buffer published under name.  PP_ENOENT when there is none. */
+PP_API int pp_lookup(pp_client *c, const char *name, pp_buffer *ret);
+/* Drop this session's hold on a buffer (from pp_alloc*() or pp_lookup()).  The memory
+ * goes back to the allocator when its last holder lets go.  PP_ENOENT / PP_EPERM for a
+ * handle this session does not hold (nothing changes). */
+PP_API int pp_free(pp_client *c, uint64_t handle);
+
+/* Open (or find: idempotent by name and geometry) a slab cache of object_size-byte
+ * objects aligned to align (a power of two; 0 means 8).  The handle lives until
+ * pp_disconnect(); opening the same cache twice gives the same handle.
+ * Errors: PP_EINVAL, PP_ERANGE, PP_EGEOMETRY (same name, another geometry), ... */
+PP_API int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
+                         pp_cache **ret_cache);
+PP_API uint32_t pp_cache_object_size(pp_cache *k);
+/* One object, from this thread's magazines when they have one (no system call), else
+ * after fetching a magazine-full from the daemon.  NULL on failure; call
+ * pp_cache_alloc_bulk(k, &p, 1) when the reason matters. */
+PP_API void *pp_cache_alloc(pp_cache *k);
+/* Give an object back to this thread's magazines; full magazines go back to the daemon
+ * in one request.  PP_EINVAL, without touching anything, for a pointer outside the
+ * region or not at an object boundary of this cache.  A double free is NOT detected
+ * here (that would cost a lookup per call): the daemon detects it when the magazine
+ * goes back, and that later call returns PP_EDOUBLEFREE/PP_ENOTALLOC/PP_ENOTBLOCK (the
+ * daemon's state is never harmed; the duplicate may meanwhile have been handed out
+ * twice by this thread's magazine — the caller's bug, as with free()). */
+PP_API int pp_cache_free(pp_cache *k, void *obj);
+/* n objects into objs, all or nothing: returns n, or a negative code with nothing
+ * allocated (objs[] then holds no pointer the caller may use). */
+PP_API int pp_cache_alloc_bulk(pp_cache *k, void **objs, unsigned n);
+/* n objects back: validates all first (PP_EINVAL and nothing freed if one is outside
+ * the region or misaligned); returns 0, or the first error a batch return reported. */
+PP_API int pp_cache_free_bulk(pp_cache *k, void *const *objs, unsigned n);
+
+/* Also from pinpool_err.h: pp_strerror(), pp_err_name(), pp_status_name(). */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PINPOOL_H */

@@ -1,0 +1,517 @@
+/*
+ * pinpool.c — libpinpool: the connection to pinpoold, buffers, and cache handles.
+ *
+ * What: the public C API of pinpool (client/include/pinpool.h) minus the per-thread
+ * magazines, which live in client_mag.c.  It speaks protocol version 1 (proto/
+ * pinpool.proto, docs/PROTOCOL.md) over the daemon's Unix stream socket.
+ *
+ * How:
+ *   - pp_connect: socket + connect, Hello{protocol_version 1, client_name}, then one
+ *     Welcome frame that carries the region's memfd as SCM_RIGHTS.  The whole region is
+ *     mapped MAP_SHARED once and the fd closed at once: the mapping keeps the memory
+ *     alive, and a client that holds no fd cannot ftruncate or reseal it (the daemon
+ *     sealed it anyway).  From then on everything is an offset into that mapping.
+ *   - Every other call is one synchronous request/response exchange (client_rpc):
+ *     requests are small, the daemon answers in order, so a mutex around the exchange
+ *     is all the thread safety the connection needs.  Ids increase from 1 and the
+ *     echoed id is checked; any framing or transport failure marks the client broken
+ *     and every later request fails fast with the same error (the mapping stays valid
+ *     until pp_disconnect, so memory the program still touches does not vanish).
+ *   - Response.status is the protocol status, whose numbers are the negated PP_E* codes
+ *     (one table, pinpool_err.h); a status outside the table is a protocol error.
+ *   - Nothing the daemon says is trusted blindly: offsets and sizes are checked against
+ *     the region before a pointer is formed from them, the memfd's size against the
+ *     announced region size, and responses are unpacked with a bounded budget.
+ *
+ * Invariants: c->fd >= 0 and c->base maps c->region_size bytes from pp_connect until
+ * pp_disconnect; every pp_cache of c is on c->caches and is freed only by pp_disconnect.
+ *
+ * Locks: c->lock serializes exchanges on c->fd and guards next_id, broken and caches.
+ * The magazine lock of client_mag.c, when both are needed, is taken first (client.h).
+ *
+ * References: Bonwick & Adams, "Magazines and Vmem", USENIX 2001 (the client-side
+ * magazines this file's caches feed); unix(7) and cmsg(3) for SCM_RIGHTS.
+ */
+#define _GNU_SOURCE
+#include "client.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+
+#define CLIENT_NAME_MAX 64u           /* what Hello.client_name may carry */
+
+/* Status (the negated code, on the wire) -> PP_E*; anything outside the table is a
+ * protocol error rather than a number the caller could misread. */
+static int status_to_err(int status) {
+  if (status == 0) return 0;
+  if (status > 0 && status < PP__ERR_MAX) return -status;
+  return PP_EPROTO;
+}
+
+int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__BodyCase want,
+               Pinpool__V1__Response **ret_resp) {
+  Pinpool__V1__Response *resp = NULL;
+  int rc;
+
+  pthread_mutex_lock(&c->lock);
+  if (c->broken) {
+    rc = c->broken;
+    goto out;
+  }
+  req->id = c->next_id++;
+  rc = frame_send(c->fd, &req->base, c->max_frame, -1);
+  if (rc < 0) goto broken;
+  rc = frame_recv_response(c->fd, c->max_frame, &resp, NULL);
+  if (rc < 0) goto broken;
+  if (resp->id != req->id) {
+    /* A reply to some other request: the stream is out of step and nothing later on it
+     * can be matched any more. */
+    rc = PP_EPROTO;
+    goto broken;
+  }
+  rc = status_to_err((int)resp->status);
+  if (rc < 0) goto out;
+  if (want != PINPOOL__V1__RESPONSE__BODY__NOT_SET && resp->body_case != want) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  *ret_resp = resp;
+  resp = NULL;
+  rc = 0;
+  goto out;
+
+broken:
+  /* A disconnect reads as such however the failure surfaced (EPIPE on send, EOF on
+   * receive); the first error is the one every later call reports. */
+  if (rc == PP_EIO && errno == EPIPE) rc = PP_EDISCONNECTED;
+  c->broken = rc;
+out:
+  pthread_mutex_unlock(&c->lock);
+  if (resp) frame_free_response(resp);
+  return rc;
+}
+
+/* ---- connect / disconnect ---------------------------------------------------------- */
+
+static int client_open_socket(const char *path, int *ret_fd) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  size_t len = strlen(path);
+  if (len == 0 || len >= sizeof sa.sun_path) return PP_EINVAL;
+  memcpy(sa.sun_path, path, len + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return PP_EOS;
+  int rc;
+  do {
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return PP_ECONNECT;
+  }
+  *ret_fd = fd;
+  return 0;
+}
+
+/* Copies name into buf (CLIENT_NAME_MAX + 1), cut at CLIENT_NAME_MAX bytes on a UTF-8
+ * character boundary so the string stays valid for protobuf. */
+static void client_name_copy(char *buf, const char *name) {
+  size_t n = strlen(name);
+  if (n > CLIENT_NAME_MAX) {
+    n = CLIENT_NAME_MAX;
+    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
+  }
+  memcpy(buf, name, n);
+  buf[n] = '\0';
+}
+
+/* Hello, then Welcome with the memfd; fills c's geometry and *ret_memfd. */
+static int client_handshake(pp_client *c, const char *client_name, int *ret_memfd) {
+  char name[CLIENT_NAME_MAX + 1];
+  client_name_copy(name, client_name);
+
+  Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
+  hello.protocol_version = PROTOCOL_VERSION;
+  hello.client_name = name;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.id = c->next_id++;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
+  req.hello = &hello;
+
+  Pinpool__V1__Response *resp = NULL;
+  int memfd = -1;
+  int rc = frame_send(c->fd, &req.base, FRAME_MAX_DEFAULT, -1);
+  if (rc < 0) goto out;
+  rc = frame_recv_response(c->fd, FRAME_MAX_DEFAULT, &resp, &memfd);
+  if (rc < 0) goto out;
+  rc = status_to_err((int)resp->status);
+  if (rc < 0) goto out;
+  if (resp->id != req.id || resp->body_case != PINPOOL__V1__RESPONSE__BODY_WELCOME ||
+      memfd < 0) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  const Pinpool__V1__Welcome *w = resp->welcome;
+  if (w->protocol_version != PROTOCOL_VERSION) {
+    rc = PP_EVERSION;
+    goto out;
+  }
+  struct stat st;
+  if (fstat(memfd, &st) < 0) {
+    rc = PP_EOS;
+    goto out;
+  }
+  /* A region the fd cannot back would SIGBUS on first touch: refuse it here. */
+  if (w->region_size == 0 || w->region_size > (uint64_t)st.st_size ||
+      w->region_size > (uint64_t)SIZE_MAX) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  c->region_size = w->region_size;
+  c->page_size = w->page_size;
+  c->hugepages = w->hugepages;
+  c->phys_known = w->physical_addresses;
+  c->session_id = w->session_id;
+  c->max_frame = w->max_frame ? w->max_frame : FRAME_MAX_DEFAULT;
+  if (c->max_frame < 256u || c->max_frame > FRAME_MAX_LIMIT) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  *ret_memfd = memfd;
+  memfd = -1;
+  rc = 0;
+out:
+  if (memfd >= 0) close(memfd);
+  if (resp) frame_free_response(resp);
+  return rc;
+}
+
+int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client) {
+  char path[sizeof ((struct sockaddr_un *)0)->sun_path];
+  pp_client *c = NULL;
+  int memfd = -1;
+  int rc;
+
+  if (!ret_client) return PP_EINVAL;
+  if (!socket_path) {
+    rc = endpoint_default_path(path, sizeof path);
+    if (rc < 0) return rc;
+    socket_path = path;
+  }
+  if (!client_name) client_name = program_invocation_short_name;
+
+  c = calloc(1, sizeof *c);
+  if (!c) return PP_EOS;
+  c->fd = -1;
+  c->next_id = 1;
+  c->base = MAP_FAILED;
+  if (pthread_mutex_init(&c->lock, NULL) != 0) {
+    free(c);
+    return PP_EOS;
+  }
+
+  rc = client_open_socket(socket_path, &c->fd);
+  if (rc < 0) goto fail;
+  rc = client_handshake(c, client_name, &memfd);
+  if (rc < 0) goto fail;
+  c->base = mmap(NULL, (size_t)c->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (c->base == MAP_FAILED) {
+    rc = PP_EOS;
+    goto fail;
+  }
+  close(memfd);
+  *ret_client = c;
+  return 0;
+
+fail:
+  if (memfd >= 0) close(memfd);
+  if (c->fd >= 0) close(c->fd);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+  return rc;
+}
+
+void pp_disconnect(pp_client *c) {
+  if (!c) return;
+  /* Orphan every thread's magazines first: after this no thread touches c's caches
+   * through them, and the daemon reclaims the objects they held when the socket closes,
+   * which is cheaper than sending them back one magazine at a time. */
+  mag_orphan_client(c);
+  close(c->fd);
+  if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
+  for (pp_cache *k = c->caches, *next; k; k = next) {
+    next = k->next;
+    free(k);
+  }
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+/* ---- geometry ---------------------------------------------------------------------- */
+
+void *pp_base(pp_client *c) { return c ? c->base : NULL; }
+uint64_t pp_region_size(pp_client *c) { return c ? c->region_size : 0; }
+uint64_t pp_page_size(pp_client *c) { return c ? c->page_size : 0; }
+bool pp_hugepages(pp_client *c) { return c && c->hugepages; }
+bool pp_phys_known(pp_client *c) { return c && c->phys_known; }
+uint64_t pp_session_id(pp_client *c) { return c ? c->session_id : 0; }
+
+void *pp_ptr(pp_client *c, uint64_t offset) {
+  if (!c || offset >= c->region_size) return NULL;
+  return c->base + offset;
+}
+
+uint64_t pp_offset(pp_client *c, const void *addr) {
+  if (!c) return UINT64_MAX;
+  uint64_t off = (uint64_t)((uintptr_t)addr - (uintptr_t)c->base);
+  return off < c->region_size ? off : UINT64_MAX;
+}
+
+/* ---- buffers ----------------------------------------------------------------------- */
+
+/* Buffer message -> pp_buffer, refusing one that does not lie inside the region. */
+static int client_buffer_out(pp_client *c, const Pinpool__V1__Buffer *b, pp_buffer *ret) {
+  if (b->size == 0 || b->offset >= c->region_size || b->size > c->region_size - b->offset)
+    return PP_EPROTO;
+  ret->handle = b->handle;
+  ret->offset = b->offset;
+  ret->size = b->size;
+  ret->phys = b->phys_addr;
+  ret->contiguous = b->contiguous;
+  ret->addr = c->base + b->offset;
+  return 0;
+}
+
+static int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned flags,
+                        pp_buffer *ret) {
+  if (!c || !ret || size == 0 || (flags & ~(PP_CONTIGUOUS | PP_ZERO)) != 0) return PP_EINVAL;
+  Pinpool__V1__Alloc a = PINPOOL__V1__ALLOC__INIT;
+  a.size = size;
+  a.flags = flags;
+  if (name) a.name = (char *)name;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
+  req.alloc = &a;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  if (rc < 0) return rc;
+  rc = client_buffer_out(c, resp->buffer, ret);
+  frame_free_response(resp);
+  return rc;
+}
+
+int pp_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret) {
+  return client_alloc(c, NULL, size, flags, ret);
+}
+
+int pp_alloc_named(pp_client *c, const char *name, uint64_t size, unsigned flags,
+                   pp_buffer *ret) {
+  if (!name || !*name) return PP_EINVAL;
+  return client_alloc(c, name, size, flags, ret);
+}
+
+int pp_lookup(pp_client *c, const char *name, pp_buffer *ret) {
+  if (!c || !name || !*name || !ret) return PP_EINVAL;
+  Pinpool__V1__Lookup l = PINPOOL__V1__LOOKUP__INIT;
+  l.name = (char *)name;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
+  req.lookup = &l;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  if (rc < 0) return rc;
+  rc = client_buffer_out(c, resp->buffer, ret);
+  frame_free_response(resp);
+  return rc;
+}
+
+int pp_free(pp_client *c, uint64_t handle) {
+  if (!c) return PP_EINVAL;
+  Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
+  f.handle = handle;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_FREE;
+  req.free = &f;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
+  if (rc < 0) return rc;
+  frame_free_response(resp);
+  return 0;
+}
+
+/* ---- caches ------------------------------------------------------------------------ */
+
+/* Objects per magazine.  Bonwick & Adams size magazines so that a refill amortizes the
+ * cost of the layer below; here that layer is a round trip of several microseconds, so
+ * magazines are larger than a kernel's, and smaller for big objects, which pin more
+ * memory per idle thread. */
+static uint32_t mag_rounds_for(uint32_t object_size) {
+  if (object_size <= 256) return 64;
+  if (object_size <= 1024) return 32;
+  if (object_size <= 16384) return 16;
+  return 8;
+}
+
+/* The slab a valid object lies in is a naturally aligned buddy block of a power of two
+ * 4 KiB pages whose objects start at its first byte, objs_per_slab of them.  The
+ * smallest such block that holds objs_per_slab * stride bytes is that slab: a block
+ * twice as large would hold at least twice as many objects.  0 when the numbers do not
+ * allow the inference. */
+static uint64_t slab_bytes_for(uint32_t stride, uint32_t objs_per_slab) {
+  if (stride == 0 || objs_per_slab == 0) return 0;
+  uint64_t need = (uint64_t)stride * objs_per_slab;
+  uint64_t s = 4096;
+  while (s < need) s <<= 1;
+  return s <= (1ull << 31) ? s : 0;
+}
+
+int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
+                  pp_cache **ret_cache) {
+  static _Atomic uint64_t next_serial = 1;
+  if (!c || !name || !*name || object_size == 0 || !ret_cache) return PP_EINVAL;
+  if (align != 0 && (align & (align - 1)) != 0) return PP_EINVAL;
+
+  Pinpool__V1__CacheOpen o = PINPOOL__V1__CACHE_OPEN__INIT;
+  o.name = (char *)name;
+  o.object_size = object_size;
+  o.align = align;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
+  req.cache_open = &o;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_CACHE, &resp);
+  if (rc < 0) return rc;
+  const Pinpool__V1__CacheInfo *ci = resp->cache;
+  uint32_t ca = ci->align ? ci->align : 8;
+  if (ci->object_size < object_size || (ca & (ca - 1)) != 0 || ci->objects_per_slab == 0) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+
+  pthread_mutex_lock(&c->lock);
+  /* Idempotent like the daemon's cache_open: the same cache, the same handle (and the
+   * same per-thread magazines). */
+  for (pp_cache *k = c->caches; k; k = k->next) {
+    if (k->id == ci->cache_id) {
+      pthread_mutex_unlock(&c->lock);
+      *ret_cache = k;
+      rc = 0;
+      goto out;
+    }
+  }
+  pp_cache *k = calloc(1, sizeof *k);
+  if (!k) {
+    pthread_mutex_unlock(&c->lock);
+    rc = PP_EOS;
+    goto out;
+  }
+  k->c = c;
+  k->serial = atomic_fetch_add(&next_serial, 1);
+  k->base = c->base;
+  k->region_size = c->region_size;
+  k->id = ci->cache_id;
+  k->object_size = ci->object_size;
+  k->align = ca;
+  k->stride = (ci->object_size + ca - 1) & ~(ca - 1);
+  k->objs_per_slab = ci->objects_per_slab;
+  k->mag_rounds = mag_rounds_for(k->object_size);
+  uint64_t slab = slab_bytes_for(k->stride, k->objs_per_slab);
+  k->slab_used = slab ? k->stride * k->objs_per_slab : 0;
+  k->stride_pow2 = (k->stride & (k->stride - 1)) == 0;
+  atomic_init(&k->slab_bytes, slab);
+  k->next = c->caches;
+  c->caches = k;
+  pthread_mutex_unlock(&c->lock);
+  *ret_cache = k;
+  rc = 0;
+out:
+  frame_free_response(resp);
+  return rc;
+}
+
+uint32_t pp_cache_object_size(pp_cache *k) { return k ? k->object_size : 0; }
+
+int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
+  Pinpool__V1__CacheAlloc a = PINPOOL__V1__CACHE_ALLOC__INIT;
+  a.cache_id = k->id;
+  a.count = n;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
+  req.cache_alloc = &a;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(k->c, &req, PINPOOL__V1__RESPONSE__BODY_OBJECTS, &resp);
+  if (rc < 0) return rc;
+  const Pinpool__V1__Objects *ob = resp->objects;
+  if (ob->n_offsets == 0 || ob->n_offsets > n) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  bool layout_ok = true;
+  for (size_t i = 0; i < ob->n_offsets; i++) {
+    if (ob->offsets[i] >= k->region_size) {
+      rc = PP_EPROTO;
+      goto out;
+    }
+    ptrs[i] = k->base + ob->offsets[i];
+    layout_ok = layout_ok && client_obj_valid(k, ptrs[i]);
+  }
+  /* The exact boundary check in pp_cache_free rests on an inference about slab layout
+   * (slab_bytes_for).  Should the daemon ever hand out an object the inference calls
+   * invalid, the inference is wrong, not the daemon: fall back to checking alignment
+   * only, so that a valid free is never refused. */
+  if (!layout_ok) atomic_store_explicit(&k->slab_bytes, 0, memory_order_relaxed);
+  rc = (int)ob->n_offsets;
+out:
+  frame_free_response(resp);
+  return rc;
+}
+
+static int client_cache_return_batch(pp_cache *k, void *const *ptrs, unsigned n) {
+  uint64_t offs[1024];
+  if (n == 0) return 0;
+  if (n > 1024) return PP_ERANGE;
+  for (unsigned i = 0; i < n; i++) offs[i] = (uint64_t)((uint8_t *)ptrs[i] - k->base);
+  Pinpool__V1__CacheFree f = PINPOOL__V1__CACHE_FREE__INIT;
+  f.cache_id = k->id;
+  f.n_offsets = n;
+  f.offsets = offs;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
+  req.cache_free = &f;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(k->c, &req, PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
+  if (rc < 0) return rc;
+  frame_free_response(resp);
+  return 0;
+}
+
+/* Errors that describe the connection rather than the objects: retrying object by
+ * object would only repeat them. */
+static bool err_is_transport(int rc) {
+  return rc == PP_EIO || rc == PP_EDISCONNECTED || rc == PP_EPROTO || rc == PP_EOS;
+}
+
+int client_cache_return(pp_cache *k, void *const *ptrs, unsigned n) {
+  int rc = client_cache_return_batch(k, ptrs, n);
+  if (rc == 0 || err_is_transport(rc)) return rc;
+  /* The daemon refused the batch as a whole (all or nothing): some object in it is
+   * bad — a double free the magazine could not see, or a foreign object.  Return the
+   * rest one by one so that only the bad ones stay out; the first error is what the
+   * caller hears about. */
+  int first = rc;
+  for (unsigned i = 0; i < n; i++) {
+    rc = client_cache_return_batch(k, &ptrs[i], 1);
+    if (rc < 0 && err_is_transport(rc)) break;
+  }
+  return first;
+}
