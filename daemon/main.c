@@ -1,12 +1,322 @@
-/* pinpoold — entry point.  Until the daemon proper exists, only --probe works. */
+/*
+ * main.c — pinpoold's entry point: options, the config file, and the order of start-up.
+ *
+ * Options and config keys are one table: every long option `--key VALUE` can also be a
+ * `key = VALUE` line in the file named by --config (blank lines and # comments allowed;
+ * a boolean key takes true/false/yes/no/1/0).  The file is read first and the command
+ * line applied after it, so the command line wins whatever the order of the arguments.
+ * An unknown key or a bad value stops the daemon with the file and line named (exit 2):
+ * a typo in a unit's config must not silently run with defaults.
+ *
+ * `--probe` anywhere hands the whole argv to probe_main() (probe.c) before anything else.
+ *
+ * Start-up order matters for systemd: the region is created (hugepages reserved, mapped,
+ * populated, physical addresses read) before the socket listens, and READY=1 is sent only
+ * after both (server.c), so a client that connects never waits on a half-built region.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/un.h>
 
+#include "endpoint.h"
+#include "frame.h"
+#include "log.h"
+#include "pool.h"
 #include "probe.h"
+#include "region.h"
+#include "server.h"
+
+typedef struct options {
+  char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  uint64_t size;
+  region_page_policy_t policy;
+  uint32_t max_clients;
+  uint64_t quota;
+  uint32_t max_buffers;
+  char admin_group[64];
+  unsigned socket_mode;
+  bool zero_on_free;
+  int log_level;
+  uint32_t max_frame;
+} options_t;
+
+static int parse_u32(const char *s, uint32_t *ret) {
+  uint64_t v;
+  char *end;
+  if (!s || !*s || *s == '-') return PP_EINVAL;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno || *end || v > UINT32_MAX) return PP_EINVAL;
+  *ret = (uint32_t)v;
+  return 0;
+}
+
+static int parse_bool(const char *s, bool *ret) {
+  if (!s || !strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcmp(s, "1") ||
+      !strcasecmp(s, "on"))
+    *ret = true;
+  else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcmp(s, "0") ||
+           !strcasecmp(s, "off"))
+    *ret = false;
+  else
+    return PP_EINVAL;
+  return 0;
+}
+
+typedef enum { OPT_SOCKET, OPT_SIZE, OPT_PAGE_SIZE, OPT_MAX_CLIENTS, OPT_QUOTA, OPT_MAX_BUFFERS,
+               OPT_ADMIN_GROUP, OPT_SOCKET_MODE, OPT_ZERO_ON_FREE, OPT_LOG_LEVEL,
+               OPT_MAX_FRAME } opt_id_t;
+
+static const struct option_def {
+  const char *name;
+  opt_id_t id;
+  bool is_bool;   /* takes no value on the command line */
+  const char *help;
+} option_defs[] = {
+    {"socket", OPT_SOCKET, false, "PATH  listening socket (default: $PINPOOL_SOCKET, "
+                                  "/run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock)"},
+    {"size", OPT_SIZE, false, "SIZE  region size, suffixes K/M/G (default 64M)"},
+    {"page-size", OPT_PAGE_SIZE, false, "auto|4K|2M|1G  page size of the region (default auto)"},
+    {"max-clients", OPT_MAX_CLIENTS, false, "N  clients at once (default 256)"},
+    {"quota", OPT_QUOTA, false, "SIZE  pinned bytes per uid, 0 = unlimited (default 0)"},
+    {"max-buffers", OPT_MAX_BUFFERS, false, "N  buffer references per session, 0 = unlimited "
+                                            "(default 65536)"},
+    {"admin-group", OPT_ADMIN_GROUP, false, "GROUP  members may ask for stats and shrink "
+                                            "(default: root only)"},
+    {"socket-mode", OPT_SOCKET_MODE, false, "OCTAL  mode of a socket we bind (default 0660)"},
+    {"zero-on-free", OPT_ZERO_ON_FREE, true, "zero buffers and objects when they are freed"},
+    {"log-level", OPT_LOG_LEVEL, false, "err|warning|notice|info|debug (default info)"},
+    {"max-frame", OPT_MAX_FRAME, false, "SIZE  largest protocol frame (default 64K)"},
+};
+
+static const struct option_def *find_option(const char *name, size_t len) {
+  for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
+    if (strlen(option_defs[i].name) == len && !strncmp(option_defs[i].name, name, len))
+      return &option_defs[i];
+  return NULL;
+}
+
+/* Apply one option; on error prints why (with where) and returns PP_EINVAL. */
+static int apply_option(options_t *o, const struct option_def *d, const char *val,
+                        const char *where) {
+  uint64_t v64;
+  int rc = 0;
+
+  switch (d->id) {
+  case OPT_SOCKET:
+    if (!*val || strlen(val) >= sizeof o->socket) rc = PP_ERANGE;
+    else snprintf(o->socket, sizeof o->socket, "%s", val);
+    break;
+  case OPT_SIZE:
+    rc = region_parse_size(val, &o->size);
+    if (!rc && o->size == 0) rc = PP_EINVAL;
+    break;
+  case OPT_PAGE_SIZE: rc = region_parse_policy(val, &o->policy); break;
+  case OPT_MAX_CLIENTS:
+    rc = parse_u32(val, &o->max_clients);
+    if (!rc && o->max_clients == 0) rc = PP_EINVAL;
+    break;
+  case OPT_QUOTA: rc = region_parse_size(val, &o->quota); break;
+  case OPT_MAX_BUFFERS: rc = parse_u32(val, &o->max_buffers); break;
+  case OPT_ADMIN_GROUP:
+    if (!*val || strlen(val) >= sizeof o->admin_group) rc = PP_EINVAL;
+    else snprintf(o->admin_group, sizeof o->admin_group, "%s", val);
+    break;
+  case OPT_SOCKET_MODE: {
+    char *end;
+    unsigned long m = strtoul(val, &end, 8);
+    if (!*val || *end || m > 07777) rc = PP_EINVAL;
+    else o->socket_mode = (unsigned)m;
+    break;
+  }
+  case OPT_ZERO_ON_FREE: rc = parse_bool(val, &o->zero_on_free); break;
+  case OPT_LOG_LEVEL: rc = log_parse_level(val, &o->log_level); break;
+  case OPT_MAX_FRAME:
+    rc = region_parse_size(val, &v64);
+    if (!rc && (v64 < 4096 || v64 > FRAME_MAX_LIMIT)) rc = PP_ERANGE;
+    if (!rc) o->max_frame = (uint32_t)v64;
+    break;
+  }
+  if (rc) {
+    fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
+    return PP_EINVAL;
+  }
+  return 0;
+}
+
+static char *trim(char *s) {
+  char *e;
+  while (*s == ' ' || *s == '\t') s++;
+  e = s + strlen(s);
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+  return s;
+}
+
+static int load_config(options_t *o, const char *path) {
+  FILE *f = fopen(path, "re");
+  char line[1024], where[1100];
+  unsigned lineno = 0;
+  int rc = 0;
+
+  if (!f) {
+    fprintf(stderr, "pinpoold: cannot read config %s: %s\n", path, strerror(errno));
+    return PP_EINVAL;
+  }
+  while (!rc && fgets(line, sizeof line, f)) {
+    char *s = trim(line), *eq, *key, *val;
+    const struct option_def *d;
+    lineno++;
+    snprintf(where, sizeof where, "%s:%u", path, lineno);
+    if (!*s || *s == '#') continue;
+    eq = strchr(s, '=');
+    if (eq) *eq = '\0';
+    key = trim(s);
+    val = eq ? trim(eq + 1) : NULL;
+    d = find_option(key, strlen(key));
+    if (!d) {
+      fprintf(stderr, "pinpoold: %s: unknown key '%s'\n", where, key);
+      rc = PP_EINVAL;
+    } else if (!val && !d->is_bool) {
+      fprintf(stderr, "pinpoold: %s: '%s' needs '= VALUE'\n", where, key);
+      rc = PP_EINVAL;
+    } else {
+      rc = apply_option(o, d, val ? val : "true", where);
+    }
+  }
+  fclose(f);
+  return rc;
+}
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: pinpoold [--config FILE] [OPTIONS]\n"
+               "       pinpoold --probe [--size SIZE] [--page-size P]\n\n"
+               "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
+  for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
+    fprintf(out, "  --%-13s %s\n", option_defs[i].name, option_defs[i].help);
+  fprintf(out, "  --%-13s %s\n", "config", "FILE  the same keys as key=value lines");
+  fprintf(out, "  --%-13s %s\n", "probe", "print what region this machine would give, and exit");
+  fprintf(out, "  --%-13s\n  --%-13s\n", "help", "version");
+}
+
+/* Returns 0 to run, 1 to exit successfully (help/version), or PP_EINVAL. */
+static int parse_args(options_t *o, int argc, char **argv) {
+  const char *config = NULL;
+  int rc;
+
+  /* The config file first, wherever --config stands, so the command line overrides it. */
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
+    else if (!strncmp(argv[i], "--config=", 9)) config = argv[i] + 9;
+  }
+  if (config && (rc = load_config(o, config))) return rc;
+
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i], *eq, *val;
+    const struct option_def *d;
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+      usage(stdout);
+      return 1;
+    }
+    if (!strcmp(arg, "--version")) {
+      printf("pinpoold %s\n", PP_VERSION);
+      return 1;
+    }
+    if (!strcmp(arg, "--config")) {
+      if (i + 1 >= argc) goto missing;
+      i++;
+      continue;
+    }
+    if (!strncmp(arg, "--config=", 9)) continue;
+    if (strncmp(arg, "--", 2)) {
+      fprintf(stderr, "pinpoold: unexpected argument '%s'\n", arg);
+      return PP_EINVAL;
+    }
+    arg += 2;
+    eq = strchr(arg, '=');
+    d = find_option(arg, eq ? (size_t)(eq - arg) : strlen(arg));
+    if (!d) {
+      fprintf(stderr, "pinpoold: unknown option '%s' (see --help)\n", argv[i]);
+      return PP_EINVAL;
+    }
+    if (eq) val = eq + 1;
+    else if (d->is_bool) val = "true";
+    else if (i + 1 < argc) val = argv[++i];
+    else goto missing;
+    if ((rc = apply_option(o, d, val, "command line"))) return rc;
+  }
+  return 0;
+missing:
+  fprintf(stderr, "pinpoold: %s needs a value\n", argv[argc - 1]);
+  return PP_EINVAL;
+}
+
+static int resolve_group(const char *name, gid_t *ret) {
+  struct group gr, *grp = NULL;
+  char buf[4096], *end;
+  unsigned long v = strtoul(name, &end, 10);
+
+  if (*name && !*end) {
+    *ret = (gid_t)v;
+    return 0;
+  }
+  if (getgrnam_r(name, &gr, buf, sizeof buf, &grp) != 0 || !grp) return PP_ENOENT;
+  *ret = grp->gr_gid;
+  return 0;
+}
 
 int main(int argc, char **argv) {
+  options_t o = {.size = 64ull << 20, .policy = REGION_PAGE_AUTO, .max_clients = 256,
+                 .max_buffers = 65536, .socket_mode = 0660, .log_level = LOG_INFO,
+                 .max_frame = FRAME_MAX_DEFAULT};
+  server_config_t sc = {0};
+  pool_config_t pc = {0};
+  pool_t *pool = NULL;
+  gid_t admin_gid = (gid_t)-1;
+  int rc;
+
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--probe")) return probe_main(argc, argv);
-  fprintf(stderr, "pinpoold: only --probe is available in this build\n");
-  return 2;
+
+  rc = parse_args(&o, argc, argv);
+  if (rc == 1) return 0;
+  if (rc) return 2;
+  log_set_level(o.log_level);
+  if (!o.socket[0] && endpoint_default_path(o.socket, sizeof o.socket)) {
+    log_err("no usable default socket path; pass --socket");
+    return 2;
+  }
+  if (o.admin_group[0] && resolve_group(o.admin_group, &admin_gid)) {
+    log_err("admin group '%s' does not exist", o.admin_group);
+    return 2;
+  }
+
+  pc.size = o.size;
+  pc.policy = o.policy;
+  pc.quota = o.quota;
+  pc.max_buffers = o.max_buffers;
+  pc.max_clients = o.max_clients;
+  pc.zero_on_free = o.zero_on_free;
+  rc = pool_create(&pc, &pool);
+  if (rc) {
+    log_err("cannot create the region (%" PRIu64 " bytes, %s pages): %s", o.size,
+            region_policy_name(o.policy), pp_strerror(rc));
+    return 1;
+  }
+
+  sc.socket_path = o.socket;
+  sc.socket_mode = o.socket_mode;
+  sc.max_clients = o.max_clients;
+  sc.max_frame = o.max_frame;
+  sc.admin_gid = admin_gid;
+  sc.write_high_water = 4u * o.max_frame > (1u << 20) ? 4u * o.max_frame : (1u << 20);
+  sc.hello_timeout_ms = 10000;
+  rc = server_run(&sc, pool);
+  pool_destroy(pool);
+  return rc ? 1 : 0;
 }

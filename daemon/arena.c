@@ -1,0 +1,84 @@
+/*
+ * arena.c — per-response scratch memory.
+ *
+ * Why: a Stats response is a tree of protobuf-c structs (SlabInfo, ClientInfo, MapBlock
+ * arrays...).  Building it with malloc/free per node would need a mirror-image destructor
+ * for every shape; an arena lets a handler allocate freely and the server drop the whole
+ * tree with one arena_reset() after frame_pack() has serialised it.
+ *
+ * Algorithm: a list of chunks, newest first; allocations bump a pointer in the newest
+ * chunk; a request larger than the chunk size gets a chunk of its own.  A budget bounds
+ * what one response can take (a stats map of a large region is the biggest), so a
+ * request can never make the daemon allocate without bound.
+ *
+ * Locks: none; one arena per response, used by the loop thread only.
+ */
+#include "arena.h"
+
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_CHUNK (16u * 1024u)
+
+struct arena_chunk {
+  arena_chunk_t *next;
+  alignas(max_align_t) unsigned char data[];
+};
+
+void arena_init(arena_t *a, size_t budget) {
+  a->head = NULL;
+  a->used = 0;
+  a->cap = 0;
+  a->total = 0;
+  a->budget = budget;
+}
+
+void *arena_alloc(arena_t *a, size_t size) {
+  const size_t al = alignof(max_align_t);
+  size_t need = (size + al - 1) & ~(al - 1);
+  void *p;
+
+  if (need == 0) need = al;
+  if (!a->head || a->used + need > a->cap) {
+    size_t cap = need > ARENA_CHUNK ? need : ARENA_CHUNK;
+    arena_chunk_t *c;
+    if (a->budget && a->total + cap > a->budget) return NULL;
+    c = malloc(sizeof *c + cap);
+    if (!c) return NULL;
+    a->total += cap;
+    if (a->head && need > ARENA_CHUNK) {
+      /* A big one-off block goes behind the head so the head's free tail stays usable. */
+      c->next = a->head->next;
+      a->head->next = c;
+      memset(c->data, 0, need);
+      return c->data;
+    }
+    c->next = a->head;
+    a->head = c;
+    a->used = 0;
+    a->cap = cap;
+  }
+  p = a->head->data + a->used;
+  a->used += need;
+  memset(p, 0, need);
+  return p;
+}
+
+char *arena_strdup(arena_t *a, const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = arena_alloc(a, n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+void arena_reset(arena_t *a) {
+  arena_chunk_t *c = a->head;
+  while (c) {
+    arena_chunk_t *n = c->next;
+    free(c);
+    c = n;
+  }
+  arena_init(a, a->budget);
+}

@@ -1,0 +1,27 @@
+/* server.h — pinpoold's event loop: the listening socket, connections, framing, the
+ * handshake, back-pressure, systemd notification and clean shutdown.  See server.c. */
+#ifndef PP_DAEMON_SERVER_H
+#define PP_DAEMON_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pool.h"
+
+typedef struct server_config {
+  const char *socket_path;    /* where to bind when systemd passes no socket */
+  unsigned socket_mode;       /* chmod of a socket we bind (not of a passed one) */
+  uint32_t max_clients;       /* sessions at once; more get TOO_MANY_CLIENTS */
+  uint32_t max_frame;         /* announced in Welcome; both directions */
+  gid_t admin_gid;            /* (gid_t)-1: root only */
+  size_t write_high_water;    /* queued reply bytes above which a client's reads pause */
+  unsigned hello_timeout_ms;  /* a connection must say Hello within this */
+} server_config_t;
+
+/* Listen (bound or socket-activated), serve until SIGTERM/SIGINT, shut down cleanly.
+ * Returns 0, or a negative PP_E* code when the socket could not be set up. */
+int server_run(const server_config_t *cfg, pool_t *pool);
+
+#endif
