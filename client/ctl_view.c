@@ -1,0 +1,413 @@
+/*
+ * ctl_view.c — pinpoolctl's read commands, as text and as JSON.
+ *
+ * What: every read command is a pure function of one Stats snapshot (the daemon's answer
+ * to StatsRequest); this file turns it into what an operator reads.  The text shapes copy
+ * what Linux users already know:
+ *   - buddyinfo: /proc/buddyinfo's one row of free blocks per order (mm/vmstat.c,
+ *     frag_show_print), with the order sizes labelled above it, then the free bytes, the
+ *     largest free block and, per order, the fragmentation index of
+ *     /sys/kernel/debug/extfrag/extfrag_index (mm/vmstat.c, __fragmentation_index:
+ *     -1.000 when a block of that order is free; towards 0 the failure is for lack of
+ *     memory, towards 1 for fragmentation);
+ *   - slabinfo: /proc/slabinfo's header and row (mm/slab_common.c, cache_show), without
+ *     the tunables pinpool does not have, plus pinpool's own columns after ": pinpool";
+ *   - status / clients / buffers: labelled values and plain tables.
+ * Sizes read in binary units (KiB, MiB, GiB); where a test or a script needs the exact
+ * figure, the text carries the byte count too ("14.5 MiB (15204352 bytes)").
+ *
+ * JSON: one object per command, field names copied from proto/pinpool.proto so a script
+ * can be written against the schema; byte counts are exact integers, never rounded.
+ *
+ * Invariants: nothing here allocates except the json-c objects it returns; repeated
+ * fields are read through their n_* counts only, so a snapshot with missing lists (an
+ * older daemon) prints empty tables rather than crashing.
+ */
+#include "ctl_view.h"
+
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+const char *ctl_fmt_size(char *buf, size_t len, uint64_t bytes) {
+  static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  unsigned u = 0;
+  uint64_t div = 1;
+
+  while (u + 1 < sizeof unit / sizeof unit[0] && bytes / div >= 1024) {
+    div *= 1024;
+    u++;
+  }
+  if (bytes % div == 0)
+    snprintf(buf, len, "%" PRIu64 " %s", bytes / div, unit[u]);
+  else
+    snprintf(buf, len, "%.1f %s", (double)bytes / (double)div, unit[u]);
+  return buf;
+}
+
+const char *ctl_fmt_block(char *buf, size_t len, uint64_t bytes) {
+  static const char *const unit[] = {"", "K", "M", "G", "T", "P", "E"};
+  unsigned u = 0;
+
+  while (u + 1 < sizeof unit / sizeof unit[0] && bytes >= 1024 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    u++;
+  }
+  snprintf(buf, len, "%" PRIu64 "%s", bytes, unit[u]);
+  return buf;
+}
+
+const char *ctl_fmt_duration(char *buf, size_t len, uint64_t ms) {
+  uint64_t s = ms / 1000, d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
+
+  s %= 60;
+  if (d)
+    snprintf(buf, len, "%" PRIu64 "d %" PRIu64 "h %02" PRIu64 "m %02" PRIu64 "s", d, h, m, s);
+  else if (h)
+    snprintf(buf, len, "%" PRIu64 "h %02" PRIu64 "m %02" PRIu64 "s", h, m, s);
+  else if (m)
+    snprintf(buf, len, "%" PRIu64 "m %02" PRIu64 "s", m, s);
+  else
+    snprintf(buf, len, "%" PRIu64 "s", s);
+  return buf;
+}
+
+const char *ctl_fmt_frag(char *buf, size_t len, int32_t milli) {
+  int64_t v = milli; /* widen: -INT32_MIN overflows */
+
+  snprintf(buf, len, "%s%" PRId64 ".%03" PRId64, v < 0 ? "-" : "", (v < 0 ? -v : v) / 1000,
+           (v < 0 ? -v : v) % 1000);
+  return buf;
+}
+
+uint64_t ctl_cache_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k) {
+  return k->num_slabs * (uint64_t)k->pages_per_slab * s->page_size;
+}
+
+bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filter_t *f) {
+  if (!f) return true;
+  if (f->name && strcmp(b->name ? b->name : "", f->name) != 0) return false;
+  if (f->by_pid) {
+    for (size_t i = 0; i < b->n_holder_pids; i++)
+      if (b->holder_pids[i] == f->pid) return true;
+    return false;
+  }
+  return true;
+}
+
+static const char *yes_no(bool b) { return b ? "yes" : "no"; }
+
+/* ---- text ---------------------------------------------------------------------------- */
+
+void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
+  char a[32], b[32];
+
+  fprintf(out, "pinpoold %s, up %s\n", s->version && s->version[0] ? s->version : "?",
+          ctl_fmt_duration(a, sizeof a, s->uptime_ms));
+  fprintf(out, "region              %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->region_size),
+          s->region_size);
+  fprintf(out, "page size           %s\n", ctl_fmt_size(a, sizeof a, s->page_size));
+  fprintf(out, "hugepages           %s\n", yes_no(s->hugepages));
+  fprintf(out, "physical addresses  %s\n", yes_no(s->physical_addresses));
+  fprintf(out, "largest contiguous  %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->largest_contiguous_run), s->largest_contiguous_run);
+  fprintf(out, "used                %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->used_bytes),
+          s->used_bytes);
+  fprintf(out, "free                %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->free_bytes),
+          s->free_bytes);
+  fprintf(out, "cached              %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->cached_bytes), s->cached_bytes);
+  fprintf(out, "largest free block  %s\n", ctl_fmt_size(b, sizeof b, s->largest_free_block));
+  if (s->max_clients)
+    fprintf(out, "clients             %" PRIu32 " (max %" PRIu32 ")\n", s->nr_clients,
+            s->max_clients);
+  else
+    fprintf(out, "clients             %" PRIu32 "\n", s->nr_clients);
+  fprintf(out, "buffers             %" PRIu64 "\n", s->nr_buffers);
+  fprintf(out, "caches              %zu\n", s->n_caches);
+}
+
+/* One label column, then one column per order: /proc/buddyinfo's row with heads. */
+#define BUDDY_LABEL "%-22s"
+#define BUDDY_COL "%8s"
+
+void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s) {
+  size_t orders = s->n_free_per_order;
+  char a[32], b[32];
+
+  fprintf(out, BUDDY_LABEL, "order");
+  for (size_t o = 0; o < orders; o++) {
+    snprintf(a, sizeof a, "%zu", o);
+    fprintf(out, BUDDY_COL, a);
+  }
+  fprintf(out, "\n" BUDDY_LABEL, "block size");
+  for (size_t o = 0; o < orders; o++)
+    fprintf(out, BUDDY_COL, ctl_fmt_block(a, sizeof a, s->page_size << o));
+  fprintf(out, "\n" BUDDY_LABEL, "Region 0, zone pinpool");
+  for (size_t o = 0; o < orders; o++) {
+    snprintf(a, sizeof a, "%" PRIu64, s->free_per_order[o]);
+    fprintf(out, BUDDY_COL, a);
+  }
+  fprintf(out, "\n\n");
+  fprintf(out, "free bytes          %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->free_bytes),
+          s->free_bytes);
+  fprintf(out, "largest free block  %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(b, sizeof b, s->largest_free_block), s->largest_free_block);
+  fprintf(out, "\nfragmentation index per order (-1.000: a block is free; near 0: short of "
+               "memory; near 1: fragmented)\n");
+  fprintf(out, BUDDY_LABEL, "frag index");
+  for (size_t o = 0; o < s->n_frag_index; o++)
+    fprintf(out, BUDDY_COL, ctl_fmt_frag(a, sizeof a, s->frag_index[o]));
+  fprintf(out, "\n");
+}
+
+void ctl_view_slabinfo(FILE *out, const Pinpool__V1__Stats *s) {
+  fprintf(out, "slabinfo - pinpool %s\n", s->version && s->version[0] ? s->version : "");
+  fprintf(out, "# name            <active_objs> <num_objs> <objsize> <objperslab> "
+               "<pagesperslab> : slabdata <active_slabs> <num_slabs> : pinpool <full> "
+               "<partial> <empty> <in_magazines> <waste%%>\n");
+  for (size_t i = 0; i < s->n_caches; i++) {
+    const Pinpool__V1__SlabInfo *k = s->caches[i];
+    fprintf(out,
+            "%-17s %6" PRIu64 " %6" PRIu64 " %6" PRIu32 " %4" PRIu32 " %4" PRIu32
+            " : slabdata %6" PRIu64 " %6" PRIu64 " : pinpool %6" PRIu64 " %6" PRIu64
+            " %6" PRIu64 " %6" PRIu64 " %5.1f%%\n",
+            k->name ? k->name : "", k->active_objs, k->num_objs, k->object_size,
+            k->objs_per_slab, k->pages_per_slab, k->active_slabs, k->num_slabs, k->full_slabs,
+            k->partial_slabs, k->empty_slabs, k->objs_in_magazines, k->waste_permille / 10.0);
+  }
+}
+
+static const char *fmt_since(char *buf, size_t len, uint64_t unix_ms) {
+  time_t t = (time_t)(unix_ms / 1000);
+  struct tm tm;
+
+  if (unix_ms == 0 || !localtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm))
+    snprintf(buf, len, "-");
+  return buf;
+}
+
+void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s) {
+  char a[32], b[32];
+
+  fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %8s %8s %9s\n", "SESSION", "PID", "UID", "NAME",
+          "CONNECTED", "HELD", "BUFFERS", "OBJECTS", "REQUESTS");
+  for (size_t i = 0; i < s->n_clients; i++) {
+    const Pinpool__V1__ClientInfo *c = s->clients[i];
+    fprintf(out,
+            "%8" PRIu64 " %8" PRIu32 " %6" PRIu32 "  %-16s %-19s %12s %8" PRIu64 " %8" PRIu64
+            " %9" PRIu64 "\n",
+            c->session_id, c->pid, c->uid, c->name && c->name[0] ? c->name : "-",
+            fmt_since(a, sizeof a, c->connected_since_unix_ms),
+            ctl_fmt_size(b, sizeof b, c->bytes_held), c->buffers, c->objects, c->requests);
+  }
+}
+
+void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f) {
+  char a[32], phys[24];
+
+  fprintf(out, "%8s %-14s %10s %-18s %-6s %-20s %s\n", "HANDLE", "OFFSET", "SIZE", "PHYS",
+          "CONTIG", "HOLDERS", "NAME");
+  for (size_t i = 0; i < s->n_buffers; i++) {
+    const Pinpool__V1__BufferInfo *bi = s->buffers[i];
+    char holders[256] = "";
+    size_t used = 0;
+
+    if (!ctl_buffer_matches(bi, f)) continue;
+    for (size_t h = 0; h < bi->n_holder_pids && used < sizeof holders; h++) {
+      int n = snprintf(holders + used, sizeof holders - used, "%s%" PRIu32, h ? "," : "",
+                       bi->holder_pids[h]);
+      if (n < 0) break;
+      used += (size_t)n;
+    }
+    if (bi->phys_addr)
+      snprintf(phys, sizeof phys, "0x%016" PRIx64, bi->phys_addr);
+    else
+      snprintf(phys, sizeof phys, "-");
+    fprintf(out, "%8" PRIu64 " 0x%012" PRIx64 " %10s %-18s %-6s %-20s %s\n", bi->handle,
+            bi->offset, ctl_fmt_size(a, sizeof a, bi->size), phys, yes_no(bi->contiguous),
+            holders[0] ? holders : "-", bi->name && bi->name[0] ? bi->name : "-");
+  }
+}
+
+void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r) {
+  char a[32];
+
+  fprintf(out, "shrink: released %" PRIu64 " slab%s (%s, %" PRIu64
+               " bytes) to the buddy allocator; drained %" PRIu64
+               " object%s from magazines\n",
+          r->slabs_released, r->slabs_released == 1 ? "" : "s",
+          ctl_fmt_size(a, sizeof a, r->bytes_released), r->bytes_released, r->objects_drained,
+          r->objects_drained == 1 ? "" : "s");
+}
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+
+/* json-c reports allocation failure by returning NULL from every constructor, and
+ * json_object_object_add ignores a NULL value; so we build freely and check once. */
+static void put_u64(json_object *o, const char *k, uint64_t v) {
+  json_object_object_add(o, k, json_object_new_uint64(v));
+}
+static void put_i64(json_object *o, const char *k, int64_t v) {
+  json_object_object_add(o, k, json_object_new_int64(v));
+}
+static void put_bool(json_object *o, const char *k, bool v) {
+  json_object_object_add(o, k, json_object_new_boolean(v));
+}
+static void put_str(json_object *o, const char *k, const char *v) {
+  json_object_object_add(o, k, json_object_new_string(v ? v : ""));
+}
+
+json_object *ctl_json_status(const Pinpool__V1__Stats *s) {
+  json_object *o = json_object_new_object();
+
+  if (!o) return NULL;
+  put_str(o, "version", s->version);
+  put_u64(o, "uptime_ms", s->uptime_ms);
+  put_u64(o, "region_size", s->region_size);
+  put_u64(o, "page_size", s->page_size);
+  put_bool(o, "hugepages", s->hugepages);
+  put_bool(o, "physical_addresses", s->physical_addresses);
+  put_u64(o, "largest_contiguous_run", s->largest_contiguous_run);
+  put_u64(o, "used_bytes", s->used_bytes);
+  put_u64(o, "free_bytes", s->free_bytes);
+  put_u64(o, "cached_bytes", s->cached_bytes);
+  put_u64(o, "largest_free_block", s->largest_free_block);
+  put_u64(o, "nr_clients", s->nr_clients);
+  put_u64(o, "max_clients", s->max_clients);
+  put_u64(o, "nr_buffers", s->nr_buffers);
+  put_u64(o, "nr_caches", s->n_caches);
+  return o;
+}
+
+json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s) {
+  json_object *o = json_object_new_object(), *orders = json_object_new_array();
+
+  if (!o || !orders) goto fail;
+  put_u64(o, "page_size", s->page_size);
+  put_u64(o, "max_order", s->max_order);
+  for (size_t i = 0; i < s->n_free_per_order; i++) {
+    json_object *e = json_object_new_object();
+    if (!e) goto fail;
+    put_u64(e, "order", i);
+    put_u64(e, "block_size", s->page_size << i);
+    put_u64(e, "free_blocks", s->free_per_order[i]);
+    if (i < s->n_frag_index) {
+      put_i64(e, "frag_index_milli", s->frag_index[i]);
+      json_object_object_add(e, "frag_index", json_object_new_double(s->frag_index[i] / 1000.0));
+    }
+    json_object_array_add(orders, e);
+  }
+  json_object_object_add(o, "orders", orders);
+  orders = NULL;
+  put_u64(o, "free_bytes", s->free_bytes);
+  put_u64(o, "largest_free_block", s->largest_free_block);
+  return o;
+fail:
+  json_object_put(orders);
+  json_object_put(o);
+  return NULL;
+}
+
+json_object *ctl_json_slabinfo(const Pinpool__V1__Stats *s) {
+  json_object *o = json_object_new_object(), *caches = json_object_new_array();
+
+  if (!o || !caches) goto fail;
+  put_u64(o, "page_size", s->page_size);
+  for (size_t i = 0; i < s->n_caches; i++) {
+    const Pinpool__V1__SlabInfo *k = s->caches[i];
+    json_object *e = json_object_new_object();
+    if (!e) goto fail;
+    put_str(e, "name", k->name);
+    put_u64(e, "cache_id", k->cache_id);
+    put_u64(e, "active_objs", k->active_objs);
+    put_u64(e, "num_objs", k->num_objs);
+    put_u64(e, "object_size", k->object_size);
+    put_u64(e, "align", k->align);
+    put_u64(e, "objs_per_slab", k->objs_per_slab);
+    put_u64(e, "pages_per_slab", k->pages_per_slab);
+    put_u64(e, "active_slabs", k->active_slabs);
+    put_u64(e, "num_slabs", k->num_slabs);
+    put_u64(e, "full_slabs", k->full_slabs);
+    put_u64(e, "partial_slabs", k->partial_slabs);
+    put_u64(e, "empty_slabs", k->empty_slabs);
+    put_u64(e, "objs_in_magazines", k->objs_in_magazines);
+    put_u64(e, "waste_permille", k->waste_permille);
+    put_u64(e, "cache_bytes", ctl_cache_bytes(s, k));
+    json_object_array_add(caches, e);
+  }
+  json_object_object_add(o, "caches", caches);
+  return o;
+fail:
+  json_object_put(caches);
+  json_object_put(o);
+  return NULL;
+}
+
+json_object *ctl_json_clients(const Pinpool__V1__Stats *s) {
+  json_object *o = json_object_new_object(), *list = json_object_new_array();
+
+  if (!o || !list) goto fail;
+  for (size_t i = 0; i < s->n_clients; i++) {
+    const Pinpool__V1__ClientInfo *c = s->clients[i];
+    json_object *e = json_object_new_object();
+    if (!e) goto fail;
+    put_u64(e, "session_id", c->session_id);
+    put_u64(e, "pid", c->pid);
+    put_u64(e, "uid", c->uid);
+    put_u64(e, "gid", c->gid);
+    put_str(e, "name", c->name);
+    put_u64(e, "connected_since_unix_ms", c->connected_since_unix_ms);
+    put_u64(e, "bytes_held", c->bytes_held);
+    put_u64(e, "buffers", c->buffers);
+    put_u64(e, "objects", c->objects);
+    put_u64(e, "requests", c->requests);
+    json_object_array_add(list, e);
+  }
+  json_object_object_add(o, "clients", list);
+  return o;
+fail:
+  json_object_put(list);
+  json_object_put(o);
+  return NULL;
+}
+
+json_object *ctl_json_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f) {
+  json_object *o = json_object_new_object(), *list = json_object_new_array();
+
+  if (!o || !list) goto fail;
+  put_u64(o, "nr_buffers", s->nr_buffers);
+  for (size_t i = 0; i < s->n_buffers; i++) {
+    const Pinpool__V1__BufferInfo *b = s->buffers[i];
+    json_object *e, *pids;
+    if (!ctl_buffer_matches(b, f)) continue;
+    if (!(e = json_object_new_object())) goto fail;
+    json_object_array_add(list, e);
+    put_u64(e, "handle", b->handle);
+    put_u64(e, "offset", b->offset);
+    put_u64(e, "size", b->size);
+    put_u64(e, "phys_addr", b->phys_addr);
+    put_bool(e, "contiguous", b->contiguous);
+    put_str(e, "name", b->name);
+    if (!(pids = json_object_new_array())) goto fail;
+    for (size_t h = 0; h < b->n_holder_pids; h++)
+      json_object_array_add(pids, json_object_new_uint64(b->holder_pids[h]));
+    json_object_object_add(e, "holder_pids", pids);
+  }
+  json_object_object_add(o, "buffers", list);
+  return o;
+fail:
+  json_object_put(list);
+  json_object_put(o);
+  return NULL;
+}
+
+json_object *ctl_json_shrink(const Pinpool__V1__ShrinkResult *r) {
+  json_object *o = json_object_new_object();
+
+  if (!o) return NULL;
+  put_u64(o, "slabs_released", r->slabs_released);
+  put_u64(o, "bytes_released", r->bytes_released);
+  put_u64(o, "objects_drained", r->objects_drained);
+  return o;
+}

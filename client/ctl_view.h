@@ -1,0 +1,53 @@
+/*
+ * ctl_view.h — how pinpoolctl shows a Stats snapshot: text in the shapes Linux users read
+ * (/proc/buddyinfo, /proc/slabinfo) and one JSON object per command.  Pure functions of
+ * the snapshot, so tests can feed them hand-made Stats.  See ctl_view.c.
+ */
+#ifndef PP_CTL_VIEW_H
+#define PP_CTL_VIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "pinpool.pb-c.h"
+
+/* "512 B", "64 KiB", "1.5 MiB": binary units, one decimal unless exact.  Returns buf. */
+const char *ctl_fmt_size(char *buf, size_t len, uint64_t bytes);
+/* "3d 4h 05m 06s", "2m 03s", "7s".  Returns buf. */
+const char *ctl_fmt_duration(char *buf, size_t len, uint64_t ms);
+/* A fragmentation index in thousandths as Linux prints it: "-1.000", "0.512". */
+const char *ctl_fmt_frag(char *buf, size_t len, int32_t milli);
+/* Compact order-size label for column heads: "4K", "512K", "2M", "1G". */
+const char *ctl_fmt_block(char *buf, size_t len, uint64_t bytes);
+
+typedef struct ctl_buffer_filter {
+  bool by_pid;                   /* only buffers that this pid holds */
+  uint32_t pid;
+  const char *name;              /* only buffers published under this name; NULL = any */
+} ctl_buffer_filter_t;
+
+bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filter_t *f);
+
+void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s);
+void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s);
+void ctl_view_slabinfo(FILE *out, const Pinpool__V1__Stats *s);
+void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s);
+void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f);
+void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r);
+
+/* The same, as one new JSON object each (NULL only when json-c runs out of memory). */
+json_object *ctl_json_status(const Pinpool__V1__Stats *s);
+json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s);
+json_object *ctl_json_slabinfo(const Pinpool__V1__Stats *s);
+json_object *ctl_json_clients(const Pinpool__V1__Stats *s);
+json_object *ctl_json_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f);
+json_object *ctl_json_shrink(const Pinpool__V1__ShrinkResult *r);
+
+/* Bytes a cache's slabs occupy (num_slabs * pages_per_slab * page_size). */
+uint64_t ctl_cache_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k);
+
+#endif /* PP_CTL_VIEW_H */

@@ -1,0 +1,348 @@
+/*
+ * test_ctl_view.c — pinpoolctl's views fed with hand-made Stats snapshots: the size and
+ * index formats, the map's scale and the character each cell gets, the /proc shapes, the
+ * buffer filter and the JSON.  No daemon: these pin down the rendering rules exactly,
+ * where the daemon tests (test_ctl.c) check that real snapshots come out right.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ctl_map.h"
+#include "ctl_view.h"
+#include "pinpool_err.h"
+
+#define KiB 1024ull
+#define MiB (1024ull * 1024)
+
+static void size_format_uses_binary_units(void **state) {
+  char b[32];
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 0), "0 B");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 1023), "1023 B");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 1024), "1 KiB");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 1536), "1.5 KiB");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 16 * MiB), "16 MiB");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 3ull << 30), "3 GiB");
+  assert_string_equal(ctl_fmt_size(b, sizeof b, 64 * KiB + 256 * KiB + 19200), "338.8 KiB");
+}
+
+static void block_labels_and_durations_are_compact(void **state) {
+  char b[32];
+  assert_string_equal(ctl_fmt_block(b, sizeof b, 4096), "4K");
+  assert_string_equal(ctl_fmt_block(b, sizeof b, 512 * KiB), "512K");
+  assert_string_equal(ctl_fmt_block(b, sizeof b, 2 * MiB), "2M");
+  assert_string_equal(ctl_fmt_block(b, sizeof b, 1ull << 30), "1G");
+  assert_string_equal(ctl_fmt_block(b, sizeof b, 1000), "1000");
+  assert_string_equal(ctl_fmt_duration(b, sizeof b, 7999), "7s");
+  assert_string_equal(ctl_fmt_duration(b, sizeof b, 3723000), "1h 02m 03s");
+  assert_string_equal(ctl_fmt_duration(b, sizeof b, 90061000), "1d 1h 01m 01s");
+}
+
+static void frag_index_prints_like_linux_extfrag(void **state) {
+  char b[32];
+  assert_string_equal(ctl_fmt_frag(b, sizeof b, -1000), "-1.000");
+  assert_string_equal(ctl_fmt_frag(b, sizeof b, 512), "0.512");
+  assert_string_equal(ctl_fmt_frag(b, sizeof b, 1000), "1.000");
+  assert_string_equal(ctl_fmt_frag(b, sizeof b, 0), "0.000");
+  assert_string_equal(ctl_fmt_frag(b, sizeof b, INT32_MIN), "-2147483.648");
+}
+
+/* ---- map ------------------------------------------------------------------------------ */
+
+typedef struct map_fixture {
+  Pinpool__V1__Stats s;
+  Pinpool__V1__MapBlock blocks[16];
+  Pinpool__V1__MapBlock *ptrs[16];
+} map_fixture_t;
+
+static void fx_init(map_fixture_t *f, uint64_t region, uint64_t page) {
+  memset(f, 0, sizeof *f);
+  pinpool__v1__stats__init(&f->s);
+  f->s.region_size = region;
+  f->s.page_size = page;
+  f->s.map = f->ptrs;
+}
+
+static void fx_block(map_fixture_t *f, uint64_t off, uint64_t size,
+                     Pinpool__V1__MapBlock__Kind kind, uint32_t inuse, uint32_t cap,
+                     uint32_t mag) {
+  Pinpool__V1__MapBlock *b = &f->blocks[f->s.n_map];
+  pinpool__v1__map_block__init(b);
+  b->offset = off;
+  b->size = size;
+  b->kind = kind;
+  b->inuse = inuse;
+  b->capacity = cap;
+  b->in_magazines = mag;
+  f->ptrs[f->s.n_map++] = b;
+}
+
+static void map_scale_fits_80_columns_in_16_rows(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 16 * MiB, 4096);
+  fx_block(&f, 0, 16 * MiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  /* "0x" + 6 hex digits + " " leaves 71 columns: 64 cells per row; 16 rows of 64 cells
+   * cover 16 MiB with 16 KiB cells. */
+  assert_int_equal(m.cells_per_row, 64);
+  assert_int_equal(m.cell_bytes, 16 * KiB);
+  assert_int_equal(m.rows, 16);
+  assert_int_equal(m.ncells, 1024);
+  assert_int_equal(strspn(m.cells, "."), 1024);
+  ctl_map_free(&m);
+
+  /* A wide terminal gets wider rows and finer cells. */
+  assert_int_equal(ctl_map_build(&f.s, 200, 16, &m), 0);
+  assert_int_equal(m.cells_per_row, 128);
+  assert_int_equal(m.cell_bytes, 8 * KiB);
+  ctl_map_free(&m);
+}
+
+static void map_never_cuts_cells_below_a_page(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 256 * KiB, 4096);
+  fx_block(&f, 0, 256 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  assert_int_equal(m.cell_bytes, 4096);
+  assert_int_equal(m.ncells, 64);
+  assert_int_equal(m.rows, 1);
+  ctl_map_free(&m);
+}
+
+static void map_cell_shows_the_kind_of_its_block(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 64 * KiB, 4096);
+  fx_block(&f, 0, 16 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  fx_block(&f, 16 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__SLAB, 10, 16, 2);
+  fx_block(&f, 20 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__SLAB, 8, 16, 6);
+  fx_block(&f, 24 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__SLAB, 0, 16, 0);
+  fx_block(&f, 28 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__OTHER, 0, 0, 0);
+  fx_block(&f, 32 * KiB, 32 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  assert_int_equal(m.cell_bytes, 4096);
+  assert_string_equal(m.cells, "BBBBSmso........");
+  ctl_map_free(&m);
+}
+
+static void map_coarse_cell_shows_majority_and_marks_partly_used_free(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 1 * MiB, 4096);
+  /* cell 0: 64K buffer + 4K slab + 60K free -> the buffer has the most bytes */
+  fx_block(&f, 0, 64 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  fx_block(&f, 64 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__SLAB, 4, 8, 0);
+  fx_block(&f, 68 * KiB, 60 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  /* cell 1: 4K buffer + 124K free -> mostly free but used */
+  fx_block(&f, 128 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  fx_block(&f, 132 * KiB, 124 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  /* cell 2: all free */
+  fx_block(&f, 256 * KiB, 128 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  /* cell 3: half slab, half free -> a tie goes to the allocation */
+  fx_block(&f, 384 * KiB, 64 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__SLAB, 1, 8, 0);
+  fx_block(&f, 448 * KiB, 64 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  /* cells 4..7: one free block spanning them all */
+  fx_block(&f, 512 * KiB, 512 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+
+  /* 16 columns: "0x" + 5 digits + " " leaves 8 cells; one row forces 128 KiB cells. */
+  assert_int_equal(ctl_map_build(&f.s, 16, 1, &m), 0);
+  assert_int_equal(m.cells_per_row, 8);
+  assert_int_equal(m.cell_bytes, 128 * KiB);
+  assert_string_equal(m.cells, "B:.S....");
+  ctl_map_free(&m);
+}
+
+static void map_marks_cells_the_snapshot_does_not_describe(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 32 * KiB, 4096);
+  fx_block(&f, 0, 8 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  /* Out of range and empty blocks are ignored, not drawn past the end. */
+  fx_block(&f, 64 * KiB, 4 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  fx_block(&f, 8 * KiB, 0, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  assert_string_equal(m.cells, "BB??????");
+  ctl_map_free(&m);
+
+  f.s.region_size = 0;
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), PP_EINVAL);
+}
+
+static void slab_is_parked_when_most_allocated_objects_sit_in_magazines(void **state) {
+  assert_int_equal(ctl_map_slab_char(0, 0), CTL_MAP_EMPTY);
+  assert_int_equal(ctl_map_slab_char(10, 0), CTL_MAP_SLAB);
+  assert_int_equal(ctl_map_slab_char(10, 5), CTL_MAP_SLAB);
+  assert_int_equal(ctl_map_slab_char(10, 6), CTL_MAP_MAGAZINE);
+  assert_int_equal(ctl_map_slab_char(3, 3), CTL_MAP_MAGAZINE);
+}
+
+static void map_text_rows_fit_the_width_with_labels_and_legend(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+  char *text = NULL, *line, *save = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  int rows = 0;
+
+  fx_init(&f, 16 * MiB, 4096);
+  fx_block(&f, 0, 16 * MiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  ctl_view_map(out, &m);
+  fclose(out);
+  assert_non_null(strstr(text, "16 KiB per cell (16384 bytes)"));
+  assert_non_null(strstr(text, "legend: '.' free"));
+  for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    assert_true(strlen(line) <= 80);
+    if (!strncmp(line, "0x", 2)) {
+      char want[16];
+      snprintf(want, sizeof want, "0x%06x ", rows * 64 * 16384);
+      assert_memory_equal(line, want, strlen(want));
+      rows++;
+    }
+  }
+  assert_int_equal(rows, 16);
+  free(text);
+  ctl_map_free(&m);
+}
+
+/* ---- /proc shapes, filters, JSON ------------------------------------------------------ */
+
+static char *render(void (*fn)(FILE *, const Pinpool__V1__Stats *), const Pinpool__V1__Stats *s) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  fn(out, s);
+  fclose(out);
+  return text;
+}
+
+static void buddyinfo_has_a_labelled_column_per_order(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  uint64_t counts[] = {1, 0, 2};
+  int32_t frag[] = {-1000, 250, -1000};
+  char *text;
+
+  s.page_size = 4096;
+  s.free_per_order = counts;
+  s.n_free_per_order = 3;
+  s.frag_index = frag;
+  s.n_frag_index = 3;
+  s.free_bytes = 4096 + 2 * 16384;
+  s.largest_free_block = 16384;
+  text = render(ctl_view_buddyinfo, &s);
+  assert_non_null(strstr(text, "order                        0       1       2\n"));
+  assert_non_null(strstr(text, "block size                  4K      8K     16K\n"));
+  assert_non_null(strstr(text, "Region 0, zone pinpool       1       0       2\n"));
+  assert_non_null(strstr(text, "free bytes          36 KiB (36864 bytes)\n"));
+  assert_non_null(strstr(text, "largest free block  16 KiB (16384 bytes)\n"));
+  assert_non_null(strstr(text, "frag index              -1.000   0.250  -1.000\n"));
+  free(text);
+}
+
+static void slabinfo_row_has_the_proc_slabinfo_shape(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__SlabInfo k = PINPOOL__V1__SLAB_INFO__INIT, *kp = &k;
+  char *text;
+
+  s.page_size = 4096;
+  s.caches = &kp;
+  s.n_caches = 1;
+  k.name = "frames";
+  k.active_objs = 100;
+  k.num_objs = 126;
+  k.object_size = 192;
+  k.objs_per_slab = 21;
+  k.pages_per_slab = 1;
+  k.active_slabs = 5;
+  k.num_slabs = 6;
+  k.full_slabs = 4;
+  k.partial_slabs = 1;
+  k.empty_slabs = 1;
+  k.objs_in_magazines = 12;
+  k.waste_permille = 16;
+  text = render(ctl_view_slabinfo, &s);
+  assert_non_null(strstr(text, "# name            <active_objs> <num_objs> <objsize> "
+                               "<objperslab> <pagesperslab> : slabdata <active_slabs> "
+                               "<num_slabs>"));
+  assert_non_null(strstr(text, "frames               100    126    192   21    1 : slabdata "
+                               "     5      6 : pinpool      4      1      1     12   1.6%\n"));
+  assert_int_equal(ctl_cache_bytes(&s, &k), 6 * 4096);
+  free(text);
+}
+
+static void buffer_filter_matches_holder_pid_and_name(void **state) {
+  Pinpool__V1__BufferInfo b = PINPOOL__V1__BUFFER_INFO__INIT;
+  uint32_t pids[] = {10, 20};
+  ctl_buffer_filter_t any = {0}, p20 = {.by_pid = true, .pid = 20},
+                      p30 = {.by_pid = true, .pid = 30}, named = {.name = "frames"},
+                      other = {.name = "frame"}, both = {.by_pid = true, .pid = 10, .name = "frames"};
+
+  b.name = "frames";
+  b.holder_pids = pids;
+  b.n_holder_pids = 2;
+  assert_true(ctl_buffer_matches(&b, NULL));
+  assert_true(ctl_buffer_matches(&b, &any));
+  assert_true(ctl_buffer_matches(&b, &p20));
+  assert_false(ctl_buffer_matches(&b, &p30));
+  assert_true(ctl_buffer_matches(&b, &named));
+  assert_false(ctl_buffer_matches(&b, &other));
+  assert_true(ctl_buffer_matches(&b, &both));
+  b.name = "";
+  assert_false(ctl_buffer_matches(&b, &named));
+}
+
+static void status_json_keeps_exact_byte_counts(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  json_object *o, *back, *v;
+
+  s.version = "0.1.0";
+  s.region_size = 1ull << 40;
+  s.used_bytes = (1ull << 40) - 1;
+  s.free_bytes = 1;
+  s.hugepages = true;
+  o = ctl_json_status(&s);
+  assert_non_null(o);
+  back = json_tokener_parse(json_object_to_json_string(o));
+  assert_non_null(back);
+  assert_true(json_object_object_get_ex(back, "used_bytes", &v));
+  assert_int_equal(json_object_get_uint64(v), (1ull << 40) - 1);
+  assert_true(json_object_object_get_ex(back, "hugepages", &v));
+  assert_true(json_object_get_boolean(v));
+  assert_true(json_object_object_get_ex(back, "version", &v));
+  assert_string_equal(json_object_get_string(v), "0.1.0");
+  json_object_put(back);
+  json_object_put(o);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(size_format_uses_binary_units),
+      cmocka_unit_test(block_labels_and_durations_are_compact),
+      cmocka_unit_test(frag_index_prints_like_linux_extfrag),
+      cmocka_unit_test(map_scale_fits_80_columns_in_16_rows),
+      cmocka_unit_test(map_never_cuts_cells_below_a_page),
+      cmocka_unit_test(map_cell_shows_the_kind_of_its_block),
+      cmocka_unit_test(map_coarse_cell_shows_majority_and_marks_partly_used_free),
+      cmocka_unit_test(map_marks_cells_the_snapshot_does_not_describe),
+      cmocka_unit_test(slab_is_parked_when_most_allocated_objects_sit_in_magazines),
+      cmocka_unit_test(map_text_rows_fit_the_width_with_labels_and_legend),
+      cmocka_unit_test(buddyinfo_has_a_labelled_column_per_order),
+      cmocka_unit_test(slabinfo_row_has_the_proc_slabinfo_shape),
+      cmocka_unit_test(buffer_filter_matches_holder_pid_and_name),
+      cmocka_unit_test(status_json_keeps_exact_byte_counts),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
