@@ -140,10 +140,13 @@ int region_parse_size(const char *s, uint64_t *ret) {
     if (v > (UINT64_MAX - d) / 10) return PP_ERANGE;
     v = v * 10 + d;
   }
+  const char *digits_end = s;
   while (*s == ' ') s++;
   unsigned shift = 0;
   switch (toupper((unsigned char)*s)) {
-  case '\0': break;
+  case '\0':
+    if (s != digits_end) return PP_EINVAL; /* spaces only between a number and its unit */
+    break;
   case 'B': shift = 0; s++; break;
   case 'K': shift = 10; break;
   case 'M': shift = 20; break;
@@ -529,6 +532,9 @@ static void region_lock(region_t *r, const region_log_t *log) {
   char s1[32], s2[32];
   struct rlimit rl;
   bool have_limit = osl_getrlimit(RLIMIT_MEMLOCK, &rl) == 0;
+  if (!have_limit)
+    region_logf(log, LOG_NOTICE, "getrlimit(RLIMIT_MEMLOCK): %s; trying mlock anyway",
+                strerror(errno));
   /* Even under a smaller limit we try: CAP_IPC_LOCK (root) lifts it, and only the
    * kernel knows whether we hold it. */
   if (osl_mlock(r->base, r->size) == 0) {

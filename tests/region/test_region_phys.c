@@ -1,0 +1,210 @@
+/*
+ * test_region_phys.c — the physical-address queries (region_phys, region_is_contiguous,
+ * region_runs, region_largest_run) on regions built from known tables.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "region.h"
+#include "region_internal.h"
+
+#define PS 4096ull
+#define A 0x100000000ull
+#define B 0x200000000ull
+#define C 0x080000000ull
+
+/* Pages 0-2 consecutive at A, 3-4 consecutive at B, 5 alone at C. */
+static const uint64_t three_runs[6] = {A, A + PS, A + 2 * PS, B, B + PS, C};
+
+static region_t *from(uint64_t size, uint64_t ps, const uint64_t *phys) {
+  region_t *r = NULL;
+  assert_int_equal(region_from_phys(size, ps, phys, &r), 0);
+  assert_non_null(r);
+  char why[256] = "";
+  assert_int_equal(region_check(r, why, sizeof why), 0);
+  return r;
+}
+
+static void phys_of_an_offset_adds_the_offset_within_its_page(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  uint64_t p = 0;
+  assert_true(region_phys_known(r));
+  assert_int_equal(region_phys(r, 0, &p), 0);
+  assert_int_equal(p, A);
+  assert_int_equal(region_phys(r, 3 * PS + 123, &p), 0);
+  assert_int_equal(p, B + 123);
+  assert_int_equal(region_phys(r, 6 * PS - 1, &p), 0);
+  assert_int_equal(p, C + PS - 1);
+  region_destroy(r);
+}
+
+static void phys_outside_the_region_is_erange_and_unknown_is_enoent(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  uint64_t p = 42;
+  assert_int_equal(region_phys(r, 6 * PS, &p), PP_ERANGE);
+  assert_int_equal(region_phys(r, UINT64_MAX, &p), PP_ERANGE);
+  assert_int_equal(region_phys(r, 0, NULL), PP_EINVAL);
+  assert_int_equal(p, 42);
+  region_destroy(r);
+
+  r = from(6 * PS, PS, NULL);
+  assert_false(region_phys_known(r));
+  assert_int_equal(region_phys(r, 0, &p), PP_ENOENT);
+  assert_int_equal(region_phys(r, 6 * PS, &p), PP_ERANGE);
+  assert_int_equal(p, 42);
+  region_destroy(r);
+}
+
+static void runs_merge_physically_consecutive_pages(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  region_run_t runs[8];
+  assert_int_equal(region_runs(r, runs, 8), 3);
+  assert_int_equal(runs[0].offset, 0);
+  assert_int_equal(runs[0].phys, A);
+  assert_int_equal(runs[0].length, 3 * PS);
+  assert_int_equal(runs[1].offset, 3 * PS);
+  assert_int_equal(runs[1].phys, B);
+  assert_int_equal(runs[1].length, 2 * PS);
+  assert_int_equal(runs[2].offset, 5 * PS);
+  assert_int_equal(runs[2].phys, C);
+  assert_int_equal(runs[2].length, PS);
+  assert_int_equal(region_largest_run(r), 3 * PS);
+  region_destroy(r);
+}
+
+static void runs_fills_at_most_n_and_returns_the_total(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  region_run_t runs[2] = {{0}, {0}}, sentinel = {7, 7, 7};
+  region_run_t one[2] = {{0}, sentinel};
+  assert_int_equal(region_runs(r, one, 1), 3);
+  assert_int_equal(one[0].length, 3 * PS);
+  assert_int_equal(one[1].offset, 7); /* untouched past n */
+  assert_int_equal(region_runs(r, NULL, 0), 3);
+  assert_int_equal(region_runs(r, runs, 2), 3);
+  assert_int_equal(runs[1].phys, B);
+  region_destroy(r);
+}
+
+static void descending_physical_pages_are_separate_runs(void **state) {
+  uint64_t phys[4] = {A + 3 * PS, A + 2 * PS, A + PS, A};
+  region_t *r = from(4 * PS, PS, phys);
+  assert_int_equal(region_runs(r, NULL, 0), 4);
+  assert_int_equal(region_largest_run(r), PS);
+  assert_false(region_is_contiguous(r, 0, 2 * PS));
+  region_destroy(r);
+}
+
+static void contiguous_within_a_run_but_not_across_runs(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  assert_true(region_is_contiguous(r, 0, 3 * PS));
+  assert_true(region_is_contiguous(r, 100, 3 * PS - 100));
+  assert_false(region_is_contiguous(r, 100, 3 * PS - 99)); /* one byte into page 3 */
+  assert_false(region_is_contiguous(r, 0, 4 * PS));
+  assert_true(region_is_contiguous(r, 3 * PS, 2 * PS));
+  assert_false(region_is_contiguous(r, 3 * PS, 3 * PS));
+  assert_false(region_is_contiguous(r, 2 * PS, 2 * PS)); /* end of run 0 + start of run 1 */
+  assert_true(region_is_contiguous(r, 5 * PS, PS));
+  region_destroy(r);
+}
+
+static void a_range_within_one_page_is_contiguous_even_when_unknown(void **state) {
+  region_t *r = from(6 * PS, PS, NULL);
+  assert_true(region_is_contiguous(r, 0, PS));
+  assert_true(region_is_contiguous(r, 5 * PS + 1, PS - 1));
+  assert_false(region_is_contiguous(r, 0, PS + 1));
+  assert_false(region_is_contiguous(r, PS - 1, 2));
+  assert_int_equal(region_runs(r, NULL, 0), 0);
+  assert_int_equal(region_largest_run(r), PS);
+  region_destroy(r);
+}
+
+static void ranges_outside_the_region_are_never_contiguous(void **state) {
+  region_t *r = from(6 * PS, PS, three_runs);
+  assert_false(region_is_contiguous(r, 6 * PS, 1));
+  assert_false(region_is_contiguous(r, 5 * PS, PS + 1));
+  assert_false(region_is_contiguous(r, 1, UINT64_MAX)); /* offset + len overflows */
+  assert_true(region_is_contiguous(r, 6 * PS, 0));      /* empty, at the end */
+  assert_false(region_is_contiguous(NULL, 0, 1));
+  region_destroy(r);
+}
+
+static void a_fully_consecutive_region_is_one_run(void **state) {
+  enum { N = 1000 };
+  uint64_t *phys = malloc(N * sizeof *phys);
+  for (int i = 0; i < N; i++) phys[i] = B + (uint64_t)i * PS;
+  region_t *r = from(N * PS, PS, phys);
+  free(phys);
+  assert_int_equal(region_runs(r, NULL, 0), 1);
+  assert_int_equal(region_largest_run(r), N * PS);
+  assert_true(region_is_contiguous(r, 0, N * PS));
+  region_destroy(r);
+}
+
+static void hugepage_runs_use_the_hugepage_size(void **state) {
+  const uint64_t H = 2ull << 20;
+  uint64_t phys[4] = {A, A + H, B, B + H};
+  region_t *r = from(4 * H, H, phys);
+  assert_true(region_hugepages(r));
+  assert_int_equal(region_runs(r, NULL, 0), 2);
+  assert_true(region_is_contiguous(r, 0, 2 * H));
+  assert_false(region_is_contiguous(r, H, 2 * H));
+  assert_true(region_is_contiguous(r, H + 5, H - 5)); /* inside one hugepage */
+  uint64_t p;
+  assert_int_equal(region_phys(r, 3 * H + 4096 * 7, &p), 0);
+  assert_int_equal(p, B + H + 4096 * 7);
+  region_destroy(r);
+}
+
+static void from_phys_rejects_bad_geometry(void **state) {
+  region_t *r = (region_t *)0x1;
+  assert_int_equal(region_from_phys(0, PS, NULL, &r), PP_EINVAL);
+  assert_int_equal(region_from_phys(PS + 1, PS, NULL, &r), PP_EINVAL);
+  assert_int_equal(region_from_phys(3 * 3000, 3000, NULL, &r), PP_EINVAL);
+  assert_int_equal(region_from_phys(PS, 0, NULL, &r), PP_EINVAL);
+  assert_int_equal(region_from_phys(PS, PS, NULL, NULL), PP_EINVAL);
+  assert_ptr_equal(r, (region_t *)0x1);
+}
+
+static void describe_summarises_many_runs_by_length(void **state) {
+  enum { N = 20 };
+  uint64_t phys[N];
+  for (int i = 0; i < N; i++) phys[i] = A + (uint64_t)(N - i) * 2 * PS; /* all separate */
+  phys[N - 1] = phys[N - 2] + PS;                                    /* last two: one run */
+  region_t *r = from(N * PS, PS, phys);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  region_describe(r, f);
+  fclose(f);
+  assert_non_null(strstr(text, "contiguous runs: 19, largest 8 KiB"));
+  assert_non_null(strstr(text, "... 11 more; runs by length:"));
+  assert_non_null(strstr(text, "4 KiB .. < 8 KiB: 18"));
+  assert_non_null(strstr(text, "8 KiB .. < 16 KiB: 1"));
+  free(text);
+  region_destroy(r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(phys_of_an_offset_adds_the_offset_within_its_page),
+    cmocka_unit_test(phys_outside_the_region_is_erange_and_unknown_is_enoent),
+    cmocka_unit_test(runs_merge_physically_consecutive_pages),
+    cmocka_unit_test(runs_fills_at_most_n_and_returns_the_total),
+    cmocka_unit_test(descending_physical_pages_are_separate_runs),
+    cmocka_unit_test(contiguous_within_a_run_but_not_across_runs),
+    cmocka_unit_test(a_range_within_one_page_is_contiguous_even_when_unknown),
+    cmocka_unit_test(ranges_outside_the_region_are_never_contiguous),
+    cmocka_unit_test(a_fully_consecutive_region_is_one_run),
+    cmocka_unit_test(hugepage_runs_use_the_hugepage_size),
+    cmocka_unit_test(from_phys_rejects_bad_geometry),
+    cmocka_unit_test(describe_summarises_many_runs_by_length),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
