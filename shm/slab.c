@@ -568,7 +568,7 @@ static slab_cache_t **snapshot(slab_t *s, uint32_t *ret_n) {
   pthread_mutex_lock(&s->lock);
   uint32_t n = s->ncaches;
   slab_cache_t **v = malloc((n ? n : 1) * sizeof *v);
-  if (v) memcpy(v, s->caches, n * sizeof *v);
+  if (v && n) memcpy(v, s->caches, n * sizeof *v); /* caches is NULL while n == 0 */
   pthread_mutex_unlock(&s->lock);
   *ret_n = v ? n : 0;
   return v;
