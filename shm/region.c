@@ -474,11 +474,13 @@ unknown:
  * is short: PP_ENOHUGE with the numbers and the fix. */
 static int region_reserve(region_t *r, const region_log_t *log) {
   char s1[32], s2[32], fix[320];
+  /* The pool as it was before: a failed fallocate keeps the pages it got until the fd is
+   * closed, so counting afterwards would report them as not free. */
+  region_hugepage_info_t hp[REGION_MAX_HUGEPAGE_SIZES];
+  int n = r->hugepages ? region_hugepage_sizes(hp, REGION_MAX_HUGEPAGE_SIZES) : 0;
   if (osl_fallocate(r->fd, 0, 0, r->size) == 0) return 0;
   int err = errno;
   if (r->hugepages && (err == ENOSPC || err == ENOMEM)) {
-    region_hugepage_info_t hp[REGION_MAX_HUGEPAGE_SIZES];
-    int n = region_hugepage_sizes(hp, REGION_MAX_HUGEPAGE_SIZES);
     const region_hugepage_info_t *h = hp_find(hp, n > 0 ? (size_t)n : 0, r->page_size);
     pool_fix(r->page_size, r->nr_pages, h, fix, sizeof fix);
     region_logf(log, LOG_ERR,
