@@ -34,7 +34,8 @@
  *
  * Blocking helpers.  frame_send() writes the whole frame with sendmsg(MSG_NOSIGNAL),
  * resuming after partial writes and EINTR (and waiting in poll() on EAGAIN, so it also
- * works on a non-blocking descriptor); a passed fd rides on the first sendmsg only, so
+ * works on a non-blocking descriptor; on a blocking one EAGAIN means the caller's
+ * SO_SNDTIMEO/SO_RCVTIMEO ran out, reported as PP_EIO); a passed fd rides on the first sendmsg only, so
  * the kernel attaches it to the frame's first byte.  frame_recv_response() reads exactly
  * the header, then exactly the payload, never a byte of the next frame, collecting any
  * SCM_RIGHTS fds with MSG_CMSG_CLOEXEC and closing those the caller did not ask for.
@@ -46,6 +47,7 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdalign.h>
 #include <stdlib.h>
@@ -246,9 +248,13 @@ static int frame__errno_to_pp(int e) {
   }
 }
 
-/* Wait until fd is ready for events (only reached on a non-blocking descriptor). */
+/* After EAGAIN: on a non-blocking descriptor, wait until it is ready for events; on a
+ * blocking one EAGAIN means SO_RCVTIMEO/SO_SNDTIMEO expired, which the caller chose as
+ * its deadline, so give up with PP_EIO. */
 static int frame__wait(int fd, short events) {
   struct pollfd p = {.fd = fd, .events = events};
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || !(fl & O_NONBLOCK)) return PP_EIO;
   for (;;) {
     int n = poll(&p, 1, -1);
     if (n >= 0) return 0;

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -219,6 +220,21 @@ static void send_to_closed_peer_fails_without_sigpipe(void **state) {
   close(sv[0]);
 }
 
+static void recv_gives_up_when_the_socket_timeout_expires(void **state) {
+  int sv[2];
+  pair(sv);
+  struct timeval tv = {.tv_sec = 0, .tv_usec = 50000};
+  assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, NULL), PP_EIO); /* nothing sent */
+  const uint8_t half[3] = {10, 0, 0}; /* and in the middle of a header */
+  assert_int_equal(write(sv[0], half, sizeof half), (ssize_t)sizeof half);
+  assert_int_equal(frame_recv_response(sv[1], 0, &got, NULL), PP_EIO);
+  assert_null(got);
+  close(sv[0]);
+  close(sv[1]);
+}
+
 static void send_refuses_bad_arguments(void **state) {
   Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
   assert_int_equal(frame_send(-1, &r.base, 0, -1), PP_EINVAL);
@@ -236,6 +252,7 @@ int main(void) {
       cmocka_unit_test(recv_reads_exactly_one_frame_leaving_the_next),
       cmocka_unit_test(send_finishes_frame_after_partial_writes_on_nonblocking_socket),
       cmocka_unit_test(send_to_closed_peer_fails_without_sigpipe),
+      cmocka_unit_test(recv_gives_up_when_the_socket_timeout_expires),
       cmocka_unit_test(send_refuses_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
