@@ -233,8 +233,8 @@ void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_f
 void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r) {
   char a[32];
 
-  fprintf(out, "shrink: released %" PRIu64 " slab%s (%s, %" PRIu64
-               " bytes) to the buddy allocator; drained %" PRIu64
+  fprintf(out, "shrink: released %" PRIu64 " slab%s, %s (%" PRIu64
+               " bytes), to the buddy allocator; drained %" PRIu64
                " object%s from magazines\n",
           r->slabs_released, r->slabs_released == 1 ? "" : "s",
           ctl_fmt_size(a, sizeof a, r->bytes_released), r->bytes_released, r->objects_drained,

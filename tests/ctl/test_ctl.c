@@ -1,0 +1,916 @@
+/*
+ * test_ctl.c — pinpoolctl against a real pinpoold.
+ *
+ * The group setup starts $PP_BIN_DIR/pinpoold on a socket in a fresh temporary folder
+ * (16 MiB region, 4 KiB pages, mode 0666 so `nobody` can connect), then this process
+ * connects as "ctl-holder" through ppproto and takes known holdings: a 64 KiB buffer
+ * published as "ctl-frames", a 256 KiB unnamed buffer, 100 objects of 192 bytes from cache
+ * "ctl-objs", and 200 objects of cache "ctl-drop" that it frees again (their slabs stay
+ * cached until `shrink`).  Each test runs $PP_BIN_DIR/pinpoolctl as a child, with stdout
+ * and stderr captured, and checks that the output shows those holdings, that the JSON
+ * parses and says the same as the text, and the exit codes: 1 daemon error (non-admin),
+ * 2 usage, 3 unreachable.  `top` runs under a pty (forkpty) and must refresh and quit on q.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pty.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "ctl_view.h"
+#include "frame.h"
+
+#define KiB 1024ull
+#define OBJ_SIZE 192u
+#define OBJ_COUNT 100u
+#define DROP_COUNT 200u
+#define DAEMON_START_MS 20000
+
+static struct {
+  char dir[64];
+  char sock[96];
+  char log[128];
+  pid_t daemon;
+  int fd;                      /* the holder's connection */
+  uint64_t next_id;
+  uint64_t frames_off, frames_size, big_off, big_size;
+  uint32_t objs_cache, drop_cache;
+  uint64_t obj_offs[OBJ_COUNT];
+} T = {.daemon = -1, .fd = -1, .next_id = 1};
+
+static const char *bin_dir(void) {
+  const char *d = getenv("PP_BIN_DIR");
+  return d && *d ? d : "build/bin";
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void dump_daemon_log(void) {
+  char buf[4096];
+  FILE *f = fopen(T.log, "r");
+  size_t n;
+  if (!f) return;
+  fprintf(stderr, "---- pinpoold log ----\n");
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stderr);
+  fclose(f);
+}
+
+/* ---- the holder: protocol through ppproto ------------------------------------------- */
+
+static int call(Pinpool__V1__Request *req, Pinpool__V1__Response **ret) {
+  int rc;
+  req->id = T.next_id++;
+  rc = frame_send(T.fd, &req->base, FRAME_MAX_DEFAULT, -1);
+  if (rc < 0) return rc;
+  rc = frame_recv_response(T.fd, FRAME_MAX_LIMIT, ret, NULL);
+  if (rc < 0) return rc;
+  if ((*ret)->status != PINPOOL__V1__STATUS__OK) {
+    fprintf(stderr, "holder: request failed: %s: %s\n", pp_status_name(-(int)(*ret)->status),
+            (*ret)->message);
+    rc = -(int)(*ret)->status;
+    frame_free_response(*ret);
+    *ret = NULL;
+  }
+  return rc;
+}
+
+static int holder_connect(void) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
+  Pinpool__V1__Response *resp = NULL;
+  int rc;
+
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", T.sock);
+  T.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (T.fd < 0 || connect(T.fd, (struct sockaddr *)&sa, sizeof sa) < 0) return PP_ECONNECT;
+  hello.protocol_version = PROTOCOL_VERSION;
+  hello.client_name = "ctl-holder";
+  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
+  req.hello = &hello;
+  if ((rc = call(&req, &resp))) return rc;
+  frame_free_response(resp);
+  return 0;
+}
+
+static int holder_alloc(uint64_t size, const char *name, uint64_t *ret_off, uint64_t *ret_size) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Alloc a = PINPOOL__V1__ALLOC__INIT;
+  Pinpool__V1__Response *resp;
+  int rc;
+
+  a.size = size;
+  a.name = (char *)(name ? name : "");
+  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
+  req.alloc = &a;
+  if ((rc = call(&req, &resp))) return rc;
+  *ret_off = resp->buffer->offset;
+  *ret_size = resp->buffer->size;
+  frame_free_response(resp);
+  return 0;
+}
+
+static int holder_cache_open(const char *name, uint32_t size, uint32_t *ret_id) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__CacheOpen co = PINPOOL__V1__CACHE_OPEN__INIT;
+  Pinpool__V1__Response *resp;
+  int rc;
+
+  co.name = (char *)name;
+  co.object_size = size;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
+  req.cache_open = &co;
+  if ((rc = call(&req, &resp))) return rc;
+  *ret_id = resp->cache->cache_id;
+  frame_free_response(resp);
+  return 0;
+}
+
+static int holder_cache_alloc(uint32_t id, uint32_t count, uint64_t *offs) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
+  Pinpool__V1__Response *resp;
+  int rc;
+
+  ca.cache_id = id;
+  ca.count = count;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
+  req.cache_alloc = &ca;
+  if ((rc = call(&req, &resp))) return rc;
+  if (resp->objects->n_offsets != count) rc = PP_ENOMEM;
+  else memcpy(offs, resp->objects->offsets, count * sizeof *offs);
+  frame_free_response(resp);
+  return rc;
+}
+
+static int holder_cache_free(uint32_t id, uint32_t count, uint64_t *offs) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
+  Pinpool__V1__Response *resp;
+  int rc;
+
+  cf.cache_id = id;
+  cf.offsets = offs;
+  cf.n_offsets = count;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
+  req.cache_free = &cf;
+  if ((rc = call(&req, &resp))) return rc;
+  frame_free_response(resp);
+  return 0;
+}
+
+/* The holder's own view of one client's request count (it is root: admin). */
+static int64_t requests_of_client_named(const char *name, pid_t pid) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__StatsRequest sr = PINPOOL__V1__STATS_REQUEST__INIT;
+  Pinpool__V1__Response *resp;
+  int64_t n = -1;
+
+  req.body_case = PINPOOL__V1__REQUEST__BODY_STATS;
+  req.stats = &sr;
+  if (call(&req, &resp)) return -1;
+  for (size_t i = 0; i < resp->stats->n_clients; i++) {
+    const Pinpool__V1__ClientInfo *c = resp->stats->clients[i];
+    if (c->pid == (uint32_t)pid && !strcmp(c->name, name)) n = (int64_t)c->requests;
+  }
+  frame_free_response(resp);
+  return n;
+}
+
+/* ---- running pinpoolctl ---------------------------------------------------------------- */
+
+typedef struct run {
+  int status;                  /* exit status, or 128 + signal */
+  char *out, *err;
+} run_t;
+
+static char *slurp(int fd) {
+  off_t len = lseek(fd, 0, SEEK_END);
+  char *buf = calloc(1, (size_t)(len > 0 ? len : 0) + 1);
+  if (buf && len > 0 && pread(fd, buf, (size_t)len, 0) != len) buf[0] = '\0';
+  close(fd);
+  return buf;
+}
+
+/* Run pinpoolctl with the NULL-terminated arguments; as `nobody` when as_nobody. */
+static void run_ctl(run_t *r, bool as_nobody, ...) {
+  const char *argv[32];
+  char path[512];
+  int out = memfd_create("ctl-out", 0), err = memfd_create("ctl-err", 0), n = 1, st;
+  va_list ap;
+  pid_t pid;
+
+  snprintf(path, sizeof path, "%s/pinpoolctl", bin_dir());
+  argv[0] = path;
+  va_start(ap, as_nobody);
+  while (n < 31 && (argv[n] = va_arg(ap, const char *))) n++;
+  va_end(ap);
+  argv[n] = NULL;
+  assert_true(out >= 0 && err >= 0);
+
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(out, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    if (as_nobody && (setgroups(0, NULL) || setgid(65534) || setuid(65534))) _exit(125);
+    execv(path, (char *const *)argv);
+    _exit(127);
+  }
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r->out = slurp(out);
+  r->err = slurp(err);
+  assert_non_null(r->out);
+  assert_non_null(r->err);
+}
+
+static void run_free(run_t *r) {
+  free(r->out);
+  free(r->err);
+}
+
+/* Run and expect success; prints what it said otherwise. */
+static void run_ok(run_t *r, ...) {
+  const char *a[8] = {0};
+  va_list ap;
+  int n = 0;
+
+  va_start(ap, r);
+  while (n < 7 && (a[n] = va_arg(ap, const char *))) n++;
+  va_end(ap);
+  run_ctl(r, false, "--socket", T.sock, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
+  if (r->status != 0) fprintf(stderr, "pinpoolctl %s: exit %d\n%s%s", a[0], r->status, r->out, r->err);
+  assert_int_equal(r->status, 0);
+}
+
+static json_object *run_json(const char *cmd, ...) {
+  const char *a[4] = {0};
+  json_object *o;
+  va_list ap;
+  run_t r;
+  int n = 0;
+
+  va_start(ap, cmd);
+  while (n < 3 && (a[n] = va_arg(ap, const char *))) n++;
+  va_end(ap);
+  run_ok(&r, "--json", cmd, a[0], a[1], a[2], NULL);
+  o = json_tokener_parse(r.out);
+  if (!o) fprintf(stderr, "not JSON:\n%s\n", r.out);
+  assert_non_null(o);
+  assert_true(json_object_is_type(o, json_type_object));
+  run_free(&r);
+  return o;
+}
+
+static uint64_t jget_u64(json_object *o, const char *key) {
+  json_object *v;
+  if (!json_object_object_get_ex(o, key, &v)) fail_msg("JSON has no '%s'", key);
+  return json_object_get_uint64(v);
+}
+
+static json_object *jget(json_object *o, const char *key) {
+  json_object *v;
+  if (!json_object_object_get_ex(o, key, &v)) fail_msg("JSON has no '%s'", key);
+  return v;
+}
+
+/* The line of text that starts with (or, when anywhere, contains) needle; copied. */
+static char *line_with(const char *text, const char *needle, bool anywhere) {
+  for (const char *l = text; l && *l;) {
+    const char *e = strchr(l, '\n');
+    size_t len = e ? (size_t)(e - l) : strlen(l);
+    char *line = strndup(l, len);
+    if (anywhere ? strstr(line, needle) != NULL : strncmp(line, needle, strlen(needle)) == 0)
+      return line;
+    free(line);
+    l = e ? e + 1 : NULL;
+  }
+  return NULL;
+}
+
+/* The "(N bytes)" figure on the line that starts with label. */
+static uint64_t text_bytes(const char *text, const char *label) {
+  char *line = line_with(text, label, false), *p;
+  uint64_t v = 0;
+  if (!line) fail_msg("no line '%s' in:\n%s", label, text);
+  p = strchr(line, '(');
+  if (!p || sscanf(p, "(%" SCNu64 " bytes)", &v) != 1) fail_msg("no byte count in '%s'", line);
+  free(line);
+  return v;
+}
+
+/* ---- setup ------------------------------------------------------------------------------ */
+
+static int start_daemon(void) {
+  char path[512];
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  uint64_t deadline;
+  int logfd;
+
+  snprintf(T.dir, sizeof T.dir, "/tmp/pp-ctl-XXXXXX");
+  if (!mkdtemp(T.dir)) return -1;
+  chmod(T.dir, 0755); /* nobody must be able to reach the socket */
+  snprintf(T.sock, sizeof T.sock, "%s/pinpool.sock", T.dir);
+  snprintf(T.log, sizeof T.log, "%s/pinpoold.log", T.dir);
+  snprintf(path, sizeof path, "%s/pinpoold", bin_dir());
+  logfd = open(T.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (logfd < 0) return -1;
+
+  T.daemon = fork();
+  if (T.daemon < 0) return -1;
+  if (T.daemon == 0) {
+    dup2(logfd, STDOUT_FILENO);
+    dup2(logfd, STDERR_FILENO);
+    execl(path, path, "--socket", T.sock, "--size", "16M", "--page-size", "4K",
+          "--socket-mode", "0666", (char *)NULL);
+    _exit(127);
+  }
+  close(logfd);
+
+  /* Ready when it accepts; ASan and PP_DEBUG=3 make start-up slow, so be patient. */
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", T.sock);
+  deadline = now_ms() + DAEMON_START_MS;
+  while (now_ms() < deadline) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), st;
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+      close(fd);
+      return 0;
+    }
+    if (fd >= 0) close(fd);
+    if (waitpid(T.daemon, &st, WNOHANG) == T.daemon) {
+      fprintf(stderr, "pinpoold exited during start-up (status 0x%x)\n", st);
+      T.daemon = -1;
+      dump_daemon_log();
+      return -1;
+    }
+    sleep_ms(20);
+  }
+  fprintf(stderr, "pinpoold did not listen on %s within %d ms\n", T.sock, DAEMON_START_MS);
+  dump_daemon_log();
+  return -1;
+}
+
+static void stop_daemon(void) {
+  int st;
+  if (T.daemon > 0) {
+    kill(T.daemon, SIGTERM);
+    for (int i = 0; i < 500 && waitpid(T.daemon, &st, WNOHANG) == 0; i++) sleep_ms(10);
+    if (waitpid(T.daemon, &st, WNOHANG) == 0) {
+      kill(T.daemon, SIGKILL);
+      waitpid(T.daemon, &st, 0);
+    }
+    T.daemon = -1;
+  }
+  unlink(T.sock);
+  unlink(T.log);
+  if (T.dir[0]) rmdir(T.dir);
+}
+
+static int group_setup(void **state) {
+  uint64_t drop[DROP_COUNT];
+  int rc;
+
+  if (start_daemon()) goto fail;
+  if ((rc = holder_connect())) goto fail_rc;
+  if ((rc = holder_alloc(64 * KiB, "ctl-frames", &T.frames_off, &T.frames_size))) goto fail_rc;
+  if ((rc = holder_alloc(256 * KiB, NULL, &T.big_off, &T.big_size))) goto fail_rc;
+  if ((rc = holder_cache_open("ctl-objs", OBJ_SIZE, &T.objs_cache))) goto fail_rc;
+  if ((rc = holder_cache_alloc(T.objs_cache, OBJ_COUNT, T.obj_offs))) goto fail_rc;
+  if ((rc = holder_cache_open("ctl-drop", 64, &T.drop_cache))) goto fail_rc;
+  if ((rc = holder_cache_alloc(T.drop_cache, DROP_COUNT, drop))) goto fail_rc;
+  if ((rc = holder_cache_free(T.drop_cache, DROP_COUNT, drop))) goto fail_rc;
+  return 0;
+fail_rc:
+  fprintf(stderr, "holder set-up failed: %s\n", pp_strerror(rc));
+  dump_daemon_log();
+fail:
+  if (T.fd >= 0) close(T.fd);
+  T.fd = -1;
+  stop_daemon();
+  return -1;
+}
+
+static int group_teardown(void **state) {
+  if (T.fd >= 0) close(T.fd);
+  T.fd = -1;
+  stop_daemon();
+  return 0;
+}
+
+/* ---- the tests ------------------------------------------------------------------------- */
+
+static uint64_t holder_bytes(void) {
+  return T.frames_size + T.big_size + (uint64_t)OBJ_COUNT * OBJ_SIZE;
+}
+
+static void status_shows_region_and_agrees_with_json(void **state) {
+  json_object *j;
+  run_t r;
+
+  run_ok(&r, "status", NULL);
+  assert_non_null(strstr(r.out, "region              16 MiB (16777216 bytes)"));
+  assert_non_null(strstr(r.out, "page size           4 KiB"));
+  assert_non_null(strstr(r.out, "hugepages           no"));
+  /* The holder's buffers and objects are used; nothing else is. */
+  assert_int_equal(text_bytes(r.out, "used"), holder_bytes());
+
+  j = run_json("status", NULL);
+  assert_int_equal(jget_u64(j, "region_size"), 16 * 1024 * KiB);
+  assert_int_equal(jget_u64(j, "page_size"), 4096);
+  assert_int_equal(jget_u64(j, "used_bytes"), text_bytes(r.out, "used"));
+  assert_int_equal(jget_u64(j, "free_bytes"), text_bytes(r.out, "free"));
+  assert_int_equal(jget_u64(j, "cached_bytes"), text_bytes(r.out, "cached"));
+  assert_int_equal(jget_u64(j, "nr_buffers"), 2);
+  assert_true(jget_u64(j, "nr_caches") >= 2);
+  json_object_put(j);
+  run_free(&r);
+}
+
+static void buddyinfo_free_counts_add_up_to_free_bytes(void **state) {
+  char *heads, *sizes, *counts, *tok, *save = NULL;
+  uint64_t sum = 0, free_bytes, jsum = 0;
+  json_object *j, *orders;
+  unsigned order = 0;
+  run_t r;
+
+  run_ok(&r, "buddyinfo", NULL);
+  heads = line_with(r.out, "order ", false);
+  sizes = line_with(r.out, "block size ", false);
+  counts = line_with(r.out, "Region 0, zone pinpool", false);
+  assert_non_null(heads);
+  assert_non_null(sizes);
+  assert_non_null(counts);
+  /* Labels are compact sizes: order 0 is one 4 KiB page, order 12 the 16 MiB region. */
+  assert_non_null(strstr(sizes, " 4K "));
+  assert_non_null(strstr(sizes, " 16M"));
+  for (tok = strtok_r(counts + strlen("Region 0, zone pinpool"), " ", &save); tok;
+       tok = strtok_r(NULL, " ", &save), order++)
+    sum += strtoull(tok, NULL, 10) * (4096ull << order);
+  assert_int_equal(order, 13);
+  free_bytes = text_bytes(r.out, "free bytes");
+  assert_int_equal(sum, free_bytes);
+  /* The holder's 320 KiB of buffers and its slabs are not free. */
+  assert_true(free_bytes <= 16 * 1024 * KiB - T.frames_size - T.big_size);
+  assert_non_null(strstr(r.out, "frag index"));
+
+  j = run_json("buddyinfo", NULL);
+  orders = jget(j, "orders");
+  assert_int_equal(json_object_array_length(orders), 13);
+  for (size_t i = 0; i < json_object_array_length(orders); i++) {
+    json_object *e = json_object_array_get_idx(orders, i);
+    assert_int_equal(jget_u64(e, "order"), i);
+    assert_int_equal(jget_u64(e, "block_size"), 4096ull << i);
+    jsum += jget_u64(e, "free_blocks") * jget_u64(e, "block_size");
+  }
+  assert_int_equal(jsum, free_bytes);
+  assert_int_equal(jget_u64(j, "free_bytes"), free_bytes);
+  assert_int_equal(jget_u64(j, "largest_free_block"), text_bytes(r.out, "largest free block"));
+  json_object_put(j);
+  free(heads);
+  free(sizes);
+  free(counts);
+  run_free(&r);
+}
+
+static void slabinfo_shows_caches_in_proc_shape_and_agrees_with_json(void **state) {
+  uint64_t active, num, active_slabs, num_slabs, full, partial, empty, mags;
+  unsigned objsize, perslab, pages;
+  json_object *j, *caches;
+  char name[64], *row;
+  bool found = false;
+  double waste;
+  run_t r;
+
+  run_ok(&r, "slabinfo", NULL);
+  assert_non_null(strstr(r.out, "# name            <active_objs> <num_objs> <objsize> "
+                                "<objperslab> <pagesperslab> : slabdata <active_slabs> "
+                                "<num_slabs>"));
+  row = line_with(r.out, "ctl-objs ", false);
+  assert_non_null(row);
+  assert_int_equal(sscanf(row,
+                          "%63s %" SCNu64 " %" SCNu64 " %u %u %u : slabdata %" SCNu64
+                          " %" SCNu64 " : pinpool %" SCNu64 " %" SCNu64 " %" SCNu64
+                          " %" SCNu64 " %lf%%",
+                          name, &active, &num, &objsize, &perslab, &pages, &active_slabs,
+                          &num_slabs, &full, &partial, &empty, &mags, &waste),
+                   13);
+  assert_int_equal(objsize, OBJ_SIZE);
+  assert_true(active >= OBJ_COUNT);
+  assert_true(num >= active);
+  assert_int_equal(num, num_slabs * perslab);
+  assert_int_equal(full + partial + empty, num_slabs);
+
+  j = run_json("slabinfo", NULL);
+  caches = jget(j, "caches");
+  for (size_t i = 0; i < json_object_array_length(caches); i++) {
+    json_object *e = json_object_array_get_idx(caches, i);
+    if (strcmp(json_object_get_string(jget(e, "name")), "ctl-objs")) continue;
+    found = true;
+    assert_int_equal(jget_u64(e, "active_objs"), active);
+    assert_int_equal(jget_u64(e, "num_objs"), num);
+    assert_int_equal(jget_u64(e, "object_size"), objsize);
+    assert_int_equal(jget_u64(e, "objs_per_slab"), perslab);
+    assert_int_equal(jget_u64(e, "pages_per_slab"), pages);
+    assert_int_equal(jget_u64(e, "num_slabs"), num_slabs);
+    assert_int_equal(jget_u64(e, "full_slabs"), full);
+    assert_int_equal(jget_u64(e, "partial_slabs"), partial);
+    assert_int_equal(jget_u64(e, "empty_slabs"), empty);
+    assert_int_equal(jget_u64(e, "objs_in_magazines"), mags);
+    assert_int_equal(jget_u64(e, "cache_id"), T.objs_cache);
+  }
+  assert_true(found);
+  free(row);
+  row = line_with(r.out, "ctl-drop ", false);
+  assert_non_null(row);
+  json_object_put(j);
+  free(row);
+  run_free(&r);
+}
+
+static void clients_lists_holder_by_pid_with_bytes_held(void **state) {
+  char pid[16], size[32], *row;
+  json_object *j, *list;
+  bool found = false;
+  run_t r;
+
+  snprintf(pid, sizeof pid, " %d ", (int)getpid());
+  ctl_fmt_size(size, sizeof size, holder_bytes());
+  run_ok(&r, "clients", NULL);
+  row = line_with(r.out, "ctl-holder", true);
+  if (!row) fail_msg("no ctl-holder in:\n%s", r.out);
+  assert_non_null(strstr(row, pid));
+  assert_non_null(strstr(row, size));
+  /* pinpoolctl's own session is listed too. */
+  assert_non_null(strstr(r.out, "pinpoolctl"));
+
+  j = run_json("clients", NULL);
+  list = jget(j, "clients");
+  for (size_t i = 0; i < json_object_array_length(list); i++) {
+    json_object *e = json_object_array_get_idx(list, i);
+    if (jget_u64(e, "pid") != (uint64_t)getpid()) continue;
+    found = true;
+    assert_string_equal(json_object_get_string(jget(e, "name")), "ctl-holder");
+    assert_int_equal(jget_u64(e, "bytes_held"), holder_bytes());
+    assert_int_equal(jget_u64(e, "buffers"), 2);
+    assert_int_equal(jget_u64(e, "objects"), OBJ_COUNT);
+    assert_int_equal(jget_u64(e, "uid"), getuid());
+  }
+  assert_true(found);
+  json_object_put(j);
+  free(row);
+  run_free(&r);
+}
+
+static void buffers_lists_holdings_and_filters_by_client_and_name(void **state) {
+  char pid[16], off[32], *row;
+  json_object *j, *list;
+  run_t r;
+
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  snprintf(off, sizeof off, "0x%012" PRIx64, T.frames_off);
+  run_ok(&r, "buffers", NULL);
+  row = line_with(r.out, "ctl-frames", true);
+  if (!row) fail_msg("no ctl-frames in:\n%s", r.out);
+  assert_non_null(strstr(row, off));
+  assert_non_null(strstr(row, "64 KiB"));
+  assert_non_null(strstr(row, pid));
+  free(row);
+  assert_non_null(strstr(r.out, "256 KiB"));
+  run_free(&r);
+
+  run_ok(&r, "buffers", "--name", "ctl-frames", NULL);
+  assert_non_null(strstr(r.out, "ctl-frames"));
+  assert_null(strstr(r.out, "256 KiB"));
+  run_free(&r);
+
+  run_ok(&r, "buffers", "--client", "1", NULL); /* init holds nothing here */
+  assert_null(strstr(r.out, "KiB"));
+  run_free(&r);
+
+  j = run_json("buffers", "--client", pid, NULL);
+  list = jget(j, "buffers");
+  assert_int_equal(json_object_array_length(list), 2);
+  for (size_t i = 0; i < 2; i++) {
+    json_object *e = json_object_array_get_idx(list, i), *pids = jget(e, "holder_pids");
+    uint64_t o = jget_u64(e, "offset");
+    assert_true(o == T.frames_off || o == T.big_off);
+    assert_int_equal(jget_u64(e, "size"), o == T.frames_off ? T.frames_size : T.big_size);
+    assert_int_equal(json_object_array_length(pids), 1);
+    assert_int_equal(json_object_get_uint64(json_object_array_get_idx(pids, 0)), getpid());
+  }
+  json_object_put(j);
+}
+
+static void map_draws_buffers_and_slabs_at_their_offsets(void **state) {
+  char cells[8192] = "", *line, *save = NULL, *text;
+  uint64_t cell = 0, covered = 0, next = 0;
+  json_object *j, *rows, *blocks;
+  bool frames_block = false, slab_visible = false;
+  size_t ncells = 0;
+  run_t r;
+
+  run_ok(&r, "map", NULL);
+  cell = text_bytes(r.out, "region 16 MiB");
+  assert_true(cell >= 4096 && (cell & (cell - 1)) == 0);
+  text = strdup(r.out);
+  for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    assert_true(strlen(line) <= 80); /* stdout is not a terminal: 80 columns */
+    if (!strncmp(line, "0x", 2)) {
+      char *c = strchr(line, ' ') + 1;
+      assert_true(ncells + strlen(c) < sizeof cells);
+      strcat(cells, c);
+      ncells += strlen(c);
+    }
+  }
+  free(text);
+  assert_int_equal(ncells, 16 * 1024 * KiB / cell);
+  /* The 64 KiB buffer covers whole cells at this scale (16 KiB cells at 80 columns). */
+  for (uint64_t o = T.frames_off; o < T.frames_off + T.frames_size; o += cell)
+    if (cell <= T.frames_size) assert_int_equal(cells[o / cell], 'B');
+  for (size_t i = 0; i < ncells; i++)
+    if (strchr("Sm:", cells[i])) slab_visible = true;
+  assert_true(slab_visible);
+  assert_non_null(strstr(r.out, "legend:"));
+
+  j = run_json("map", NULL);
+  assert_int_equal(jget_u64(j, "cell_bytes"), cell);
+  rows = jget(j, "rows");
+  text = calloc(1, ncells + 1);
+  for (size_t i = 0; i < json_object_array_length(rows); i++)
+    strcat(text, json_object_get_string(jget(json_object_array_get_idx(rows, i), "cells")));
+  assert_string_equal(text, cells);
+  free(text);
+  /* The blocks tile the region in offset order; the buffer and the objects are in them. */
+  blocks = jget(j, "blocks");
+  for (size_t i = 0; i < json_object_array_length(blocks); i++) {
+    json_object *b = json_object_array_get_idx(blocks, i);
+    uint64_t off = jget_u64(b, "offset"), size = jget_u64(b, "size");
+    const char *kind = json_object_get_string(jget(b, "kind"));
+    assert_int_equal(off, next);
+    next = off + size;
+    if (off == T.frames_off) {
+      assert_string_equal(kind, "buffer");
+      assert_int_equal(size, T.frames_size);
+      frames_block = true;
+    }
+    if (!strcmp(kind, "slab"))
+      for (unsigned k = 0; k < OBJ_COUNT; k++)
+        if (T.obj_offs[k] >= off && T.obj_offs[k] < off + size) covered++;
+  }
+  assert_int_equal(next, 16 * 1024 * KiB);
+  assert_true(frames_block);
+  assert_int_equal(covered, OBJ_COUNT);
+  json_object_put(j);
+  run_free(&r);
+}
+
+static uint64_t slabs_of(json_object *slabinfo, const char *name, uint64_t *ret_total) {
+  json_object *caches = jget(slabinfo, "caches");
+  uint64_t n = 0, total = 0;
+  for (size_t i = 0; i < json_object_array_length(caches); i++) {
+    json_object *e = json_object_array_get_idx(caches, i);
+    total += jget_u64(e, "num_slabs");
+    if (!strcmp(json_object_get_string(jget(e, "name")), name)) n = jget_u64(e, "num_slabs");
+  }
+  *ret_total = total;
+  return n;
+}
+
+static void shrink_releases_the_slabs_nobody_uses(void **state) {
+  uint64_t total_before, total_after, drop_before, released = 0, bytes = 0;
+  uint64_t free_before, free_after;
+  json_object *before, *after, *st, *again;
+  char *line;
+  run_t r;
+
+  before = run_json("slabinfo", NULL);
+  st = run_json("status", NULL);
+  free_before = jget_u64(st, "free_bytes");
+  json_object_put(st);
+  drop_before = slabs_of(before, "ctl-drop", &total_before);
+  assert_true(drop_before > 0); /* freed objects leave their slabs cached until shrink */
+
+  run_ok(&r, "shrink", NULL);
+  line = line_with(r.out, "shrink: released ", false);
+  if (!line) fail_msg("unexpected shrink output:\n%s", r.out);
+  assert_int_equal(sscanf(line, "shrink: released %" SCNu64 " slab", &released), 1);
+  bytes = text_bytes(line, "shrink:");
+  free(line);
+  run_free(&r);
+
+  after = run_json("slabinfo", NULL);
+  st = run_json("status", NULL);
+  free_after = jget_u64(st, "free_bytes");
+  json_object_put(st);
+  /* Every slab of the emptied cache went, and the count printed is exactly what left. */
+  assert_int_equal(slabs_of(after, "ctl-drop", &total_after), 0);
+  if (released != total_before - total_after || released < drop_before)
+    fprintf(stderr, "shrink said %" PRIu64 " slabs; slabs went %" PRIu64 " -> %" PRIu64
+            " (ctl-drop had %" PRIu64 ")\n", released, total_before, total_after, drop_before);
+  assert_true(released >= drop_before);
+  assert_int_equal(released, total_before - total_after);
+  assert_int_equal(free_after - free_before, bytes);
+  /* The holder's objects keep their slabs. */
+  assert_true(slabs_of(after, "ctl-objs", &total_after) > 0);
+
+  again = run_json("shrink", NULL);
+  assert_int_equal(jget_u64(again, "slabs_released"), 0);
+  assert_int_equal(jget_u64(again, "bytes_released"), 0);
+  json_object_put(again);
+  json_object_put(before);
+  json_object_put(after);
+}
+
+static void non_admin_is_refused_with_a_clear_message(void **state) {
+  const char *cmds[] = {"status", "slabinfo", "shrink"};
+  run_t r;
+
+  if (geteuid() != 0) {
+    fprintf(stderr, "skipped: becoming nobody (uid 65534) needs root\n");
+    skip();
+  }
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    run_ctl(&r, true, "--socket", T.sock, cmds[i], NULL);
+    if (r.status != 1) fprintf(stderr, "%s as nobody: exit %d\n%s%s", cmds[i], r.status, r.out, r.err);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "PERMISSION_DENIED"));
+    assert_non_null(strstr(r.err, "needs root or membership in pinpoold's admin group"));
+    assert_string_equal(r.out, "");
+    run_free(&r);
+  }
+}
+
+static void unreachable_socket_exits_3_naming_the_path(void **state) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  char missing[96], dead[96];
+  int fd;
+  run_t r;
+
+  snprintf(missing, sizeof missing, "%s/no-such.sock", T.dir);
+  run_ctl(&r, false, "--socket", missing, "status", NULL);
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.err, missing));
+  assert_non_null(strstr(r.err, "No such file or directory"));
+  assert_string_equal(r.out, "");
+  run_free(&r);
+
+  /* A socket file nobody listens on: connection refused. */
+  snprintf(dead, sizeof dead, "%s/dead.sock", T.dir);
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", dead);
+  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  run_ctl(&r, false, "--socket", dead, "--json", "buddyinfo", NULL);
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.err, dead));
+  assert_non_null(strstr(r.err, "Connection refused"));
+  run_free(&r);
+  close(fd);
+  unlink(dead);
+
+  /* $PINPOOL_SOCKET is the default when --socket is absent. */
+  setenv("PINPOOL_SOCKET", missing, 1);
+  run_ctl(&r, false, "clients", NULL);
+  unsetenv("PINPOOL_SOCKET");
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.err, missing));
+  run_free(&r);
+}
+
+static void usage_errors_exit_2(void **state) {
+  static const char *const bad[][4] = {
+      {NULL},                               /* no command */
+      {"frobnicate", NULL},                 /* unknown command */
+      {"status", "extra", NULL},            /* stray argument */
+      {"--bogus", "status", NULL},          /* unknown option */
+      {"status", "--client", "42", NULL},   /* --client belongs to buffers */
+      {"buffers", "--client", "x1", NULL},  /* not a pid */
+      {"buffers", "--name", NULL},          /* missing value */
+      {"top", "--json", NULL},              /* top has no JSON */
+  };
+  run_t r;
+
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    run_ctl(&r, false, "--socket", T.sock, bad[i][0], bad[i][1], bad[i][2], NULL);
+    if (r.status != 2)
+      fprintf(stderr, "case %zu (%s): exit %d\n%s", i, bad[i][0] ? bad[i][0] : "-", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "pinpoolctl: "));
+    run_free(&r);
+  }
+  run_ctl(&r, false, "--help", NULL);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "usage: pinpoolctl"));
+  run_free(&r);
+}
+
+static void top_refreshes_every_second_and_quits_on_q(void **state) {
+  struct winsize ws = {.ws_row = 30, .ws_col = 110};
+  char path[512], buf[4096], *seen = calloc(1, 1);
+  size_t seen_len = 0;
+  int master, st = 0;
+  int64_t reqs = -1;
+  uint64_t deadline;
+  pid_t pid;
+
+  snprintf(path, sizeof path, "%s/pinpoolctl", bin_dir());
+  pid = forkpty(&master, NULL, NULL, &ws);
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setenv("TERM", "xterm", 1);
+    execl(path, path, "--socket", T.sock, "top", (char *)NULL);
+    _exit(127);
+  }
+  fcntl(master, F_SETFL, O_NONBLOCK);
+
+  /* Keep reading the screen (a full pty would block it) until the daemon has served the
+   * Hello and at least three StatsRequests: two refreshes after the first draw. */
+  deadline = now_ms() + 15000;
+  while (now_ms() < deadline) {
+    struct pollfd p = {.fd = master, .events = POLLIN};
+    ssize_t n;
+    if (poll(&p, 1, 100) > 0 && (n = read(master, buf, sizeof buf)) > 0) {
+      seen = realloc(seen, seen_len + (size_t)n + 1);
+      memcpy(seen + seen_len, buf, (size_t)n);
+      seen[seen_len += (size_t)n] = '\0';
+    }
+    reqs = requests_of_client_named("pinpoolctl", pid);
+    if (reqs >= 4) break;
+  }
+  assert_true(reqs >= 4);
+  assert_int_equal(write(master, "q", 1), 1);
+
+  deadline = now_ms() + 5000;
+  while (now_ms() < deadline && waitpid(pid, &st, WNOHANG) == 0) {
+    struct pollfd p = {.fd = master, .events = POLLIN};
+    ssize_t n;
+    if (poll(&p, 1, 50) > 0 && (n = read(master, buf, sizeof buf)) > 0) {
+      seen = realloc(seen, seen_len + (size_t)n + 1);
+      memcpy(seen + seen_len, buf, (size_t)n);
+      seen[seen_len += (size_t)n] = '\0';
+    }
+  }
+  if (waitpid(pid, &st, WNOHANG) == 0 && kill(pid, 0) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    fail_msg("top did not quit on 'q'");
+  }
+  close(master);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fprintf(stderr, "top ended with status 0x%x; screen:\n%s\n", st, seen);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  /* Totals on top, the caches and the clients below. */
+  assert_non_null(strstr(seen, "pinpool top"));
+  assert_non_null(strstr(seen, "ctl-objs"));
+  assert_non_null(strstr(seen, "ctl-holder"));
+  free(seen);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(status_shows_region_and_agrees_with_json),
+      cmocka_unit_test(buddyinfo_free_counts_add_up_to_free_bytes),
+      cmocka_unit_test(slabinfo_shows_caches_in_proc_shape_and_agrees_with_json),
+      cmocka_unit_test(clients_lists_holder_by_pid_with_bytes_held),
+      cmocka_unit_test(buffers_lists_holdings_and_filters_by_client_and_name),
+      cmocka_unit_test(map_draws_buffers_and_slabs_at_their_offsets),
+      cmocka_unit_test(top_refreshes_every_second_and_quits_on_q),
+      cmocka_unit_test(shrink_releases_the_slabs_nobody_uses),
+      cmocka_unit_test(non_admin_is_refused_with_a_clear_message),
+      cmocka_unit_test(unreachable_socket_exits_3_naming_the_path),
+      cmocka_unit_test(usage_errors_exit_2),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
