@@ -1,0 +1,317 @@
+/*
+ * bench_ipc.c — `pinpool-bench ipc`: what a request to pinpoold costs, next to the floor
+ * any Unix-socket daemon pays.
+ *
+ * One run starts its own pinpoold (the one next to this binary: dirname of
+ * /proc/self/exe), on a temporary socket with a 64 MiB region of 4 KiB pages so that
+ * hugepages are not needed, and measures, repetition by repetition and interleaved so
+ * that drift of the shared machine hits them alike:
+ *   raw.roundtrip           a 32-byte message to a child process over a socketpair and
+ *                           back (write + read on each side): the floor for one request;
+ *   pinpool.alloc_free      pp_alloc(4096) + pp_free: two round trips through the daemon
+ *                           (target: <= 2.6x raw.roundtrip, i.e. the daemon's own work
+ *                           adds at most 30% to the two round trips);
+ *   pinpool.cache_alloc_rpc one cache_alloc request for one object, over the same frame
+ *                           helpers libpinpool uses (the objects go back untimed);
+ *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
+ *                           the calling thread's client-side magazines (target: <= 50 ns
+ *                           per pair).
+ * Every entry has size 0 so the report divides each pinpool figure by the raw floor.
+ * The median of o->reps repetitions is reported; the daemon is stopped at the end.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "frame.h"
+#include "pinpool.h"
+
+#define IPC_MSG 32u
+#define IPC_MAX_REPS 64u
+
+typedef struct ipc_daemon {
+  pid_t pid;
+  char dir[64];
+  char sock[128];
+} ipc_daemon_t;
+
+static void ipc_sleep_ms(int ms) {
+  struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int ipc_connect_raw(const char *path) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void ipc_daemon_stop(ipc_daemon_t *d) {
+  if (d->pid > 0) {
+    int st;
+    kill(d->pid, SIGTERM);
+    for (int i = 0; i < 500 && waitpid(d->pid, &st, WNOHANG) != d->pid; i++) ipc_sleep_ms(10);
+    if (kill(d->pid, 0) == 0) {
+      kill(d->pid, SIGKILL);
+      waitpid(d->pid, &st, 0);
+    }
+    d->pid = 0;
+  }
+  unlink(d->sock);
+  rmdir(d->dir);
+}
+
+static int ipc_daemon_start(ipc_daemon_t *d) {
+  char self[PATH_MAX], exe[PATH_MAX + 16];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return -1;
+  self[n] = '\0';
+  snprintf(exe, sizeof exe, "%s/pinpoold", dirname(self));
+  snprintf(d->dir, sizeof d->dir, "/tmp/pp-bench-ipc-XXXXXX");
+  if (!mkdtemp(d->dir)) return -1;
+  snprintf(d->sock, sizeof d->sock, "%s/pinpool.sock", d->dir);
+  d->pid = fork();
+  if (d->pid < 0) return -1;
+  if (d->pid == 0) {
+    execl(exe, "pinpoold", "--socket", d->sock, "--size", "64M", "--page-size", "4K",
+          "--log-level", "warning", (char *)NULL);
+    fprintf(stderr, "pinpool-bench: exec %s: %s\n", exe, strerror(errno));
+    _exit(127);
+  }
+  for (int i = 0; i < 1000; i++) {
+    int st;
+    if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+      d->pid = 0;
+      fprintf(stderr, "pinpool-bench: %s did not start\n", exe);
+      ipc_daemon_stop(d);
+      return -1;
+    }
+    int fd = ipc_connect_raw(d->sock);
+    if (fd >= 0) {
+      close(fd);
+      return 0;
+    }
+    ipc_sleep_ms(10);
+  }
+  ipc_daemon_stop(d);
+  return -1;
+}
+
+/* ---- the floor: a socketpair round trip to a child that echoes -------------------- */
+
+static int ipc_full(int fd, void *buf, size_t len, bool wr) {
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = wr ? write(fd, (char *)buf + off, len - off) : read(fd, (char *)buf + off, len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    off += (size_t)n;
+  }
+  return 0;
+}
+
+static pid_t ipc_echo_start(int *ret_fd) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    char buf[IPC_MSG];
+    close(sv[0]);
+    while (ipc_full(sv[1], buf, sizeof buf, false) == 0 && ipc_full(sv[1], buf, sizeof buf, true) == 0)
+      ;
+    _exit(0);
+  }
+  close(sv[1]);
+  *ret_fd = sv[0];
+  return pid;
+}
+
+static double ipc_raw_rep(int fd, uint64_t iters) {
+  char buf[IPC_MSG];
+  memset(buf, 0x42, sizeof buf);
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++)
+    if (ipc_full(fd, buf, sizeof buf, true) < 0 || ipc_full(fd, buf, sizeof buf, false) < 0) return -1;
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
+/* ---- pinpool ---------------------------------------------------------------------- */
+
+static double ipc_alloc_free_rep(pp_client *c, uint64_t iters) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    pp_buffer b;
+    if (pp_alloc(c, 4096, 0, &b) != 0 || pp_free(c, b.handle) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
+/* A second connection spoken to directly, to time one cache_alloc of one object. */
+typedef struct ipc_raw_conn {
+  int fd;
+  uint64_t id;
+  uint32_t cache_id;
+} ipc_raw_conn_t;
+
+static Pinpool__V1__Response *ipc_rpc(ipc_raw_conn_t *r, Pinpool__V1__Request *req) {
+  Pinpool__V1__Response *resp = NULL;
+  req->id = ++r->id;
+  if (frame_send(r->fd, &req->base, FRAME_MAX_DEFAULT, -1) < 0) return NULL;
+  if (frame_recv_response(r->fd, FRAME_MAX_DEFAULT, &resp, NULL) < 0) return NULL;
+  if (resp->status != 0 || resp->id != req->id) {
+    frame_free_response(resp);
+    return NULL;
+  }
+  return resp;
+}
+
+static int ipc_raw_open(ipc_raw_conn_t *r, const char *sock) {
+  r->fd = ipc_connect_raw(sock);
+  r->id = 0;
+  if (r->fd < 0) return -1;
+  Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
+  hello.protocol_version = PROTOCOL_VERSION;
+  hello.client_name = "bench-raw";
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
+  req.hello = &hello;
+  Pinpool__V1__Response *resp = ipc_rpc(r, &req); /* the memfd is closed by the helper */
+  if (!resp) return -1;
+  frame_free_response(resp);
+  Pinpool__V1__CacheOpen co = PINPOOL__V1__CACHE_OPEN__INIT;
+  co.name = "bench-ipc-64";
+  co.object_size = 64;
+  co.align = 64;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
+  req.cache_open = &co;
+  resp = ipc_rpc(r, &req);
+  if (!resp || resp->body_case != PINPOOL__V1__RESPONSE__BODY_CACHE) return -1;
+  r->cache_id = resp->cache->cache_id;
+  frame_free_response(resp);
+  return 0;
+}
+
+static double ipc_cache_rpc_rep(ipc_raw_conn_t *r, uint64_t *offs, uint64_t iters) {
+  Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
+  ca.cache_id = r->cache_id;
+  ca.count = 1;
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
+  req.cache_alloc = &ca;
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    Pinpool__V1__Response *resp = ipc_rpc(r, &req);
+    if (!resp || resp->body_case != PINPOOL__V1__RESPONSE__BODY_OBJECTS ||
+        resp->objects->n_offsets != 1) {
+      if (resp) frame_free_response(resp);
+      return -1;
+    }
+    offs[i] = resp->objects->offsets[0];
+    frame_free_response(resp);
+  }
+  double ns = (double)(bench_now_ns() - t0) / (double)iters;
+  /* Untimed: give them back so every repetition starts from the same state. */
+  Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
+  cf.cache_id = r->cache_id;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
+  req.cache_free = &cf;
+  for (uint64_t done = 0; done < iters;) {
+    cf.n_offsets = iters - done < 1024 ? iters - done : 1024;
+    cf.offsets = &offs[done];
+    Pinpool__V1__Response *resp = ipc_rpc(r, &req);
+    if (!resp) return -1;
+    frame_free_response(resp);
+    done += cf.n_offsets;
+  }
+  return ns;
+}
+
+static double ipc_magazine_rep(pp_cache *k, uint64_t iters) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    void *o = pp_cache_alloc(k);
+    /* Keep the compiler from pairing the two calls away; touching the object is what a
+     * user does anyway. */
+    __asm__ volatile("" : : "r"(o) : "memory");
+    if (!o || pp_cache_free(k, o) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
+int bench_ipc(const bench_opts_t *o) {
+  unsigned reps = o->reps < IPC_MAX_REPS ? o->reps : IPC_MAX_REPS;
+  uint64_t rpc_iters = o->iters ? o->iters : 20000;
+  uint64_t mag_iters = o->iters ? o->iters * 100 : 2000000;
+  double raw[IPC_MAX_REPS], af[IPC_MAX_REPS], rpc[IPC_MAX_REPS], mag[IPC_MAX_REPS];
+  ipc_daemon_t d = {0};
+  ipc_raw_conn_t r = {.fd = -1};
+  pp_client *c = NULL;
+  pp_cache *k = NULL;
+  uint64_t *offs = NULL;
+  int echo_fd = -1;
+  pid_t echo = -1;
+  int rc = -1;
+
+  signal(SIGPIPE, SIG_IGN);
+  if (ipc_daemon_start(&d) < 0) {
+    fprintf(stderr, "pinpool-bench ipc: cannot start pinpoold\n");
+    return -1;
+  }
+  if (pp_connect(d.sock, "pinpool-bench", &c) != 0 || pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 ||
+      ipc_raw_open(&r, d.sock) < 0) {
+    fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
+    goto out;
+  }
+  offs = malloc(rpc_iters * sizeof *offs);
+  echo = ipc_echo_start(&echo_fd);
+  if (!offs || echo < 0) goto out;
+
+  /* Warm-up: first-touch faults, the magazines' first refill, the daemon's slabs. */
+  if (ipc_raw_rep(echo_fd, 1000) < 0 || ipc_alloc_free_rep(c, 1000) < 0 ||
+      ipc_cache_rpc_rep(&r, offs, rpc_iters < 1000 ? rpc_iters : 1000) < 0 ||
+      ipc_magazine_rep(k, 10000) < 0)
+    goto out;
+  for (unsigned i = 0; i < reps; i++) {
+    bench_progress("ipc: rep %u/%u", i + 1, reps);
+    raw[i] = ipc_raw_rep(echo_fd, rpc_iters);
+    af[i] = ipc_alloc_free_rep(c, rpc_iters);
+    rpc[i] = ipc_cache_rpc_rep(&r, offs, rpc_iters);
+    mag[i] = ipc_magazine_rep(k, mag_iters);
+    if (raw[i] < 0 || af[i] < 0 || rpc[i] < 0 || mag[i] < 0) goto out;
+  }
+  bench_result_t res[4] = {
+      {.name = "raw.roundtrip", .ns_per_op = bench_median(raw, reps)},
+      {.name = "pinpool.alloc_free", .ns_per_op = bench_median(af, reps)},
+      {.name = "pinpool.cache_alloc_rpc", .ns_per_op = bench_median(rpc, reps)},
+      {.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)},
+  };
+  for (unsigned i = 0; i < 4; i++) res[i].ops_per_sec = 1e9 / res[i].ns_per_op;
+  bench_report("ipc", o, res, 4);
+  rc = 0;
+out:
+  if (echo_fd >= 0) close(echo_fd); /* the echo child sees EOF and exits */
+  if (echo > 0) waitpid(echo, NULL, 0);
+  if (r.fd >= 0) close(r.fd);
+  pp_disconnect(c);
+  free(offs);
+  ipc_daemon_stop(&d);
+  return rc;
+}
