@@ -64,15 +64,15 @@ static uint64_t alloc_ok(buddy_t *b, unsigned order) {
 }
 
 /* Runs a call that must fail with `want` and leave the allocator exactly as it was. */
-#define assert_fails_unchanged(b, want, call)                                              \
-  do {                                                                                     \
-    buddy_stats_t before_ = stats(b);                                                      \
-    int rc_ = (call);                                                                      \
-    if (rc_ != (want))                                                                     \
-      fail_msg("%s = %s, want %s", #call, pp_err_name(rc_), pp_err_name(want));            \
-    buddy_stats_t after_ = stats(b);                                                       \
-    assert_memory_equal(&before_, &after_, sizeof before_);                                \
-    assert_valid(b);                                                                       \
+#define assert_fails_unchanged(b, want, call)                                                  \
+  do {                                                                                         \
+    buddy_stats_t before_ = stats(b);                                                          \
+    int rc_ = (call);                                                                          \
+    if (rc_ != (want))                                                                         \
+      fail_msg("%s = %s, want %s", #call, pp_err_name(rc_), pp_err_name(want));                \
+    buddy_stats_t after_ = stats(b);                                                           \
+    assert_memory_equal(&before_, &after_, sizeof before_);                                    \
+    assert_valid(b);                                                                           \
   } while (0)
 
 typedef struct walk_rec {
@@ -95,10 +95,23 @@ static void record(void *ctx, uint64_t off, unsigned order, bool is_free) {
 
 static void order_for_size_rounds_up_to_pages_and_powers(void **state) {
   (void)state;
-  static const struct { uint64_t size; unsigned order; } cases[] = {
-      {1, 0}, {PG - 1, 0}, {PG, 0}, {PG + 1, 1}, {2 * PG, 1}, {2 * PG + 1, 2},
-      {3 * PG, 2}, {4 * PG, 2}, {1u << 20, 8}, {(1u << 20) + 1, 9}, {2ull << 20, 9},
-      {1ull << 30, 18}, {BUDDY_MIN_SIZE << (BUDDY_NR_ORDERS - 1), BUDDY_NR_ORDERS - 1},
+  static const struct {
+    uint64_t size;
+    unsigned order;
+  } cases[] = {
+      {1, 0},
+      {PG - 1, 0},
+      {PG, 0},
+      {PG + 1, 1},
+      {2 * PG, 1},
+      {2 * PG + 1, 2},
+      {3 * PG, 2},
+      {4 * PG, 2},
+      {1u << 20, 8},
+      {(1u << 20) + 1, 9},
+      {2ull << 20, 9},
+      {1ull << 30, 18},
+      {BUDDY_MIN_SIZE << (BUDDY_NR_ORDERS - 1), BUDDY_NR_ORDERS - 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     unsigned order = 99;
@@ -301,8 +314,8 @@ static void free_coalesces_repeatedly_up_to_the_top_block(void **state) {
 static void free_does_not_coalesce_with_a_buddy_that_is_split(void **state) {
   (void)state;
   buddy_t *b = make(4);
-  uint64_t a = alloc_ok(b, 1);     /* pages 0-1 */
-  uint64_t c = alloc_ok(b, 0);     /* page 2; page 3 free */
+  uint64_t a = alloc_ok(b, 1); /* pages 0-1 */
+  uint64_t c = alloc_ok(b, 0); /* page 2; page 3 free */
   assert_int_equal(a, 0);
   assert_int_equal(c, 2 * PG);
   assert_int_equal(buddy_free(b, a), 0);
@@ -318,9 +331,11 @@ static void free_does_not_coalesce_across_top_level_blocks(void **state) {
   (void)state;
   buddy_t *b = make(6); /* 4 + 2 */
   uint64_t o[6];
-  for (int i = 0; i < 6; i++) o[i] = alloc_ok(b, 0);
+  for (int i = 0; i < 6; i++)
+    o[i] = alloc_ok(b, 0);
   assert_int_equal(stats(b).free_bytes, 0);
-  for (int i = 0; i < 6; i++) assert_int_equal(buddy_free(b, o[i]), 0);
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(buddy_free(b, o[i]), 0);
   assert_free_counts(b, 3, 0, 1, 1);
   assert_int_equal(stats(b).free_bytes, 6 * PG);
   assert_valid(b);
@@ -336,15 +351,15 @@ static void free_errors_leave_state_unchanged(void **state) {
   assert_int_equal(c, 4 * PG);
   assert_fails_unchanged(b, PP_ERANGE, buddy_free(b, 16 * PG));
   assert_fails_unchanged(b, PP_ERANGE, buddy_free(b, UINT64_MAX));
-  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 1));          /* misaligned */
-  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 2 * PG));     /* inside allocated */
-  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 9 * PG));     /* inside a free block */
-  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, 5 * PG));   /* start of free block */
+  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 1));        /* misaligned */
+  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 2 * PG));   /* inside allocated */
+  assert_fails_unchanged(b, PP_ENOTBLOCK, buddy_free(b, 9 * PG));   /* inside a free block */
+  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, 5 * PG)); /* start of free block */
   assert_fails_unchanged(b, PP_EINVAL, buddy_free(NULL, 0));
   assert_int_equal(buddy_free(b, c), 0);
-  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, c));        /* double free */
+  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, c)); /* double free */
   assert_int_equal(buddy_free(b, a), 0);
-  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, a));        /* merged, still head */
+  assert_fails_unchanged(b, PP_EDOUBLEFREE, buddy_free(b, a)); /* merged, still head */
   assert_free_counts(b, 5, 0, 0, 0, 0, 1);
   buddy_destroy(b);
 }
@@ -365,7 +380,8 @@ static void block_order_answers_only_for_allocated_block_starts(void **state) {
   buddy_destroy(b);
 }
 
-/* ---- reserve ------------------------------------------------------------------------------ */
+/* ---- reserve ------------------------------------------------------------------------------
+ */
 
 static void reserve_takes_a_whole_free_block(void **state) {
   (void)state;
@@ -412,24 +428,24 @@ static void reserve_inside_a_larger_free_block_splits_around_it(void **state) {
 static void reserve_of_a_busy_range_is_ebusy(void **state) {
   (void)state;
   buddy_t *b = make(16);
-  assert_int_equal(buddy_reserve(b, 4 * PG, 1), 0);               /* pages 4-5 */
+  assert_int_equal(buddy_reserve(b, 4 * PG, 1), 0);                 /* pages 4-5 */
   assert_fails_unchanged(b, PP_EBUSY, buddy_reserve(b, 4 * PG, 1)); /* the same block */
   assert_fails_unchanged(b, PP_EBUSY, buddy_reserve(b, 5 * PG, 0)); /* inside it */
   assert_fails_unchanged(b, PP_EBUSY, buddy_reserve(b, 4 * PG, 2)); /* range holding it */
   assert_fails_unchanged(b, PP_EBUSY, buddy_reserve(b, 0, 4));      /* the whole region */
-  assert_int_equal(buddy_reserve(b, 6 * PG, 1), 0);                /* its free neighbour */
+  assert_int_equal(buddy_reserve(b, 6 * PG, 1), 0);                 /* its free neighbour */
   assert_valid(b);
   buddy_destroy(b);
 }
 
 static void reserve_rejects_misaligned_and_out_of_range_blocks(void **state) {
   (void)state;
-  buddy_t *b = make(12); /* 8 + 4 */
-  assert_fails_unchanged(b, PP_EINVAL, buddy_reserve(b, 100, 0));      /* not page aligned */
-  assert_fails_unchanged(b, PP_EINVAL, buddy_reserve(b, 2 * PG, 2));   /* not order aligned */
-  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 12 * PG, 0));  /* past the end */
-  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 8 * PG, 3));   /* runs past the end */
-  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 0, 4));        /* bigger than region */
+  buddy_t *b = make(12);                                              /* 8 + 4 */
+  assert_fails_unchanged(b, PP_EINVAL, buddy_reserve(b, 100, 0));     /* not page aligned */
+  assert_fails_unchanged(b, PP_EINVAL, buddy_reserve(b, 2 * PG, 2));  /* not order aligned */
+  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 12 * PG, 0)); /* past the end */
+  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 8 * PG, 3));  /* runs past the end */
+  assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 0, 4));       /* bigger than region */
   assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, 0, BUDDY_NR_ORDERS));
   assert_fails_unchanged(b, PP_ERANGE, buddy_reserve(b, UINT64_MAX & ~(PG - 1), 0));
   assert_fails_unchanged(b, PP_EINVAL, buddy_reserve(NULL, 0, 0));
@@ -442,8 +458,10 @@ static void reserve_rebuilds_a_state_that_alloc_produced(void **state) {
   buddy_t *a = make(40), *r = make(40);
   uint64_t offs[6];
   unsigned ords[6] = {0, 3, 1, 2, 0, 4};
-  for (int i = 0; i < 6; i++) offs[i] = alloc_ok(a, ords[i]);
-  for (int i = 5; i >= 0; i--) assert_int_equal(buddy_reserve(r, offs[i], ords[i]), 0);
+  for (int i = 0; i < 6; i++)
+    offs[i] = alloc_ok(a, ords[i]);
+  for (int i = 5; i >= 0; i--)
+    assert_int_equal(buddy_reserve(r, offs[i], ords[i]), 0);
   walk_rec_t wa = {0}, wr = {0};
   buddy_walk(a, record, &wa);
   buddy_walk(r, record, &wr);
@@ -459,7 +477,8 @@ static void reserve_rebuilds_a_state_that_alloc_produced(void **state) {
   buddy_destroy(r);
 }
 
-/* ---- contiguous allocation ------------------------------------------------------------------ */
+/* ---- contiguous allocation ------------------------------------------------------------------
+ */
 
 /* A fake physical map: region pages of 4 pages (16 KiB); brk[i] says region page i does not
  * follow region page i-1 physically. */
@@ -479,7 +498,8 @@ static bool fake_contig(void *ctx, uint64_t off, uint64_t len) {
 static void contig_small_blocks_need_no_physical_check(void **state) {
   (void)state;
   fake_phys_t f = {0};
-  for (int i = 0; i < 64; i++) f.brk[i] = true; /* nothing consecutive at all */
+  for (int i = 0; i < 64; i++)
+    f.brk[i] = true; /* nothing consecutive at all */
   buddy_t *b = NULL;
   assert_int_equal(buddy_create(64 * PG, 4 * PG, fake_contig, &f, &b), 0);
   uint64_t off;
@@ -505,7 +525,8 @@ static void contig_alloc_skips_discontiguous_blocks_and_splits_a_contiguous_one(
   /* Region pages 0..15 (64 small pages).  Breaks everywhere except between 6|7 and 7|8:
    * the only contiguous 8-page (2 region page) aligned block is pages [24, 32)?  Region
    * pages 6 and 7 are small pages [24, 32), aligned to 8: yes. */
-  for (int i = 0; i < 16; i++) f.brk[i] = true;
+  for (int i = 0; i < 16; i++)
+    f.brk[i] = true;
   f.brk[7] = false;
   buddy_t *b = NULL;
   assert_int_equal(buddy_create(64 * PG, 4 * PG, fake_contig, &f, &b), 0);
@@ -538,7 +559,8 @@ static void contig_alloc_takes_a_wholly_contiguous_block_with_one_check(void **s
   buddy_destroy(b);
 }
 
-static void contig_without_a_callback_is_enocontig_and_enomem_wins_when_nothing_fits(void **state) {
+static void
+contig_without_a_callback_is_enocontig_and_enomem_wins_when_nothing_fits(void **state) {
   (void)state;
   buddy_t *b = NULL;
   assert_int_equal(buddy_create(16 * PG, 2 * PG, NULL, NULL, &b), 0);
@@ -553,7 +575,8 @@ static void contig_without_a_callback_is_enocontig_and_enomem_wins_when_nothing_
   buddy_destroy(b);
 }
 
-/* ---- stats ----------------------------------------------------------------------------------- */
+/* ---- stats
+ * ----------------------------------------------------------------------------------- */
 
 static void stats_and_fragmentation_index_match_linux_on_a_known_state(void **state) {
   (void)state;
@@ -561,13 +584,16 @@ static void stats_and_fragmentation_index_match_linux_on_a_known_state(void **st
   buddy_stats_t s = stats(b);
   /* Empty region: one order-3 block.  Orders <= 3: -1000.  Order 4 (16 pages), one block
    * of 8 free pages: 1000 - (1000 + 8*1000/16)/1 = -500, as Linux computes it. */
-  for (unsigned k = 0; k <= 3; k++) assert_int_equal(s.frag_index[k], -1000);
+  for (unsigned k = 0; k <= 3; k++)
+    assert_int_equal(s.frag_index[k], -1000);
   assert_int_equal(s.frag_index[4], -500);
 
   uint64_t o[8];
-  for (int i = 0; i < 8; i++) o[i] = alloc_ok(b, 0);
+  for (int i = 0; i < 8; i++)
+    o[i] = alloc_ok(b, 0);
   s = stats(b);
-  for (unsigned k = 0; k < BUDDY_NR_ORDERS; k++) assert_int_equal(s.frag_index[k], 0);
+  for (unsigned k = 0; k < BUDDY_NR_ORDERS; k++)
+    assert_int_equal(s.frag_index[k], 0);
   assert_int_equal(s.largest_free, 0);
 
   /* Free pages 0, 2 and 5: three order-0 blocks whose buddies are allocated. */
@@ -613,7 +639,8 @@ static void dump_prints_a_buddyinfo_line_and_the_free_lists(void **state) {
   buddy_destroy(b);
 }
 
-/* ---- threads --------------------------------------------------------------------------------- */
+/* ---- threads
+ * --------------------------------------------------------------------------------- */
 
 #define THREADS 4
 #define PAGES 512
@@ -641,7 +668,10 @@ static void *worker_main(void *arg) {
       uint64_t off;
       int rc = buddy_alloc(w->sh->b, order, 0, &off);
       if (rc == PP_ENOMEM) continue;
-      if (rc != 0) { w->bad = rc; break; }
+      if (rc != 0) {
+        w->bad = rc;
+        break;
+      }
       /* Every page must be nobody's: an overlap with another thread shows up here. */
       for (uint64_t p = off / PG; p < off / PG + (1u << order); p++) {
         if (__atomic_exchange_n(&w->sh->owner[p], (unsigned char)w->id, __ATOMIC_RELAXED))
@@ -680,7 +710,8 @@ static void threads_sharing_one_buddy_never_get_overlapping_blocks(void **state)
     w[i] = (worker_t){.sh = &sh, .id = i + 1, .bad = 0};
     assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
   }
-  for (unsigned i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+  for (unsigned i = 0; i < THREADS; i++)
+    pthread_join(t[i], NULL);
   for (unsigned i = 0; i < THREADS; i++)
     if (w[i].bad) fail_msg("thread %u saw %s", w[i].id, pp_err_name(w[i].bad));
   assert_valid(sh.b);
@@ -715,7 +746,8 @@ int main(void) {
       cmocka_unit_test(contig_small_blocks_need_no_physical_check),
       cmocka_unit_test(contig_alloc_skips_discontiguous_blocks_and_splits_a_contiguous_one),
       cmocka_unit_test(contig_alloc_takes_a_wholly_contiguous_block_with_one_check),
-      cmocka_unit_test(contig_without_a_callback_is_enocontig_and_enomem_wins_when_nothing_fits),
+      cmocka_unit_test(
+          contig_without_a_callback_is_enocontig_and_enomem_wins_when_nothing_fits),
       cmocka_unit_test(stats_and_fragmentation_index_match_linux_on_a_known_state),
       cmocka_unit_test(dump_prints_a_buddyinfo_line_and_the_free_lists),
       cmocka_unit_test(threads_sharing_one_buddy_never_get_overlapping_blocks),

@@ -21,8 +21,10 @@ static buddy_t *make(uint64_t pages) {
 static void expect_corrupt(buddy_t *b, const char *needle) {
   char why[256] = "";
   int rc = buddy_check(b, why, sizeof why);
-  if (rc != PP_ECORRUPT) fail_msg("buddy_check = %s, want PP_ECORRUPT (%s)", pp_err_name(rc), needle);
-  if (!strstr(why, needle)) fail_msg("buddy_check said \"%s\", want it to mention \"%s\"", why, needle);
+  if (rc != PP_ECORRUPT)
+    fail_msg("buddy_check = %s, want PP_ECORRUPT (%s)", pp_err_name(rc), needle);
+  if (!strstr(why, needle))
+    fail_msg("buddy_check said \"%s\", want it to mention \"%s\"", why, needle);
 }
 
 static void check_accepts_a_healthy_state(void **state) {
@@ -57,7 +59,7 @@ static void check_reports_a_page_covered_by_no_block(void **state) {
   buddy_t *b = make(8);
   uint64_t a;
   assert_int_equal(buddy_alloc(b, 2, 0, &a), 0);
-  b->meta[a >> BUDDY_MIN_SHIFT] = 0;
+  b->pg[a >> BUDDY_MIN_SHIFT].info = 0;
   expect_corrupt(b, "covered by no block");
   buddy_destroy(b);
 }
@@ -67,7 +69,7 @@ static void check_reports_overlapping_blocks(void **state) {
   buddy_t *b = make(8);
   uint64_t a;
   assert_int_equal(buddy_alloc(b, 2, 0, &a), 0);
-  b->meta[(a >> BUDDY_MIN_SHIFT) + 1] = META_HEAD; /* a block head inside another block */
+  b->pg[(a >> BUDDY_MIN_SHIFT) + 1].info = META_HEAD; /* a block head inside another block */
   expect_corrupt(b, "overlapping");
   buddy_destroy(b);
 }
@@ -78,7 +80,7 @@ static void check_reports_a_misaligned_block(void **state) {
   uint64_t a, c;
   assert_int_equal(buddy_alloc(b, 0, 0, &a), 0); /* page 0 */
   assert_int_equal(buddy_alloc(b, 0, 0, &c), 0); /* page 1 */
-  b->meta[1] = META_HEAD | 1; /* order 1 at page 1 */
+  b->pg[1].info = META_HEAD | 1;                 /* order 1 at page 1 */
   expect_corrupt(b, "misaligned");
   buddy_destroy(b);
 }
@@ -105,14 +107,14 @@ static void check_reports_a_broken_list_link(void **state) {
   (void)state;
   buddy_t *b = make(8);
   uint64_t a, c;
-  assert_int_equal(buddy_alloc(b, 0, 0, &a), 0); /* page 0; page 1 free */
-  assert_int_equal(buddy_alloc(b, 1, 0, &c), 0); /* pages 2-3; [4,8) free */
-  assert_int_equal(buddy_free(b, c), 0);         /* [2,4) free again */
-  assert_int_equal(buddy_alloc(b, 0, 0, &c), 0); /* page 1 */
+  assert_int_equal(buddy_alloc(b, 0, 0, &a), 0);                /* page 0; page 1 free */
+  assert_int_equal(buddy_alloc(b, 1, 0, &c), 0);                /* pages 2-3; [4,8) free */
+  assert_int_equal(buddy_free(b, c), 0);                        /* [2,4) free again */
+  assert_int_equal(buddy_alloc(b, 0, 0, &c), 0);                /* page 1 */
   assert_int_equal(buddy_reserve(b, 4 * BUDDY_MIN_SIZE, 0), 0); /* splits [4,8) */
   /* Order 0 list: page 5 alone; order 1: pages 2 and 6.  Break the ring of order 1. */
   uint64_t h = b->head[1];
-  b->link[b->link[h].next].prev = (uint32_t)(h ^ 4);
+  b->pg[b->pg[h].next].prev = (uint32_t)(h ^ 4);
   expect_corrupt(b, "broken link");
   buddy_destroy(b);
 }

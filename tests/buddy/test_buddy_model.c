@@ -36,15 +36,15 @@
 typedef struct model {
   uint64_t npages;
   unsigned max_order;
-  unsigned page_order;  /* region page = 2^page_order small pages */
-  uint64_t *bits;       /* 1 = allocated; bits past npages are set */
+  unsigned page_order; /* region page = 2^page_order small pages */
+  uint64_t *bits;      /* 1 = allocated; bits past npages are set */
   uint64_t nwords;
-  uint64_t *live_off;   /* live blocks, unordered */
+  uint64_t *live_off; /* live blocks, unordered */
   unsigned *live_order;
   uint64_t nlive;
-  uint32_t *start_of;   /* [npages]: index+1 of the live block starting here, 0 if none */
+  uint32_t *start_of; /* [npages]: index+1 of the live block starting here, 0 if none */
   uint64_t free_pages;
-  uint8_t *brk;         /* [region pages]: not physically consecutive with the previous */
+  uint8_t *brk; /* [region pages]: not physically consecutive with the previous */
   uint64_t rng;
 } model_t;
 
@@ -55,12 +55,16 @@ static uint64_t rnd(model_t *m) { /* xorshift64* */
   return m->rng * 2685821657736338717ull;
 }
 
-static bool bit(const model_t *m, uint64_t p) { return (m->bits[p >> 6] >> (p & 63)) & 1; }
+static bool bit(const model_t *m, uint64_t p) {
+  return (m->bits[p >> 6] >> (p & 63)) & 1;
+}
 
 static void set_range(model_t *m, uint64_t s, uint64_t n, bool v) {
   for (uint64_t p = s; p < s + n; p++) {
-    if (v) m->bits[p >> 6] |= 1ull << (p & 63);
-    else m->bits[p >> 6] &= ~(1ull << (p & 63));
+    if (v)
+      m->bits[p >> 6] |= 1ull << (p & 63);
+    else
+      m->bits[p >> 6] &= ~(1ull << (p & 63));
   }
 }
 
@@ -89,9 +93,12 @@ static bool fake_contig(void *ctx, uint64_t off, uint64_t len) {
 }
 
 /* Aligned positions where a free 2^k range starts, within one 64-page word (k < 6). */
-static const uint64_t aligned_mask[6] = {
-    ~0ull, 0x5555555555555555ull, 0x1111111111111111ull,
-    0x0101010101010101ull, 0x0001000100010001ull, 0x0000000100000001ull};
+static const uint64_t aligned_mask[6] = {~0ull,
+                                         0x5555555555555555ull,
+                                         0x1111111111111111ull,
+                                         0x0101010101010101ull,
+                                         0x0001000100010001ull,
+                                         0x0000000100000001ull};
 
 /* Is any aligned free 2^k range there (contig: and physically contiguous)? */
 static bool model_has_range(const model_t *m, unsigned k, bool contig) {
@@ -104,7 +111,8 @@ static bool model_has_range(const model_t *m, unsigned k, bool contig) {
   if (k < 6) {
     for (uint64_t w = 0; w < m->nwords; w++) {
       uint64_t f = ~m->bits[w];
-      for (unsigned i = 0; i < k; i++) f &= f >> (1u << i);
+      for (unsigned i = 0; i < k; i++)
+        f &= f >> (1u << i);
       if (f & aligned_mask[k]) return true;
     }
     return false;
@@ -138,36 +146,45 @@ static void live_remove(model_t *m, uint64_t i) {
   }
 }
 
-#define CHECK_RC(got, want, ...)                                                            \
-  do {                                                                                      \
-    if ((got) != (want)) {                                                                  \
-      char ctx_[160];                                                                       \
-      snprintf(ctx_, sizeof ctx_, __VA_ARGS__);                                             \
-      fail_msg("op %" PRIu64 " %s: got %s, model says %s", op, ctx_, pp_err_name(got),      \
-               pp_err_name(want));                                                          \
-    }                                                                                       \
+#define CHECK_RC(got, want, ...)                                                               \
+  do {                                                                                         \
+    if ((got) != (want)) {                                                                     \
+      char ctx_[160];                                                                          \
+      snprintf(ctx_, sizeof ctx_, __VA_ARGS__);                                                \
+      fail_msg("op %" PRIu64 " %s: got %s, model says %s", op, ctx_, pp_err_name(got),         \
+               pp_err_name(want));                                                             \
+    }                                                                                          \
   } while (0)
 
 static void verify_valid(buddy_t *b, uint64_t op) {
   char why[256] = "";
-  if (buddy_check(b, why, sizeof why) != 0) fail_msg("op %" PRIu64 ": buddy_check: %s", op, why);
+  if (buddy_check(b, why, sizeof why) != 0)
+    fail_msg("op %" PRIu64 ": buddy_check: %s", op, why);
 }
 
 static void do_alloc(model_t *m, buddy_t *b, uint64_t op) {
   /* Mostly small orders, like real traffic; now and then one too big for the region. */
   unsigned r = (unsigned)(rnd(m) % 100), k;
-  if (r < 40) k = 0;
-  else if (r < 60) k = 1;
-  else if (r < 72) k = 2;
-  else if (r < 98) k = (unsigned)(rnd(m) % (m->max_order + 1));
-  else k = m->max_order + 1 + (unsigned)(rnd(m) % 3);
+  if (r < 40)
+    k = 0;
+  else if (r < 60)
+    k = 1;
+  else if (r < 72)
+    k = 2;
+  else if (r < 98)
+    k = (unsigned)(rnd(m) % (m->max_order + 1));
+  else
+    k = m->max_order + 1 + (unsigned)(rnd(m) % 3);
   unsigned flags = rnd(m) % 4 == 0 ? BUDDY_CONTIG : 0;
   int want;
-  if (k > m->max_order) want = PP_ERANGE;
-  else if (!model_has_range(m, k, false)) want = PP_ENOMEM;
+  if (k > m->max_order)
+    want = PP_ERANGE;
+  else if (!model_has_range(m, k, false))
+    want = PP_ENOMEM;
   else if ((flags & BUDDY_CONTIG) && k > m->page_order && !model_has_range(m, k, true))
     want = PP_ENOCONTIG;
-  else want = 0;
+  else
+    want = 0;
   uint64_t off = UINT64_MAX;
   int rc = buddy_alloc(b, k, flags, &off);
   CHECK_RC(rc, want, "alloc order %u flags %u", k, flags);
@@ -177,8 +194,8 @@ static void do_alloc(model_t *m, buddy_t *b, uint64_t op) {
   }
   uint64_t n = 1ull << k;
   if (off % (n * PG) != 0 || !range_free(m, off / PG, n))
-    fail_msg("op %" PRIu64 ": alloc order %u gave 0x%" PRIx64 ", not an aligned free range",
-             op, k, off);
+    fail_msg("op %" PRIu64 ": alloc order %u gave 0x%" PRIx64 ", not an aligned free range", op,
+             k, off);
   if ((flags & BUDDY_CONTIG) && !fake_contig(m, off, n * PG))
     fail_msg("op %" PRIu64 ": contiguous alloc gave a discontiguous block", op);
   live_add(m, off, k);
@@ -199,12 +216,18 @@ static void do_reserve(model_t *m, buddy_t *b, uint64_t op) {
   if (rnd(m) % 8) p &= ~((1ull << k) - 1); /* mostly aligned */
   uint64_t off = p * PG + (rnd(m) % 32 == 0 ? 512 : 0);
   int want;
-  if (k > BUDDY_NR_ORDERS - 1) want = PP_ERANGE;
-  else if (off % PG) want = PP_EINVAL;
-  else if (p >= m->npages || (1ull << k) > m->npages - p) want = PP_ERANGE;
-  else if (p & ((1ull << k) - 1)) want = PP_EINVAL;
-  else if (!range_free(m, p, 1ull << k)) want = PP_EBUSY;
-  else want = 0;
+  if (k > BUDDY_NR_ORDERS - 1)
+    want = PP_ERANGE;
+  else if (off % PG)
+    want = PP_EINVAL;
+  else if (p >= m->npages || (1ull << k) > m->npages - p)
+    want = PP_ERANGE;
+  else if (p & ((1ull << k) - 1))
+    want = PP_EINVAL;
+  else if (!range_free(m, p, 1ull << k))
+    want = PP_EBUSY;
+  else
+    want = 0;
   int rc = buddy_reserve(b, off, k);
   CHECK_RC(rc, want, "reserve 0x%" PRIx64 " order %u", off, k);
   if (rc == 0) live_add(m, off, k);
@@ -215,14 +238,19 @@ static void do_free_random(model_t *m, buddy_t *b, uint64_t op) {
   uint64_t p = rnd(m) % (m->npages + 4);
   uint64_t off = p * PG + (rnd(m) % 16 == 0 ? 8 : 0);
   int want;
-  if (off >= m->npages * PG) want = PP_ERANGE;
-  else if (off % PG) want = PP_ENOTBLOCK;
-  else if (m->start_of[p]) want = 0;
-  else if (bit(m, p)) want = PP_ENOTBLOCK;
+  if (off >= m->npages * PG)
+    want = PP_ERANGE;
+  else if (off % PG)
+    want = PP_ENOTBLOCK;
+  else if (m->start_of[p])
+    want = 0;
+  else if (bit(m, p))
+    want = PP_ENOTBLOCK;
   else {
     /* The free block holding p is the largest aligned free range around it. */
     unsigned j = 0;
-    while (j < m->max_order && range_free(m, p & ~((2ull << j) - 1), 2ull << j)) j++;
+    while (j < m->max_order && range_free(m, p & ~((2ull << j) - 1), 2ull << j))
+      j++;
     want = (p & ((1ull << j) - 1)) == 0 ? PP_EDOUBLEFREE : PP_ENOTBLOCK;
   }
   int rc = buddy_free(b, off);
@@ -261,7 +289,8 @@ static void run_model(uint64_t npages, unsigned page_order, uint64_t seed, uint6
   set_range(&m, npages, m.nwords * 64 - npages, true); /* past the end: never free */
   m.free_pages = npages;
   m.rng = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (uint64_t i = 0; i < nrp; i++) m.brk[i] = rnd(&m) % 3 == 0;
+  for (uint64_t i = 0; i < nrp; i++)
+    m.brk[i] = rnd(&m) % 3 == 0;
 
   buddy_t *b = NULL;
   assert_int_equal(buddy_create(npages * PG, PG << page_order, fake_contig, &m, &b), 0);
@@ -271,11 +300,16 @@ static void run_model(uint64_t npages, unsigned page_order, uint64_t seed, uint6
   for (uint64_t op = 0; op < ops; op++) {
     if (op % 5000 == 0) phase_alloc = (unsigned)(20 + rnd(&m) % 65);
     unsigned r = (unsigned)(rnd(&m) % 100);
-    if (r < 8) do_reserve(&m, b, op);
-    else if (r < 14) do_free_random(&m, b, op);
-    else if (r < 17) do_block_order(&m, b, op);
-    else if ((unsigned)(rnd(&m) % 100) < phase_alloc) do_alloc(&m, b, op);
-    else do_free_live(&m, b, op);
+    if (r < 8)
+      do_reserve(&m, b, op);
+    else if (r < 14)
+      do_free_random(&m, b, op);
+    else if (r < 17)
+      do_block_order(&m, b, op);
+    else if ((unsigned)(rnd(&m) % 100) < phase_alloc)
+      do_alloc(&m, b, op);
+    else
+      do_free_live(&m, b, op);
 
     buddy_stats_t s;
     buddy_get_stats(b, &s);
@@ -326,23 +360,27 @@ static void run_model(uint64_t npages, unsigned page_order, uint64_t seed, uint6
 
 static void random_ops_match_model_on_non_power_of_two_region(void **state) {
   (void)state;
-  for (uint64_t seed = 1; seed <= 4; seed++) run_model(BIG - 3 * seed, 2, seed, OPS * scale() / 2);
+  for (uint64_t seed = 1; seed <= 4; seed++)
+    run_model(BIG - 3 * seed, 2, seed, OPS * scale() / 2);
 }
 
 static void random_ops_match_model_on_power_of_two_region_with_4k_pages(void **state) {
   (void)state;
-  for (uint64_t seed = 11; seed <= 13; seed++) run_model(256, 0, seed, OPS * scale() / 2);
+  for (uint64_t seed = 11; seed <= 13; seed++)
+    run_model(256, 0, seed, OPS * scale() / 2);
 }
 
 static void random_ops_match_model_on_tiny_region_that_fills_up(void **state) {
   (void)state;
-  for (uint64_t seed = 21; seed <= 24; seed++) run_model(37, 1, seed, OPS * scale() / 4);
+  for (uint64_t seed = 21; seed <= 24; seed++)
+    run_model(37, 1, seed, OPS * scale() / 4);
 }
 
 static void random_ops_match_model_when_blocks_fit_inside_one_hugepage(void **state) {
   (void)state;
   /* 2 MiB region pages: every block of this region is contiguous by construction. */
-  for (uint64_t seed = 31; seed <= 32; seed++) run_model(BIG / 2 + 7, 9, seed, OPS * scale() / 2);
+  for (uint64_t seed = 31; seed <= 32; seed++)
+    run_model(BIG / 2 + 7, 9, seed, OPS * scale() / 2);
 }
 
 int main(void) {
