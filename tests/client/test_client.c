@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -223,6 +224,47 @@ static void named_buffer_is_shared_between_processes_until_both_free(void **stat
   close(to_child[1]);
   close(to_parent[0]);
   close(to_parent[1]);
+  assert_books_balanced();
+}
+
+/* Physical address of the byte at addr as this process's own page tables see it; 0 when
+ * the page is not present or the PFN is hidden (not root). */
+static uint64_t pagemap_phys(const void *addr) {
+  static int fd = -2;
+  if (fd == -2) fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  uint64_t vpn = (uintptr_t)addr / 4096, e = 0;
+  if (pread(fd, &e, sizeof e, (off_t)(vpn * sizeof e)) != (ssize_t)sizeof e) return 0;
+  if (!(e & (1ull << 63)) || (e & ((1ull << 55) - 1)) == 0) return 0;
+  return (e & ((1ull << 55) - 1)) * 4096 + (uintptr_t)addr % 4096;
+}
+
+static void buffer_phys_agrees_with_this_process_pagemap(void **state) {
+  pp_client *c = connect_ok("phys");
+  if (!pp_phys_known(c) || geteuid() != 0) {
+    pp_disconnect(c);
+    print_message("skipped: the daemon reports no physical addresses (needs root)\n");
+    skip();
+  }
+  static const uint64_t sizes[] = {4096, 65536, 1 << 20};
+  for (unsigned s = 0; s < 3; s++) {
+    for (unsigned flags = 0; flags <= PP_CONTIGUOUS; flags += PP_CONTIGUOUS) {
+      pp_buffer b;
+      int rc = pp_alloc(c, sizes[s], flags, &b);
+      if (rc == PP_ENOCONTIG && flags && sizes[s] > 4096) continue; /* allowed: no run free */
+      assert_int_equal(rc, 0);
+      volatile uint8_t *p = b.addr;
+      for (uint64_t off = 0; off < b.size; off += 4096) p[off] = p[off]; /* map it here */
+      assert_int_not_equal(b.phys, 0);
+      assert_int_equal(b.phys, pagemap_phys(b.addr));
+      if (flags) assert_true(b.contiguous);
+      if (b.contiguous)
+        for (uint64_t off = 4096; off < b.size; off += 4096)
+          assert_int_equal(pagemap_phys((uint8_t *)b.addr + off), b.phys + off);
+      assert_int_equal(pp_free(c, b.handle), 0);
+    }
+  }
+  pp_disconnect(c);
   assert_books_balanced();
 }
 
@@ -503,6 +545,7 @@ int main(void) {
       cmocka_unit_test(alloc_rounds_up_to_a_naturally_aligned_block),
       cmocka_unit_test(zero_flag_gives_zeroed_memory_even_after_reuse),
       cmocka_unit_test(named_buffer_is_shared_between_processes_until_both_free),
+      cmocka_unit_test(buffer_phys_agrees_with_this_process_pagemap),
       cmocka_unit_test(buffer_errors_map_to_their_codes),
       cmocka_unit_test(unknown_cache_id_is_not_found),
       cmocka_unit_test(cache_open_is_idempotent_and_checks_geometry),
