@@ -50,8 +50,11 @@ static const char *probe_opt(int argc, char **argv, int *i, const char *name) {
 }
 
 int probe_main(int argc, char **argv) {
-  region_config_t cfg = {.size = PROBE_DEFAULT_SIZE, .policy = REGION_PAGE_AUTO,
-                         .name = "pinpool-probe", .log = probe_log, .log_ctx = stdout};
+  region_config_t cfg = {.size = PROBE_DEFAULT_SIZE,
+                         .policy = REGION_PAGE_AUTO,
+                         .name = "pinpool-probe",
+                         .log = probe_log,
+                         .log_ctx = stdout};
   for (int i = 1; i < argc; i++) {
     const char *v;
     if (!strcmp(argv[i], "--probe")) continue;
@@ -85,8 +88,10 @@ int probe_main(int argc, char **argv) {
   region_hugepage_info_t hp[PROBE_MAX_SIZES];
   int n = region_hugepage_sizes(hp, PROBE_MAX_SIZES);
   printf("hugepage sizes (/sys/kernel/mm/hugepages):\n");
-  if (n <= 0) printf("  none: this kernel offers no hugepages\n");
-  else printf("  %-10s %10s %10s %10s\n", "page", "total", "free", "reserved");
+  if (n <= 0)
+    printf("  none: this kernel offers no hugepages\n");
+  else
+    printf("  %-10s %10s %10s %10s\n", "page", "total", "free", "reserved");
   for (int k = 0; k < n; k++) {
     region_format_size(hp[k].page_size, s2, sizeof s2);
     printf("  %-10s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n", s2, hp[k].total_pages,

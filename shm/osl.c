@@ -32,14 +32,21 @@ static _Atomic int osl_errno[OSL_NR_CALLS];          /* errno the failing call r
 static _Atomic unsigned long osl_count[OSL_NR_CALLS]; /* calls made since osl_reset() */
 
 static const char *const osl_names[OSL_NR_CALLS] = {
-  [OSL_MEMFD_CREATE] = "memfd_create", [OSL_FTRUNCATE] = "ftruncate",
-  [OSL_FALLOCATE] = "fallocate",       [OSL_ADD_SEALS] = "fcntl(F_ADD_SEALS)",
-  [OSL_GET_SEALS] = "fcntl(F_GET_SEALS)", [OSL_FSTAT] = "fstat",
-  [OSL_FSTATFS] = "fstatfs",           [OSL_MMAP] = "mmap",
-  [OSL_MUNMAP] = "munmap",             [OSL_MADVISE] = "madvise",
-  [OSL_MLOCK] = "mlock",               [OSL_GETRLIMIT] = "getrlimit",
-  [OSL_OPEN] = "open",                 [OSL_PREAD] = "pread",
-  [OSL_CLOSE] = "close",
+    [OSL_MEMFD_CREATE] = "memfd_create",
+    [OSL_FTRUNCATE] = "ftruncate",
+    [OSL_FALLOCATE] = "fallocate",
+    [OSL_ADD_SEALS] = "fcntl(F_ADD_SEALS)",
+    [OSL_GET_SEALS] = "fcntl(F_GET_SEALS)",
+    [OSL_FSTAT] = "fstat",
+    [OSL_FSTATFS] = "fstatfs",
+    [OSL_MMAP] = "mmap",
+    [OSL_MUNMAP] = "munmap",
+    [OSL_MADVISE] = "madvise",
+    [OSL_MLOCK] = "mlock",
+    [OSL_GETRLIMIT] = "getrlimit",
+    [OSL_OPEN] = "open",
+    [OSL_PREAD] = "pread",
+    [OSL_CLOSE] = "close",
 };
 
 /* True when this call must fail; errno is then set.  Counts every call. */
@@ -151,8 +158,9 @@ int osl_open(const char *path, int flags) {
 ssize_t osl_pread(int fd, void *buf, size_t len, off_t offset) {
   if (osl_inject(OSL_PREAD)) return -1;
   ssize_t n;
-  do n = pread(fd, buf, len, offset);
-  while (n < 0 && errno == EINTR);
+  do {
+    n = pread(fd, buf, len, offset);
+  } while (n < 0 && errno == EINTR);
   return n;
 }
 

@@ -26,8 +26,8 @@ typedef enum osl_call {
   OSL_MEMFD_CREATE = 0,
   OSL_FTRUNCATE,
   OSL_FALLOCATE,
-  OSL_ADD_SEALS,   /* fcntl(F_ADD_SEALS) */
-  OSL_GET_SEALS,   /* fcntl(F_GET_SEALS) */
+  OSL_ADD_SEALS, /* fcntl(F_ADD_SEALS) */
+  OSL_GET_SEALS, /* fcntl(F_GET_SEALS) */
   OSL_FSTAT,
   OSL_FSTATFS,
   OSL_MMAP,

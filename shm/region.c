@@ -81,24 +81,25 @@
 
 #define REGION_SYSFS_HUGEPAGES "/sys/kernel/mm/hugepages"
 #define REGION_MAX_HUGEPAGE_SIZES 16
-#define REGION_MAX_SIZE (1ull << 46)  /* 64 TiB: far beyond any machine, and no overflow */
+#define REGION_MAX_SIZE (1ull << 46) /* 64 TiB: far beyond any machine, and no overflow */
+#define REGION_MAX_NAME 249          /* memfd_create(2): 249 bytes after its "memfd:" prefix */
 #define REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 #define PAGEMAP_PRESENT (1ull << 63)
 #define PAGEMAP_PFN_MASK ((1ull << 55) - 1)
 #define PAGEMAP_BATCH 512u /* entries per pread in 4 KiB mode: one 4 KiB buffer */
 
 struct region {
-  int fd;                /* the memfd; -1 for a table-only region (region_from_phys) */
-  void *base;            /* the mapping; NULL for a table-only region */
-  uint64_t size;         /* bytes, a non-zero multiple of page_size */
+  int fd;        /* the memfd; -1 for a table-only region (region_from_phys) */
+  void *base;    /* the mapping; NULL for a table-only region */
+  uint64_t size; /* bytes, a non-zero multiple of page_size */
   uint64_t page_size;
   uint64_t nr_pages;
-  bool hugepages;        /* hugetlb-backed */
-  bool mlocked;          /* 4 KiB mode: mlock() succeeded */
-  bool adopted;          /* came from region_adopt() */
-  int seals;             /* F_GET_SEALS after sealing */
-  uint64_t *phys;        /* nr_pages physical addresses; NULL when unknown */
-  region_run_t *runs;    /* maximal runs, sorted by offset; NULL when unknown */
+  bool hugepages;     /* hugetlb-backed */
+  bool mlocked;       /* 4 KiB mode: mlock() succeeded */
+  bool adopted;       /* came from region_adopt() */
+  int seals;          /* F_GET_SEALS after sealing */
+  uint64_t *phys;     /* nr_pages physical addresses; NULL when unknown */
+  region_run_t *runs; /* maximal runs, sorted by offset; NULL when unknown */
   size_t nr_runs;
   uint64_t largest_run;  /* bytes; page_size when unknown */
   char why_unknown[160]; /* why phys is NULL, for region_describe() */
@@ -141,13 +142,17 @@ int region_parse_size(const char *s, uint64_t *ret) {
     v = v * 10 + d;
   }
   const char *digits_end = s;
-  while (*s == ' ') s++;
+  while (*s == ' ')
+    s++;
   unsigned shift = 0;
   switch (toupper((unsigned char)*s)) {
   case '\0':
     if (s != digits_end) return PP_EINVAL; /* spaces only between a number and its unit */
     break;
-  case 'B': shift = 0; s++; break;
+  case 'B':
+    shift = 0;
+    s++;
+    break;
   case 'K': shift = 10; break;
   case 'M': shift = 20; break;
   case 'G': shift = 30; break;
@@ -156,8 +161,10 @@ int region_parse_size(const char *s, uint64_t *ret) {
   }
   if (shift) {
     s++;
-    if (!strcasecmp(s, "iB")) s += 2;
-    else if (!strcasecmp(s, "B")) s += 1;
+    if (!strcasecmp(s, "iB"))
+      s += 2;
+    else if (!strcasecmp(s, "B"))
+      s += 1;
   }
   if (*s) return PP_EINVAL;
   if (shift && v > (UINT64_MAX >> shift)) return PP_ERANGE;
@@ -270,7 +277,9 @@ static uint64_t hp_available(const region_hugepage_info_t *h) {
   return h->free_pages > h->resv_pages ? h->free_pages - h->resv_pages : 0;
 }
 
-static uint64_t div_round_up(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+static uint64_t div_round_up(uint64_t a, uint64_t b) {
+  return a / b + (a % b != 0);
+}
 
 int region_choose_page(region_page_policy_t policy, uint64_t size,
                        const region_hugepage_info_t *hp, size_t n, uint64_t *ret_page_size) {
@@ -398,8 +407,8 @@ static int region_build_runs(region_t *r) {
       continue;
     }
     if (runs[k].length > largest) largest = runs[k].length;
-    runs[++k] = (region_run_t){.offset = i * r->page_size, .phys = r->phys[i],
-                               .length = r->page_size};
+    runs[++k] =
+        (region_run_t){.offset = i * r->page_size, .phys = r->phys[i], .length = r->page_size};
   }
   if (runs[k].length > largest) largest = runs[k].length;
   PP_IASSERT(k + 1 == nr);
@@ -507,8 +516,8 @@ static int region_populate_chunks(region_t *r, const region_log_t *log, uint64_t
 #ifdef MADV_POPULATE_WRITE
     if (use_madvise && osl_madvise(p, len, MADV_POPULATE_WRITE) != 0) {
       if (errno != EINVAL || off != 0) {
-        region_logf(log, LOG_ERR, "madvise(MADV_POPULATE_WRITE) at offset %" PRIu64 ": %s",
-                    off, strerror(errno));
+        region_logf(log, LOG_ERR, "madvise(MADV_POPULATE_WRITE) at offset %" PRIu64 ": %s", off,
+                    strerror(errno));
         return PP_EOS;
       }
       region_logf(log, LOG_DEBUG, "no MADV_POPULATE_WRITE (kernel < 5.14): using MAP_FIXED");
@@ -607,6 +616,10 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
     return PP_EINVAL;
   }
   if ((unsigned)cfg->policy > REGION_PAGE_1G) return PP_EINVAL;
+  if (cfg->name && strlen(cfg->name) > REGION_MAX_NAME) {
+    region_logf(&log, LOG_ERR, "memfd name longer than %d bytes", REGION_MAX_NAME);
+    return PP_EINVAL;
+  }
 
   region_hugepage_info_t hp[REGION_MAX_HUGEPAGE_SIZES];
   size_t nhp = 0;
@@ -704,7 +717,8 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
                      : cfg->policy == REGION_PAGE_2M ? 2ull << 20
                      : cfg->policy == REGION_PAGE_1G ? 1ull << 30
                                                      : r->page_size;
-  uint64_t want_size = cfg->size ? div_round_up(cfg->size, r->page_size) * r->page_size : r->size;
+  uint64_t want_size =
+      cfg->size ? div_round_up(cfg->size, r->page_size) * r->page_size : r->size;
   if (want_ps != r->page_size || want_size != r->size) {
     region_logf(&log, LOG_ERR, "adopt fd %d: it holds %s in pages of %s, not what was asked",
                 fd, fmt_size(r->size, s1), fmt_size(r->page_size, s2));
@@ -722,8 +736,8 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
     /* Without SHRINK|GROW a holder of the fd could resize it under us; seal it now if it
      * still can be, else refuse. */
     if ((seals & F_SEAL_SEAL) || osl_add_seals(fd, REGION_SEALS) != 0) {
-      region_logf(&log, LOG_ERR, "adopt fd %d: cannot seal it against resizing (seals %#x)",
-                  fd, (unsigned)seals);
+      region_logf(&log, LOG_ERR, "adopt fd %d: cannot seal it against resizing (seals %#x)", fd,
+                  (unsigned)seals);
       rc = PP_EINVAL;
       goto fail;
     }
@@ -772,12 +786,24 @@ nomem:
 
 /* ---- queries ---------------------------------------------------------------------- */
 
-int region_fd(const region_t *r) { return r ? r->fd : -1; }
-void *region_base(const region_t *r) { return r ? r->base : NULL; }
-uint64_t region_size(const region_t *r) { return r ? r->size : 0; }
-uint64_t region_page_size(const region_t *r) { return r ? r->page_size : 0; }
-bool region_hugepages(const region_t *r) { return r && r->hugepages; }
-bool region_phys_known(const region_t *r) { return r && r->phys; }
+int region_fd(const region_t *r) {
+  return r ? r->fd : -1;
+}
+void *region_base(const region_t *r) {
+  return r ? r->base : NULL;
+}
+uint64_t region_size(const region_t *r) {
+  return r ? r->size : 0;
+}
+uint64_t region_page_size(const region_t *r) {
+  return r ? r->page_size : 0;
+}
+bool region_hugepages(const region_t *r) {
+  return r && r->hugepages;
+}
+bool region_phys_known(const region_t *r) {
+  return r && r->phys;
+}
 
 int region_phys(const region_t *r, uint64_t offset, uint64_t *ret_phys) {
   if (!r || !ret_phys) return PP_EINVAL;
@@ -792,8 +818,10 @@ static const region_run_t *region_run_at(const region_t *r, uint64_t offset) {
   size_t lo = 0, hi = r->nr_runs;
   while (hi - lo > 1) {
     size_t mid = lo + (hi - lo) / 2;
-    if (r->runs[mid].offset <= offset) lo = mid;
-    else hi = mid;
+    if (r->runs[mid].offset <= offset)
+      lo = mid;
+    else
+      hi = mid;
   }
   PP_IASSERT(r->runs[lo].offset <= offset && offset < r->runs[lo].offset + r->runs[lo].length);
   return &r->runs[lo];
@@ -822,10 +850,10 @@ uint64_t region_largest_run(const region_t *r) {
 }
 
 int region_check(const region_t *r, char *why, size_t why_len) {
-#define FAIL(...)                                   \
-  do {                                              \
-    if (why && why_len) snprintf(why, why_len, __VA_ARGS__); \
-    return PP_ECORRUPT;                             \
+#define FAIL(...)                                                                              \
+  do {                                                                                         \
+    if (why && why_len) snprintf(why, why_len, __VA_ARGS__);                                   \
+    return PP_ECORRUPT;                                                                        \
   } while (0)
   if (!r) FAIL("no region");
   if (r->page_size == 0 || r->size == 0 || r->size % r->page_size)
@@ -836,10 +864,10 @@ int region_check(const region_t *r, char *why, size_t why_len) {
   uint64_t next = 0, largest = 0;
   for (size_t k = 0; k < r->nr_runs; k++) {
     const region_run_t *run = &r->runs[k];
-    if (run->offset != next) FAIL("run %zu starts at %" PRIu64 ", expected %" PRIu64, k,
-                                  run->offset, next);
-    if (run->length == 0 || run->length % r->page_size) FAIL("run %zu has length %" PRIu64, k,
-                                                            run->length);
+    if (run->offset != next)
+      FAIL("run %zu starts at %" PRIu64 ", expected %" PRIu64, k, run->offset, next);
+    if (run->length == 0 || run->length % r->page_size)
+      FAIL("run %zu has length %" PRIu64, k, run->length);
     if (run->length > r->size - run->offset) FAIL("run %zu runs past the region", k);
     for (uint64_t o = 0; o < run->length; o += r->page_size)
       if (r->phys[(run->offset + o) / r->page_size] != run->phys + o)
@@ -850,8 +878,8 @@ int region_check(const region_t *r, char *why, size_t why_len) {
     next = run->offset + run->length;
   }
   if (next != r->size) FAIL("runs cover %" PRIu64 " of %" PRIu64 " bytes", next, r->size);
-  if (largest != r->largest_run) FAIL("largest run %" PRIu64 " recorded as %" PRIu64, largest,
-                                      r->largest_run);
+  if (largest != r->largest_run)
+    FAIL("largest run %" PRIu64 " recorded as %" PRIu64, largest, r->largest_run);
   return 0;
 #undef FAIL
 }
@@ -890,7 +918,8 @@ void region_describe(const region_t *r, FILE *out) {
   fprintf(out, "    ... %zu more; runs by length:\n", r->nr_runs - DESCRIBE_RUNS);
   /* Histogram by power-of-two length class: [2^k, 2^(k+1)). */
   uint64_t hist[64] = {0};
-  for (size_t k = 0; k < r->nr_runs; k++) hist[63 - __builtin_clzll(r->runs[k].length)]++;
+  for (size_t k = 0; k < r->nr_runs; k++)
+    hist[63 - __builtin_clzll(r->runs[k].length)]++;
   for (unsigned b = 0; b < 64; b++)
     if (hist[b])
       fprintf(out, "      %s .. < %s: %" PRIu64 "\n", fmt_size(1ull << b, s1),

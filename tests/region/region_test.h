@@ -6,7 +6,6 @@
 #ifndef PP_REGION_TEST_H
 #define PP_REGION_TEST_H
 
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -33,7 +32,8 @@ static inline void logcap_fn(void *ctx, int level, const char *msg) {
   c->count++;
   if (level < c->worst) c->worst = level;
   int n = snprintf(c->text + c->len, sizeof c->text - c->len, "%s\n", msg);
-  if (n > 0) c->len += (size_t)n < sizeof c->text - c->len ? (size_t)n : sizeof c->text - c->len - 1;
+  if (n > 0)
+    c->len += (size_t)n < sizeof c->text - c->len ? (size_t)n : sizeof c->text - c->len - 1;
 }
 
 static inline int count_open_fds(void) {

@@ -99,8 +99,10 @@ static void exactly_one_call_fails_when_threads_race(void **state) {
   atomic_store(&wrong_errno, 0);
   osl_fail_nth(OSL_GETRLIMIT, THREADS * CALLS / 2 + 1, EIO);
   pthread_t t[THREADS];
-  for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, hammer, NULL), 0);
-  for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, hammer, NULL), 0);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(t[i], NULL);
   assert_int_equal(atomic_load(&failures), 1);
   assert_int_equal(atomic_load(&wrong_errno), 0);
   assert_int_equal(osl_calls(OSL_GETRLIMIT), THREADS * CALLS);
@@ -109,11 +111,11 @@ static void exactly_one_call_fails_when_threads_race(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(the_nth_next_call_fails_with_the_chosen_errno),
-    cmocka_unit_test(other_kinds_are_not_affected_and_zero_disarms),
-    cmocka_unit_test(pread_reports_short_reads_as_they_are),
-    cmocka_unit_test(every_kind_has_a_name),
-    cmocka_unit_test(exactly_one_call_fails_when_threads_race),
+      cmocka_unit_test(the_nth_next_call_fails_with_the_chosen_errno),
+      cmocka_unit_test(other_kinds_are_not_affected_and_zero_disarms),
+      cmocka_unit_test(pread_reports_short_reads_as_they_are),
+      cmocka_unit_test(every_kind_has_a_name),
+      cmocka_unit_test(exactly_one_call_fails_when_threads_race),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

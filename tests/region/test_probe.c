@@ -83,11 +83,11 @@ static void probe_rejects_bad_arguments_with_status_two(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(probe_of_a_4k_region_exits_zero_and_describes_it),
-    cmocka_unit_test(probe_with_defaults_exits_zero),
-    cmocka_unit_test(probe_of_a_pool_too_short_exits_one_with_the_fix),
-    cmocka_unit_test(probe_of_1g_pages_not_offered_exits_one_saying_so),
-    cmocka_unit_test(probe_rejects_bad_arguments_with_status_two),
+      cmocka_unit_test(probe_of_a_4k_region_exits_zero_and_describes_it),
+      cmocka_unit_test(probe_with_defaults_exits_zero),
+      cmocka_unit_test(probe_of_a_pool_too_short_exits_one_with_the_fix),
+      cmocka_unit_test(probe_of_1g_pages_not_offered_exits_one_saying_so),
+      cmocka_unit_test(probe_rejects_bad_arguments_with_status_two),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

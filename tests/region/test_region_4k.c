@@ -28,8 +28,8 @@
 #define MIB (1ull << 20)
 
 static region_t *make(uint64_t size, const char *name, logcap_t *log) {
-  region_config_t cfg = {.size = size, .policy = REGION_PAGE_4K, .name = name,
-                         .log = logcap_fn, .log_ctx = log};
+  region_config_t cfg = {
+      .size = size, .policy = REGION_PAGE_4K, .name = name, .log = logcap_fn, .log_ctx = log};
   region_t *r = NULL;
   assert_int_equal(region_create(&cfg, &r), 0);
   assert_non_null(r);
@@ -210,8 +210,11 @@ static void runs_cover_the_region_and_agree_with_each_page(void **state) {
 static void large_regions_populate_in_chunks_reporting_progress(void **state) {
   logcap_t log;
   logcap_init(&log);
-  region_config_t cfg = {.size = 4 * MIB, .policy = REGION_PAGE_4K, .name = "pp-4k-chunks",
-                         .log = logcap_fn, .log_ctx = &log};
+  region_config_t cfg = {.size = 4 * MIB,
+                         .policy = REGION_PAGE_4K,
+                         .name = "pp-4k-chunks",
+                         .log = logcap_fn,
+                         .log_ctx = &log};
   region_tuning_t t = {.populate_above = MIB, .populate_chunk = MIB};
   region_t *r = NULL;
   osl_reset();
@@ -221,7 +224,8 @@ static void large_regions_populate_in_chunks_reporting_progress(void **state) {
   assert_non_null(strstr(log.text, "populating: 4 MiB of 4 MiB (100%)"));
   unsigned char vec[1024];
   assert_int_equal(mincore(region_base(r), 4 * MIB, vec), 0);
-  for (int i = 0; i < 1024; i++) assert_true(vec[i] & 1);
+  for (int i = 0; i < 1024; i++)
+    assert_true(vec[i] & 1);
   region_destroy(r);
   osl_reset();
 }
@@ -229,8 +233,11 @@ static void large_regions_populate_in_chunks_reporting_progress(void **state) {
 static void chunked_populate_falls_back_to_map_fixed_on_old_kernels(void **state) {
   logcap_t log;
   logcap_init(&log);
-  region_config_t cfg = {.size = 3 * MIB, .policy = REGION_PAGE_4K, .name = "pp-4k-fixed",
-                         .log = logcap_fn, .log_ctx = &log};
+  region_config_t cfg = {.size = 3 * MIB,
+                         .policy = REGION_PAGE_4K,
+                         .name = "pp-4k-fixed",
+                         .log = logcap_fn,
+                         .log_ctx = &log};
   region_tuning_t t = {.populate_above = MIB, .populate_chunk = MIB};
   region_t *r = NULL;
   osl_reset();
@@ -250,7 +257,8 @@ static void bad_configurations_are_einval_and_leave_ret_untouched(void **state) 
   region_t *r = (region_t *)0x1;
   logcap_t log;
   logcap_init(&log);
-  region_config_t cfg = {.size = 0, .policy = REGION_PAGE_4K, .log = logcap_fn, .log_ctx = &log};
+  region_config_t cfg = {
+      .size = 0, .policy = REGION_PAGE_4K, .log = logcap_fn, .log_ctx = &log};
   assert_int_equal(region_create(&cfg, &r), PP_EINVAL);
   cfg.size = 1ull << 47;
   assert_int_equal(region_create(&cfg, &r), PP_EINVAL);
@@ -260,6 +268,11 @@ static void bad_configurations_are_einval_and_leave_ret_untouched(void **state) 
   assert_int_equal(region_create(NULL, &r), PP_EINVAL);
   cfg.policy = REGION_PAGE_4K;
   assert_int_equal(region_create(&cfg, NULL), PP_EINVAL);
+  char name[300];
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  cfg.name = name; /* longer than memfd_create takes: refused up front, not as PP_EOS */
+  assert_int_equal(region_create(&cfg, &r), PP_EINVAL);
   assert_ptr_equal(r, (region_t *)0x1);
 }
 
@@ -348,20 +361,20 @@ static void adopt_seals_an_unsealed_memfd_but_refuses_one_that_cannot_be(void **
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(size_is_rounded_up_to_the_page_and_logged),
-    cmocka_unit_test(a_size_that_is_not_a_power_of_two_is_kept),
-    cmocka_unit_test(region_is_sealed_against_resizing),
-    cmocka_unit_test(a_second_mapping_of_the_fd_shares_the_bytes),
-    cmocka_unit_test(pages_are_mlocked_when_allowed),
-    cmocka_unit_test(mlock_refused_under_a_low_limit_is_a_warning_naming_the_fix),
-    cmocka_unit_test(physical_addresses_match_pagemap_of_a_second_mapping),
-    cmocka_unit_test(runs_cover_the_region_and_agree_with_each_page),
-    cmocka_unit_test(large_regions_populate_in_chunks_reporting_progress),
-    cmocka_unit_test(chunked_populate_falls_back_to_map_fixed_on_old_kernels),
-    cmocka_unit_test(bad_configurations_are_einval_and_leave_ret_untouched),
-    cmocka_unit_test(adopting_the_fd_keeps_contents_geometry_and_physical_addresses),
-    cmocka_unit_test(adopt_refuses_a_size_or_page_size_that_differs),
-    cmocka_unit_test(adopt_seals_an_unsealed_memfd_but_refuses_one_that_cannot_be),
+      cmocka_unit_test(size_is_rounded_up_to_the_page_and_logged),
+      cmocka_unit_test(a_size_that_is_not_a_power_of_two_is_kept),
+      cmocka_unit_test(region_is_sealed_against_resizing),
+      cmocka_unit_test(a_second_mapping_of_the_fd_shares_the_bytes),
+      cmocka_unit_test(pages_are_mlocked_when_allowed),
+      cmocka_unit_test(mlock_refused_under_a_low_limit_is_a_warning_naming_the_fix),
+      cmocka_unit_test(physical_addresses_match_pagemap_of_a_second_mapping),
+      cmocka_unit_test(runs_cover_the_region_and_agree_with_each_page),
+      cmocka_unit_test(large_regions_populate_in_chunks_reporting_progress),
+      cmocka_unit_test(chunked_populate_falls_back_to_map_fixed_on_old_kernels),
+      cmocka_unit_test(bad_configurations_are_einval_and_leave_ret_untouched),
+      cmocka_unit_test(adopting_the_fd_keeps_contents_geometry_and_physical_addresses),
+      cmocka_unit_test(adopt_refuses_a_size_or_page_size_that_differs),
+      cmocka_unit_test(adopt_seals_an_unsealed_memfd_but_refuses_one_that_cannot_be),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,7 +53,9 @@ static int write_nr(long v) {
   return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
-static long available(void) { return read_long("free_hugepages") - read_long("resv_hugepages"); }
+static long available(void) {
+  return read_long("free_hugepages") - read_long("resv_hugepages");
+}
 
 /* Make exactly n 2 MiB pages available to a new region, or skip saying why. */
 static void set_available(long n) {
@@ -70,7 +72,8 @@ static void set_available(long n) {
     long got = available();
     write_nr(original_nr);
     print_message("skipped: asked for %ld free 2 MiB hugepages, the kernel gave %ld "
-                  "(memory too fragmented?)\n", n, got);
+                  "(memory too fragmented?)\n",
+                  n, got);
     skip();
   }
 }
@@ -82,8 +85,8 @@ static int restore_pool(void **state) {
 
 static region_t *make(uint64_t size, region_page_policy_t policy, const char *name,
                       logcap_t *log) {
-  region_config_t cfg = {.size = size, .policy = policy, .name = name, .log = logcap_fn,
-                         .log_ctx = log};
+  region_config_t cfg = {
+      .size = size, .policy = policy, .name = name, .log = logcap_fn, .log_ctx = log};
   region_t *r = NULL;
   int rc = region_create(&cfg, &r);
   if (rc != 0) fail_msg("region_create: %s; log:\n%s", pp_err_name(rc), log->text);
@@ -167,8 +170,11 @@ static void a_too_small_pool_fails_cleanly_at_creation(void **state) {
   logcap_init(&log);
   int fds = count_open_fds();
   long total = read_long("nr_hugepages");
-  region_config_t cfg = {.size = 8 * H, .policy = REGION_PAGE_2M, .name = "pp-huge-short",
-                         .log = logcap_fn, .log_ctx = &log};
+  region_config_t cfg = {.size = 8 * H,
+                         .policy = REGION_PAGE_2M,
+                         .name = "pp-huge-short",
+                         .log = logcap_fn,
+                         .log_ctx = &log};
   region_t *r = (region_t *)0x1;
   assert_int_equal(region_create(&cfg, &r), PP_ENOHUGE);
   assert_ptr_equal(r, (region_t *)0x1);
@@ -218,8 +224,8 @@ static void explicit_1g_pages_when_not_offered_are_enohuge(void **state) {
   logcap_t log;
   logcap_init(&log);
   int fds = count_open_fds();
-  region_config_t cfg = {.size = 8 << 20, .policy = REGION_PAGE_1G, .log = logcap_fn,
-                         .log_ctx = &log};
+  region_config_t cfg = {
+      .size = 8 << 20, .policy = REGION_PAGE_1G, .log = logcap_fn, .log_ctx = &log};
   region_t *r = (region_t *)0x1;
   assert_int_equal(region_create(&cfg, &r), PP_ENOHUGE);
   assert_ptr_equal(r, (region_t *)0x1);
@@ -234,18 +240,21 @@ static void hugetlb_os_failures_are_reported_and_leak_nothing(void **state) {
     int err;
     int rc;
   } cases[] = {
-    {OSL_MEMFD_CREATE, EINVAL, PP_ENOHUGE}, /* the kernel refuses this page size */
-    {OSL_FALLOCATE, ENOSPC, PP_ENOHUGE},    /* someone took the pages first */
-    {OSL_FALLOCATE, EIO, PP_EOS},
-    {OSL_ADD_SEALS, EINVAL, PP_EOS},        /* kernel before 4.16: no hugetlb seals */
-    {OSL_MMAP, ENOMEM, PP_EOS},
+      {OSL_MEMFD_CREATE, EINVAL, PP_ENOHUGE}, /* the kernel refuses this page size */
+      {OSL_FALLOCATE, ENOSPC, PP_ENOHUGE},    /* someone took the pages first */
+      {OSL_FALLOCATE, EIO, PP_EOS},
+      {OSL_ADD_SEALS, EINVAL, PP_EOS}, /* kernel before 4.16: no hugetlb seals */
+      {OSL_MMAP, ENOMEM, PP_EOS},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     logcap_t log;
     logcap_init(&log);
     int fds = count_open_fds();
-    region_config_t cfg = {.size = 2 * H, .policy = REGION_PAGE_2M, .name = "pp-huge-fault",
-                           .log = logcap_fn, .log_ctx = &log};
+    region_config_t cfg = {.size = 2 * H,
+                           .policy = REGION_PAGE_2M,
+                           .name = "pp-huge-fault",
+                           .log = logcap_fn,
+                           .log_ctx = &log};
     region_t *r = (region_t *)0x1;
     osl_reset();
     osl_fail_nth(cases[i].call, 1, cases[i].err);
@@ -283,16 +292,19 @@ static void adopting_a_hugetlb_memfd_finds_its_page_size(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_teardown(a_2m_region_is_hugetlb_backed_sealed_and_not_mlocked, restore_pool),
-    cmocka_unit_test_teardown(a_size_not_a_multiple_of_2m_is_rounded_up, restore_pool),
-    cmocka_unit_test_teardown(physical_address_of_each_2m_page_matches_pagemap_of_a_second_mapping,
-                              restore_pool),
-    cmocka_unit_test_teardown(a_too_small_pool_fails_cleanly_at_creation, restore_pool),
-    cmocka_unit_test_teardown(auto_prefers_2m_pages_when_enough_are_free, restore_pool),
-    cmocka_unit_test_teardown(auto_falls_back_to_4k_with_a_warning_naming_the_fix, restore_pool),
-    cmocka_unit_test_teardown(explicit_1g_pages_when_not_offered_are_enohuge, restore_pool),
-    cmocka_unit_test_teardown(hugetlb_os_failures_are_reported_and_leak_nothing, restore_pool),
-    cmocka_unit_test_teardown(adopting_a_hugetlb_memfd_finds_its_page_size, restore_pool),
+      cmocka_unit_test_teardown(a_2m_region_is_hugetlb_backed_sealed_and_not_mlocked,
+                                restore_pool),
+      cmocka_unit_test_teardown(a_size_not_a_multiple_of_2m_is_rounded_up, restore_pool),
+      cmocka_unit_test_teardown(
+          physical_address_of_each_2m_page_matches_pagemap_of_a_second_mapping, restore_pool),
+      cmocka_unit_test_teardown(a_too_small_pool_fails_cleanly_at_creation, restore_pool),
+      cmocka_unit_test_teardown(auto_prefers_2m_pages_when_enough_are_free, restore_pool),
+      cmocka_unit_test_teardown(auto_falls_back_to_4k_with_a_warning_naming_the_fix,
+                                restore_pool),
+      cmocka_unit_test_teardown(explicit_1g_pages_when_not_offered_are_enohuge, restore_pool),
+      cmocka_unit_test_teardown(hugetlb_os_failures_are_reported_and_leak_nothing,
+                                restore_pool),
+      cmocka_unit_test_teardown(adopting_a_hugetlb_memfd_finds_its_page_size, restore_pool),
   };
   original_nr = read_long("nr_hugepages");
   fflush(stdout);
@@ -300,7 +312,8 @@ int main(void) {
   if (pid < 0) return 1;
   if (pid == 0) _exit(cmocka_run_group_tests(tests, NULL, NULL));
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
   if (original_nr >= 0 && geteuid() == 0 && read_long("nr_hugepages") != original_nr &&
       write_nr(original_nr) != 0) {
     fprintf(stderr, "could not restore " POOL "/nr_hugepages to %ld\n", original_nr);

@@ -22,9 +22,19 @@ static void parse_size_reads_binary_suffixes(void **state) {
     const char *s;
     uint64_t v;
   } cases[] = {
-    {"0", 0}, {"4096", 4096}, {"4K", 4096}, {"4k", 4096}, {"4KiB", 4096}, {"4kb", 4096},
-    {"64M", 64ull << 20}, {"2G", 2ull << 30}, {"1T", 1ull << 40}, {"10 M", 10ull << 20},
-    {"7B", 7}, {"3000m", 3000ull << 20}, {"18446744073709551615", UINT64_MAX},
+      {"0", 0},
+      {"4096", 4096},
+      {"4K", 4096},
+      {"4k", 4096},
+      {"4KiB", 4096},
+      {"4kb", 4096},
+      {"64M", 64ull << 20},
+      {"2G", 2ull << 30},
+      {"1T", 1ull << 40},
+      {"10 M", 10ull << 20},
+      {"7B", 7},
+      {"3000m", 3000ull << 20},
+      {"18446744073709551615", UINT64_MAX},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     uint64_t v = 12345;
@@ -34,8 +44,8 @@ static void parse_size_reads_binary_suffixes(void **state) {
 }
 
 static void parse_size_rejects_junk_and_leaves_result_untouched(void **state) {
-  static const char *const junk[] = {"", "-1", "+1", " 1", "1.5G", "1X", "1KiBs", "M",
-                                     "0x10", "1 ", "1K B", "1iB"};
+  static const char *const junk[] = {"",      "-1", "+1",   " 1", "1.5G", "1X",
+                                     "1KiBs", "M",  "0x10", "1 ", "1K B", "1iB"};
   for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
     uint64_t v = 777;
     assert_int_equal(region_parse_size(junk[i], &v), PP_EINVAL);
@@ -59,8 +69,15 @@ static void format_size_uses_the_largest_exact_unit_and_round_trips(void **state
     uint64_t v;
     const char *s;
   } cases[] = {
-    {0, "0 B"}, {1, "1 B"}, {4096, "4 KiB"}, {2ull << 20, "2 MiB"}, {1536ull << 20, "1536 MiB"},
-    {1ull << 30, "1 GiB"}, {3ull << 40, "3 TiB"}, {1ull << 50, "1024 TiB"}, {12345, "12345 B"},
+      {0, "0 B"},
+      {1, "1 B"},
+      {4096, "4 KiB"},
+      {2ull << 20, "2 MiB"},
+      {1536ull << 20, "1536 MiB"},
+      {1ull << 30, "1 GiB"},
+      {3ull << 40, "3 TiB"},
+      {1ull << 50, "1024 TiB"},
+      {12345, "12345 B"},
   };
   char buf[32];
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -79,10 +96,10 @@ static void parse_policy_accepts_names_and_equivalent_sizes(void **state) {
     const char *s;
     region_page_policy_t p;
   } cases[] = {
-    {"auto", REGION_PAGE_AUTO}, {"AUTO", REGION_PAGE_AUTO}, {"4K", REGION_PAGE_4K},
-    {"4k", REGION_PAGE_4K},     {"4096", REGION_PAGE_4K},   {"2M", REGION_PAGE_2M},
-    {"2MiB", REGION_PAGE_2M},   {"2048K", REGION_PAGE_2M},  {"1G", REGION_PAGE_1G},
-    {"1gib", REGION_PAGE_1G},
+      {"auto", REGION_PAGE_AUTO}, {"AUTO", REGION_PAGE_AUTO}, {"4K", REGION_PAGE_4K},
+      {"4k", REGION_PAGE_4K},     {"4096", REGION_PAGE_4K},   {"2M", REGION_PAGE_2M},
+      {"2MiB", REGION_PAGE_2M},   {"2048K", REGION_PAGE_2M},  {"1G", REGION_PAGE_1G},
+      {"1gib", REGION_PAGE_1G},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     region_page_policy_t p = (region_page_policy_t)99;
@@ -100,7 +117,8 @@ static void parse_policy_accepts_names_and_equivalent_sizes(void **state) {
 static void policy_name_parses_back_to_the_same_policy(void **state) {
   for (int p = REGION_PAGE_AUTO; p <= REGION_PAGE_1G; p++) {
     region_page_policy_t back;
-    assert_int_equal(region_parse_policy(region_policy_name((region_page_policy_t)p), &back), 0);
+    assert_int_equal(region_parse_policy(region_policy_name((region_page_policy_t)p), &back),
+                     0);
     assert_int_equal(back, p);
   }
   assert_string_equal(region_policy_name((region_page_policy_t)42), "?");
@@ -125,8 +143,8 @@ static void explicit_hugepage_size_is_chosen_only_when_offered(void **state) {
 
 static void auto_takes_the_largest_size_with_enough_free_pages(void **state) {
   region_hugepage_info_t hp[] = {
-    {.page_size = 2 * MIB, .total_pages = 1000, .free_pages = 1000},
-    {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
+      {.page_size = 2 * MIB, .total_pages = 1000, .free_pages = 1000},
+      {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
   };
   uint64_t ps;
   assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 3 * GIB, hp, 2, &ps), 0);
@@ -145,8 +163,8 @@ static void auto_takes_the_largest_size_with_enough_free_pages(void **state) {
 
 static void auto_never_picks_a_page_larger_than_the_region(void **state) {
   region_hugepage_info_t hp[] = {
-    {.page_size = 2 * MIB, .total_pages = 100, .free_pages = 100},
-    {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
+      {.page_size = 2 * MIB, .total_pages = 100, .free_pages = 100},
+      {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
   };
   uint64_t ps;
   assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 64 * MIB, hp, 2, &ps), 0);
@@ -157,7 +175,7 @@ static void auto_never_picks_a_page_larger_than_the_region(void **state) {
 
 static void auto_counts_reserved_pages_as_taken(void **state) {
   region_hugepage_info_t hp[] = {
-    {.page_size = 2 * MIB, .total_pages = 40, .free_pages = 40, .resv_pages = 10},
+      {.page_size = 2 * MIB, .total_pages = 40, .free_pages = 40, .resv_pages = 10},
   };
   uint64_t ps;
   assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 60 * MIB, hp, 1, &ps), 0); /* 30 */
@@ -236,19 +254,19 @@ static void hugepage_sizes_of_this_kernel_are_sorted_hugepages(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(parse_size_reads_binary_suffixes),
-    cmocka_unit_test(parse_size_rejects_junk_and_leaves_result_untouched),
-    cmocka_unit_test(parse_size_reports_overflow_as_erange),
-    cmocka_unit_test(format_size_uses_the_largest_exact_unit_and_round_trips),
-    cmocka_unit_test(parse_policy_accepts_names_and_equivalent_sizes),
-    cmocka_unit_test(policy_name_parses_back_to_the_same_policy),
-    cmocka_unit_test(explicit_hugepage_size_is_chosen_only_when_offered),
-    cmocka_unit_test(auto_takes_the_largest_size_with_enough_free_pages),
-    cmocka_unit_test(auto_never_picks_a_page_larger_than_the_region),
-    cmocka_unit_test(auto_counts_reserved_pages_as_taken),
-    cmocka_unit_test(choose_page_rejects_bad_arguments),
-    cmocka_unit_test(hugepage_sizes_reads_sysfs_layout_sorted_by_size),
-    cmocka_unit_test(hugepage_sizes_of_this_kernel_are_sorted_hugepages),
+      cmocka_unit_test(parse_size_reads_binary_suffixes),
+      cmocka_unit_test(parse_size_rejects_junk_and_leaves_result_untouched),
+      cmocka_unit_test(parse_size_reports_overflow_as_erange),
+      cmocka_unit_test(format_size_uses_the_largest_exact_unit_and_round_trips),
+      cmocka_unit_test(parse_policy_accepts_names_and_equivalent_sizes),
+      cmocka_unit_test(policy_name_parses_back_to_the_same_policy),
+      cmocka_unit_test(explicit_hugepage_size_is_chosen_only_when_offered),
+      cmocka_unit_test(auto_takes_the_largest_size_with_enough_free_pages),
+      cmocka_unit_test(auto_never_picks_a_page_larger_than_the_region),
+      cmocka_unit_test(auto_counts_reserved_pages_as_taken),
+      cmocka_unit_test(choose_page_rejects_bad_arguments),
+      cmocka_unit_test(hugepage_sizes_reads_sysfs_layout_sorted_by_size),
+      cmocka_unit_test(hugepage_sizes_of_this_kernel_are_sorted_hugepages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

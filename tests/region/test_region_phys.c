@@ -138,7 +138,8 @@ static void ranges_outside_the_region_are_never_contiguous(void **state) {
 static void a_fully_consecutive_region_is_one_run(void **state) {
   enum { N = 1000 };
   uint64_t *phys = malloc(N * sizeof *phys);
-  for (int i = 0; i < N; i++) phys[i] = B + (uint64_t)i * PS;
+  for (int i = 0; i < N; i++)
+    phys[i] = B + (uint64_t)i * PS;
   region_t *r = from(N * PS, PS, phys);
   free(phys);
   assert_int_equal(region_runs(r, NULL, 0), 1);
@@ -175,8 +176,9 @@ static void from_phys_rejects_bad_geometry(void **state) {
 static void describe_summarises_many_runs_by_length(void **state) {
   enum { N = 20 };
   uint64_t phys[N];
-  for (int i = 0; i < N; i++) phys[i] = A + (uint64_t)(N - i) * 2 * PS; /* all separate */
-  phys[N - 1] = phys[N - 2] + PS;                                    /* last two: one run */
+  for (int i = 0; i < N; i++)
+    phys[i] = A + (uint64_t)(N - i) * 2 * PS; /* all separate */
+  phys[N - 1] = phys[N - 2] + PS;             /* last two: one run */
   region_t *r = from(N * PS, PS, phys);
   char *text = NULL;
   size_t len = 0;
@@ -193,18 +195,18 @@ static void describe_summarises_many_runs_by_length(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(phys_of_an_offset_adds_the_offset_within_its_page),
-    cmocka_unit_test(phys_outside_the_region_is_erange_and_unknown_is_enoent),
-    cmocka_unit_test(runs_merge_physically_consecutive_pages),
-    cmocka_unit_test(runs_fills_at_most_n_and_returns_the_total),
-    cmocka_unit_test(descending_physical_pages_are_separate_runs),
-    cmocka_unit_test(contiguous_within_a_run_but_not_across_runs),
-    cmocka_unit_test(a_range_within_one_page_is_contiguous_even_when_unknown),
-    cmocka_unit_test(ranges_outside_the_region_are_never_contiguous),
-    cmocka_unit_test(a_fully_consecutive_region_is_one_run),
-    cmocka_unit_test(hugepage_runs_use_the_hugepage_size),
-    cmocka_unit_test(from_phys_rejects_bad_geometry),
-    cmocka_unit_test(describe_summarises_many_runs_by_length),
+      cmocka_unit_test(phys_of_an_offset_adds_the_offset_within_its_page),
+      cmocka_unit_test(phys_outside_the_region_is_erange_and_unknown_is_enoent),
+      cmocka_unit_test(runs_merge_physically_consecutive_pages),
+      cmocka_unit_test(runs_fills_at_most_n_and_returns_the_total),
+      cmocka_unit_test(descending_physical_pages_are_separate_runs),
+      cmocka_unit_test(contiguous_within_a_run_but_not_across_runs),
+      cmocka_unit_test(a_range_within_one_page_is_contiguous_even_when_unknown),
+      cmocka_unit_test(ranges_outside_the_region_are_never_contiguous),
+      cmocka_unit_test(a_fully_consecutive_region_is_one_run),
+      cmocka_unit_test(hugepage_runs_use_the_hugepage_size),
+      cmocka_unit_test(from_phys_rejects_bad_geometry),
+      cmocka_unit_test(describe_summarises_many_runs_by_length),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
