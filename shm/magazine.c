@@ -73,6 +73,7 @@
 #define MAG_DEPOT_EMPTY_MAX 16u  /* empty magazines it keeps before free() */
 #define MAG_RESIZE_WINDOW 64u    /* depot acquisitions per contention sample */
 #define MAG_RESIZE_RATIO 8u      /* grow M when >= 1/8 of a window was contended */
+#define MAG_CACHE_LINE 64u
 
 typedef struct mag {
   struct mag *next;              /* on a depot list */
@@ -114,8 +115,15 @@ static uint64_t ld(_Atomic uint64_t *a) { return atomic_load_explicit(a, RELAXED
 static void owner_add(_Atomic uint64_t *a, uint64_t v) { atomic_store_explicit(a, ld(a) + v, RELAXED); }
 static void owner_sub(_Atomic uint64_t *a, uint64_t v) { atomic_store_explicit(a, ld(a) - v, RELAXED); }
 
+/* Cache-line aligned and padded: two threads' magazines (and mag_cpu_t) written on every
+ * operation must not share a line, or the fast path scales like a lock. */
+static void *line_alloc(size_t bytes) {
+  bytes = (bytes + MAG_CACHE_LINE - 1) & ~(size_t)(MAG_CACHE_LINE - 1);
+  return aligned_alloc(MAG_CACHE_LINE, bytes);
+}
+
 static mag_t *mag_new(uint32_t size) {
-  mag_t *g = malloc(sizeof *g + size * sizeof g->obj[0]);
+  mag_t *g = line_alloc(sizeof *g + size * sizeof g->obj[0]);
   if (!g) return NULL;
   g->next = NULL;
   g->size = size;
@@ -242,8 +250,9 @@ slab_cache_t *mag_depot_cache(mag_depot_t *d) { return d ? d->cache : NULL; }
 
 int mag_cpu_create(mag_depot_t *d, mag_cpu_t **ret) {
   if (!d || !ret) return PP_EINVAL;
-  mag_cpu_t *m = calloc(1, sizeof *m);
+  mag_cpu_t *m = line_alloc(sizeof *m);
   if (!m) return PP_ENOMEM;
+  memset(m, 0, sizeof *m);
   m->d = d;
   atomic_init(&m->held, 0);
   atomic_init(&m->slab_allocs, 0);

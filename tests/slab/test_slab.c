@@ -176,6 +176,21 @@ static void waste_is_within_one_eighth_for_every_size(void **state) {
   check_all(f);
 }
 
+static void empty_registry_checks_shrinks_and_dumps(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(slab_shrink(f->slab), 0);
+  check_all(f);
+  assert_null(slab_cache_by_id(f->slab, 0));
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  assert_non_null(m);
+  slab_dump(f->slab, m);
+  fclose(m);
+  assert_non_null(strstr(buf, "slabinfo - version: 2.1"));
+  free(buf);
+}
+
 /* ---- states and allocation order ----------------------------------------------------- */
 
 static void slabs_move_between_full_partial_and_empty(void **state) {
@@ -657,6 +672,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(create_same_name_other_geometry_fails_with_egeometry, setup, teardown),
       cmocka_unit_test_setup_teardown(create_rejects_bad_sizes_alignments_and_names, setup, teardown),
       cmocka_unit_test_setup_teardown(ids_are_small_stable_and_found_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(empty_registry_checks_shrinks_and_dumps, setup, teardown),
       cmocka_unit_test_setup_teardown(waste_is_within_one_eighth_for_every_size, setup, teardown),
       cmocka_unit_test_setup_teardown(slabs_move_between_full_partial_and_empty, setup, teardown),
       cmocka_unit_test_setup_teardown(alloc_prefers_partial_then_empty_then_grows, setup, teardown),
