@@ -260,6 +260,10 @@ int main(int argc, char **argv) {
       status = report(&conn, rc);
       break;
     }
+    /* An OK reply may still have left something out (e.g. the map, when it would exceed
+     * the daemon's max frame): say so rather than print a silently partial picture. */
+    if (resp->message && resp->message[0])
+      fprintf(stderr, "pinpoolctl: note from pinpoold: %s\n", resp->message);
     status = show(cmd, json, resp->stats, &filter);
     break;
   }
