@@ -16,13 +16,13 @@
  *     j-k times: each split keeps the lower half and pushes the upper half onto the free
  *     list one order down.
  *   - free(p) coalesces repeatedly: while the buddy is a whole free block of the same order
- *     (and the merged block would still lie inside the region), unlink the buddy and merge.
+ *     and the merged block stays inside p's top-level block, unlink the buddy and merge.
  *   - A region that is not a power of two pages long is covered by several top-level blocks:
  *     the binary decomposition of its page count, largest first (each is then naturally
  *     aligned), with orders capped at BUDDY_NR_ORDERS-1.  Because of that layout, any
- *     naturally aligned 2^k-page range inside [0, npages) lies inside one top-level block,
- *     so "the merged block lies inside the region" is the only boundary test coalescing and
- *     reserve need.
+ *     naturally aligned 2^k-page range inside [0, npages) lies inside one top-level block
+ *     (reserve relies on it), and the order of the top-level block holding page p is the
+ *     highest bit in which p and npages differ (free computes its merge limit so, once).
  *   - reserve(p, k) finds the block that contains page p by probing the aligned heads
  *     p & ~(2^j - 1) for j = k..max_order (O(orders)); if it is free it is split down so
  *     that exactly [p, p + 2^k) becomes an allocated block (the other halves return to the
@@ -195,10 +195,13 @@ carve_unsafe(buddy_t *b, uint64_t q, unsigned j, uint64_t s, unsigned k) {
   PP_IASSERT((s & (pages_of(k) - 1)) == 0);
   list_remove_unsafe(b, q, j);
   b->splits += j - k;
+  /* The bits of s - q say which half leads to s at each level; alloc passes s == q, and
+   * then the compiler drops the test from the inlined loop. */
+  uint64_t rel = s - q;
   while (j > k) {
     j--;
     uint64_t half = pages_of(j);
-    if (s >= q + half) {
+    if (rel & half) {
       list_push_unsafe(b, q, j);
       q += half;
     } else {
@@ -257,7 +260,10 @@ static int alloc_unsafe(buddy_t *b, unsigned order, unsigned flags, uint64_t *re
     b->failures++;
     return PP_ENOCONTIG;
   }
-  carve_unsafe(b, q, j, s, order);
+  if (s == q)
+    carve_unsafe(b, q, j, q, order); /* the common case, specialised */
+  else
+    carve_unsafe(b, q, j, s, order);
   b->allocs++;
   *ret_offset = s << BUDDY_MIN_SHIFT;
   return 0;
@@ -274,12 +280,13 @@ static int free_unsafe(buddy_t *b, uint64_t offset) {
   b->nr_alloc--;
   b->free_pages += pages_of(k);
   b->frees++;
-  unsigned k0 = k;
-  while (k < b->max_order) {
+  /* Coalescing stops at the top-level block holding p.  Its order is that of the highest
+   * bit in which p and npages differ: the top-level blocks are npages' binary decomposition
+   * (capped at the largest order). */
+  unsigned top = log2_floor(p ^ b->npages), k0 = k;
+  if (top > BUDDY_MAX_ORDER) top = BUDDY_MAX_ORDER;
+  while (k < top) {
     uint64_t bud = p ^ pages_of(k);
-    /* Past the region's end there is no buddy; inside it, the merged block is inside one
-     * top-level block (see the essay). */
-    if (bud + pages_of(k) > b->npages) break;
     if (b->pg[bud].info != (META_HEAD | META_FREE | k)) break;
     list_remove_unsafe(b, bud, k);
     b->pg[p | pages_of(k)].info = 0; /* the upper half is no block head any more */
