@@ -42,7 +42,8 @@
  * compaction even when mlocked unless vm.compact_unevictable_allowed=0.  DPDK's EAL makes
  * the same bet; region_describe() says which one a region makes.
  *
- * Memory: the region struct, the phys table and the runs are private (malloc) memory;
+ * Memory: the region struct, the phys table (8 bytes a page), the runs and the per-page
+ * run index (4 bytes a page, for O(1) contiguity queries) are private (malloc) memory;
  * nothing about the region lives inside it.  Locks: none.  After creation a region is
  * immutable, so every query is safe from any thread; create/adopt/destroy are not
  * concurrent with queries on the same region by contract.
@@ -101,6 +102,8 @@ struct region {
   uint64_t *phys;     /* nr_pages physical addresses; NULL when unknown */
   region_run_t *runs; /* maximal runs, sorted by offset; NULL when unknown */
   size_t nr_runs;
+  uint32_t *page_run;    /* each page's index in runs: O(1) region_is_contiguous; NULL when
+                            unknown, or when it cannot be had (binary search instead) */
   uint64_t largest_run;  /* bytes; page_size when unknown */
   char why_unknown[160]; /* why phys is NULL, for region_describe() */
 };
@@ -383,8 +386,10 @@ static void warn_fallback(const region_log_t *log, uint64_t size,
 static void region_drop_phys(region_t *r, const char *why) {
   free(r->phys);
   free(r->runs);
+  free(r->page_run);
   r->phys = NULL;
   r->runs = NULL;
+  r->page_run = NULL;
   r->nr_runs = 0;
   r->largest_run = r->page_size;
   snprintf(r->why_unknown, sizeof r->why_unknown, "%s", why);
@@ -398,21 +403,27 @@ static int region_build_runs(region_t *r) {
     if (r->phys[i] != r->phys[i - 1] + r->page_size) nr++;
   region_run_t *runs = malloc(nr * sizeof *runs);
   if (!runs) return PP_ENOMEM;
+  /* The per-page index is an optimisation (150 ns of binary search over 65k runs become
+   * one load); without it the queries are only slower. */
+  uint32_t *page_run = nr <= UINT32_MAX ? malloc(r->nr_pages * sizeof *page_run) : NULL;
+  if (page_run) page_run[0] = 0;
   size_t k = 0;
   uint64_t largest = 0;
   runs[0] = (region_run_t){.offset = 0, .phys = r->phys[0], .length = r->page_size};
   for (uint64_t i = 1; i < r->nr_pages; i++) {
     if (r->phys[i] == r->phys[i - 1] + r->page_size) {
       runs[k].length += r->page_size;
-      continue;
+    } else {
+      if (runs[k].length > largest) largest = runs[k].length;
+      runs[++k] = (region_run_t){
+          .offset = i * r->page_size, .phys = r->phys[i], .length = r->page_size};
     }
-    if (runs[k].length > largest) largest = runs[k].length;
-    runs[++k] =
-        (region_run_t){.offset = i * r->page_size, .phys = r->phys[i], .length = r->page_size};
+    if (page_run) page_run[i] = (uint32_t)k;
   }
   if (runs[k].length > largest) largest = runs[k].length;
   PP_IASSERT(k + 1 == nr);
   r->runs = runs;
+  r->page_run = page_run;
   r->nr_runs = nr;
   r->largest_run = largest;
   PP_VALIDATE(region_check, r);
@@ -604,6 +615,7 @@ void region_destroy(region_t *r) {
   if (r->fd >= 0) osl_close(r->fd);
   free(r->phys);
   free(r->runs);
+  free(r->page_run);
   free(r);
 }
 
@@ -813,8 +825,8 @@ int region_phys(const region_t *r, uint64_t offset, uint64_t *ret_phys) {
   return 0;
 }
 
-/* The run holding offset (binary search: runs are sorted and cover the region). */
-static const region_run_t *region_run_at(const region_t *r, uint64_t offset) {
+/* Index of the run holding offset, by binary search: runs are sorted and cover the region. */
+static size_t region_run_search(const region_t *r, uint64_t offset) {
   size_t lo = 0, hi = r->nr_runs;
   while (hi - lo > 1) {
     size_t mid = lo + (hi - lo) / 2;
@@ -824,7 +836,16 @@ static const region_run_t *region_run_at(const region_t *r, uint64_t offset) {
       hi = mid;
   }
   PP_IASSERT(r->runs[lo].offset <= offset && offset < r->runs[lo].offset + r->runs[lo].length);
-  return &r->runs[lo];
+  return lo;
+}
+
+/* The run holding offset: one load through the per-page index, else the search (which
+ * debug builds also run to cross-check the index). */
+static const region_run_t *region_run_at(const region_t *r, uint64_t offset) {
+  if (!r->page_run) return &r->runs[region_run_search(r, offset)];
+  size_t k = r->page_run[offset / r->page_size];
+  PP_IASSERT(k == region_run_search(r, offset));
+  return &r->runs[k];
 }
 
 bool region_is_contiguous(const region_t *r, uint64_t offset, uint64_t len) {
@@ -869,9 +890,13 @@ int region_check(const region_t *r, char *why, size_t why_len) {
     if (run->length == 0 || run->length % r->page_size)
       FAIL("run %zu has length %" PRIu64, k, run->length);
     if (run->length > r->size - run->offset) FAIL("run %zu runs past the region", k);
-    for (uint64_t o = 0; o < run->length; o += r->page_size)
-      if (r->phys[(run->offset + o) / r->page_size] != run->phys + o)
+    for (uint64_t o = 0; o < run->length; o += r->page_size) {
+      uint64_t page = (run->offset + o) / r->page_size;
+      if (r->page_run && r->page_run[page] != k)
+        FAIL("page %" PRIu64 " indexed to run %u, lies in run %zu", page, r->page_run[page], k);
+      if (r->phys[page] != run->phys + o)
         FAIL("page at offset %" PRIu64 " is not consecutive in run %zu", run->offset + o, k);
+    }
     if (k > 0 && run->phys == r->runs[k - 1].phys + r->runs[k - 1].length)
       FAIL("runs %zu and %zu should be one", k - 1, k);
     if (run->length > largest) largest = run->length;
