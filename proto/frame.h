@@ -38,7 +38,8 @@ void frame_reader_init(frame_reader_t *r, uint32_t max_frame);
 void frame_reader_free(frame_reader_t *r);
 /* Consume up to len bytes.  Returns the number consumed (>= 0); when a frame completes,
  * stops there and sets *ret_frame / *ret_len (valid until the next call), else sets
- * *ret_frame = NULL.  PP_EPROTO for a zero or oversized length. */
+ * *ret_frame = NULL.  PP_EPROTO for a zero or oversized length (sticky: every later call
+ * fails too; drop the connection), PP_EOS when the payload buffer cannot grow. */
 int frame_reader_feed(frame_reader_t *r, const uint8_t *data, size_t len,
                       const uint8_t **ret_frame, size_t *ret_len);
 
@@ -65,8 +66,9 @@ void frame_free_message(ProtobufCMessage *msg);
 /* Send one whole frame; pass_fd >= 0 rides along as SCM_RIGHTS. */
 int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass_fd);
 /* Receive one whole frame's response; *ret_fd gets a passed fd or -1 (ret_fd may be
- * NULL: any passed fd is then closed).  PP_EDISCONNECTED on EOF, PP_EIO on errors,
- * PP_EPROTO on a bad frame. */
+ * NULL: any passed fd is then closed).  PP_EDISCONNECTED on EOF, PP_EIO on errors (an
+ * expired SO_RCVTIMEO included), PP_EPROTO on a bad frame.  Reads exactly one frame,
+ * never a byte of the next. */
 int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_resp,
                         int *ret_fd);
 
