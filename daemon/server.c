@@ -694,8 +694,10 @@ static void server_stop(server_t *srv, const char *why) {
   if (srv->own_socket && unlink(srv->path) != 0 && errno != ENOENT)
     log_warning("unlink %s: %s", srv->path, strerror(errno));
   srv->own_socket = false;
-  uv_close((uv_handle_t *)&srv->sigterm, NULL);
-  uv_close((uv_handle_t *)&srv->sigint, NULL);
+  /* Keep catching signals (a second SIGTERM must not kill us mid-flush), but let the
+   * loop end without them. */
+  uv_unref((uv_handle_t *)&srv->sigterm);
+  uv_unref((uv_handle_t *)&srv->sigint);
   for (c = srv->conns; c; c = next) {
     next = c->next;
     /* Replies already queued are in-flight answers: flush them, bounded by the timer. */
@@ -707,6 +709,11 @@ static void server_stop(server_t *srv, const char *why) {
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
+  server_t *srv = h->data;
+  if (srv->stopping) {
+    log_notice("%s again: already shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    return;
+  }
   server_stop(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -753,6 +760,8 @@ int server_run(const server_config_t *cfg, pool_t *pool) {
 
   uv_run(&srv->loop, UV_RUN_DEFAULT);
   if (!srv->stopping) server_stop(srv, "loop ended");
+  uv_run(&srv->loop, UV_RUN_DEFAULT);
+  uv_walk(&srv->loop, close_any, NULL);
   uv_run(&srv->loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&srv->loop);
   if (rc) log_warning("event loop closed with handles left: %s", uv_strerror(rc));
