@@ -837,6 +837,12 @@ static void usage_errors_exit_2(void **state) {
     assert_non_null(strstr(r.err, "pinpoolctl: "));
     run_free(&r);
   }
+  /* top on something that is not a terminal is a usage error too, and says why. */
+  run_ctl(&r, false, "--socket", T.sock, "top", NULL);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "top needs a terminal"));
+  run_free(&r);
+
   run_ctl(&r, false, "--help", NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "usage: pinpoolctl"));
