@@ -76,6 +76,8 @@
 
 _Static_assert(SLAB_MAX_OBJECT * 8u == BUDDY_MIN_SIZE << SLAB_MAX_ORDER,
                "objects are limited to an eighth of the largest slab");
+_Static_assert((BUDDY_MIN_SIZE << SLAB_MAX_ORDER) * (uint64_t)SLAB_MAX_OBJECT < (UINT64_C(1) << 32),
+               "the reciprocal in cache_locate_unsafe is exact");
 _Static_assert((BUDDY_MIN_SIZE << SLAB_MAX_ORDER) / SLAB_MIN_OBJECT <= UINT16_MAX + 1u,
                "object indices fit the uint16_t free stack");
 
@@ -113,9 +115,11 @@ struct slab_cache {
   uint32_t color_unit, ncolors; /* color = (color_next % ncolors) * color_unit */
   uint32_t color_next;
   uint32_t bitmap_words;
+  uint64_t recip;               /* floor(2^32 / stride) + 1: index = rel * recip >> 32 */
   uint64_t slab_bytes;
   uint64_t waste;               /* unused tail bytes per slab */
   slab_list_t lists[SLAB_NLISTS];
+  slab_blk_t *hot;              /* the slab free() found last: skips the hash when it hits */
   slab_blk_t **buckets;         /* slab hash by base */
   uint64_t nbuckets;            /* power of two */
   uint64_t nslabs;
@@ -176,9 +180,9 @@ static uint32_t list_for(const slab_cache_t *c, const slab_blk_t *b) {
 }
 
 /* Put b on the list its inuse count names (at the head: the slab just touched is warm). */
-static void blk_relist(slab_cache_t *c, slab_blk_t *b) {
+static inline void blk_relist(slab_cache_t *c, slab_blk_t *b) {
   uint32_t want = list_for(c, b);
-  if (want == b->list) return;
+  if (__builtin_expect(want == b->list, 1)) return;
   list_remove(&c->lists[b->list], b);
   b->list = want;
   list_push(&c->lists[want], b);
@@ -269,6 +273,7 @@ static void cache_release_unsafe(slab_cache_t *c, slab_blk_t *b) {
   PP_IASSERT(b->inuse == 0 && b->list == SLAB_LIST_EMPTY);
   list_remove(&c->lists[SLAB_LIST_EMPTY], b);
   hash_remove(c, b);
+  if (c->hot == b) c->hot = NULL;
   c->nslabs--;
   c->reaps++;
   int rc = buddy_free(c->buddy, b->base);
@@ -313,15 +318,20 @@ static int cache_alloc_unsafe(slab_cache_t *c, uint64_t *offsets, unsigned n) {
 /* ---- free (cache lock held) --------------------------------------------------------- */
 
 /* Locate offset's object: 0 with slab and index, or the error free() must return. */
-static int cache_locate_unsafe(const slab_cache_t *c, uint64_t offset, slab_blk_t **ret_b,
+static int cache_locate_unsafe(slab_cache_t *c, uint64_t offset, slab_blk_t **ret_b,
                                uint32_t *ret_i) {
-  slab_blk_t *b = hash_find(c, offset & ~(c->slab_bytes - 1));
+  uint64_t base = offset & ~(c->slab_bytes - 1);
+  slab_blk_t *b = c->hot && c->hot->base == base ? c->hot : hash_find(c, base);
   if (!b) return PP_ENOTALLOC; /* in no slab of this cache: someone else's, or nobody's */
-  uint64_t rel = offset - b->base;
+  uint64_t rel = offset - base;
   if (rel < b->color) return PP_ENOTBLOCK;
   rel -= b->color;
-  uint64_t i = rel / c->stride;
-  if (rel % c->stride != 0 || i >= c->objs) return PP_ENOTBLOCK;
+  /* rel < slab bytes <= 2^17 and stride <= 2^14, so rel * stride < 2^32 and the
+   * reciprocal gives the exact quotient (no divide on the free path). */
+  uint64_t i = (rel * c->recip) >> 32;
+  PP_IASSERT(i == rel / c->stride);
+  if (i * c->stride != rel || i >= c->objs) return PP_ENOTBLOCK;
+  c->hot = b;
   *ret_b = b;
   *ret_i = (uint32_t)i;
   return 0;
@@ -528,6 +538,7 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
   c->color_unit = align > SLAB_COLOR_MIN ? align : SLAB_COLOR_MIN;
   c->ncolors = (uint32_t)(c->waste / c->color_unit) + 1;
   c->bitmap_words = (c->objs + 63) / 64;
+  c->recip = (UINT64_C(1) << 32) / stride + 1;
   for (uint32_t l = 0; l < SLAB_NLISTS; l++) c->lists[l] = (slab_list_t){NULL, 0};
   c->id = s->ncaches;
   s->caches[s->ncaches++] = c;
