@@ -218,6 +218,7 @@ carve_unsafe(buddy_t *b, uint64_t q, unsigned j, uint64_t s, unsigned k) {
  * block s.  Smallest orders first, so that the least is split. */
 static bool find_contig_unsafe(buddy_t *b, unsigned k, uint64_t *ret_q, unsigned *ret_j,
                                uint64_t *ret_s) {
+  PP_IASSERT(k > b->page_order && k <= b->max_order);
   if (!b->contig) return false;
   uint64_t len = BUDDY_MIN_SIZE << k;
   for (unsigned j = k; j <= b->max_order; j++) {
