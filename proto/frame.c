@@ -39,6 +39,9 @@
  * the kernel attaches it to the frame's first byte.  frame_recv_response() reads exactly
  * the header, then exactly the payload, never a byte of the next frame, collecting any
  * SCM_RIGHTS fds with MSG_CMSG_CLOEXEC and closing those the caller did not ask for.
+ * frame_rx_response() is the buffered alternative for a connection read only through
+ * it: it reads whatever is available (usually a whole reply in one recvmsg, saving a
+ * system call per round trip) and keeps the bytes of later frames for the next call.
  *
  * Locks: none; a reader belongs to one connection, the helpers to one caller at a time.
  * References: protobuf encoding (https://protobuf.dev/programming-guides/encoding/),
@@ -307,6 +310,27 @@ out:
   return rc;
 }
 
+/* Keep fd as rx's pending passed fd (the first one wins), closing any other. */
+static void frame__keep_fd(int *keep_fd, int got) {
+  if (keep_fd && *keep_fd < 0)
+    *keep_fd = got;
+  else
+    close(got);
+}
+
+/* Collect the SCM_RIGHTS fds of one received message. */
+static void frame__collect_fds(struct msghdr *mh, int *keep_fd) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; i++) {
+      int got;
+      memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+      frame__keep_fd(keep_fd, got);
+    }
+  }
+}
+
 /* Read exactly len bytes into dst, keeping the first passed fd in *keep_fd (when keep_fd
  * is non-NULL and it is still -1) and closing every other one. */
 static int frame__recv_exact(int fd, uint8_t *dst, size_t len, int *keep_fd) {
@@ -331,18 +355,7 @@ static int frame__recv_exact(int fd, uint8_t *dst, size_t len, int *keep_fd) {
       }
       return frame__errno_to_pp(errno);
     }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < nfd; i++) {
-        int got;
-        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-        if (keep_fd && *keep_fd < 0)
-          *keep_fd = got;
-        else
-          close(got);
-      }
-    }
+    frame__collect_fds(&mh, keep_fd);
     if (n == 0) return PP_EDISCONNECTED;
     off += (size_t)n;
   }
@@ -392,4 +405,88 @@ fail:
   free(payload);
   if (got_fd >= 0) close(got_fd);
   return rc;
+}
+
+/* ---- buffered receive ---------------------------------------------------------------- */
+
+#define FRAME__RX_INITIAL 4096u
+
+void frame_rx_init(frame_rx_t *rx) {
+  memset(rx, 0, sizeof *rx);
+  rx->fd = -1;
+}
+
+void frame_rx_free(frame_rx_t *rx) {
+  free(rx->buf);
+  if (rx->fd >= 0) close(rx->fd);
+  frame_rx_init(rx);
+}
+
+int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame,
+                      Pinpool__V1__Response **ret_resp, int *ret_fd) {
+  union {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(8 * sizeof(int))];
+  } ctl;
+
+  if (fd < 0 || !rx || !ret_resp) return PP_EINVAL;
+  max_frame = frame__clamp_max(max_frame);
+
+  for (;;) {
+    size_t have = rx->end - rx->start;
+    size_t want = FRAME_HEADER_SIZE; /* bytes from start needed to make progress */
+    if (have >= FRAME_HEADER_SIZE) {
+      const uint8_t *h = rx->buf + rx->start;
+      uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
+                   (uint32_t)h[3] << 24;
+      if (n == 0 || n > max_frame) return PP_EPROTO;
+      want = FRAME_HEADER_SIZE + (size_t)n;
+      if (have >= want) {
+        Pinpool__V1__Response *resp =
+            frame_unpack_response(h + FRAME_HEADER_SIZE, n, 65536 + (size_t)n * 128);
+        if (!resp) return PP_EPROTO;
+        rx->start += want;
+        if (rx->start == rx->end) rx->start = rx->end = 0;
+        *ret_resp = resp;
+        if (ret_fd)
+          *ret_fd = rx->fd;
+        else if (rx->fd >= 0)
+          close(rx->fd);
+        rx->fd = -1;
+        return 0;
+      }
+    }
+
+    /* Room for the rest of this frame: slide it to the front, grow if still short. */
+    if (rx->start > 0 && rx->start + want > rx->cap) {
+      memmove(rx->buf, rx->buf + rx->start, have);
+      rx->end = have;
+      rx->start = 0;
+    }
+    if (rx->start + want > rx->cap) {
+      size_t ncap = rx->cap ? rx->cap : FRAME__RX_INITIAL;
+      while (ncap < want) ncap *= 2;
+      uint8_t *nbuf = realloc(rx->buf, ncap);
+      if (!nbuf) return PP_EOS;
+      rx->buf = nbuf;
+      rx->cap = ncap;
+    }
+
+    struct iovec iov = {.iov_base = rx->buf + rx->end, .iov_len = rx->cap - rx->end};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space};
+    ssize_t got = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        int rc = frame__wait(fd, POLLIN);
+        if (rc < 0) return rc;
+        continue;
+      }
+      return frame__errno_to_pp(errno);
+    }
+    frame__collect_fds(&mh, &rx->fd);
+    if (got == 0) return PP_EDISCONNECTED;
+    rx->end += (size_t)got;
+  }
 }

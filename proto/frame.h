@@ -72,4 +72,22 @@ int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass
 int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_resp,
                         int *ret_fd);
 
+/* Buffered receiving for a connection that is read only through it: one recvmsg usually
+ * brings a whole response, header and payload, where frame_recv_response needs two (on
+ * a request/response round trip that is one system call in five).  Bytes of following
+ * frames stay in rx for the next call.  A passed fd is reported with the first frame
+ * completed after it arrived (pinpool passes one only with Welcome, the first frame).
+ * Errors as frame_recv_response; after one, drop the connection. */
+typedef struct frame_rx {
+  uint8_t *buf;             /* malloc'd; grows to at most FRAME_HEADER_SIZE + max_frame */
+  size_t cap;
+  size_t start, end;        /* unconsumed bytes: buf[start, end) */
+  int fd;                   /* a passed fd not yet reported, or -1 */
+} frame_rx_t;
+
+void frame_rx_init(frame_rx_t *rx);
+void frame_rx_free(frame_rx_t *rx);   /* closes an unreported passed fd */
+int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame,
+                      Pinpool__V1__Response **ret_resp, int *ret_fd);
+
 #endif /* PP_FRAME_H */

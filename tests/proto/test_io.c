@@ -242,6 +242,143 @@ static void send_refuses_bad_arguments(void **state) {
   assert_int_equal(frame_recv_response(-1, 0, NULL, NULL), PP_EINVAL);
 }
 
+
+/* ---- frame_rx: buffered receiving ---------------------------------------------------- */
+
+static void rx_returns_pipelined_frames_one_per_call(void **state) {
+  int sv[2];
+  pair(sv);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  for (r.id = 1; r.id <= 5; r.id++) assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  for (uint64_t id = 1; id <= 5; id++) {
+    Pinpool__V1__Response *got = NULL;
+    int fd = 9;
+    assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+    assert_int_equal(got->id, id);
+    assert_int_equal(fd, -1);
+    frame_free_response(got);
+  }
+  assert_int_equal(rx.start, rx.end); /* nothing left over */
+  close(sv[0]);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), PP_EDISCONNECTED);
+  frame_rx_free(&rx);
+  close(sv[1]);
+}
+
+static void rx_reports_the_welcome_fd_with_the_welcome_only(void **state) {
+  int sv[2];
+  pair(sv);
+  int mfd = memfd_create("proto-io-rx", MFD_CLOEXEC);
+  assert_true(mfd >= 0);
+  Pinpool__V1__Welcome w;
+  Pinpool__V1__Response r = welcome_response(&w);
+  assert_int_equal(frame_send(sv[0], &r.base, 0, mfd), 0);
+  Pinpool__V1__Response r2 = PINPOOL__V1__RESPONSE__INIT;
+  r2.id = 2;
+  assert_int_equal(frame_send(sv[0], &r2.base, 0, -1), 0);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  Pinpool__V1__Response *got = NULL;
+  int fd = -1;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+  assert_int_equal(got->body_case, PINPOOL__V1__RESPONSE__BODY_WELCOME);
+  assert_true(fd >= 0);
+  struct stat a, b;
+  assert_int_equal(fstat(mfd, &a), 0);
+  assert_int_equal(fstat(fd, &b), 0);
+  assert_int_equal(a.st_ino, b.st_ino);
+  close(fd);
+  frame_free_response(got);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+  assert_int_equal(got->id, 2);
+  assert_int_equal(fd, -1);
+  frame_free_response(got);
+  frame_rx_free(&rx);
+  close(mfd);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void rx_assembles_a_large_frame_sent_in_small_pieces(void **state) {
+  int sv[2];
+  pair(sv);
+  enum { N = 7000 }; /* ~ 56 KB: beyond the initial buffer, arriving in pieces */
+  uint64_t *offs = malloc(N * sizeof *offs);
+  assert_non_null(offs);
+  for (int i = 0; i < N; i++) offs[i] = (uint64_t)i << 40;
+  Pinpool__V1__Objects o = PINPOOL__V1__OBJECTS__INIT;
+  o.n_offsets = N;
+  o.offsets = offs;
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 3;
+  r.body_case = PINPOOL__V1__RESPONSE__BODY_OBJECTS;
+  r.objects = &o;
+  uint8_t *buf;
+  size_t len;
+  assert_int_equal(frame_pack(&r.base, 0, &buf, &len), 0);
+  Pinpool__V1__Response small = PINPOOL__V1__RESPONSE__INIT;
+  small.id = 4;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) { /* a small frame first, then the big one a few hundred bytes at a time */
+    close(sv[1]);
+    if (frame_send(sv[0], &small.base, 0, -1)) _exit(1);
+    for (size_t off = 0; off < len; off += 777) {
+      size_t k = len - off < 777 ? len - off : 777;
+      if (write(sv[0], buf + off, k) != (ssize_t)k) _exit(2);
+      if (off % (777 * 8) == 0) usleep(1000);
+    }
+    _exit(0);
+  }
+  close(sv[0]);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), 0);
+  assert_int_equal(got->id, 4);
+  frame_free_response(got);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), 0);
+  assert_int_equal(got->id, 3);
+  assert_int_equal(got->objects->n_offsets, N);
+  assert_int_equal(got->objects->offsets[N - 1], (uint64_t)(N - 1) << 40);
+  frame_free_response(got);
+  assert_true(rx.cap <= FRAME_HEADER_SIZE + FRAME_MAX_DEFAULT);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  frame_rx_free(&rx);
+  free(buf);
+  free(offs);
+  close(sv[1]);
+}
+
+static void rx_rejects_oversized_and_truncated_frames(void **state) {
+  int sv[2];
+  pair(sv);
+  const uint8_t big[4] = {0x01, 0x00, 0x01, 0x00}; /* 65537 */
+  assert_int_equal(write(sv[0], big, 4), 4);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, FRAME_MAX_DEFAULT, &got, NULL), PP_EPROTO);
+  assert_null(got);
+  frame_rx_free(&rx);
+  close(sv[0]);
+  close(sv[1]);
+
+  pair(sv);
+  const uint8_t half[6] = {10, 0, 0, 0, 0x08, 0x01};
+  assert_int_equal(write(sv[0], half, sizeof half), (ssize_t)sizeof half);
+  close(sv[0]);
+  frame_rx_init(&rx);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), PP_EDISCONNECTED);
+  frame_rx_free(&rx);
+  close(sv[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(memfd_passes_with_the_welcome_frame),
@@ -254,6 +391,10 @@ int main(void) {
       cmocka_unit_test(send_to_closed_peer_fails_without_sigpipe),
       cmocka_unit_test(recv_gives_up_when_the_socket_timeout_expires),
       cmocka_unit_test(send_refuses_bad_arguments),
+      cmocka_unit_test(rx_returns_pipelined_frames_one_per_call),
+      cmocka_unit_test(rx_reports_the_welcome_fd_with_the_welcome_only),
+      cmocka_unit_test(rx_assembles_a_large_frame_sent_in_small_pieces),
+      cmocka_unit_test(rx_rejects_oversized_and_truncated_frames),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
