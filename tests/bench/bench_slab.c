@@ -19,8 +19,9 @@
  * Targets (issue 3): magazine <= 1.5x mempool_cache; slab <= 0.5x malloc.
  *
  * scale: T threads (1 .. the core count, at most 16; --threads N to override), each with
- * its own mag_cpu_t on ONE shared cache, each doing o->iters alloc+free pairs (N_KEEP at a
- * time); throughput = all pairs / wall time from a common start to the last finish.
+ * its own mag_cpu_t on ONE shared cache, doing alloc+free pairs (N_KEEP at a time) for
+ * 200 ms (or --iters pairs each); throughput = all pairs / wall time from the first
+ * thread's start to the last one's finish.
  *   pinpool.magazine  a depot with magazines;  pinpool.locked  the locked mode (every op
  *   under the cache's one mutex).  Threads are pinned to CPUs i % ncpu, so T <= cores
  * measures scaling and not the scheduler.  Targets: magazines at 2 threads on 2 cores
@@ -39,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 
 #include <rte_errno.h>
 #include <rte_lcore.h>
@@ -52,7 +54,7 @@
 
 #define N_KEEP 16u                    /* objects held per pass */
 #define DEFAULT_ITERS 1000000ull      /* pairs per repetition (slab) */
-#define DEFAULT_SCALE_ITERS 1000000ull /* pairs per thread per repetition (scale) */
+#define SCALE_RUN_NS 200000000ull   /* each repetition runs 200 ms unless --iters is given */
 #define POOL_OBJS 8191u               /* rte_mempool size: 2^n - 1 is its optimum */
 #define MEMPOOL_CACHE 256u
 #define SCALE_MAX_THREADS 16u
@@ -222,8 +224,10 @@ out:
 
 typedef struct scale_run {
   mag_depot_t *d;
-  uint64_t rounds;               /* N_KEEP pairs each */
+  uint64_t rounds;               /* N_KEEP pairs each; 0: run until stop */
   _Atomic int go;                /* set once every thread is up (or on failure) */
+  _Atomic int stop;              /* timed mode: set by the main thread */
+  _Atomic uint64_t pairs;        /* done, over all threads */
   _Atomic uint64_t t_start;      /* earliest start */
   _Atomic uint64_t t_end;        /* latest finish */
   _Atomic int failed;
@@ -242,12 +246,16 @@ static void *scale_thread(void *p) {
   uint64_t t0 = bench_now_ns(), first = atomic_load(&run->t_start);
   while ((first == 0 || t0 < first) && !atomic_compare_exchange_weak(&run->t_start, &first, t0)) {
   }
-  for (uint64_t r = 0; m && !run->failed && r < run->rounds; r++) {
+  uint64_t r = 0;
+  for (; m && !atomic_load_explicit(&run->failed, memory_order_relaxed); r++) {
+    if (run->rounds ? r >= run->rounds : atomic_load_explicit(&run->stop, memory_order_relaxed))
+      break;
     for (unsigned i = 0; i < N_KEEP; i++)
       if (mag_alloc(m, &off[i]) != 0) run->failed = 1;
     for (unsigned i = N_KEEP; i-- > 0;) mag_free(m, off[i]);
   }
   uint64_t now = bench_now_ns(), prev = atomic_load(&run->t_end);
+  atomic_fetch_add(&run->pairs, r * N_KEEP);
   while (now > prev && !atomic_compare_exchange_weak(&run->t_end, &prev, now)) {
   }
   mag_cpu_destroy(m);
@@ -287,10 +295,16 @@ static double scale_once(slab_cache_t *cache, bool locked, unsigned T, uint64_t 
   }
   if (started < T) fprintf(stderr, "pinpool-bench scale: could not start %u threads\n", T);
   atomic_store(&run.go, 1);
+  if (!rounds) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)SCALE_RUN_NS};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    atomic_store(&run.stop, 1);
+  }
   for (unsigned i = 0; i < started; i++) pthread_join(th[i], NULL);
   if (!atomic_load(&run.failed)) {
     uint64_t ns = atomic_load(&run.t_end) - atomic_load(&run.t_start);
-    result = (double)(T * rounds * N_KEEP) * 1e9 / (double)(ns ? ns : 1);
+    result = (double)atomic_load(&run.pairs) * 1e9 / (double)(ns ? ns : 1);
   }
   mag_depot_destroy(run.d);
   return result;
@@ -301,8 +315,9 @@ int bench_scale(const bench_opts_t *o) {
   unsigned maxT = o->max_threads ? o->max_threads : (ncpu < SCALE_MAX_THREADS ? ncpu : SCALE_MAX_THREADS);
   if (maxT == 0) maxT = 1;
   if (maxT > SCALE_MAX_THREADS * 4) maxT = SCALE_MAX_THREADS * 4;
-  uint64_t iters = o->iters ? o->iters : DEFAULT_SCALE_ITERS;
-  uint64_t rounds = (iters + N_KEEP - 1) / N_KEEP;
+  /* --iters N: N pairs per thread; by default each repetition runs for a fixed time, so
+   * the slow locked mode and the fast magazines get the same exposure to the machine. */
+  uint64_t rounds = o->iters ? (o->iters + N_KEEP - 1) / N_KEEP : 0;
   bench_result_t *res = calloc(2 * maxT, sizeof *res);
   double *samples = calloc(o->reps, sizeof *samples);
   buddy_t *b = NULL;
