@@ -1,0 +1,218 @@
+/*
+ * test_daemon_huge.c — physical addresses as pinpoold reports them, checked against what
+ * this (client) process's own /proc/self/pagemap says for the same bytes of its mapping.
+ *
+ * Needs root (pagemap shows PFNs only with CAP_SYS_ADMIN; hugepages need the sysctl).
+ * The hugepage tests reserve 2 MiB pages through /proc/sys/vm/nr_hugepages and put the old
+ * value back in the group teardown and at exit, whatever happened.  ctest runs them under
+ * RESOURCE_LOCK hugepages.  Each skips, saying why, when what it needs cannot be had.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define MIB (1024ull * 1024ull)
+#define HUGE_2M (2 * MIB)
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+#define HUGE_FREE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+static long saved_nr = -1;
+
+static long read_long(const char *path) {
+  FILE *f = fopen(path, "r");
+  long v = -1;
+  if (!f) return -1;
+  if (fscanf(f, "%ld", &v) != 1) v = -1;
+  fclose(f);
+  return v;
+}
+
+static int write_long(const char *path, long v) {
+  FILE *f = fopen(path, "w");
+  int rc;
+  if (!f) return -1;
+  rc = fprintf(f, "%ld\n", v) > 0 ? 0 : -1;
+  if (fclose(f) != 0) rc = -1;
+  return rc;
+}
+
+static void restore_hugepages(void) {
+  if (saved_nr >= 0 && write_long(NR_HUGEPAGES, saved_nr) != 0)
+    fprintf(stderr, "could not restore %s to %ld\n", NR_HUGEPAGES, saved_nr);
+  saved_nr = -1;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  restore_hugepages();
+  return 0;
+}
+
+/* Make sure `want` free 2 MiB pages exist; false (with *why) when they cannot be had. */
+static bool reserve_hugepages(long want, const char **why) {
+  long nr = read_long(NR_HUGEPAGES), free_now = read_long(HUGE_FREE);
+  if (geteuid() != 0) return *why = "not root", false;
+  if (nr < 0 || free_now < 0) return *why = "no 2 MiB hugepages on this kernel", false;
+  if (free_now >= want) return true;
+  if (saved_nr < 0) {
+    saved_nr = nr;
+    atexit(restore_hugepages);
+  }
+  if (write_long(NR_HUGEPAGES, nr + (want - free_now)) != 0)
+    return *why = "cannot write " NR_HUGEPAGES, false;
+  if (read_long(HUGE_FREE) < want) return *why = "the kernel could not find enough hugepages", false;
+  return true;
+}
+
+/* PFN of the page holding addr, from this process's pagemap; 0 when hidden or absent. */
+static uint64_t pagemap_phys(const void *addr) {
+  uint64_t entry = 0, va = (uint64_t)(uintptr_t)addr;
+  long ps = sysconf(_SC_PAGESIZE);
+  int fd;
+  /* Fault the page in first: a shared mapping is filled lazily. */
+  (void)*(const volatile uint8_t *)addr;
+  fd = open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) return 0;
+  if (pread(fd, &entry, sizeof entry, (off_t)(va / (uint64_t)ps * sizeof entry)) != sizeof entry)
+    entry = 0;
+  close(fd);
+  if (!(entry & (1ull << 63))) return 0;           /* not present */
+  entry &= (1ull << 55) - 1;                        /* bits 0-54: PFN */
+  return entry ? entry * (uint64_t)ps + va % (uint64_t)ps : 0;
+}
+
+static void need_pagemap_pfns(client_t *c) {
+  volatile uint8_t touch = c->base[0];
+  (void)touch;
+  if (!pagemap_phys(c->base)) {
+    print_message("skipped: /proc/self/pagemap gives no PFNs to this process\n");
+    client_close(c);
+    skip();
+  }
+}
+
+static void check_buffer_against_pagemap(client_t *c, const resp_t *r) {
+  const Pinpool__V1__Buffer *b = r->buffer;
+  assert_true(c->phys_known);
+  assert_true(b->phys_addr != 0);
+  for (uint64_t off = 0; off < b->size; off += 4096) {
+    uint64_t mine = pagemap_phys(c->base + b->offset + off);
+    uint64_t want = 0;
+    /* What the daemon said for this byte: the segment that covers it. */
+    for (size_t i = 0; i < b->n_segments; i++) {
+      const Pinpool__V1__Segment *s = b->segments[i];
+      if (b->offset + off >= s->offset && b->offset + off < s->offset + s->length)
+        want = s->phys_addr + (b->offset + off - s->offset);
+    }
+    if (off == 0) assert_int_equal(b->phys_addr, mine);
+    if (mine != want)
+      fail_msg("offset %" PRIu64 "+%" PRIu64 ": pagemap says 0x%" PRIx64 ", daemon 0x%" PRIx64,
+               b->offset, off, mine, want);
+  }
+}
+
+static void buffer_phys_equals_pagemap_with_4k_pages(void **state) {
+  daemon_proc_t d;
+  client_t c;
+  resp_t *r;
+  (void)state;
+
+  if (geteuid() != 0) {
+    print_message("skipped: needs root for physical addresses\n");
+    skip();
+  }
+  daemon_start(&d, NULL, NULL);
+  assert_int_equal(client_open(&c, d.sock, "phys"), 0);
+  need_pagemap_pfns(&c);
+  assert_int_equal(call_alloc(&c, 256 * 1024, 0, NULL, &r), 0);
+  check_buffer_against_pagemap(&c, r);
+  frame_free_response(r);
+  client_close(&c);
+  daemon_stop(&d);
+}
+
+static void buffer_phys_equals_pagemap_with_2m_hugepages(void **state) {
+  const char *why = NULL;
+  daemon_proc_t d;
+  client_t c;
+  resp_t *r;
+  (void)state;
+
+  if (!reserve_hugepages(8, &why)) {
+    print_message("skipped: %s\n", why);
+    skip();
+  }
+  daemon_start(&d, NULL, "--page-size", "2M", NULL);
+  assert_int_equal(client_open(&c, d.sock, "phys-huge"), 0);
+  assert_int_equal(c.page_size, HUGE_2M);
+  need_pagemap_pfns(&c);
+  assert_int_equal(call_alloc(&c, HUGE_2M, 0, NULL, &r), 0);
+  assert_true(r->buffer->contiguous);
+  check_buffer_against_pagemap(&c, r);
+  frame_free_response(r);
+  assert_int_equal(call_alloc(&c, 12345, 0, NULL, &r), 0);
+  check_buffer_against_pagemap(&c, r);
+  frame_free_response(r);
+  client_close(&c);
+  daemon_stop(&d);
+}
+
+static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(void **state) {
+  const char *why = NULL;
+  daemon_proc_t d;
+  client_t c;
+  resp_t *r;
+  int rc;
+  (void)state;
+
+  if (!reserve_hugepages(8, &why)) {
+    print_message("skipped: %s\n", why);
+    skip();
+  }
+  daemon_start(&d, NULL, "--page-size", "2M", NULL);
+  assert_int_equal(client_open(&c, d.sock, "contig"), 0);
+  need_pagemap_pfns(&c);
+  rc = call_alloc(&c, 2 * HUGE_2M, 0x1, NULL, &r);
+  if (rc == PP_ENOCONTIG) {
+    frame_free_response(r);
+    client_close(&c);
+    daemon_stop(&d);
+    print_message("skipped: no two physically consecutive hugepages in this region\n");
+    skip();
+  }
+  assert_int_equal(rc, 0);
+  assert_true(r->buffer->contiguous);
+  assert_int_equal(r->buffer->size, 2 * HUGE_2M);
+  assert_int_equal(r->buffer->n_segments, 1);
+  uint64_t first = pagemap_phys(c.base + r->buffer->offset);
+  assert_int_equal(first, r->buffer->phys_addr);
+  for (uint64_t off = 4096; off < r->buffer->size; off += 4096) {
+    uint64_t p = pagemap_phys(c.base + r->buffer->offset + off);
+    if (p != first + off)
+      fail_msg("page at +%" PRIu64 " is at 0x%" PRIx64 ", not 0x%" PRIx64, off, p, first + off);
+  }
+  check_buffer_against_pagemap(&c, r);
+  frame_free_response(r);
+  client_close(&c);
+  daemon_stop(&d);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(buffer_phys_equals_pagemap_with_4k_pages),
+      cmocka_unit_test(buffer_phys_equals_pagemap_with_2m_hugepages),
+      cmocka_unit_test(contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page),
+  };
+  return cmocka_run_group_tests(tests, NULL, group_teardown);
+}
