@@ -60,7 +60,7 @@ static unsigned long free_hugepages_2m(void) {
 int bench_eal_init(void) {
   static int state = 0; /* 0 not tried, 1 up, <0 failed */
   if (state != 0) return state > 0 ? 0 : state;
-  /* --in-memory: no /var/run/dpdk files, no multi-process; --no-pci: we time memory, not NICs.
+  /* --in-memory / --no-shconf: no /var/run/dpdk files, no multi-process; --no-pci: we time memory, not NICs.
    * Without free hugepages the EAL runs on anonymous 4 KiB memory (--no-huge), which is how
    * DPDK's own unit tests run on machines without hugepages. */
   bool huge = free_hugepages_2m() >= 64;
@@ -70,9 +70,13 @@ int bench_eal_init(void) {
   argv[argc++] = "-l";
   argv[argc++] = "0";
   argv[argc++] = "--no-pci";
-  argv[argc++] = "--in-memory";
   argv[argc++] = "--log-level=*:error";
-  if (!huge) {
+  if (huge) {
+    argv[argc++] = "--in-memory";
+  } else {
+    /* DPDK 22.11 refuses --in-memory together with --no-huge (it implies legacy memory);
+     * --no-shconf keeps the no-files property there. */
+    argv[argc++] = "--no-shconf";
     argv[argc++] = "--no-huge";
     argv[argc++] = "-m";
     argv[argc++] = "512";
