@@ -16,9 +16,13 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Start the daemon in the foreground with its defaults.
+# Start the daemon in the foreground with its defaults (as root: /run/pinpool/pinpool.sock;
+# otherwise, unless PINPOOL_SOCKET says where, a socket in the build folder).  It prints
+# how to connect.
 run: build
-	$(BUILD)/bin/pinpoold $(RUN_ARGS)
+	@if [ "$$(id -u)" -ne 0 ] && [ -z "$$PINPOOL_SOCKET" ]; then \
+	  export PINPOOL_SOCKET="$(abspath $(BUILD))/pinpool.sock"; fi; \
+	exec $(BUILD)/bin/pinpoold $(RUN_ARGS)
 
 # The suite twice (normal, then ASan+UBSan with validators after every state change),
 # and the threaded tests a third time under ThreadSanitizer.
