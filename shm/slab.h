@@ -77,7 +77,8 @@ void slab_cache_info(slab_cache_t *c, slab_info_t *ret);
 /* Visit every cache in creation order. */
 typedef void (*slab_cache_fn)(void *ctx, slab_cache_t *c);
 void slab_foreach_cache(slab_t *s, slab_cache_fn fn, void *ctx);
-/* Visit every slab of c: its buddy offset, bytes, and objects in use. */
+/* Visit every slab of c: its buddy offset, bytes, and objects in use.  fn runs under c's
+ * lock: it must not call back into c. */
 typedef void (*slab_walk_fn)(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
                              uint32_t capacity);
 void slab_cache_walk(slab_cache_t *c, slab_walk_fn fn, void *ctx);

@@ -158,11 +158,15 @@ static void check_target(const bench_result_t *r, size_t n, const char *subject,
                  a / b, target, a / b <= target ? "met" : "MISSED");
 }
 
+static bool is_dpdk(contender_t c) { return c >= C_MEMPOOL_CACHE; }
+
 int bench_slab(const bench_opts_t *o) {
-  int rc = bench_eal_init();
-  if (rc != 0) return rc;
-  if (rte_lcore_id() != rte_get_main_lcore())
+  /* Without an EAL the pinpool figures are still worth printing; the ratios are not. */
+  bool dpdk = bench_eal_init() == 0;
+  if (!dpdk) bench_progress("slab: DPDK unavailable: measuring pinpool alone, no peers, no ratios");
+  else if (rte_lcore_id() != rte_get_main_lcore())
     bench_progress("warning: not on the main lcore: the mempool cache is not used");
+  int rc;
   uint64_t iters = o->iters ? o->iters : DEFAULT_ITERS;
   uint64_t rounds = (iters + N_KEEP - 1) / N_KEEP;
   bench_result_t res[NSIZES * C_COUNT];
@@ -184,10 +188,11 @@ int bench_slab(const bench_opts_t *o) {
     if (slab_cache_create(sl, name, sizes[k], 0, &subj[k].cache) != 0) goto out;
     if (mag_depot_create(subj[k].cache, 0, false, &d[k]) != 0) goto out;
     if (mag_cpu_create(d[k], &subj[k].cpu) != 0) goto out;
-    if (setup_pools(&subj[k], sizes[k]) != 0) goto out;
+    if (dpdk && setup_pools(&subj[k], sizes[k]) != 0) goto out;
   }
   for (size_t k = 0; k < NSIZES; k++) {
     for (int c = 0; c < C_COUNT; c++) {
+      if (!dpdk && is_dpdk((contender_t)c)) continue;
       if (pass((contender_t)c, &subj[k], rounds / 4 + 1) < 0) { /* warm-up */
         fprintf(stderr, "pinpool-bench slab: %s failed at %u B\n", contender_names[c], sizes[k]);
         goto out;
@@ -211,8 +216,10 @@ out:
   for (size_t k = 0; k < NSIZES; k++) {
     mag_cpu_destroy(subj[k].cpu);
     mag_depot_destroy(d[k]);
-    rte_mempool_free(subj[k].mp_cache);
-    rte_mempool_free(subj[k].mp_nocache);
+    if (dpdk) {
+      rte_mempool_free(subj[k].mp_cache);
+      rte_mempool_free(subj[k].mp_nocache);
+    }
   }
   slab_destroy(sl);
   if (b) buddy_destroy(b);
