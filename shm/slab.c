@@ -158,10 +158,17 @@ static inline void cpu_relax(void) {
 }
 
 static void cache_lock_slow(slab_cache_t *c) {
-  for (unsigned spins = 0;; spins++) {
+  /* Exponential backoff between looks: waiters that re-read the lock word at once keep
+   * pulling its line away from the holder, which then pays a miss to release it. */
+  unsigned backoff = 1, spins = 0;
+  for (;;) {
     while (atomic_load_explicit(&c->lock, memory_order_relaxed)) {
-      if (++spins < 128) cpu_relax();
-      else sched_yield();
+      if (spins++ < 64) {
+        for (unsigned i = 0; i < backoff; i++) cpu_relax();
+        if (backoff < 64) backoff *= 2;
+      } else {
+        sched_yield();
+      }
     }
     if (!atomic_exchange_explicit(&c->lock, 1, memory_order_acquire)) return;
   }
