@@ -28,7 +28,9 @@
  *   indices (LIFO: the most recently freed object, still warm in cache, goes out first) and
  *   a bitmap of allocated objects, which makes free() able to tell a double free from a
  *   bad offset.  A per-cache hash table keyed by slab base (offset & ~(slab_bytes - 1);
- *   buddy blocks are naturally aligned) finds the descriptor of any offset in O(1).
+ *   buddy blocks are naturally aligned) finds the descriptor of any offset in O(1); free()
+ *   first tries the slab it found last (frees come in runs from one slab), and turns the
+ *   offset into an object index with an exact reciprocal multiply instead of a divide.
  *
  * STATES AND ORDER
  *   Each slab is on exactly one of three lists by its inuse count: full (inuse ==
@@ -72,7 +74,7 @@
 #include "debug.h"
 
 #define SLAB_MIN_OBJS 8u        /* fewest objects a slab should hold */
-#define SLAB_EMPTY_KEEP 2u      /* empty slabs kept on hand beyond a free */
+#define SLAB_EMPTY_KEEP 2u      /* empty slabs a cache keeps instead of returning them */
 #define SLAB_COLOR_MIN 64u      /* cache line */
 #define SLAB_HASH_MIN 16u       /* initial buckets of a cache's slab hash */
 #define SLAB_NAME_HASH_MIN 64u  /* initial buckets of the registry's name hash */
