@@ -18,10 +18,13 @@
  *             construction, since Hello is the first frame and nothing was written before.
  *          -> requests, each answered in order (pool.c) -> EOF or error -> everything the
  *             session held goes back at once (pool_session_release).
- *   Over --max-clients, the connection is still read until its first frame (or a short
- *   timer) so that the client's Hello does not meet EPIPE, answered TOO_MANY_CLIENTS
- *   with that request's id, then closed.  A connection that stays silent past the hello
- *   timeout is closed, so silent sockets cannot hold client slots.
+ *   A client slot (--max-clients) is taken by a successful Hello, not by accept(): a
+ *   health probe that connects and leaves, or a client still on its way, holds none.  A
+ *   Hello over the limit is answered TOO_MANY_CLIENTS with its own id, then the
+ *   connection closes.  Connections that have not said Hello are bounded on their own
+ *   (max(64, max_clients)) and by the hello timeout; beyond that bound a connection is
+ *   still read until its first frame (so the client's Hello does not meet EPIPE) and
+ *   answered TOO_MANY_CLIENTS.
  *
  * Protocol violations: a zero or oversized length (refused by the frame reader from the
  * header alone, before buffering), an undecodable frame, a request with no known body,
@@ -78,6 +81,7 @@
 #define SERVER_CLOSE_LINGER_MS 2000u
 #define SERVER_REJECT_LINGER_MS 2000u
 #define SERVER_MAX_REJECTING 64u
+#define SERVER_MIN_PENDING 64u    /* pre-Hello connections allowed: max(this, max_clients) */
 #define SERVER_ARENA_BUDGET (64u * 1024u * 1024u)
 
 typedef struct server server_t;
@@ -114,8 +118,9 @@ struct server {
   bool listener_open, own_socket, stopping, notify;
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
   conn_t *conns;
-  uint32_t nclients;            /* connections holding a client slot */
-  uint32_t nrejecting;
+  uint32_t nclients;            /* sessions past Hello: the ones --max-clients counts */
+  uint32_t npending;            /* sessions accepted, Hello not yet seen */
+  uint32_t nrejecting;          /* connections over the pending bound, being refused */
 };
 
 /* ---- systemd ------------------------------------------------------------------------- */
@@ -130,16 +135,21 @@ static void server_status(server_t *srv) {
 /* ---- connection teardown ------------------------------------------------------------- */
 
 static void conn_release_session(conn_t *c) {
+  bool hello_done;
   if (!c->session) return;
+  hello_done = c->session->hello_done;
   pool_session_release(c->srv->pool, c->session);
   log_debug("session %" PRIu64 " (pid %d uid %u) ended after %" PRIu64 " requests",
             c->session->id, (int)c->session->pid, (unsigned)c->session->uid,
             c->session->requests);
   session_destroy(c->session);
   c->session = NULL;
-  if (!c->rejecting) {
+  if (c->rejecting) return;
+  if (hello_done) {
     c->srv->nclients--;
     server_status(c->srv);
+  } else {
+    c->srv->npending--;
   }
 }
 
@@ -394,11 +404,20 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
               h->protocol_version, PROTOCOL_VERSION);
     return;
   }
+  if (c->srv->nclients >= c->srv->cfg->max_clients) {
+    log_notice("pid %d uid %u refused: %u clients connected (max %u)", (int)s->pid,
+               (unsigned)s->uid, c->srv->nclients, c->srv->cfg->max_clients);
+    conn_fail(c, req->id, PP_ETOOMANY, "too many clients (max %u)", c->srv->cfg->max_clients);
+    return;
+  }
   session_set_name(s, h->client_name);
   if (h->session_token.len)
     log_debug("session %" PRIu64 ": re-claiming a previous session is not supported yet; "
               "starting a new one", s->id);
   s->hello_done = true;
+  c->srv->npending--;
+  c->srv->nclients++;
+  server_status(c->srv);
   uv_timer_stop(&c->timer);
   pool_session_add(c->srv->pool, s);
 
@@ -434,7 +453,7 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     return;
   }
   if (c->rejecting) {
-    conn_fail(c, req->id, PP_ETOOMANY, "too many clients (max %u)", c->srv->cfg->max_clients);
+    conn_fail(c, req->id, PP_ETOOMANY, "too many connections waiting for their hello");
     goto out;
   }
   c->session->requests++;
@@ -564,13 +583,17 @@ static void on_connection(uv_stream_t *listener, int status) {
     conn_close_now(c);
     return;
   }
-  if (srv->nclients >= srv->cfg->max_clients) {
+  /* Client slots are taken at Hello (so that a probe that connects and leaves, or a
+   * connection that has not spoken yet, holds none); connections that have not said
+   * Hello are bounded separately, and by the hello timeout. */
+  if (srv->npending >= (srv->cfg->max_clients > SERVER_MIN_PENDING ? srv->cfg->max_clients
+                                                                    : SERVER_MIN_PENDING)) {
     if (srv->nrejecting > SERVER_MAX_REJECTING) {
       conn_close_now(c);
       return;
     }
-    log_notice("pid %d uid %u refused: %u clients connected (max %u)", (int)cred.pid,
-               (unsigned)cred.uid, srv->nclients, srv->cfg->max_clients);
+    log_notice("pid %d uid %u refused: %u connections have not said hello yet",
+               (int)cred.pid, (unsigned)cred.uid, srv->npending);
     uv_timer_start(&c->timer, on_hello_timeout, SERVER_REJECT_LINGER_MS, 0);
   } else {
     if (session_create(cred.pid, cred.uid, cred.gid, &c->session)) {
@@ -581,8 +604,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     c->session->admin = session_is_admin(cred.uid, cred.gid, srv->cfg->admin_gid);
     c->rejecting = false;
     srv->nrejecting--;
-    srv->nclients++;
-    server_status(srv);
+    srv->npending++;
     uv_timer_start(&c->timer, on_hello_timeout, srv->cfg->hello_timeout_ms, 0);
   }
   conn_resume_reading(c);
