@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -90,6 +91,7 @@ static int ipc_daemon_start(ipc_daemon_t *d) {
   d->pid = fork();
   if (d->pid < 0) return -1;
   if (d->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a killed benchmark leaves no daemon behind */
     execl(exe, "pinpoold", "--socket", d->sock, "--size", "64M", "--page-size", "4K",
           "--log-level", "warning", (char *)NULL);
     fprintf(stderr, "pinpool-bench: exec %s: %s\n", exe, strerror(errno));

@@ -495,25 +495,74 @@ static void killed_client_holdings_all_come_back(void **state) {
   pp_disconnect(c);
 }
 
+/* Tests that need a daemon of their own get it from a setup, so that the teardown stops
+ * it even when an assertion fails half-way. */
+static int own_daemon_setup(void **state) {
+  testd_t *d = calloc(1, sizeof *d);
+  if (!d || testd_start(d) < 0) {
+    free(d);
+    return -1;
+  }
+  *state = d;
+  return 0;
+}
+
+static int limited_daemon_setup(void **state) {
+  static const char *const opts[] = {"--max-clients", "1", "--quota", "1M", "--max-buffers", "2", NULL};
+  testd_t *d = calloc(1, sizeof *d);
+  if (!d || testd_start_with(d, opts) < 0) {
+    free(d);
+    return -1;
+  }
+  *state = d;
+  return 0;
+}
+
+static int own_daemon_teardown(void **state) {
+  testd_stop(*state);
+  free(*state);
+  return 0;
+}
+
 static void a_dead_daemon_is_reported_and_the_mapping_stays(void **state) {
-  testd_t d2;
-  assert_int_equal(testd_start(&d2), 0);
+  testd_t *d2 = *state;
   pp_client *c = NULL;
-  assert_int_equal(pp_connect(d2.sock, "orphan", &c), 0);
+  assert_int_equal(pp_connect(d2->sock, "orphan", &c), 0);
   pp_buffer b;
   assert_int_equal(pp_alloc(c, 8192, 0, &b), 0);
   memset(b.addr, 0x3C, b.size);
-  kill(d2.pid, SIGKILL);
+  kill(d2->pid, SIGKILL);
   int st;
-  waitpid(d2.pid, &st, 0);
-  d2.pid = 0;
+  waitpid(d2->pid, &st, 0);
+  d2->pid = 0;
   pp_buffer y;
   int rc = pp_alloc(c, 4096, 0, &y);
   if (rc != PP_EDISCONNECTED && rc != PP_EIO) fail_msg("after the daemon died: %s", pp_err_name(rc));
   assert_int_equal(pp_free(c, b.handle), rc); /* the first error sticks */
   for (uint64_t i = 0; i < b.size; i++) assert_int_equal(((uint8_t *)b.addr)[i], 0x3C);
   pp_disconnect(c);
-  testd_stop(&d2);
+}
+
+static void daemon_limits_reach_the_caller_as_typed_errors(void **state) {
+  testd_t *d2 = *state;
+  pp_client *c = NULL, *c2 = (pp_client *)0x1;
+  int rc;
+  /* testd's readiness probe held the only client slot until the daemon saw it close. */
+  for (int i = 0; (rc = pp_connect(d2->sock, "limited", &c)) == PP_ETOOMANY && i < 500; i++)
+    usleep(10000);
+  assert_int_equal(rc, 0);
+  assert_int_equal(pp_connect(d2->sock, "one-too-many", &c2), PP_ETOOMANY);
+  assert_ptr_equal(c2, (pp_client *)0x1);
+  pp_buffer a, b, x;
+  assert_int_equal(pp_alloc(c, 4096, 0, &a), 0);
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), 0);
+  assert_int_equal(pp_alloc(c, 4096, 0, &x), PP_ELIMIT);
+  assert_int_equal(pp_free(c, b.handle), 0);
+  assert_int_equal(pp_alloc(c, 1 << 20, 0, &x), PP_EQUOTA); /* 4 KiB + 1 MiB > 1 MiB */
+  assert_int_equal(pp_free(c, a.handle), 0);
+  assert_int_equal(pp_alloc(c, 1 << 20, 0, &x), 0);
+  assert_int_equal(pp_free(c, x.handle), 0);
+  pp_disconnect(c);
 }
 
 /* ---- the error table -------------------------------------------------------------- */
@@ -554,7 +603,10 @@ int main(void) {
       cmocka_unit_test(cache_double_free_is_caught_when_the_magazine_goes_home),
       cmocka_unit_test(cache_bulk_calls_are_all_or_nothing),
       cmocka_unit_test(killed_client_holdings_all_come_back),
-      cmocka_unit_test(a_dead_daemon_is_reported_and_the_mapping_stays),
+      cmocka_unit_test_setup_teardown(a_dead_daemon_is_reported_and_the_mapping_stays,
+                                      own_daemon_setup, own_daemon_teardown),
+      cmocka_unit_test_setup_teardown(daemon_limits_reach_the_caller_as_typed_errors,
+                                      limited_daemon_setup, own_daemon_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

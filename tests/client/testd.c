@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -39,7 +40,9 @@ static int raw_connect(const char *path) {
   return fd;
 }
 
-int testd_start(testd_t *d) {
+int testd_start(testd_t *d) { return testd_start_with(d, NULL); }
+
+int testd_start_with(testd_t *d, const char *const *extra) {
   const char *bin = getenv("PP_BIN_DIR");
   char exe[512];
   memset(d, 0, sizeof *d);
@@ -53,9 +56,15 @@ int testd_start(testd_t *d) {
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
-    execl(exe, "pinpoold", "--socket", d->sock, "--size", "16M", "--page-size", "4K",
-          "--log-level", "warning",
-          (char *)NULL);
+    /* A test that dies (a failed assertion, a ctest timeout) takes its daemon along. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(126);
+    const char *argv[32] = {"pinpoold", "--socket", d->sock, "--size", "16M",
+                            "--page-size", "4K", "--log-level", "warning"};
+    int argc = 9;
+    for (; extra && *extra && argc < 31; extra++) argv[argc++] = *extra;
+    argv[argc] = NULL;
+    execv(exe, (char *const *)argv);
     fprintf(stderr, "testd: exec %s: %s\n", exe, strerror(errno));
     _exit(127);
   }

@@ -19,6 +19,8 @@ typedef struct testd {
 /* Start $PP_BIN_DIR/pinpoold --socket <tmp> --size 16M --page-size 4K and wait until it
  * accepts connections.  0, or -1 with the reason on stderr. */
 int testd_start(testd_t *d);
+/* The same with more options (a NULL-terminated list), e.g. {"--max-clients", "1", NULL}. */
+int testd_start_with(testd_t *d, const char *const *extra);
 /* SIGTERM, wait (SIGKILL after a few seconds), remove the folder. */
 void testd_stop(testd_t *d);
 
