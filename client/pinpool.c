@@ -42,12 +42,17 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "endpoint.h"
 
 #define CLIENT_NAME_MAX 64u           /* what Hello.client_name may carry */
+/* A daemon that accepts but never answers Hello (stopped, wedged, or not pinpoold at
+ * all) must not hang pp_connect forever.  Later requests have no deadline: a busy
+ * daemon is slow, not wrong. */
+#define CLIENT_HANDSHAKE_TIMEOUT_S 10
 
 /* Status (the negated code, on the wire) -> PP_E*; anything outside the table is a
  * protocol error rather than a number the caller could misread. */
@@ -222,8 +227,17 @@ int pp_connect(const char *socket_path, const char *client_name, pp_client **ret
 
   rc = client_open_socket(socket_path, &c->fd);
   if (rc < 0) goto fail;
+  struct timeval tv = {.tv_sec = CLIENT_HANDSHAKE_TIMEOUT_S};
+  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   rc = client_handshake(c, client_name, &memfd);
   if (rc < 0) goto fail;
+  tv.tv_sec = 0;
+  if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+      setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
+    rc = PP_EOS;
+    goto fail;
+  }
   c->base = mmap(NULL, (size_t)c->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (c->base == MAP_FAILED) {
     rc = PP_EOS;
@@ -363,10 +377,10 @@ static uint32_t mag_rounds_for(uint32_t object_size) {
 }
 
 /* The slab a valid object lies in is a naturally aligned buddy block of a power of two
- * 4 KiB pages whose objects start at its first byte, objs_per_slab of them.  The
- * smallest such block that holds objs_per_slab * stride bytes is that slab: a block
- * twice as large would hold at least twice as many objects.  0 when the numbers do not
- * allow the inference. */
+ * 4 KiB pages holding objs_per_slab objects, with less than one stride left over (the
+ * daemon fills its slabs).  The smallest such block that holds objs_per_slab * stride
+ * bytes is that slab: a block twice as large would hold at least twice as many objects.
+ * 0 when the numbers do not allow the inference. */
 static uint64_t slab_bytes_for(uint32_t stride, uint32_t objs_per_slab) {
   if (stride == 0 || objs_per_slab == 0) return 0;
   uint64_t need = (uint64_t)stride * objs_per_slab;
@@ -426,8 +440,8 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   k->objs_per_slab = ci->objects_per_slab;
   k->mag_rounds = mag_rounds_for(k->object_size);
   uint64_t slab = slab_bytes_for(k->stride, k->objs_per_slab);
-  k->slab_used = slab ? k->stride * k->objs_per_slab : 0;
-  k->stride_pow2 = (k->stride & (k->stride - 1)) == 0;
+  k->slab_tail = slab ? (uint32_t)(slab - (uint64_t)k->stride * k->objs_per_slab) : 0;
+  k->stride_shift = (k->stride & (k->stride - 1)) == 0 ? __builtin_ctz(k->stride) : -1;
   atomic_init(&k->slab_bytes, slab);
   k->next = c->caches;
   c->caches = k;

@@ -70,7 +70,9 @@ typedef struct pp_buffer {
  * /run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock), say hello as
  * client_name (NULL: the program's name; at most 64 bytes are sent), receive the
  * region and map it.  Errors: PP_EINVAL, PP_ECONNECT (no daemon there), PP_EVERSION,
- * PP_ETOOMANY, PP_EPROTO, PP_EIO, PP_EDISCONNECTED, PP_EOS (socket, mmap, malloc). */
+ * PP_ETOOMANY, PP_EPROTO, PP_EIO (also: no answer to the handshake within 10 s),
+ * PP_EDISCONNECTED, PP_EOS (socket, mmap, malloc).  Later calls block until the daemon
+ * answers; they fail only when the connection does. */
 PP_API int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client);
 /* Close the session: the daemon takes back every buffer and object it held (objects in
  * any thread's magazines included), and every pp_cache of c becomes invalid.  No other
