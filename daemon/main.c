@@ -44,6 +44,7 @@ typedef struct options {
   bool zero_on_free;
   int log_level;
   uint32_t max_frame;
+  uint32_t hello_timeout_ms;
 } options_t;
 
 static int parse_u32(const char *s, uint32_t *ret) {
@@ -71,7 +72,7 @@ static int parse_bool(const char *s, bool *ret) {
 
 typedef enum { OPT_SOCKET, OPT_SIZE, OPT_PAGE_SIZE, OPT_MAX_CLIENTS, OPT_QUOTA, OPT_MAX_BUFFERS,
                OPT_ADMIN_GROUP, OPT_SOCKET_MODE, OPT_ZERO_ON_FREE, OPT_LOG_LEVEL,
-               OPT_MAX_FRAME } opt_id_t;
+               OPT_MAX_FRAME, OPT_HELLO_TIMEOUT } opt_id_t;
 
 static const struct option_def {
   const char *name;
@@ -93,6 +94,8 @@ static const struct option_def {
     {"zero-on-free", OPT_ZERO_ON_FREE, true, "zero buffers and objects when they are freed"},
     {"log-level", OPT_LOG_LEVEL, false, "err|warning|notice|info|debug (default info)"},
     {"max-frame", OPT_MAX_FRAME, false, "SIZE  largest protocol frame (default 64K)"},
+    {"hello-timeout", OPT_HELLO_TIMEOUT, false, "MS  a connection must say hello within this "
+                                                "(default 10000)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -141,6 +144,10 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     rc = region_parse_size(val, &v64);
     if (!rc && (v64 < 4096 || v64 > FRAME_MAX_LIMIT)) rc = PP_ERANGE;
     if (!rc) o->max_frame = (uint32_t)v64;
+    break;
+  case OPT_HELLO_TIMEOUT:
+    rc = parse_u32(val, &o->hello_timeout_ms);
+    if (!rc && o->hello_timeout_ms == 0) rc = PP_EINVAL;
     break;
   }
   if (rc) {
@@ -273,7 +280,7 @@ static int resolve_group(const char *name, gid_t *ret) {
 int main(int argc, char **argv) {
   options_t o = {.size = 64ull << 20, .policy = REGION_PAGE_AUTO, .max_clients = 256,
                  .max_buffers = 65536, .socket_mode = 0660, .log_level = LOG_INFO,
-                 .max_frame = FRAME_MAX_DEFAULT};
+                 .max_frame = FRAME_MAX_DEFAULT, .hello_timeout_ms = 10000};
   server_config_t sc = {0};
   pool_config_t pc = {0};
   pool_t *pool = NULL;
@@ -315,7 +322,7 @@ int main(int argc, char **argv) {
   sc.max_frame = o.max_frame;
   sc.admin_gid = admin_gid;
   sc.write_high_water = 4u * o.max_frame > (1u << 20) ? 4u * o.max_frame : (1u << 20);
-  sc.hello_timeout_ms = 10000;
+  sc.hello_timeout_ms = o.hello_timeout_ms;
   rc = server_run(&sc, pool);
   pool_destroy(pool);
   return rc ? 1 : 0;

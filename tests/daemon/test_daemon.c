@@ -793,9 +793,29 @@ static void connections_that_leave_without_a_word_hold_no_client_slot(void **sta
   daemon_stop(&d);
 }
 
+static void silent_connection_gets_protocol_error_at_the_hello_timeout(void **state) {
+  daemon_proc_t d;
+  resp_t *r = NULL;
+  int fd;
+  uint8_t b;
+  (void)state;
+  daemon_start(&d, NULL, "--hello-timeout", "200", NULL);
+  fd = raw_connect(d.sock);
+  assert_true(fd >= 0);
+  /* Say nothing: the daemon answers PROTOCOL_ERROR (id 0) and closes. */
+  assert_int_equal(frame_recv_response(fd, FRAME_MAX_DEFAULT, &r, NULL), 0);
+  assert_int_equal(resp_rc(r), PP_EPROTO);
+  assert_int_equal(r->id, 0);
+  frame_free_response(r);
+  assert_int_equal(read(fd, &b, 1), 0);
+  close(fd);
+  still_serving(&d);
+  daemon_stop(&d);
+}
+
 /* ---- lifecycle: signals, systemd ---------------------------------------------------- */
 
-static void sigterm_answers_queued_replies_and_unlinks_the_socket(void **state) {
+static void sigterm_closes_connections_exits_zero_and_unlinks_the_socket(void **state) {
   daemon_proc_t d;
   client_t c;
   resp_t *r;
@@ -972,7 +992,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(shrink_drains_magazines_and_returns_empty_slabs, setup, teardown),
       cmocka_unit_test_setup_teardown(slow_reader_does_not_stall_others_or_grow_the_daemon, setup, teardown),
       cmocka_unit_test(connections_that_leave_without_a_word_hold_no_client_slot),
-      cmocka_unit_test(sigterm_answers_queued_replies_and_unlinks_the_socket),
+      cmocka_unit_test(silent_connection_gets_protocol_error_at_the_hello_timeout),
+      cmocka_unit_test(sigterm_closes_connections_exits_zero_and_unlinks_the_socket),
       cmocka_unit_test(ready_and_stopping_reach_notify_socket),
       cmocka_unit_test(socket_activation_uses_the_passed_socket_and_leaves_it),
       cmocka_unit_test(config_file_keys_work_and_command_line_wins),
