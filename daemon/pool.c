@@ -388,6 +388,8 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
   if (m->size == 0) return reply(resp, a, PP_EINVAL, "size 0");
   if (name && strlen(name) > POOL_NAME_MAX)
     return reply(resp, a, PP_EINVAL, "name longer than %u bytes", POOL_NAME_MAX);
+  if (name && session_utf8_prefix(name, POOL_NAME_MAX) != strlen(name))
+    return reply(resp, a, PP_EINVAL, "name is not valid UTF-8");
   if (m->size > region_size(p->region) || buddy_order_for_size(m->size, &order))
     return reply(resp, a, PP_ERANGE, "size %" PRIu64 " exceeds the region (%" PRIu64 " bytes)",
                  m->size, region_size(p->region));
@@ -545,6 +547,8 @@ static int do_cache_open(pool_t *p, const Pinpool__V1__CacheOpen *m, resp_t *res
 
   if (!m->name || !m->name[0] || strlen(m->name) >= SLAB_NAME_MAX)
     return reply(resp, a, PP_EINVAL, "a cache name has 1 to %u bytes", SLAB_NAME_MAX - 1);
+  if (session_utf8_prefix(m->name, SLAB_NAME_MAX) != strlen(m->name))
+    return reply(resp, a, PP_EINVAL, "cache name is not valid UTF-8");
   if (m->align & (m->align - 1))
     return reply(resp, a, PP_EINVAL, "align %u is not a power of two", m->align);
   rc = slab_cache_create(p->slab, m->name, m->object_size, m->align, &c);

@@ -74,11 +74,34 @@ void session_destroy(session_t *s) {
   free(s);
 }
 
-void session_set_name(session_t *s, const char *name) {
+size_t session_utf8_prefix(const char *str, size_t max) {
+  const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
-  for (; name && name[i] && i < SESSION_NAME_MAX; i++)
+  while (i < max && s[i]) {
+    unsigned c = s[i];
+    size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+             : (c & 0xf8) == 0xf0 ? 4 : 0;
+    uint32_t cp;
+    if (!n || i + n > max) break;
+    cp = n == 1 ? c : c & (0x7fu >> n);
+    for (size_t k = 1; k < n; k++) {
+      if ((s[i + k] & 0xc0) != 0x80) return i;
+      cp = cp << 6 | (s[i + k] & 0x3fu);
+    }
+    /* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+      break;
+    i += n;
+  }
+  return i;
+}
+
+void session_set_name(session_t *s, const char *name) {
+  size_t n = name ? session_utf8_prefix(name, SESSION_NAME_MAX) : 0;
+  for (size_t i = 0; i < n; i++)
     s->name[i] = ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
-  s->name[i] = '\0';
+  s->name[n] = '\0';
 }
 
 bool session_is_admin(uid_t uid, gid_t gid, gid_t admin_gid) {

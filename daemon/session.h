@@ -3,6 +3,7 @@
 #define PP_DAEMON_SESSION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -41,6 +42,10 @@ int session_create(pid_t pid, uid_t uid, gid_t gid, session_t **ret);
 void session_destroy(session_t *s);
 /* Sets the name from Hello.client_name, cut at SESSION_NAME_MAX and at control chars. */
 void session_set_name(session_t *s, const char *name);
+/* Length of the longest prefix of s, at most max bytes, made of whole valid UTF-8
+ * characters.  proto3 strings must be UTF-8: a name that is not would make strict decoders
+ * (Python, Go) reject every Stats reply that carries it. */
+size_t session_utf8_prefix(const char *s, size_t max);
 /* Is uid/gid (with the supplementary groups of uid's user) root or in admin_gid?
  * admin_gid (gid_t)-1 means: root only. */
 bool session_is_admin(uid_t uid, gid_t gid, gid_t admin_gid);

@@ -174,10 +174,19 @@ static void named_buffer_is_shared_and_lives_until_its_last_holder_frees_it(void
   client_close(&b);
 }
 
-static void publishing_a_taken_name_is_refused(void **state) {
+static void bad_or_taken_names_are_refused(void **state) {
   daemon_proc_t *d = *state;
   client_t a;
+  char long_name[300];
   assert_int_equal(client_open(&a, d->sock, "t"), 0);
+  /* Names must be UTF-8 (proto3 strings) and at most 255 bytes. */
+  assert_int_equal(call_alloc(&a, 4096, 0, "caf\xc3\xa9", NULL), 0);
+  assert_int_equal(call_alloc(&a, 4096, 0, "bad\xc3", NULL), PP_EINVAL);
+  assert_int_equal(call_alloc(&a, 4096, 0, "bad\xed\xa0\x80", NULL), PP_EINVAL);
+  assert_int_equal(call_cache_open(&a, "bad\xff", 64, 0, NULL), PP_EINVAL);
+  memset(long_name, 'n', sizeof long_name - 1);
+  long_name[sizeof long_name - 1] = '\0';
+  assert_int_equal(call_alloc(&a, 4096, 0, long_name, NULL), PP_EINVAL);
   assert_int_equal(call_alloc(&a, 4096, 0, "dup", NULL), 0);
   assert_int_equal(call_alloc(&a, 4096, 0, "dup", NULL), PP_EEXIST);
   client_close(&a);
@@ -967,7 +976,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(handles_are_never_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(zero_flag_hands_out_a_zeroed_block, setup, teardown),
       cmocka_unit_test_setup_teardown(named_buffer_is_shared_and_lives_until_its_last_holder_frees_it, setup, teardown),
-      cmocka_unit_test_setup_teardown(publishing_a_taken_name_is_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(bad_or_taken_names_are_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(named_buffer_goes_with_its_last_holder_disconnecting, setup, teardown),
       cmocka_unit_test_setup_teardown(killed_client_holdings_all_return, setup, teardown),
       cmocka_unit_test_setup_teardown(foreign_handle_cannot_be_freed, setup, teardown),
