@@ -683,6 +683,27 @@ static void stats_accounts_for_every_byte_and_lists_holders(void **state) {
   client_close(&b);
 }
 
+static void stats_too_big_for_max_frame_leaves_out_the_map_and_says_so(void **state) {
+  daemon_proc_t d;
+  client_t c;
+  resp_t *r;
+  (void)state;
+  daemon_start(&d, NULL, "--max-frame", "4K", NULL);
+  assert_int_equal(client_open(&c, d.sock, "t"), 0);
+  for (int i = 0; i < 300; i++) assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
+  assert_int_equal(call_stats(&c, true, true, &r), 0);
+  assert_int_equal(r->stats->n_map, 0);
+  assert_int_equal(r->stats->n_buffers, 0);
+  assert_int_equal(r->stats->nr_buffers, 300); /* the counters are still there */
+  assert_non_null(strstr(r->message, "left out"));
+  frame_free_response(r);
+  assert_int_equal(call_stats(&c, false, false, &r), 0);
+  assert_string_equal(r->message, "");
+  frame_free_response(r);
+  client_close(&c);
+  daemon_stop(&d);
+}
+
 static void shrink_drains_magazines_and_returns_empty_slabs(void **state) {
   daemon_proc_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
@@ -998,6 +1019,7 @@ int main(void) {
       cmocka_unit_test(max_clients_is_enforced_and_a_slot_frees_on_disconnect),
       cmocka_unit_test_setup_teardown(non_admin_stats_and_shrink_are_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(stats_accounts_for_every_byte_and_lists_holders, setup, teardown),
+      cmocka_unit_test(stats_too_big_for_max_frame_leaves_out_the_map_and_says_so),
       cmocka_unit_test_setup_teardown(shrink_drains_magazines_and_returns_empty_slabs, setup, teardown),
       cmocka_unit_test_setup_teardown(slow_reader_does_not_stall_others_or_grow_the_daemon, setup, teardown),
       cmocka_unit_test(connections_that_leave_without_a_word_hold_no_client_slot),
