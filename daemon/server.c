@@ -198,6 +198,17 @@ static void conn_close_graceful(conn_t *c) {
 /* ---- writing ------------------------------------------------------------------------- */
 
 static void conn_process(conn_t *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_resume_reading(conn_t *c) {
+  int rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+  if (rc) {
+    log_warning("session %" PRIu64 ": cannot read: %s", c->session ? c->session->id : 0,
+                uv_strerror(rc));
+    conn_close_now(c);
+  }
+}
 
 static void on_write(uv_write_t *req, int status) {
   write_req_t *w = (write_req_t *)req;
@@ -216,15 +227,8 @@ static void on_write(uv_write_t *req, int status) {
       uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) <= c->srv->cfg->write_high_water / 4) {
     c->paused = false;
     conn_process(c);
-    if (!c->paused && !c->closing) uv_read_start((uv_stream_t *)&c->pipe, NULL, NULL);
+    if (!c->paused && !c->closing) conn_resume_reading(c);
   }
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-static void conn_resume_reading(conn_t *c) {
-  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
 /* Make a reply fit max_frame by leaving out the bulkiest optional parts. */
