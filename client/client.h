@@ -49,8 +49,8 @@ struct pp_cache {
   uint32_t align;               /* power of two */
   uint32_t stride;              /* object_size rounded up to align */
   uint32_t objs_per_slab;
-  uint32_t slab_used;           /* objs_per_slab * stride: the tail past it holds no object */
-  bool stride_pow2;             /* boundary check by mask rather than division */
+  uint32_t slab_tail;           /* slab_bytes - objs_per_slab * stride: room for color */
+  int stride_shift;             /* log2(stride) when a power of two, else -1 */
   uint32_t mag_rounds;          /* objects per magazine = cache_alloc batch size */
   _Atomic uint64_t slab_bytes;  /* inferred slab size for the object-boundary check;
                                    0 = layout unknown, check alignment only */
@@ -72,18 +72,28 @@ int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n);
  * stranded; returns 0 or the first error. */
 int client_cache_return(pp_cache *k, void *const *ptrs, unsigned n);
 
-/* Does obj lie inside the region at an object boundary of k?  Slabs are naturally
- * aligned buddy blocks holding objects at stride intervals from their first byte, so
- * with the slab size known the boundary check is exact; see client_cache_fetch for how
- * the inference is kept honest. */
+/* Does obj lie inside the region at an object boundary of k?  A slab is a naturally
+ * aligned buddy block of slab_bytes; its objects lie at color + i * stride from its
+ * first byte, i < objs_per_slab, where the color (pinpool's slab coloring, Bonwick 1994)
+ * varies by slab but never exceeds the unused tail.  So a valid object's position in its
+ * slab splits into i = rel / stride and color = rel % stride with color <= tail: an
+ * exact test for power-of-two strides (no tail, no color), and for other strides one
+ * that still refuses every pointer farther than the tail into an object.  See
+ * client_cache_fetch for how the slab-size inference is kept honest. */
 static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
   uint64_t off = (uint64_t)((uintptr_t)obj - (uintptr_t)k->base);
   if (off >= k->region_size || (off & (k->align - 1)) != 0) return false;
   uint64_t slab = atomic_load_explicit(&k->slab_bytes, memory_order_relaxed);
   if (slab == 0) return true;
-  uint32_t in = (uint32_t)(off & (slab - 1));
-  if (in >= k->slab_used) return false;
-  return k->stride_pow2 ? (in & (k->stride - 1)) == 0 : in % k->stride == 0;
+  uint32_t rel = (uint32_t)(off & (slab - 1)), i, color;
+  if (k->stride_shift >= 0) {
+    i = rel >> k->stride_shift;
+    color = rel & (k->stride - 1);
+  } else {
+    i = rel / k->stride;
+    color = rel - i * k->stride;
+  }
+  return i < k->objs_per_slab && color <= k->slab_tail;
 }
 
 /* client_mag.c: pp_disconnect() calls this first, so that no thread touches k again
