@@ -17,6 +17,8 @@
  *                           the calling thread's client-side magazines (target: <= 50 ns
  *                           per pair).
  * Every entry has size 0 so the report divides each pinpool figure by the raw floor.
+ * On a shared machine the absolute figures follow the load (scheduler wake-up latency
+ * dominates a round trip); the ratios, measured in alternating slices, much less.
  * The median of o->reps repetitions is reported; the daemon is stopped at the end.
  */
 #define _GNU_SOURCE
@@ -40,6 +42,7 @@
 
 #define IPC_MSG 32u
 #define IPC_MAX_REPS 64u
+#define IPC_SLICES 20u
 
 typedef struct ipc_daemon {
   pid_t pid;
@@ -291,13 +294,23 @@ int bench_ipc(const bench_opts_t *o) {
       ipc_cache_rpc_rep(&r, offs, rpc_iters < 1000 ? rpc_iters : 1000) < 0 ||
       ipc_magazine_rep(k, 10000) < 0)
     goto out;
+  /* Within a repetition the three round-trip measurements alternate in IPC_SLICES
+   * slices, so that a burst of load from other work on the machine falls on all of them
+   * rather than on whichever happened to run then. */
+  uint64_t slice = rpc_iters / IPC_SLICES ? rpc_iters / IPC_SLICES : 1;
   for (unsigned i = 0; i < reps; i++) {
     bench_progress("ipc: rep %u/%u", i + 1, reps);
-    raw[i] = ipc_raw_rep(echo_fd, rpc_iters);
-    af[i] = ipc_alloc_free_rep(c, rpc_iters);
-    rpc[i] = ipc_cache_rpc_rep(&r, offs, rpc_iters);
+    raw[i] = af[i] = rpc[i] = 0;
+    for (unsigned s = 0; s < IPC_SLICES; s++) {
+      double a = ipc_raw_rep(echo_fd, slice), b = ipc_alloc_free_rep(c, slice),
+             e = ipc_cache_rpc_rep(&r, offs, slice);
+      if (a < 0 || b < 0 || e < 0) goto out;
+      raw[i] += a / IPC_SLICES;
+      af[i] += b / IPC_SLICES;
+      rpc[i] += e / IPC_SLICES;
+    }
     mag[i] = ipc_magazine_rep(k, mag_iters);
-    if (raw[i] < 0 || af[i] < 0 || rpc[i] < 0 || mag[i] < 0) goto out;
+    if (mag[i] < 0) goto out;
   }
   bench_result_t res[4] = {
       {.name = "raw.roundtrip", .ns_per_op = bench_median(raw, reps)},
