@@ -77,7 +77,7 @@
 #include "frame.h"
 #include "log.h"
 
-#define SERVER_INBUF (64u * 1024u)
+#define SERVER_INBUF (16u * 1024u)   /* one read; frames up to max_frame are assembled by the reader */
 #define SERVER_CLOSE_LINGER_MS 2000u
 #define SERVER_REJECT_LINGER_MS 2000u
 #define SERVER_MAX_REJECTING 64u
