@@ -7,11 +7,11 @@
 
 typedef struct arena_chunk arena_chunk_t;
 typedef struct arena {
-  arena_chunk_t *head;   /* newest chunk first */
-  size_t used;           /* bytes used in head */
-  size_t cap;            /* bytes of head's payload */
-  size_t total;          /* bytes obtained from malloc, for the budget */
-  size_t budget;         /* 0 = unlimited */
+  arena_chunk_t *head; /* newest chunk first */
+  size_t used;         /* bytes used in head */
+  size_t cap;          /* bytes of head's payload */
+  size_t total;        /* bytes obtained from malloc, for the budget */
+  size_t budget;       /* 0 = unlimited */
 } arena_t;
 
 void arena_init(arena_t *a, size_t budget);

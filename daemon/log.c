@@ -31,13 +31,18 @@ void log_set_level(int level) {
   log_level = level;
 }
 
-int log_get_level(void) { return log_level; }
+int log_get_level(void) {
+  return log_level;
+}
 
 int log_parse_level(const char *s, int *ret_level) {
-  static const struct { const char *name; int level; } names[] = {
-      {"emerg", LOG_EMERG}, {"alert", LOG_ALERT},     {"crit", LOG_CRIT},
-      {"err", LOG_ERR},     {"error", LOG_ERR},       {"warning", LOG_WARNING},
-      {"warn", LOG_WARNING}, {"notice", LOG_NOTICE},  {"info", LOG_INFO},
+  static const struct {
+    const char *name;
+    int level;
+  } names[] = {
+      {"emerg", LOG_EMERG},  {"alert", LOG_ALERT},   {"crit", LOG_CRIT},
+      {"err", LOG_ERR},      {"error", LOG_ERR},     {"warning", LOG_WARNING},
+      {"warn", LOG_WARNING}, {"notice", LOG_NOTICE}, {"info", LOG_INFO},
       {"debug", LOG_DEBUG},
   };
   if (!s || !*s) return PP_EINVAL;

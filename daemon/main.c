@@ -70,32 +70,48 @@ static int parse_bool(const char *s, bool *ret) {
   return 0;
 }
 
-typedef enum { OPT_SOCKET, OPT_SIZE, OPT_PAGE_SIZE, OPT_MAX_CLIENTS, OPT_QUOTA, OPT_MAX_BUFFERS,
-               OPT_ADMIN_GROUP, OPT_SOCKET_MODE, OPT_ZERO_ON_FREE, OPT_LOG_LEVEL,
-               OPT_MAX_FRAME, OPT_HELLO_TIMEOUT } opt_id_t;
+typedef enum {
+  OPT_SOCKET,
+  OPT_SIZE,
+  OPT_PAGE_SIZE,
+  OPT_MAX_CLIENTS,
+  OPT_QUOTA,
+  OPT_MAX_BUFFERS,
+  OPT_ADMIN_GROUP,
+  OPT_SOCKET_MODE,
+  OPT_ZERO_ON_FREE,
+  OPT_LOG_LEVEL,
+  OPT_MAX_FRAME,
+  OPT_HELLO_TIMEOUT
+} opt_id_t;
 
 static const struct option_def {
   const char *name;
   opt_id_t id;
-  bool is_bool;   /* takes no value on the command line */
+  bool is_bool; /* takes no value on the command line */
   const char *help;
 } option_defs[] = {
-    {"socket", OPT_SOCKET, false, "PATH  listening socket (default: $PINPOOL_SOCKET, "
-                                  "/run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock)"},
+    {"socket", OPT_SOCKET, false,
+     "PATH  listening socket (default: $PINPOOL_SOCKET, "
+     "/run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock)"},
     {"size", OPT_SIZE, false, "SIZE  region size, suffixes K/M/G (default 64M)"},
-    {"page-size", OPT_PAGE_SIZE, false, "auto|4K|2M|1G  page size of the region (default auto)"},
+    {"page-size", OPT_PAGE_SIZE, false,
+     "auto|4K|2M|1G  page size of the region (default auto)"},
     {"max-clients", OPT_MAX_CLIENTS, false, "N  clients at once (default 256)"},
     {"quota", OPT_QUOTA, false, "SIZE  pinned bytes per uid, 0 = unlimited (default 0)"},
-    {"max-buffers", OPT_MAX_BUFFERS, false, "N  buffer references per session, 0 = unlimited "
-                                            "(default 65536)"},
-    {"admin-group", OPT_ADMIN_GROUP, false, "GROUP  members may ask for stats and shrink "
-                                            "(default: root only)"},
+    {"max-buffers", OPT_MAX_BUFFERS, false,
+     "N  buffer references per session, 0 = unlimited "
+     "(default 65536)"},
+    {"admin-group", OPT_ADMIN_GROUP, false,
+     "GROUP  members may ask for stats and shrink "
+     "(default: root only)"},
     {"socket-mode", OPT_SOCKET_MODE, false, "OCTAL  mode of a socket we bind (default 0660)"},
     {"zero-on-free", OPT_ZERO_ON_FREE, true, "zero buffers and objects when they are freed"},
     {"log-level", OPT_LOG_LEVEL, false, "err|warning|notice|info|debug (default info)"},
     {"max-frame", OPT_MAX_FRAME, false, "SIZE  largest protocol frame (default 64K)"},
-    {"hello-timeout", OPT_HELLO_TIMEOUT, false, "MS  a connection must say hello within this "
-                                                "(default 10000)"},
+    {"hello-timeout", OPT_HELLO_TIMEOUT, false,
+     "MS  a connection must say hello within this "
+     "(default 10000)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -113,8 +129,10 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
 
   switch (d->id) {
   case OPT_SOCKET:
-    if (!*val || strlen(val) >= sizeof o->socket) rc = PP_ERANGE;
-    else snprintf(o->socket, sizeof o->socket, "%s", val);
+    if (!*val || strlen(val) >= sizeof o->socket)
+      rc = PP_ERANGE;
+    else
+      snprintf(o->socket, sizeof o->socket, "%s", val);
     break;
   case OPT_SIZE:
     rc = region_parse_size(val, &o->size);
@@ -128,14 +146,18 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
   case OPT_QUOTA: rc = region_parse_size(val, &o->quota); break;
   case OPT_MAX_BUFFERS: rc = parse_u32(val, &o->max_buffers); break;
   case OPT_ADMIN_GROUP:
-    if (!*val || strlen(val) >= sizeof o->admin_group) rc = PP_EINVAL;
-    else snprintf(o->admin_group, sizeof o->admin_group, "%s", val);
+    if (!*val || strlen(val) >= sizeof o->admin_group)
+      rc = PP_EINVAL;
+    else
+      snprintf(o->admin_group, sizeof o->admin_group, "%s", val);
     break;
   case OPT_SOCKET_MODE: {
     char *end;
     unsigned long m = strtoul(val, &end, 8);
-    if (!*val || *end || m > 07777) rc = PP_EINVAL;
-    else o->socket_mode = (unsigned)m;
+    if (!*val || *end || m > 07777)
+      rc = PP_EINVAL;
+    else
+      o->socket_mode = (unsigned)m;
     break;
   }
   case OPT_ZERO_ON_FREE: rc = parse_bool(val, &o->zero_on_free); break;
@@ -159,9 +181,11 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
 
 static char *trim(char *s) {
   char *e;
-  while (*s == ' ' || *s == '\t') s++;
+  while (*s == ' ' || *s == '\t')
+    s++;
   e = s + strlen(s);
-  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+    *--e = '\0';
   return s;
 }
 
@@ -207,7 +231,8 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
     fprintf(out, "  --%-13s %s\n", option_defs[i].name, option_defs[i].help);
   fprintf(out, "  --%-13s %s\n", "config", "FILE  the same keys as key=value lines");
-  fprintf(out, "  --%-13s %s\n", "probe", "print what region this machine would give, and exit");
+  fprintf(out, "  --%-13s %s\n", "probe",
+          "print what region this machine would give, and exit");
   fprintf(out, "  --%-13s\n  --%-13s\n", "help", "version");
 }
 
@@ -218,8 +243,10 @@ static int parse_args(options_t *o, int argc, char **argv) {
 
   /* The config file first, wherever --config stands, so the command line overrides it. */
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
-    else if (!strncmp(argv[i], "--config=", 9)) config = argv[i] + 9;
+    if (!strcmp(argv[i], "--config") && i + 1 < argc)
+      config = argv[++i];
+    else if (!strncmp(argv[i], "--config=", 9))
+      config = argv[i] + 9;
   }
   if (config && (rc = load_config(o, config))) return rc;
 
@@ -251,10 +278,14 @@ static int parse_args(options_t *o, int argc, char **argv) {
       fprintf(stderr, "pinpoold: unknown option '%s' (see --help)\n", argv[i]);
       return PP_EINVAL;
     }
-    if (eq) val = eq + 1;
-    else if (d->is_bool) val = "true";
-    else if (i + 1 < argc) val = argv[++i];
-    else goto missing;
+    if (eq)
+      val = eq + 1;
+    else if (d->is_bool)
+      val = "true";
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else
+      goto missing;
     if ((rc = apply_option(o, d, val, "command line"))) return rc;
   }
   return 0;
@@ -278,9 +309,14 @@ static int resolve_group(const char *name, gid_t *ret) {
 }
 
 int main(int argc, char **argv) {
-  options_t o = {.size = 64ull << 20, .policy = REGION_PAGE_AUTO, .max_clients = 256,
-                 .max_buffers = 65536, .socket_mode = 0660, .log_level = LOG_INFO,
-                 .max_frame = FRAME_MAX_DEFAULT, .hello_timeout_ms = 10000};
+  options_t o = {.size = 64ull << 20,
+                 .policy = REGION_PAGE_AUTO,
+                 .max_clients = 256,
+                 .max_buffers = 65536,
+                 .socket_mode = 0660,
+                 .log_level = LOG_INFO,
+                 .max_frame = FRAME_MAX_DEFAULT,
+                 .hello_timeout_ms = 10000};
   server_config_t sc = {0};
   pool_config_t pc = {0};
   pool_t *pool = NULL;

@@ -74,7 +74,8 @@ uint64_t pool_now_ms(void) {
 
 static uint64_t name_hash(const char *s) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
   return h == U64MAP_EMPTY ? h - 1 : h;
 }
 
@@ -105,8 +106,11 @@ static bool pool_contig_cb(void *ctx, uint64_t offset, uint64_t len) {
 }
 
 int pool_create(const pool_config_t *cfg, pool_t **ret) {
-  region_config_t rc = {.size = cfg->size, .policy = cfg->policy, .name = "pinpool",
-                        .log = log_region_cb, .log_ctx = NULL};
+  region_config_t rc = {.size = cfg->size,
+                        .policy = cfg->policy,
+                        .name = "pinpool",
+                        .log = log_region_cb,
+                        .log_ctx = NULL};
   pool_t *p = calloc(1, sizeof *p);
   int err;
 
@@ -179,8 +183,12 @@ void pool_destroy(pool_t *p) {
   free(p);
 }
 
-const region_t *pool_region(const pool_t *p) { return p->region; }
-uint32_t pool_nr_sessions(const pool_t *p) { return p->nsessions; }
+const region_t *pool_region(const pool_t *p) {
+  return p->region;
+}
+uint32_t pool_nr_sessions(const pool_t *p) {
+  return p->nsessions;
+}
 
 uint64_t pool_free_bytes(pool_t *p) {
   buddy_stats_t st;
@@ -268,8 +276,9 @@ static void buf_release(pool_t *p, pbuf_t *b) {
   u64map_del(&p->by_offset, b->offset);
   if (p->cfg.zero_on_free) memset((char *)region_base(p->region) + b->offset, 0, b->size);
   rc = buddy_free(p->buddy, b->offset);
-  if (rc) log_err("buddy_free(%" PRIu64 ") of buffer %" PRIu64 ": %s", b->offset, b->handle,
-                  pp_strerror(rc));
+  if (rc)
+    log_err("buddy_free(%" PRIu64 ") of buffer %" PRIu64 ": %s", b->offset, b->handle,
+            pp_strerror(rc));
   quota_uncharge(p, b->owner_uid, b->size);
   p->buf_bytes -= b->size;
   p->nbufs--;
@@ -348,7 +357,8 @@ static int fill_buffer(pool_t *p, pbuf_t *b, resp_t *resp, arena_t *a) {
       hi = mid;
   }
   first = lo;
-  while (first + n < p->nruns && p->runs[first + n].offset < end) n++;
+  while (first + n < p->nruns && p->runs[first + n].offset < end)
+    n++;
   if (n) {
     m->segments = arena_alloc(a, n * sizeof *m->segments);
     Pinpool__V1__Segment *seg = arena_alloc(a, n * sizeof *seg);
@@ -397,8 +407,9 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
   if (name && buf_by_name(p, name))
     return reply(resp, a, PP_EEXIST, "a buffer named '%s' is already published", name);
   if (buffer_limit_reached(p, s))
-    return reply(resp, a, PP_ELIMIT, "this session already holds %" PRIu64 " buffers (limit %u)",
-                 s->buf_refs, p->cfg.max_buffers);
+    return reply(resp, a, PP_ELIMIT,
+                 "this session already holds %" PRIu64 " buffers (limit %u)", s->buf_refs,
+                 p->cfg.max_buffers);
   if (!quota_allows(p, s->uid, bsize))
     return reply(resp, a, PP_EQUOTA,
                  "uid %u has %" PRIu64 " bytes pinned; %" PRIu64 " more exceeds quota %" PRIu64,
@@ -407,10 +418,10 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
   rc = buddy_alloc(p->buddy, order, (m->flags & 0x1u) ? BUDDY_CONTIG : 0, &offset);
   if (rc == PP_ENOCONTIG)
     return reply(resp, a, rc, "no physically contiguous block of %" PRIu64 " bytes%s", bsize,
-                 !region_phys_known(p->region) ? " (physical addresses unknown)"
-                 : !region_hugepages(p->region) ? " (no hugepages)" : "");
-  if (rc == PP_ENOMEM)
-    return reply(resp, a, rc, "no free block of %" PRIu64 " bytes", bsize);
+                 !region_phys_known(p->region)  ? " (physical addresses unknown)"
+                 : !region_hugepages(p->region) ? " (no hugepages)"
+                                                : "");
+  if (rc == PP_ENOMEM) return reply(resp, a, rc, "no free block of %" PRIu64 " bytes", bsize);
   if (rc == PP_ERANGE)
     return reply(resp, a, rc, "size %" PRIu64 " exceeds the largest block", m->size);
   if (rc) return reply(resp, a, rc, "buddy_alloc: %s", pp_strerror(rc));
@@ -423,8 +434,8 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
   b->order = order;
   b->owner_uid = s->uid;
   b->phys = buf_phys(p, offset);
-  b->contiguous = bsize <= region_page_size(p->region) ||
-                  region_is_contiguous(p->region, offset, bsize);
+  b->contiguous =
+      bsize <= region_page_size(p->region) || region_is_contiguous(p->region, offset, bsize);
   if (name) {
     b->name = strdup(name);
     if (!b->name) goto nomem_buf;
@@ -488,10 +499,12 @@ static int do_lookup(pool_t *p, session_t *s, const Pinpool__V1__Lookup *m, resp
   pbuf_t *b;
   if (!m->name || !m->name[0]) return reply(resp, a, PP_EINVAL, "lookup needs a name");
   b = buf_by_name(p, m->name);
-  if (!b) return reply(resp, a, PP_ENOENT, "no buffer named '%.*s'", (int)POOL_NAME_MAX, m->name);
+  if (!b)
+    return reply(resp, a, PP_ENOENT, "no buffer named '%.*s'", (int)POOL_NAME_MAX, m->name);
   if (buffer_limit_reached(p, s))
-    return reply(resp, a, PP_ELIMIT, "this session already holds %" PRIu64 " buffers (limit %u)",
-                 s->buf_refs, p->cfg.max_buffers);
+    return reply(resp, a, PP_ELIMIT,
+                 "this session already holds %" PRIu64 " buffers (limit %u)", s->buf_refs,
+                 p->cfg.max_buffers);
   if (buf_hold(p, s, b)) return reply_nomem(resp, a);
   return fill_buffer(p, b, resp, a);
 }
@@ -538,8 +551,7 @@ static int cache_adopt(pool_t *p, slab_cache_t *c, pcache_t **ret) {
   return 0;
 }
 
-static int do_cache_open(pool_t *p, const Pinpool__V1__CacheOpen *m, resp_t *resp,
-                         arena_t *a) {
+static int do_cache_open(pool_t *p, const Pinpool__V1__CacheOpen *m, resp_t *resp, arena_t *a) {
   Pinpool__V1__CacheInfo *ci;
   slab_cache_t *c;
   pcache_t *pc;
@@ -555,8 +567,7 @@ static int do_cache_open(pool_t *p, const Pinpool__V1__CacheOpen *m, resp_t *res
   if (rc == PP_EGEOMETRY)
     return reply(resp, a, rc, "cache '%s' exists with another object size or alignment",
                  m->name);
-  if (rc == PP_ERANGE)
-    return reply(resp, a, rc, "object size %u out of range", m->object_size);
+  if (rc == PP_ERANGE) return reply(resp, a, rc, "object size %u out of range", m->object_size);
   if (rc) return reply(resp, a, rc, "cache '%s': %s", m->name, pp_strerror(rc));
   if (cache_adopt(p, c, &pc)) return reply_nomem(resp, a);
   ci = arena_alloc(a, sizeof *ci);
@@ -623,14 +634,16 @@ undo:
     u64map_del(&s->objs, offs[i]);
     u64map_del(&p->obj_owner, offs[i]);
   }
-  for (unsigned i = 0; i < got; i++) mag_free(pc->mag, offs[i]);
+  for (unsigned i = 0; i < got; i++)
+    mag_free(pc->mag, offs[i]);
   if (slab_failed)
-    return reply(resp, a, PP_ENOMEM, "cache '%s': no memory for %u objects", pc->name, m->count);
+    return reply(resp, a, PP_ENOMEM, "cache '%s': no memory for %u objects", pc->name,
+                 m->count);
   return reply_nomem(resp, a);
 }
 
-static int do_cache_free(pool_t *p, session_t *s, const Pinpool__V1__CacheFree *m,
-                         resp_t *resp, arena_t *a) {
+static int do_cache_free(pool_t *p, session_t *s, const Pinpool__V1__CacheFree *m, resp_t *resp,
+                         arena_t *a) {
   pcache_t *pc = pool_cache_by_id(p, m->cache_id);
   u64map_t seen;
   int rc = 0;
@@ -642,18 +655,20 @@ static int do_cache_free(pool_t *p, session_t *s, const Pinpool__V1__CacheFree *
     uint64_t off = m->offsets[i], cid, owner;
     if (!u64map_get(&s->objs, off, &cid)) {
       if (u64map_get(&p->obj_owner, off, &owner))
-        rc = reply(resp, a, PP_EPERM, "offset %" PRIu64 " (index %zu) is held by another session",
-                   off, i);
+        rc = reply(resp, a, PP_EPERM,
+                   "offset %" PRIu64 " (index %zu) is held by another session", off, i);
       else
         rc = reply(resp, a, PP_ENOENT,
                    "offset %" PRIu64 " (index %zu) is not an object held in cache '%s'", off, i,
                    pc->name);
     } else if (cid != pc->id) {
-      rc = reply(resp, a, PP_EINVAL, "offset %" PRIu64 " (index %zu) belongs to cache %" PRIu64
-                 ", not %u", off, i, cid, pc->id);
+      rc = reply(resp, a, PP_EINVAL,
+                 "offset %" PRIu64 " (index %zu) belongs to cache %" PRIu64 ", not %u", off, i,
+                 cid, pc->id);
     } else if (m->n_offsets > 1) {
       if (u64map_get(&seen, off, NULL))
-        rc = reply(resp, a, PP_EDOUBLEFREE, "offset %" PRIu64 " (index %zu) appears twice", off, i);
+        rc = reply(resp, a, PP_EDOUBLEFREE, "offset %" PRIu64 " (index %zu) appears twice", off,
+                   i);
       else if (u64map_put(&seen, off, 1))
         rc = reply_nomem(resp, a);
     }
@@ -720,7 +735,8 @@ static int do_shrink(pool_t *p, session_t *s, resp_t *resp, arena_t *a) {
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_SHRINK;
   resp->shrink = r;
   log_info("shrink by session %" PRIu64 ": %" PRIu64 " objects drained, %" PRIu64
-           " slabs (%" PRIu64 " bytes) released", s->id, drained, slabs, r->bytes_released);
+           " slabs (%" PRIu64 " bytes) released",
+           s->id, drained, slabs, r->bytes_released);
   return 0;
 }
 
@@ -739,7 +755,9 @@ void pool_handle(pool_t *p, session_t *s, const Pinpool__V1__Request *req, resp_
     break;
   case PINPOOL__V1__REQUEST__BODY_STATS: do_stats(p, s, req->stats, resp, a); break;
   case PINPOOL__V1__REQUEST__BODY_SHRINK: do_shrink(p, s, resp, a); break;
-  default: reply(resp, a, PP_EPROTO, "unexpected request (body %d)", (int)req->body_case); break;
+  default:
+    reply(resp, a, PP_EPROTO, "unexpected request (body %d)", (int)req->body_case);
+    break;
   }
   PP_VALIDATE(pool_check, p);
 }
@@ -756,8 +774,10 @@ void pool_session_release(pool_t *p, session_t *s) {
   if (u64map_len(&s->holds)) {
     handles = malloc(u64map_len(&s->holds) * sizeof *handles);
     if (handles) {
-      while (u64map_next(&s->holds, &it, &k, NULL)) handles[n++] = k;
-      for (size_t i = 0; i < n; i++) buf_unhold(p, s, buf_by_handle(p, handles[i]), 0);
+      while (u64map_next(&s->holds, &it, &k, NULL))
+        handles[n++] = k;
+      for (size_t i = 0; i < n; i++)
+        buf_unhold(p, s, buf_by_handle(p, handles[i]), 0);
       free(handles);
     } else {
       /* Out of private memory: unhold one at a time, restarting the walk each time. */
@@ -795,8 +815,10 @@ void pool_session_release(pool_t *p, session_t *s) {
   u64map_fini(&touched);
 
   if (s->prev || s->next || p->sessions == s) {
-    if (s->prev) s->prev->next = s->next;
-    else p->sessions = s->next;
+    if (s->prev)
+      s->prev->next = s->next;
+    else
+      p->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     s->prev = s->next = NULL;
     p->nsessions--;
@@ -806,12 +828,12 @@ void pool_session_release(pool_t *p, session_t *s) {
 
 /* ---- validator ------------------------------------------------------------------------- */
 
-#define CHECK(cond, ...)                                                                 \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      snprintf(why, why_len, __VA_ARGS__);                                               \
-      return PP_ECORRUPT;                                                                \
-    }                                                                                    \
+#define CHECK(cond, ...)                                                                       \
+  do {                                                                                         \
+    if (!(cond)) {                                                                             \
+      snprintf(why, why_len, __VA_ARGS__);                                                     \
+      return PP_ECORRUPT;                                                                      \
+    }                                                                                          \
   } while (0)
 
 int pool_check(pool_t *p, char *why, size_t why_len) {
@@ -827,22 +849,26 @@ int pool_check(pool_t *p, char *why, size_t why_len) {
       bool listed = false;
       CHECK(b, "session %" PRIu64 " holds dead handle %" PRIu64, s->id, k);
       CHECK(v > 0, "session %" PRIu64 " holds handle %" PRIu64 " zero times", s->id, k);
-      for (uint32_t i = 0; b && i < b->nholders; i++) listed |= b->holders[i] == s;
+      for (uint32_t i = 0; b && i < b->nholders; i++)
+        listed |= b->holders[i] == s;
       CHECK(listed, "buffer %" PRIu64 " does not list holder session %" PRIu64, k, s->id);
       refs += v;
       bytes += b->size;
     }
-    CHECK(refs == s->buf_refs, "session %" PRIu64 ": %" PRIu64 " refs counted, %" PRIu64 " recorded",
-          s->id, refs, s->buf_refs);
+    CHECK(refs == s->buf_refs,
+          "session %" PRIu64 ": %" PRIu64 " refs counted, %" PRIu64 " recorded", s->id, refs,
+          s->buf_refs);
     CHECK(bytes == s->buf_bytes, "session %" PRIu64 ": buffer bytes disagree", s->id);
     it = 0;
     while (u64map_next(&s->objs, &it, &k, &v)) {
       uint64_t owner;
       pcache_t *pc = pool_cache_by_id(p, (uint32_t)v);
-      CHECK(pc, "session %" PRIu64 " holds object %" PRIu64 " of unknown cache %" PRIu64, s->id, k, v);
+      CHECK(pc, "session %" PRIu64 " holds object %" PRIu64 " of unknown cache %" PRIu64, s->id,
+            k, v);
       CHECK(u64map_get(&p->obj_owner, k, &owner) && owner == s->id,
             "object %" PRIu64 " of session %" PRIu64 " not owned in obj_owner", k, s->id);
-      CHECK(slab_cache_owns(pc->cache, k), "object %" PRIu64 " not allocated in cache %u", k, pc->id);
+      CHECK(slab_cache_owns(pc->cache, k), "object %" PRIu64 " not allocated in cache %u", k,
+            pc->id);
       obytes += pc->object_size;
       nobjs++;
     }
@@ -858,18 +884,24 @@ int pool_check(pool_t *p, char *why, size_t why_len) {
     unsigned order;
     CHECK(b->nholders > 0, "buffer %" PRIu64 " has no holders", k);
     for (uint32_t i = 0; i < b->nholders; i++)
-      CHECK(u64map_get(&b->holders[i]->holds, k, NULL), "holder of buffer %" PRIu64 " does not hold it", k);
-    CHECK(u64map_get(&p->by_offset, b->offset, &o) && o == v, "buffer %" PRIu64 " not indexed by offset", k);
+      CHECK(u64map_get(&b->holders[i]->holds, k, NULL),
+            "holder of buffer %" PRIu64 " does not hold it", k);
+    CHECK(u64map_get(&p->by_offset, b->offset, &o) && o == v,
+          "buffer %" PRIu64 " not indexed by offset", k);
     CHECK(buddy_block_order(p->buddy, b->offset, &order) == 0 && order == b->order,
           "buffer %" PRIu64 " is not an allocated block of order %u", k, b->order);
-    CHECK(!b->name || buf_by_name(p, b->name) == b, "buffer %" PRIu64 " not found by its name", k);
+    CHECK(!b->name || buf_by_name(p, b->name) == b, "buffer %" PRIu64 " not found by its name",
+          k);
     bufbytes += b->size;
   }
-  CHECK(u64map_len(&p->by_offset) == u64map_len(&p->by_handle), "offset and handle indexes differ");
-  CHECK(bufbytes == p->buf_bytes, "buffer bytes %" PRIu64 " != recorded %" PRIu64, bufbytes, p->buf_bytes);
+  CHECK(u64map_len(&p->by_offset) == u64map_len(&p->by_handle),
+        "offset and handle indexes differ");
+  CHECK(bufbytes == p->buf_bytes, "buffer bytes %" PRIu64 " != recorded %" PRIu64, bufbytes,
+        p->buf_bytes);
 
   it = 0;
-  while (u64map_next(&p->uid_bytes, &it, &k, &v)) charged += v;
+  while (u64map_next(&p->uid_bytes, &it, &k, &v))
+    charged += v;
   CHECK(charged == p->buf_bytes + p->obj_bytes, "quota charges %" PRIu64 " != pinned %" PRIu64,
         charged, p->buf_bytes + p->obj_bytes);
 
@@ -879,8 +911,8 @@ int pool_check(pool_t *p, char *why, size_t why_len) {
     it = 0;
     while (u64map_next(&p->obj_owner, &it, &k, NULL))
       if (slab_cache_owns(pc->cache, k)) held++;
-    CHECK(held == pc->held, "cache %u: %" PRIu64 " objects held, %" PRIu64 " recorded", pc->id, held,
-          pc->held);
+    CHECK(held == pc->held, "cache %u: %" PRIu64 " objects held, %" PRIu64 " recorded", pc->id,
+          held, pc->held);
     if ((rc = mag_check(pc->depot, pc->held, why, why_len))) return rc;
   }
   if ((rc = slab_check(p->slab, why, why_len))) return rc;

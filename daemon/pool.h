@@ -12,16 +12,16 @@
 #include "region.h"
 #include "session.h"
 
-#define POOL_NAME_MAX 255u          /* bytes of a published buffer's name */
-#define POOL_CACHE_ALLOC_MAX 1024u  /* objects per cache_alloc */
+#define POOL_NAME_MAX 255u         /* bytes of a published buffer's name */
+#define POOL_CACHE_ALLOC_MAX 1024u /* objects per cache_alloc */
 
 typedef struct pool_config {
-  uint64_t size;                /* region bytes */
+  uint64_t size; /* region bytes */
   region_page_policy_t policy;
-  uint64_t quota;               /* pinned bytes per uid (buffers + objects); 0 = unlimited */
-  uint32_t max_buffers;         /* buffer references per session; 0 = unlimited */
-  uint32_t max_clients;         /* only reported (Stats.max_clients); the server enforces it */
-  bool zero_on_free;            /* zero blocks and objects when they go back */
+  uint64_t quota;       /* pinned bytes per uid (buffers + objects); 0 = unlimited */
+  uint32_t max_buffers; /* buffer references per session; 0 = unlimited */
+  uint32_t max_clients; /* only reported (Stats.max_clients); the server enforces it */
+  bool zero_on_free;    /* zero blocks and objects when they go back */
 } pool_config_t;
 
 typedef struct pool pool_t;

@@ -77,29 +77,30 @@
 #include "frame.h"
 #include "log.h"
 
-#define SERVER_INBUF (16u * 1024u)   /* one read; frames up to max_frame are assembled by the reader */
+#define SERVER_INBUF                                                                           \
+  (16u * 1024u) /* one read; frames up to max_frame are assembled by the reader */
 #define SERVER_CLOSE_LINGER_MS 2000u
 #define SERVER_REJECT_LINGER_MS 2000u
 #define SERVER_MAX_REJECTING 64u
-#define SERVER_MIN_PENDING 64u    /* pre-Hello connections allowed: max(this, max_clients) */
+#define SERVER_MIN_PENDING 64u /* pre-Hello connections allowed: max(this, max_clients) */
 #define SERVER_ARENA_BUDGET (64u * 1024u * 1024u)
 
 typedef struct server server_t;
 
 typedef struct conn {
   uv_pipe_t pipe;
-  uv_timer_t timer;             /* hello timeout, reject linger, or close linger */
+  uv_timer_t timer; /* hello timeout, reject linger, or close linger */
   uv_shutdown_t shutdown_req;
   server_t *srv;
-  session_t *session;           /* NULL once released */
+  session_t *session; /* NULL once released */
   frame_reader_t reader;
-  uint8_t *inbuf;               /* last read; [in_off, in_len) not yet processed */
+  uint8_t *inbuf; /* last read; [in_off, in_len) not yet processed */
   size_t in_off, in_len;
-  bool paused;                  /* reads stopped for back-pressure */
-  bool closing;                 /* session released, no more requests */
-  bool handles_closing;         /* uv_close issued */
-  bool rejecting;               /* over max_clients: answer TOO_MANY_CLIENTS, close */
-  int open_handles;             /* pipe + timer; the conn is freed when both closed */
+  bool paused;          /* reads stopped for back-pressure */
+  bool closing;         /* session released, no more requests */
+  bool handles_closing; /* uv_close issued */
+  bool rejecting;       /* over max_clients: answer TOO_MANY_CLIENTS, close */
+  int open_handles;     /* pipe + timer; the conn is freed when both closed */
   struct conn *prev, *next;
 } conn_t;
 
@@ -118,9 +119,9 @@ struct server {
   bool listener_open, own_socket, stopping, notify;
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
   conn_t *conns;
-  uint32_t nclients;            /* sessions past Hello: the ones --max-clients counts */
-  uint32_t npending;            /* sessions accepted, Hello not yet seen */
-  uint32_t nrejecting;          /* connections over the pending bound, being refused */
+  uint32_t nclients;   /* sessions past Hello: the ones --max-clients counts */
+  uint32_t npending;   /* sessions accepted, Hello not yet seen */
+  uint32_t nrejecting; /* connections over the pending bound, being refused */
 };
 
 /* ---- systemd ------------------------------------------------------------------------- */
@@ -170,16 +171,22 @@ static void conn_close_now(conn_t *c) {
   if (c->handles_closing) return;
   c->handles_closing = true;
   if (c->rejecting) srv->nrejecting--;
-  if (c->prev) c->prev->next = c->next;
-  else srv->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
 }
 
-static void on_linger_timeout(uv_timer_t *t) { conn_close_now(t->data); }
+static void on_linger_timeout(uv_timer_t *t) {
+  conn_close_now(t->data);
+}
 
-static void on_shutdown(uv_shutdown_t *req, int status) { conn_close_now(req->data); }
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn_close_now(req->data);
+}
 
 /* Stop reading, release the session, flush what is queued, then close. */
 static void conn_close_graceful(conn_t *c) {
@@ -224,7 +231,8 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (c->paused && !c->closing &&
-      uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) <= c->srv->cfg->write_high_water / 4) {
+      uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) <=
+          c->srv->cfg->write_high_water / 4) {
     c->paused = false;
     conn_process(c);
     if (!c->paused && !c->closing) conn_resume_reading(c);
@@ -365,7 +373,8 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(cm), &memfd, sizeof memfd);
-  do n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  do
+    n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     log_info("sending Welcome to session %" PRIu64 ": %s", c->session->id, strerror(errno));
@@ -404,8 +413,9 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
   const Pinpool__V1__Hello *h = req->hello;
 
   if (h->protocol_version != PROTOCOL_VERSION) {
-    conn_fail(c, req->id, PP_EVERSION, "protocol version %u not supported; this daemon speaks %u",
-              h->protocol_version, PROTOCOL_VERSION);
+    conn_fail(c, req->id, PP_EVERSION,
+              "protocol version %u not supported; this daemon speaks %u", h->protocol_version,
+              PROTOCOL_VERSION);
     return;
   }
   if (c->srv->nclients >= c->srv->cfg->max_clients) {
@@ -417,7 +427,8 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
   session_set_name(s, h->client_name);
   if (h->session_token.len)
     log_debug("session %" PRIu64 ": re-claiming a previous session is not supported yet; "
-              "starting a new one", s->id);
+              "starting a new one",
+              s->id);
   s->hello_done = true;
   c->srv->npending--;
   c->srv->nclients++;
@@ -494,7 +505,8 @@ static void conn_process(conn_t *c) {
     int n = frame_reader_feed(&c->reader, c->inbuf + c->in_off, c->in_len - c->in_off, &frame,
                               &flen);
     if (n < 0) {
-      conn_fail(c, 0, PP_EPROTO, "frame length 0 or above max_frame %u", c->srv->cfg->max_frame);
+      conn_fail(c, 0, PP_EPROTO, "frame length 0 or above max_frame %u",
+                c->srv->cfg->max_frame);
       return;
     }
     c->in_off += (size_t)n;
@@ -591,13 +603,13 @@ static void on_connection(uv_stream_t *listener, int status) {
    * connection that has not spoken yet, holds none); connections that have not said
    * Hello are bounded separately, and by the hello timeout. */
   if (srv->npending >= (srv->cfg->max_clients > SERVER_MIN_PENDING ? srv->cfg->max_clients
-                                                                    : SERVER_MIN_PENDING)) {
+                                                                   : SERVER_MIN_PENDING)) {
     if (srv->nrejecting > SERVER_MAX_REJECTING) {
       conn_close_now(c);
       return;
     }
-    log_notice("pid %d uid %u refused: %u connections have not said hello yet",
-               (int)cred.pid, (unsigned)cred.uid, srv->npending);
+    log_notice("pid %d uid %u refused: %u connections have not said hello yet", (int)cred.pid,
+               (unsigned)cred.uid, srv->npending);
     uv_timer_start(&c->timer, on_hello_timeout, SERVER_REJECT_LINGER_MS, 0);
   } else {
     if (session_create(cred.pid, cred.uid, cred.gid, &c->session)) {
@@ -678,8 +690,10 @@ static int server_listen(server_t *srv) {
       log_err("uv_pipe_open: %s", uv_strerror(rc));
       return PP_EOS;
     }
-    if (uv_pipe_getsockname(&srv->listener, srv->path, &len) != 0) snprintf(srv->path, sizeof srv->path, "?");
-    else srv->path[len < sizeof srv->path ? len : sizeof srv->path - 1] = '\0';
+    if (uv_pipe_getsockname(&srv->listener, srv->path, &len) != 0)
+      snprintf(srv->path, sizeof srv->path, "?");
+    else
+      srv->path[len < sizeof srv->path ? len : sizeof srv->path - 1] = '\0';
     srv->own_socket = false;
     log_info("using the socket passed by systemd: %s", srv->path);
   } else {

@@ -11,13 +11,13 @@
 #include "pool.h"
 
 typedef struct server_config {
-  const char *socket_path;    /* where to bind when systemd passes no socket */
-  unsigned socket_mode;       /* chmod of a socket we bind (not of a passed one) */
-  uint32_t max_clients;       /* sessions at once; more get TOO_MANY_CLIENTS */
-  uint32_t max_frame;         /* announced in Welcome; both directions */
-  gid_t admin_gid;            /* (gid_t)-1: root only */
-  size_t write_high_water;    /* queued reply bytes above which a client's reads pause */
-  unsigned hello_timeout_ms;  /* a connection must say Hello within this */
+  const char *socket_path;   /* where to bind when systemd passes no socket */
+  unsigned socket_mode;      /* chmod of a socket we bind (not of a passed one) */
+  uint32_t max_clients;      /* sessions at once; more get TOO_MANY_CLIENTS */
+  uint32_t max_frame;        /* announced in Welcome; both directions */
+  gid_t admin_gid;           /* (gid_t)-1: root only */
+  size_t write_high_water;   /* queued reply bytes above which a client's reads pause */
+  unsigned hello_timeout_ms; /* a connection must say Hello within this */
 } server_config_t;
 
 /* Listen (bound or socket-activated), serve until SIGTERM/SIGINT, shut down cleanly.

@@ -79,8 +79,11 @@ size_t session_utf8_prefix(const char *str, size_t max) {
   size_t i = 0;
   while (i < max && s[i]) {
     unsigned c = s[i];
-    size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-             : (c & 0xf8) == 0xf0 ? 4 : 0;
+    size_t n = c < 0x80             ? 1
+               : (c & 0xe0) == 0xc0 ? 2
+               : (c & 0xf0) == 0xe0 ? 3
+               : (c & 0xf8) == 0xf0 ? 4
+                                    : 0;
     uint32_t cp;
     if (!n || i + n > max) break;
     cp = n == 1 ? c : c & (0x7fu >> n);
@@ -117,7 +120,8 @@ bool session_is_admin(uid_t uid, gid_t gid, gid_t admin_gid) {
   /* On overflow getgrouplist fills what fits and returns -1: the first 256 groups are
    * still checked, which errs on the side of refusing. */
   getgrouplist(pw.pw_name, gid, groups, &ngroups);
-  if (ngroups > (int)(sizeof groups / sizeof groups[0])) ngroups = (int)(sizeof groups / sizeof groups[0]);
+  if (ngroups > (int)(sizeof groups / sizeof groups[0]))
+    ngroups = (int)(sizeof groups / sizeof groups[0]);
   for (int i = 0; i < ngroups; i++)
     if (groups[i] == admin_gid) return true;
   return false;

@@ -10,7 +10,7 @@
 #include "u64map.h"
 
 #define SESSION_TOKEN_LEN 16u
-#define SESSION_NAME_MAX 64u   /* client_name bytes kept, without the NUL */
+#define SESSION_NAME_MAX 64u /* client_name bytes kept, without the NUL */
 
 typedef struct session {
   uint64_t id;                      /* unique within this daemon's lifetime, from 1 */
@@ -18,21 +18,21 @@ typedef struct session {
   pid_t pid;                        /* SO_PEERCRED at accept: never what the client says */
   uid_t uid;
   gid_t gid;
-  bool admin;                       /* uid 0 or member of the admin group, decided once */
-  bool hello_done;                  /* the first request must be Hello */
-  char name[SESSION_NAME_MAX + 1];  /* Hello.client_name, for operators */
-  uint64_t connected_ms;            /* Unix time in ms */
-  uint64_t requests;                /* requests served, Hello included */
+  bool admin;                      /* uid 0 or member of the admin group, decided once */
+  bool hello_done;                 /* the first request must be Hello */
+  char name[SESSION_NAME_MAX + 1]; /* Hello.client_name, for operators */
+  uint64_t connected_ms;           /* Unix time in ms */
+  uint64_t requests;               /* requests served, Hello included */
 
   /* Holdings.  holds: buffer handle -> references this session holds (alloc and each
    * lookup add one).  objs: object offset -> cache id, the objects it holds. */
   u64map_t holds;
   u64map_t objs;
-  uint64_t buf_refs;                /* sum of holds' counts (the per-session buffer limit) */
-  uint64_t buf_bytes;               /* block bytes of the distinct buffers it holds */
-  uint64_t obj_bytes;               /* object_size bytes of the objects it holds */
+  uint64_t buf_refs;  /* sum of holds' counts (the per-session buffer limit) */
+  uint64_t buf_bytes; /* block bytes of the distinct buffers it holds */
+  uint64_t obj_bytes; /* object_size bytes of the objects it holds */
 
-  struct session *prev, *next;      /* the pool's list of live sessions */
+  struct session *prev, *next; /* the pool's list of live sessions */
 } session_t;
 
 /* A new session with a fresh id and token.  PP_ENOMEM, or PP_EOS when getrandom fails. */

@@ -40,7 +40,7 @@ typedef struct map_ctx {
   arena_t *a;
   Pinpool__V1__MapBlock **out;
   size_t n, cap;
-  u64map_t *slab_index;   /* slab offset -> index into slabs */
+  u64map_t *slab_index; /* slab offset -> index into slabs */
   slabrec_t *slabs;
   bool failed;
 } map_ctx_t;
@@ -118,7 +118,8 @@ static int build_map(pool_t *p, Pinpool__V1__Stats *st, arena_t *a) {
   int rc = 0;
 
   u64map_init(&index);
-  for (size_t i = 0; i < p->ncaches; i++) slab_cache_walk(p->cache_list[i]->cache, collect_slab, &sc);
+  for (size_t i = 0; i < p->ncaches; i++)
+    slab_cache_walk(p->cache_list[i]->cache, collect_slab, &sc);
   if (sc.failed) goto nomem;
   for (size_t i = 0; i < sc.n; i++)
     if (u64map_put(&index, sc.v[i].offset, i)) goto nomem;
@@ -158,7 +159,8 @@ static int build_buffers(pool_t *p, Pinpool__V1__Stats *st, arena_t *a) {
   v = arena_alloc(a, n * sizeof *v);
   st->buffers = arena_alloc(a, n * sizeof *st->buffers);
   if (!v || !st->buffers) return PP_ENOMEM;
-  while (u64map_next(&p->by_handle, &it, &k, &val)) v[i++] = (pbuf_t *)(uintptr_t)val;
+  while (u64map_next(&p->by_handle, &it, &k, &val))
+    v[i++] = (pbuf_t *)(uintptr_t)val;
   qsort(v, n, sizeof *v, cmp_handle);
   for (i = 0; i < n; i++) {
     pbuf_t *b = v[i];

@@ -43,7 +43,8 @@ void u64map_fini(u64map_t *m) {
 
 static size_t find_slot(const u64map_t *m, uint64_t key) {
   size_t mask = m->cap - 1, i = (size_t)mix(key) & mask;
-  while (m->keys[i] != U64MAP_EMPTY && m->keys[i] != key) i = (i + 1) & mask;
+  while (m->keys[i] != U64MAP_EMPTY && m->keys[i] != key)
+    i = (i + 1) & mask;
   return i;
 }
 
@@ -57,7 +58,8 @@ static int grow(u64map_t *m) {
     free(nv);
     return PP_ENOMEM;
   }
-  for (size_t i = 0; i < ncap; i++) nk[i] = U64MAP_EMPTY;
+  for (size_t i = 0; i < ncap; i++)
+    nk[i] = U64MAP_EMPTY;
   n.keys = nk;
   n.vals = nv;
   n.cap = ncap;

@@ -8,9 +8,9 @@
 #include <stdint.h>
 
 typedef struct u64map {
-  uint64_t *keys;   /* U64MAP_EMPTY marks a free slot */
+  uint64_t *keys; /* U64MAP_EMPTY marks a free slot */
   uint64_t *vals;
-  size_t cap;       /* 0 or a power of two */
+  size_t cap; /* 0 or a power of two */
   size_t len;
 } u64map_t;
 
@@ -24,7 +24,9 @@ int u64map_put(u64map_t *m, uint64_t key, uint64_t val);
 bool u64map_get(const u64map_t *m, uint64_t key, uint64_t *ret_val);
 /* True when the key was present (and is now gone). */
 bool u64map_del(u64map_t *m, uint64_t key);
-static inline size_t u64map_len(const u64map_t *m) { return m->len; }
+static inline size_t u64map_len(const u64map_t *m) {
+  return m->len;
+}
 
 /* Iteration: for (size_t i = 0; u64map_next(m, &i, &k, &v);) — no changes meanwhile. */
 bool u64map_next(const u64map_t *m, size_t *iter, uint64_t *ret_key, uint64_t *ret_val);

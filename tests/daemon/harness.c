@@ -81,7 +81,8 @@ void daemon_dump_log(const daemon_proc_t *d) {
   FILE *f = fopen(d->log, "r");
   if (!f) return;
   fprintf(stderr, "---- pinpoold log (%s) ----\n", d->log);
-  while (fgets(line, sizeof line, f)) fputs(line, stderr);
+  while (fgets(line, sizeof line, f))
+    fputs(line, stderr);
   fprintf(stderr, "---- end of log ----\n");
   fclose(f);
 }
@@ -113,7 +114,8 @@ void daemon_start(daemon_proc_t *d, const char *extra_env, ...) {
   argv[argc++] = "--log-level";
   argv[argc++] = "debug";
   va_start(ap, extra_env);
-  for (const char *a; (a = va_arg(ap, const char *)) && argc < 62;) argv[argc++] = a;
+  for (const char *a; (a = va_arg(ap, const char *)) && argc < 62;)
+    argv[argc++] = a;
   va_end(ap);
   argv[argc] = NULL;
 
@@ -126,8 +128,10 @@ void daemon_start(daemon_proc_t *d, const char *extra_env, ...) {
       dup2(lf, 1);
       dup2(lf, 2);
     }
-    if (extra_env) putenv((char *)extra_env);
-    else unsetenv("NOTIFY_SOCKET");
+    if (extra_env)
+      putenv((char *)extra_env);
+    else
+      unsetenv("NOTIFY_SOCKET");
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_PID");
     execv(bin, (char *const *)argv);
@@ -272,8 +276,10 @@ int call_alloc(client_t *c, uint64_t size, unsigned flags, const char *name, res
   r = client_call(c, &req);
   rc = resp_rc(r);
   if (!rc) assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_BUFFER);
-  if (ret) *ret = r;
-  else frame_free_response(r);
+  if (ret)
+    *ret = r;
+  else
+    frame_free_response(r);
   return rc;
 }
 
@@ -301,8 +307,10 @@ int call_lookup(client_t *c, const char *name, resp_t **ret) {
   req.lookup = &m;
   r = client_call(c, &req);
   rc = resp_rc(r);
-  if (ret) *ret = r;
-  else frame_free_response(r);
+  if (ret)
+    *ret = r;
+  else
+    frame_free_response(r);
   return rc;
 }
 
@@ -377,8 +385,10 @@ int call_stats(client_t *c, bool buffers, bool map, resp_t **ret) {
   r = client_call(c, &req);
   rc = resp_rc(r);
   if (!rc) assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_STATS);
-  if (ret) *ret = r;
-  else frame_free_response(r);
+  if (ret)
+    *ret = r;
+  else
+    frame_free_response(r);
   return rc;
 }
 

@@ -12,15 +12,15 @@
 
 typedef struct daemon_proc {
   pid_t pid;
-  char dir[64];        /* temporary directory holding the socket */
+  char dir[64]; /* temporary directory holding the socket */
   char sock[128];
-  char log[128];       /* the daemon's stderr */
+  char log[128]; /* the daemon's stderr */
 } daemon_proc_t;
 
 typedef struct client {
   int fd;
   int memfd;
-  uint8_t *base;       /* the region, mapped from the Welcome's memfd */
+  uint8_t *base; /* the region, mapped from the Welcome's memfd */
   uint64_t region_size;
   uint64_t page_size;
   uint64_t session_id;
@@ -68,6 +68,8 @@ int call_stats(client_t *c, bool buffers, bool map, resp_t **ret);
 uint64_t daemon_free_bytes(const daemon_proc_t *d);
 
 /* The status a response carries, as a PP_E* code (0 for OK). */
-static inline int resp_rc(const resp_t *r) { return -(int)r->status; }
+static inline int resp_rc(const resp_t *r) {
+  return -(int)r->status;
+}
 
 #endif

@@ -133,7 +133,8 @@ static void zero_flag_hands_out_a_zeroed_block(void **state) {
   assert_int_equal(call_alloc(&c, 64 * KIB, 0x2, NULL, &r), 0);
   off = r->buffer->offset;
   for (uint64_t i = 0; i < r->buffer->size; i++)
-    if (c.base[off + i]) fail_msg("byte %" PRIu64 " of a ZERO buffer is 0x%x", i, c.base[off + i]);
+    if (c.base[off + i])
+      fail_msg("byte %" PRIu64 " of a ZERO buffer is 0x%x", i, c.base[off + i]);
   frame_free_response(r);
   client_close(&c);
 }
@@ -150,17 +151,20 @@ static void named_buffer_is_shared_and_lives_until_its_last_holder_frees_it(void
   assert_int_equal(call_alloc(&a, 32 * KIB, 0, "frames", &ra), 0);
   assert_string_equal(ra->buffer->name, "frames");
   off = ra->buffer->offset;
-  for (int i = 0; i < 32 * 1024; i++) a.base[off + i] = (uint8_t)(i * 7);
+  for (int i = 0; i < 32 * 1024; i++)
+    a.base[off + i] = (uint8_t)(i * 7);
 
   assert_int_equal(call_lookup(&b, "frames", &rb), 0);
   assert_int_equal(rb->buffer->offset, off);
   assert_int_equal(rb->buffer->handle, ra->buffer->handle);
-  for (int i = 0; i < 32 * 1024; i++) assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
+  for (int i = 0; i < 32 * 1024; i++)
+    assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
 
   /* The producer lets go: the consumer still holds it, the name still resolves. */
   assert_int_equal(call_free(&a, ra->buffer->handle), 0);
   assert_int_equal(daemon_free_bytes(d), before - 32 * KIB);
-  for (int i = 0; i < 32 * 1024; i++) assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
+  for (int i = 0; i < 32 * 1024; i++)
+    assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
   assert_int_equal(call_lookup(&a, "frames", NULL), 0);
   assert_int_equal(call_free(&a, ra->buffer->handle), 0);
 
@@ -229,7 +233,8 @@ static void killed_client_holdings_all_return(void **state) {
     size_t n;
     if (client_open(&c, d->sock, "victim")) _exit(1);
     for (int i = 0; i < 20; i++)
-      if (call_alloc(&c, (uint64_t)(i + 1) * 3000, 0, i == 0 ? "victim-buf" : NULL, NULL)) _exit(2);
+      if (call_alloc(&c, (uint64_t)(i + 1) * 3000, 0, i == 0 ? "victim-buf" : NULL, NULL))
+        _exit(2);
     if (call_cache_open(&c, "victim-objs", 96, 0, &id)) _exit(3);
     if (call_cache_alloc(&c, id, 300, offs, &n) || n != 300) _exit(4);
     if (call_cache_free(&c, id, offs, 50, NULL, 0)) _exit(5); /* some parked in magazines */
@@ -549,7 +554,8 @@ static void per_uid_quota_is_enforced(void **state) {
   assert_int_equal(call_cache_open(&b, "q", 64, 0, &id), 0);
   assert_int_equal(call_cache_alloc(&b, id, 1, NULL, NULL), PP_EQUOTA);
   client_close(&a); /* its 32 KiB come back to the uid */
-  for (int i = 0; i < 200 && call_alloc(&b, 16 * KIB, 0, NULL, NULL) == PP_EQUOTA; i++) sleep_ms(10);
+  for (int i = 0; i < 200 && call_alloc(&b, 16 * KIB, 0, NULL, NULL) == PP_EQUOTA; i++)
+    sleep_ms(10);
   assert_int_equal(call_alloc(&b, 16 * KIB, 0, NULL, NULL), 0);
   assert_int_equal(call_alloc(&b, 4 * KIB, 0, NULL, NULL), PP_EQUOTA);
   client_close(&b);
@@ -690,7 +696,8 @@ static void stats_too_big_for_max_frame_leaves_out_the_map_and_says_so(void **st
   (void)state;
   daemon_start(&d, NULL, "--max-frame", "4K", NULL);
   assert_int_equal(client_open(&c, d.sock, "t"), 0);
-  for (int i = 0; i < 300; i++) assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
+  for (int i = 0; i < 300; i++)
+    assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
   assert_int_equal(call_stats(&c, true, true, &r), 0);
   assert_int_equal(r->stats->n_map, 0);
   assert_int_equal(r->stats->n_buffers, 0);
@@ -750,7 +757,8 @@ static void slow_reader_does_not_stall_others_or_grow_the_daemon(void **state) {
   assert_int_equal(client_open(&slow, d->sock, "slow"), 0);
   assert_int_equal(client_open(&fast, d->sock, "fast"), 0);
   /* 300 buffers make each Stats reply (buffer list + map) about 13 KiB. */
-  for (int i = 0; i < 300; i++) assert_int_equal(call_alloc(&slow, 4096, 0, NULL, NULL), 0);
+  for (int i = 0; i < 300; i++)
+    assert_int_equal(call_alloc(&slow, 4096, 0, NULL, NULL), 0);
   rss_before = daemon_rss_kib(d);
   /* Stats with the map: a few bytes in, kilobytes out.  Never read the replies. */
   sr.include_map = true;
@@ -768,8 +776,10 @@ static void slow_reader_does_not_stall_others_or_grow_the_daemon(void **state) {
     if (n < 0 && errno == EAGAIN) {
       /* Still unwritable 100 ms later: the daemon has stopped reading from us. */
       struct pollfd p = {.fd = slow.fd, .events = POLLOUT};
-      if (poll(&p, 1, 100) == 0) pushed_back = true;
-      else i--;
+      if (poll(&p, 1, 100) == 0)
+        pushed_back = true;
+      else
+        i--;
       continue;
     }
     assert_int_equal(n, (ssize_t)len);
@@ -868,7 +878,7 @@ static void sigterm_closes_connections_exits_zero_and_unlinks_the_socket(void **
   assert_int_equal(client_open(&c, d.sock, "t"), 0);
   assert_int_equal(call_alloc(&c, 4096, 0, NULL, &r), 0);
   frame_free_response(r);
-  daemon_stop(&d); /* exit 0, socket gone */
+  daemon_stop(&d);                        /* exit 0, socket gone */
   assert_int_equal(read(c.fd, &b, 1), 0); /* our connection was closed */
   client_close(&c);
 }
@@ -1005,36 +1015,53 @@ static void config_file_keys_work_and_command_line_wins(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(handshake_passes_a_memfd_that_maps_the_region, setup, teardown),
-      cmocka_unit_test_setup_teardown(alloc_rounds_up_to_a_block_and_free_gives_the_bytes_back, setup, teardown),
+      cmocka_unit_test_setup_teardown(handshake_passes_a_memfd_that_maps_the_region, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(alloc_rounds_up_to_a_block_and_free_gives_the_bytes_back,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(handles_are_never_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(zero_flag_hands_out_a_zeroed_block, setup, teardown),
-      cmocka_unit_test_setup_teardown(named_buffer_is_shared_and_lives_until_its_last_holder_frees_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          named_buffer_is_shared_and_lives_until_its_last_holder_frees_it, setup, teardown),
       cmocka_unit_test_setup_teardown(bad_or_taken_names_are_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(named_buffer_goes_with_its_last_holder_disconnecting, setup, teardown),
+      cmocka_unit_test_setup_teardown(named_buffer_goes_with_its_last_holder_disconnecting,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(killed_client_holdings_all_return, setup, teardown),
       cmocka_unit_test_setup_teardown(foreign_handle_cannot_be_freed, setup, teardown),
       cmocka_unit_test_setup_teardown(double_free_is_not_found_and_harmless, setup, teardown),
-      cmocka_unit_test_setup_teardown(zero_oversized_and_bad_flag_allocs_are_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(contiguous_flag_is_granted_only_with_physically_consecutive_pages, setup, teardown),
-      cmocka_unit_test_setup_teardown(unknown_caches_and_absurd_counts_are_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(cache_open_is_idempotent_by_name_and_geometry, setup, teardown),
-      cmocka_unit_test_setup_teardown(cache_free_is_all_or_nothing_and_names_the_bad_offset, setup, teardown),
-      cmocka_unit_test_setup_teardown(objects_of_a_cache_are_distinct_and_inside_the_region, setup, teardown),
-      cmocka_unit_test_setup_teardown(garbage_frame_gets_protocol_error_and_others_carry_on, setup, teardown),
-      cmocka_unit_test_setup_teardown(frame_larger_than_max_is_refused_from_its_header, setup, teardown),
+      cmocka_unit_test_setup_teardown(zero_oversized_and_bad_flag_allocs_are_refused, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          contiguous_flag_is_granted_only_with_physically_consecutive_pages, setup, teardown),
+      cmocka_unit_test_setup_teardown(unknown_caches_and_absurd_counts_are_refused, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(cache_open_is_idempotent_by_name_and_geometry, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(cache_free_is_all_or_nothing_and_names_the_bad_offset,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(objects_of_a_cache_are_distinct_and_inside_the_region,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(garbage_frame_gets_protocol_error_and_others_carry_on,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(frame_larger_than_max_is_refused_from_its_header, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(truncated_frame_gets_protocol_error, setup, teardown),
-      cmocka_unit_test_setup_teardown(unknown_version_gets_unsupported_version, setup, teardown),
-      cmocka_unit_test_setup_teardown(request_before_hello_and_unknown_bodies_are_protocol_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(unknown_version_gets_unsupported_version, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          request_before_hello_and_unknown_bodies_are_protocol_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(second_hello_is_a_protocol_error, setup, teardown),
       cmocka_unit_test(per_uid_quota_is_enforced),
       cmocka_unit_test(per_session_buffer_limit_is_enforced),
       cmocka_unit_test(max_clients_is_enforced_and_a_slot_frees_on_disconnect),
       cmocka_unit_test_setup_teardown(non_admin_stats_and_shrink_are_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(stats_accounts_for_every_byte_and_lists_holders, setup, teardown),
+      cmocka_unit_test_setup_teardown(stats_accounts_for_every_byte_and_lists_holders, setup,
+                                      teardown),
       cmocka_unit_test(stats_too_big_for_max_frame_leaves_out_the_map_and_says_so),
-      cmocka_unit_test_setup_teardown(shrink_drains_magazines_and_returns_empty_slabs, setup, teardown),
-      cmocka_unit_test_setup_teardown(slow_reader_does_not_stall_others_or_grow_the_daemon, setup, teardown),
+      cmocka_unit_test_setup_teardown(shrink_drains_magazines_and_returns_empty_slabs, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(slow_reader_does_not_stall_others_or_grow_the_daemon,
+                                      setup, teardown),
       cmocka_unit_test(connections_that_leave_without_a_word_hold_no_client_slot),
       cmocka_unit_test(silent_connection_gets_protocol_error_at_the_hello_timeout),
       cmocka_unit_test(sigterm_closes_connections_exits_zero_and_unlinks_the_socket),

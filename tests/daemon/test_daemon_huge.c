@@ -71,7 +71,8 @@ static bool reserve_hugepages(long want, const char **why) {
   }
   if (write_long(NR_HUGEPAGES, nr + (want - free_now)) != 0)
     return *why = "cannot write " NR_HUGEPAGES, false;
-  if (read_long(HUGE_FREE) < want) return *why = "the kernel could not find enough hugepages", false;
+  if (read_long(HUGE_FREE) < want)
+    return *why = "the kernel could not find enough hugepages", false;
   return true;
 }
 
@@ -84,11 +85,12 @@ static uint64_t pagemap_phys(const void *addr) {
   (void)*(const volatile uint8_t *)addr;
   fd = open("/proc/self/pagemap", O_RDONLY);
   if (fd < 0) return 0;
-  if (pread(fd, &entry, sizeof entry, (off_t)(va / (uint64_t)ps * sizeof entry)) != sizeof entry)
+  if (pread(fd, &entry, sizeof entry, (off_t)(va / (uint64_t)ps * sizeof entry)) !=
+      sizeof entry)
     entry = 0;
   close(fd);
-  if (!(entry & (1ull << 63))) return 0;           /* not present */
-  entry &= (1ull << 55) - 1;                        /* bits 0-54: PFN */
+  if (!(entry & (1ull << 63))) return 0; /* not present */
+  entry &= (1ull << 55) - 1;             /* bits 0-54: PFN */
   return entry ? entry * (uint64_t)ps + va % (uint64_t)ps : 0;
 }
 
@@ -216,7 +218,8 @@ static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(
     frame_free_response(r);
     client_close(&c);
     daemon_stop(&d);
-    print_message("skipped: the refusal is right (longest run %" PRIu64 " KiB), but with no two "
+    print_message("skipped: the refusal is right (longest run %" PRIu64
+                  " KiB), but with no two "
                   "aligned consecutive hugepages there is nothing to check page by page\n",
                   run >> 10);
     skip();
