@@ -74,6 +74,9 @@ int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__B
   }
   req->id = c->next_id++;
   rc = frame_send(c->fd, &req->base, c->max_frame, -1);
+  /* A request too large for a frame (PP_ERANGE) or no memory to pack it (PP_EOS) never
+   * reached the socket: the stream is intact and only this call fails. */
+  if (rc < 0 && rc != PP_EIO && rc != PP_EDISCONNECTED) goto out;
   if (rc < 0) goto broken;
   rc = frame_recv_response(c->fd, c->max_frame, &resp, NULL);
   if (rc < 0) goto broken;
@@ -95,9 +98,8 @@ int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__B
   goto out;
 
 broken:
-  /* A disconnect reads as such however the failure surfaced (EPIPE on send, EOF on
-   * receive); the first error is the one every later call reports. */
-  if (rc == PP_EIO && errno == EPIPE) rc = PP_EDISCONNECTED;
+  /* Half a frame may have gone out or come in: nothing later on this stream could be
+   * trusted, so the first such error is the one every later call reports. */
   c->broken = rc;
 out:
   pthread_mutex_unlock(&c->lock);

@@ -298,6 +298,24 @@ static void buffer_errors_map_to_their_codes(void **state) {
   assert_books_balanced();
 }
 
+static void a_request_too_big_for_a_frame_fails_alone(void **state) {
+  pp_client *c = connect_ok("big-name");
+  size_t n = 100 * 1024; /* more than the 64 KiB max frame */
+  char *name = malloc(n + 1);
+  assert_non_null(name);
+  memset(name, 'q', n);
+  name[n] = '\0';
+  pp_buffer b;
+  assert_int_equal(pp_alloc_named(c, name, 4096, 0, &b), PP_ERANGE);
+  assert_int_equal(pp_lookup(c, name, &b), PP_ERANGE);
+  free(name);
+  /* Nothing reached the socket, so the connection carries on. */
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), 0);
+  assert_int_equal(pp_free(c, b.handle), 0);
+  pp_disconnect(c);
+  assert_books_balanced();
+}
+
 static void unknown_cache_id_is_not_found(void **state) {
   Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
   ca.cache_id = 0xFFFFu;
@@ -596,6 +614,7 @@ int main(void) {
       cmocka_unit_test(named_buffer_is_shared_between_processes_until_both_free),
       cmocka_unit_test(buffer_phys_agrees_with_this_process_pagemap),
       cmocka_unit_test(buffer_errors_map_to_their_codes),
+      cmocka_unit_test(a_request_too_big_for_a_frame_fails_alone),
       cmocka_unit_test(unknown_cache_id_is_not_found),
       cmocka_unit_test(cache_open_is_idempotent_and_checks_geometry),
       cmocka_unit_test(cache_calls_mostly_stay_in_the_process),
