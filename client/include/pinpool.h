@@ -33,6 +33,9 @@
  *
  * Everything a client holds is owned by its session: when the process exits or dies,
  * or calls pp_disconnect(), the daemon takes all of it back, buffers and objects alike.
+ * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
+ * thread and cache) are held too: they count against the uid's quota and show in
+ * pinpoolctl until the thread exits or the client disconnects.
  */
 #ifndef PINPOOL_H
 #define PINPOOL_H
