@@ -11,8 +11,10 @@
  *   pinpool.alloc_free      pp_alloc(4096) + pp_free: two round trips through the daemon
  *                           (target: <= 2.6x raw.roundtrip, i.e. the daemon's own work
  *                           adds at most 30% to the two round trips);
- *   pinpool.cache_alloc_rpc one cache_alloc request for one object, over the same frame
- *                           helpers libpinpool uses (the objects go back untimed);
+ *   pinpool.cache_alloc_rpc one cache_alloc request for one object, sent with the frame
+ *                           helpers on a connection of its own (frame_recv_response reads
+ *                           header and payload apart: one recv more than libpinpool);
+ *                           the objects go back untimed;
  *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
  *                           the calling thread's client-side magazines (target: <= 50 ns
  *                           per pair).
