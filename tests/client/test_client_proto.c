@@ -1,0 +1,242 @@
+/*
+ * test_client_proto.c — libpinpool facing a daemon that misbehaves.  A scripted fake
+ * server (a thread on a temporary socket) answers the handshake and the first request
+ * with exactly the bytes a test wants, so that each defensive check of the client is
+ * seen to fire: bad frames, a Welcome without the memfd or with a region the memfd
+ * cannot back, unknown versions and statuses, a reply to the wrong request, a buffer
+ * outside the region.  No real pinpoold is involved.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "frame.h"
+#include "pinpool.h"
+
+#define FAKE_REGION (1u << 20)
+
+typedef enum {
+  WELCOME_OK,          /* a proper Welcome with a 1 MiB memfd */
+  WELCOME_NO_FD,
+  WELCOME_VERSION_2,
+  WELCOME_REGION_TOO_BIG, /* region_size larger than the memfd */
+  ZERO_LENGTH_FRAME,
+  STATUS_UNSUPPORTED_VERSION,
+  STATUS_UNKNOWN,      /* a status number outside the table */
+} fake_hello_t;
+
+typedef enum {
+  NEXT_NONE,
+  NEXT_WRONG_ID,       /* answer the next request with another id */
+  NEXT_BUFFER_OUTSIDE, /* a Buffer that ends past the region */
+  NEXT_CLOSE,          /* hang up instead of answering */
+} fake_next_t;
+
+typedef struct fake {
+  char dir[64], sock[96];
+  int lfd;
+  fake_hello_t hello;
+  fake_next_t next;
+  pthread_t t;
+} fake_t;
+
+/* Read one request frame (blocking); its id, or 0 on EOF/error. */
+static uint64_t fake_read_request(int fd) {
+  uint8_t hdr[4];
+  if (recv(fd, hdr, 4, MSG_WAITALL) != 4) return 0;
+  uint32_t n = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+  if (n == 0 || n > 65536) return 0;
+  uint8_t *buf = malloc(n);
+  if (!buf || recv(fd, buf, n, MSG_WAITALL) != (ssize_t)n) {
+    free(buf);
+    return 0;
+  }
+  Pinpool__V1__Request *req = frame_unpack_request(buf, n, 1 << 20);
+  free(buf);
+  uint64_t id = req ? req->id : 0;
+  frame_free_request(req);
+  return id;
+}
+
+static void *fake_main(void *arg) {
+  fake_t *f = arg;
+  int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd < 0) return NULL;
+  int memfd = memfd_create("fake-region", MFD_CLOEXEC);
+  if (memfd < 0 || ftruncate(memfd, FAKE_REGION) < 0) goto out;
+  uint64_t id = fake_read_request(fd);
+  if (id == 0) goto out;
+
+  Pinpool__V1__Welcome w = PINPOOL__V1__WELCOME__INIT;
+  w.protocol_version = 1;
+  w.session_id = 7;
+  w.region_size = FAKE_REGION;
+  w.page_size = 4096;
+  w.max_frame = 65536;
+  Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
+  resp.id = id;
+  resp.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
+  resp.welcome = &w;
+  int pass = memfd;
+  switch (f->hello) {
+  case WELCOME_OK: break;
+  case WELCOME_NO_FD: pass = -1; break;
+  case WELCOME_VERSION_2: w.protocol_version = 2; break;
+  case WELCOME_REGION_TOO_BIG: w.region_size = 2 * FAKE_REGION; break;
+  case ZERO_LENGTH_FRAME: {
+    static const uint8_t zero[4] = {0, 0, 0, 0};
+    if (write(fd, zero, 4) != 4) goto out;
+    goto drain;
+  }
+  case STATUS_UNSUPPORTED_VERSION:
+    resp.status = PINPOOL__V1__STATUS__UNSUPPORTED_VERSION;
+    resp.body_case = PINPOOL__V1__RESPONSE__BODY__NOT_SET;
+    break;
+  case STATUS_UNKNOWN:
+    resp.status = (Pinpool__V1__Status)99;
+    resp.body_case = PINPOOL__V1__RESPONSE__BODY__NOT_SET;
+    break;
+  }
+  if (frame_send(fd, &resp.base, 65536, pass) < 0) goto out;
+
+  if (f->next == NEXT_NONE) goto drain;
+  id = fake_read_request(fd);
+  if (id == 0 || f->next == NEXT_CLOSE) goto out;
+  Pinpool__V1__Buffer b = PINPOOL__V1__BUFFER__INIT;
+  Pinpool__V1__Response r2 = PINPOOL__V1__RESPONSE__INIT;
+  r2.id = id;
+  r2.body_case = PINPOOL__V1__RESPONSE__BODY_BUFFER;
+  r2.buffer = &b;
+  b.handle = 1;
+  b.offset = FAKE_REGION - 4096;
+  b.size = 4096;
+  if (f->next == NEXT_WRONG_ID) r2.id = id + 1;
+  if (f->next == NEXT_BUFFER_OUTSIDE) b.size = 8192;
+  if (frame_send(fd, &r2.base, 65536, -1) < 0) goto out;
+drain:
+  /* Hold the connection until the client hangs up, so that what it saw came from the
+   * bytes above and not from an early EOF. */
+  while (fake_read_request(fd) != 0)
+    ;
+out:
+  if (memfd >= 0) close(memfd);
+  close(fd);
+  return NULL;
+}
+
+static int fake_setup(void **state) {
+  fake_t *f = calloc(1, sizeof *f);
+  if (!f) return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/pp-client-fake-XXXXXX");
+  if (!mkdtemp(f->dir)) return -1;
+  snprintf(f->sock, sizeof f->sock, "%s/fake.sock", f->dir);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->sock);
+  f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(f->lfd, 4) < 0)
+    return -1;
+  *state = f;
+  return 0;
+}
+
+static int fake_teardown(void **state) {
+  fake_t *f = *state;
+  close(f->lfd);
+  unlink(f->sock);
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void fake_start(fake_t *f, fake_hello_t hello, fake_next_t next) {
+  f->hello = hello;
+  f->next = next;
+  assert_int_equal(pthread_create(&f->t, NULL, fake_main, f), 0);
+}
+
+/* pp_connect against the script; returns its code and joins the server. */
+static int fake_connect(fake_t *f, fake_hello_t hello) {
+  fake_start(f, hello, NEXT_NONE);
+  pp_client *c = NULL;
+  int rc = pp_connect(f->sock, "victim", &c);
+  if (rc == 0) pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+  return rc;
+}
+
+static void handshake_checks_reject_a_bad_welcome(void **state) {
+  fake_t *f = *state;
+  assert_int_equal(fake_connect(f, WELCOME_OK), 0);
+  assert_int_equal(fake_connect(f, WELCOME_NO_FD), PP_EPROTO);
+  assert_int_equal(fake_connect(f, WELCOME_VERSION_2), PP_EVERSION);
+  assert_int_equal(fake_connect(f, WELCOME_REGION_TOO_BIG), PP_EPROTO);
+  assert_int_equal(fake_connect(f, ZERO_LENGTH_FRAME), PP_EPROTO);
+  assert_int_equal(fake_connect(f, STATUS_UNSUPPORTED_VERSION), PP_EVERSION);
+  assert_int_equal(fake_connect(f, STATUS_UNKNOWN), PP_EPROTO);
+}
+
+static void a_reply_to_another_request_breaks_the_connection_for_good(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_WRONG_ID);
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_int_equal(pp_region_size(c), FAKE_REGION);
+  assert_int_equal(pp_session_id(c), 7);
+  pp_buffer b;
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), PP_EPROTO);
+  assert_int_equal(pp_free(c, 1), PP_EPROTO); /* sticky, and no more I/O */
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+static void a_buffer_outside_the_region_is_refused(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_BUFFER_OUTSIDE);
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  pp_buffer b;
+  memset(&b, 0x55, sizeof b);
+  pp_buffer before = b;
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), PP_EPROTO);
+  assert_memory_equal(&b, &before, sizeof b);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+static void a_hang_up_mid_session_is_disconnected(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_CLOSE);
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  pp_buffer b;
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), PP_EDISCONNECTED);
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), PP_EDISCONNECTED);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(a_reply_to_another_request_breaks_the_connection_for_good,
+                                      fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(a_buffer_outside_the_region_is_refused, fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(a_hang_up_mid_session_is_disconnected, fake_setup, fake_teardown),
+  };
+  signal(SIGPIPE, SIG_IGN);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
