@@ -36,6 +36,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,15 +66,27 @@ static int status_to_err(int status) {
 /* One response, usually with one recv(): the daemon answers each request with exactly
  * one frame and sends nothing unasked, so whatever arrives belongs to this response and
  * reading it whole costs one system call where frame_recv_response's header-then-payload
- * costs two.  A system call is about 1 us on a virtual machine, several percent of a
- * round trip, on the path every request takes.  Bytes past the frame would be a frame
- * nobody asked for: a protocol error.  Caller holds c->lock. */
+ * costs two.  Bytes past the frame would be a frame nobody asked for: a protocol error.
+ *
+ * Why poll() before a non-blocking recv() rather than a blocking recv(): a reader asleep
+ * in recv() on a Unix stream socket shares its wait queue with writers, and when the
+ * daemon reads our request the kernel frees its buffer and wakes that queue for write
+ * space — waking us for nothing, a second context switch per request (measured: 1.9
+ * voluntary switches per request, 1.0 with poll).  poll() registers for POLLIN only and
+ * the kernel filters the write-space wake-up out.  One more system call (~1 us here)
+ * buys one context switch less (~5-10 us here): 38.4 -> 33.7 us per request.
+ * Caller holds c->lock. */
 static int client_recv(pp_client *c, Pinpool__V1__Response **ret_resp) {
   size_t have = 0, need = 0;
   for (;;) {
-    ssize_t n = recv(c->fd, c->rbuf + have, c->rcap - have, 0);
-    if (n < 0) {
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, -1) < 0) {
       if (errno == EINTR) continue;
+      return PP_EIO;
+    }
+    ssize_t n = recv(c->fd, c->rbuf + have, c->rcap - have, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       return errno == ECONNRESET ? PP_EDISCONNECTED : PP_EIO;
     }
     if (n == 0) return PP_EDISCONNECTED;
