@@ -11,6 +11,13 @@
  * what one response can take (a stats map of a large region is the biggest), so a
  * request can never make the daemon allocate without bound.
  *
+ * Reuse.  The server keeps one arena for all responses and calls arena_rewind() after
+ * each: it keeps one standard chunk and frees the rest.  Without it every response that
+ * allocates at all (an alloc's Buffer, an error message) cost a 16 KiB malloc and free;
+ * glibc serves a chunk that size from the top of the heap and, on freeing it, merges it
+ * back and runs malloc_consolidate(), which showed in the daemon's profile.  A kept chunk
+ * counts against the budget like any other, so the bound is unchanged.
+ *
  * Locks: none; one arena per response, used by the loop thread only.
  */
 #include "arena.h"
@@ -24,6 +31,7 @@
 
 struct arena_chunk {
   arena_chunk_t *next;
+  size_t cap; /* payload bytes: ARENA_CHUNK, or more for a one-off block */
   alignas(max_align_t) unsigned char data[];
 };
 
@@ -48,6 +56,7 @@ void *arena_alloc(arena_t *a, size_t size) {
     c = malloc(sizeof *c + cap);
     if (!c) return NULL;
     a->total += cap;
+    c->cap = cap;
     if (a->head && need > ARENA_CHUNK) {
       /* A big one-off block goes behind the head so the head's free tail stays usable. */
       c->next = a->head->next;
@@ -81,4 +90,23 @@ void arena_reset(arena_t *a) {
     c = n;
   }
   arena_init(a, a->budget);
+}
+
+void arena_rewind(arena_t *a) {
+  arena_chunk_t *keep = NULL, *c = a->head;
+  while (c) {
+    arena_chunk_t *n = c->next;
+    if (!keep && c->cap == ARENA_CHUNK)
+      keep = c;
+    else
+      free(c);
+    c = n;
+  }
+  arena_init(a, a->budget);
+  if (keep) {
+    keep->next = NULL;
+    a->head = keep;
+    a->cap = keep->cap;
+    a->total = keep->cap;
+  }
 }

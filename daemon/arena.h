@@ -20,5 +20,8 @@ void *arena_alloc(arena_t *a, size_t size);
 char *arena_strdup(arena_t *a, const char *s);
 /* Frees everything; the arena can be used again. */
 void arena_reset(arena_t *a);
+/* Forgets every allocation but keeps one standard chunk for the next user (a server-wide
+ * arena reused response after response); arena_reset() frees that one too. */
+void arena_rewind(arena_t *a);
 
 #endif
