@@ -29,7 +29,7 @@ static testd_t g_d;
 static uint64_t g_baseline_free;
 
 static int group_setup(void **state) {
-  if (testd_start(&g_d) < 0) return -1;
+  if (testd_start(&g_d, NULL) < 0) return -1;
   testd_books_t b;
   if (testd_books(&g_d, 0, &b, NULL) < 0) return -1;
   g_baseline_free = b.free_bytes;
@@ -37,8 +37,7 @@ static int group_setup(void **state) {
 }
 
 static int group_teardown(void **state) {
-  testd_stop(&g_d);
-  return 0;
+  return testd_stop(&g_d);
 }
 
 static void assert_books_balanced(void) {
