@@ -1,7 +1,7 @@
 /*
  * test_daemon.c — pinpoold end to end: a real daemon on a temporary socket, spoken to over
- * the wire protocol.  One daemon per test (harness.c); every test ends with SIGTERM and
- * expects exit status 0 and the socket gone.
+ * the wire protocol.  One daemon per test (tests/common/testd.h); every test ends with
+ * SIGTERM and expects exit status 0 and the socket gone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -24,24 +25,29 @@
 
 #include <cmocka.h>
 
-#include "harness.h"
+#include "testd.h"
+#include "wire.h"
 
 #define KIB 1024ull
 #define MIB (1024ull * 1024ull)
 #define REGION (16 * MIB)
 
 static int setup(void **state) {
-  daemon_proc_t *d = calloc(1, sizeof *d);
-  daemon_start(d, NULL, NULL);
+  testd_t *d = calloc(1, sizeof *d);
+  if (!d || testd_start(d, NULL) != 0) {
+    free(d);
+    return -1;
+  }
   *state = d;
   return 0;
 }
 
+/* Stopping is a check too: exit status 0 and the socket gone, or the test fails. */
 static int teardown(void **state) {
-  daemon_proc_t *d = *state;
-  daemon_stop(d);
+  testd_t *d = *state;
+  int rc = testd_stop(d);
   free(d);
-  return 0;
+  return rc;
 }
 
 static void sleep_ms(long ms) {
@@ -50,10 +56,10 @@ static void sleep_ms(long ms) {
 }
 
 /* Free bytes settle after a disconnect once the daemon has read the EOF. */
-static uint64_t wait_free_bytes(daemon_proc_t *d, uint64_t want) {
+static uint64_t wait_free_bytes(testd_t *d, uint64_t want) {
   uint64_t got = 0;
   for (int i = 0; i < 200; i++) {
-    if ((got = daemon_free_bytes(d)) == want) break;
+    if ((got = testd_free_bytes(d)) == want) break;
     sleep_ms(10);
   }
   return got;
@@ -62,11 +68,11 @@ static uint64_t wait_free_bytes(daemon_proc_t *d, uint64_t want) {
 /* ---- handshake and buffers ---------------------------------------------------------- */
 
 static void handshake_passes_a_memfd_that_maps_the_region(void **state) {
-  daemon_proc_t *d = *state;
-  client_t c;
+  testd_t *d = *state;
+  wire_t c;
   struct stat st;
 
-  assert_int_equal(client_open(&c, d->sock, "t"), 0);
+  assert_int_equal(wire_open(&c, d->sock, "t"), 0);
   assert_int_equal(c.region_size, REGION);
   assert_int_equal(c.page_size, 4096);
   assert_true(c.session_id > 0);
@@ -76,18 +82,18 @@ static void handshake_passes_a_memfd_that_maps_the_region(void **state) {
   assert_true(ftruncate(c.memfd, 4096) != 0);
   c.base[REGION - 1] = 0x5a;
   assert_int_equal(c.base[REGION - 1], 0x5a);
-  client_close(&c);
+  wire_close(&c);
 }
 
 static void alloc_rounds_up_to_a_block_and_free_gives_the_bytes_back(void **state) {
-  daemon_proc_t *d = *state;
-  uint64_t before = daemon_free_bytes(d);
-  client_t c;
+  testd_t *d = *state;
+  uint64_t before = testd_free_bytes(d);
+  wire_t c;
   resp_t *r;
   uint64_t h;
 
-  assert_int_equal(client_open(&c, d->sock, "t"), 0);
-  assert_int_equal(call_alloc(&c, 5000, 0, NULL, &r), 0);
+  assert_int_equal(wire_open(&c, d->sock, "t"), 0);
+  assert_int_equal(wire_alloc(&c, 5000, 0, NULL, &r), 0);
   assert_int_equal(r->buffer->size, 8192);
   assert_int_equal(r->buffer->offset % 8192, 0);
   assert_true(r->buffer->offset + 8192 <= REGION);
@@ -95,130 +101,130 @@ static void alloc_rounds_up_to_a_block_and_free_gives_the_bytes_back(void **stat
   assert_true(h > 0);
   memset(c.base + r->buffer->offset, 0xab, 8192);
   frame_free_response(r);
-  assert_int_equal(daemon_free_bytes(d), before - 8192);
-  assert_int_equal(call_free(&c, h), 0);
-  assert_int_equal(daemon_free_bytes(d), before);
-  client_close(&c);
+  assert_int_equal(testd_free_bytes(d), before - 8192);
+  assert_int_equal(wire_free(&c, h), 0);
+  assert_int_equal(testd_free_bytes(d), before);
+  wire_close(&c);
 }
 
 static void handles_are_never_reused(void **state) {
-  daemon_proc_t *d = *state;
-  client_t c;
+  testd_t *d = *state;
+  wire_t c;
   resp_t *r;
   uint64_t h1, h2;
 
-  assert_int_equal(client_open(&c, d->sock, "t"), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, &r), 0);
+  assert_int_equal(wire_open(&c, d->sock, "t"), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, &r), 0);
   h1 = r->buffer->handle;
   frame_free_response(r);
-  assert_int_equal(call_free(&c, h1), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, &r), 0);
+  assert_int_equal(wire_free(&c, h1), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, &r), 0);
   h2 = r->buffer->handle;
   frame_free_response(r);
   assert_true(h2 != h1);
-  assert_int_equal(call_free(&c, h1), PP_ENOENT);
-  assert_int_equal(call_free(&c, h2), 0);
-  client_close(&c);
+  assert_int_equal(wire_free(&c, h1), PP_ENOENT);
+  assert_int_equal(wire_free(&c, h2), 0);
+  wire_close(&c);
 }
 
 static void zero_flag_hands_out_a_zeroed_block(void **state) {
-  daemon_proc_t *d = *state;
-  client_t c;
+  testd_t *d = *state;
+  wire_t c;
   resp_t *r;
   uint64_t off;
 
-  assert_int_equal(client_open(&c, d->sock, "t"), 0);
+  assert_int_equal(wire_open(&c, d->sock, "t"), 0);
   /* Dirty the whole region, so whatever block comes back was dirty. */
   memset(c.base, 0xee, REGION);
-  assert_int_equal(call_alloc(&c, 64 * KIB, 0x2, NULL, &r), 0);
+  assert_int_equal(wire_alloc(&c, 64 * KIB, 0x2, NULL, &r), 0);
   off = r->buffer->offset;
   for (uint64_t i = 0; i < r->buffer->size; i++)
     if (c.base[off + i])
       fail_msg("byte %" PRIu64 " of a ZERO buffer is 0x%x", i, c.base[off + i]);
   frame_free_response(r);
-  client_close(&c);
+  wire_close(&c);
 }
 
 static void named_buffer_is_shared_and_lives_until_its_last_holder_frees_it(void **state) {
-  daemon_proc_t *d = *state;
-  uint64_t before = daemon_free_bytes(d);
-  client_t a, b;
+  testd_t *d = *state;
+  uint64_t before = testd_free_bytes(d);
+  wire_t a, b;
   resp_t *ra, *rb;
   uint64_t off;
 
-  assert_int_equal(client_open(&a, d->sock, "producer"), 0);
-  assert_int_equal(client_open(&b, d->sock, "consumer"), 0);
-  assert_int_equal(call_alloc(&a, 32 * KIB, 0, "frames", &ra), 0);
+  assert_int_equal(wire_open(&a, d->sock, "producer"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "consumer"), 0);
+  assert_int_equal(wire_alloc(&a, 32 * KIB, 0, "frames", &ra), 0);
   assert_string_equal(ra->buffer->name, "frames");
   off = ra->buffer->offset;
   for (int i = 0; i < 32 * 1024; i++)
     a.base[off + i] = (uint8_t)(i * 7);
 
-  assert_int_equal(call_lookup(&b, "frames", &rb), 0);
+  assert_int_equal(wire_lookup(&b, "frames", &rb), 0);
   assert_int_equal(rb->buffer->offset, off);
   assert_int_equal(rb->buffer->handle, ra->buffer->handle);
   for (int i = 0; i < 32 * 1024; i++)
     assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
 
   /* The producer lets go: the consumer still holds it, the name still resolves. */
-  assert_int_equal(call_free(&a, ra->buffer->handle), 0);
-  assert_int_equal(daemon_free_bytes(d), before - 32 * KIB);
+  assert_int_equal(wire_free(&a, ra->buffer->handle), 0);
+  assert_int_equal(testd_free_bytes(d), before - 32 * KIB);
   for (int i = 0; i < 32 * 1024; i++)
     assert_int_equal(b.base[off + i], (uint8_t)(i * 7));
-  assert_int_equal(call_lookup(&a, "frames", NULL), 0);
-  assert_int_equal(call_free(&a, ra->buffer->handle), 0);
+  assert_int_equal(wire_lookup(&a, "frames", NULL), 0);
+  assert_int_equal(wire_free(&a, ra->buffer->handle), 0);
 
   /* The last holder frees it: block and name are gone. */
-  assert_int_equal(call_free(&b, rb->buffer->handle), 0);
-  assert_int_equal(daemon_free_bytes(d), before);
-  assert_int_equal(call_lookup(&b, "frames", NULL), PP_ENOENT);
+  assert_int_equal(wire_free(&b, rb->buffer->handle), 0);
+  assert_int_equal(testd_free_bytes(d), before);
+  assert_int_equal(wire_lookup(&b, "frames", NULL), PP_ENOENT);
   frame_free_response(ra);
   frame_free_response(rb);
-  client_close(&a);
-  client_close(&b);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 static void bad_or_taken_names_are_refused(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a;
+  testd_t *d = *state;
+  wire_t a;
   char long_name[300];
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
   /* Names must be UTF-8 (proto3 strings) and at most 255 bytes. */
-  assert_int_equal(call_alloc(&a, 4096, 0, "caf\xc3\xa9", NULL), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, "bad\xc3", NULL), PP_EINVAL);
-  assert_int_equal(call_alloc(&a, 4096, 0, "bad\xed\xa0\x80", NULL), PP_EINVAL);
-  assert_int_equal(call_cache_open(&a, "bad\xff", 64, 0, NULL), PP_EINVAL);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "caf\xc3\xa9", NULL), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "bad\xc3", NULL), PP_EINVAL);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "bad\xed\xa0\x80", NULL), PP_EINVAL);
+  assert_int_equal(wire_cache_open(&a, "bad\xff", 64, 0, NULL), PP_EINVAL);
   memset(long_name, 'n', sizeof long_name - 1);
   long_name[sizeof long_name - 1] = '\0';
-  assert_int_equal(call_alloc(&a, 4096, 0, long_name, NULL), PP_EINVAL);
-  assert_int_equal(call_alloc(&a, 4096, 0, "dup", NULL), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, "dup", NULL), PP_EEXIST);
-  client_close(&a);
+  assert_int_equal(wire_alloc(&a, 4096, 0, long_name, NULL), PP_EINVAL);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "dup", NULL), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "dup", NULL), PP_EEXIST);
+  wire_close(&a);
 }
 
 static void named_buffer_goes_with_its_last_holder_disconnecting(void **state) {
-  daemon_proc_t *d = *state;
-  uint64_t before = daemon_free_bytes(d);
-  client_t a, b;
+  testd_t *d = *state;
+  uint64_t before = testd_free_bytes(d);
+  wire_t a, b;
 
-  assert_int_equal(client_open(&a, d->sock, "a"), 0);
-  assert_int_equal(client_open(&b, d->sock, "b"), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, "n", NULL), 0);
-  assert_int_equal(call_lookup(&b, "n", NULL), 0);
-  client_close(&a);
-  assert_int_equal(call_lookup(&b, "n", NULL), 0); /* still there: b holds it */
-  client_close(&b);
+  assert_int_equal(wire_open(&a, d->sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "b"), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "n", NULL), 0);
+  assert_int_equal(wire_lookup(&b, "n", NULL), 0);
+  wire_close(&a);
+  assert_int_equal(wire_lookup(&b, "n", NULL), 0); /* still there: b holds it */
+  wire_close(&b);
   assert_int_equal(wait_free_bytes(d, before), before);
-  assert_int_equal(client_open(&a, d->sock, "a"), 0);
-  assert_int_equal(call_lookup(&a, "n", NULL), PP_ENOENT);
-  client_close(&a);
+  assert_int_equal(wire_open(&a, d->sock, "a"), 0);
+  assert_int_equal(wire_lookup(&a, "n", NULL), PP_ENOENT);
+  wire_close(&a);
 }
 
 /* ---- crash reclaim ------------------------------------------------------------------ */
 
 static void killed_client_holdings_all_return(void **state) {
-  daemon_proc_t *d = *state;
-  uint64_t before = daemon_free_bytes(d);
+  testd_t *d = *state;
+  uint64_t before = testd_free_bytes(d);
   int ready[2];
   pid_t pid;
   char byte;
@@ -227,17 +233,17 @@ static void killed_client_holdings_all_return(void **state) {
   pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    client_t c;
+    wire_t c;
     uint64_t offs[300];
     uint32_t id;
     size_t n;
-    if (client_open(&c, d->sock, "victim")) _exit(1);
+    if (wire_open(&c, d->sock, "victim")) _exit(1);
     for (int i = 0; i < 20; i++)
-      if (call_alloc(&c, (uint64_t)(i + 1) * 3000, 0, i == 0 ? "victim-buf" : NULL, NULL))
+      if (wire_alloc(&c, (uint64_t)(i + 1) * 3000, 0, i == 0 ? "victim-buf" : NULL, NULL))
         _exit(2);
-    if (call_cache_open(&c, "victim-objs", 96, 0, &id)) _exit(3);
-    if (call_cache_alloc(&c, id, 300, offs, &n) || n != 300) _exit(4);
-    if (call_cache_free(&c, id, offs, 50, NULL, 0)) _exit(5); /* some parked in magazines */
+    if (wire_cache_open(&c, "victim-objs", 96, 0, &id)) _exit(3);
+    if (wire_cache_alloc(&c, id, 300, offs, &n) || n != 300) _exit(4);
+    if (wire_cache_free(&c, id, offs, 50, NULL, 0)) _exit(5); /* some parked in magazines */
     if (write(ready[1], "r", 1) != 1) _exit(6);
     pause();
     _exit(0);
@@ -245,83 +251,83 @@ static void killed_client_holdings_all_return(void **state) {
   close(ready[1]);
   assert_int_equal(read(ready[0], &byte, 1), 1);
   close(ready[0]);
-  assert_true(daemon_free_bytes(d) < before);
+  assert_true(testd_free_bytes(d) < before);
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
   assert_int_equal(wait_free_bytes(d, before), before);
 
-  client_t c;
-  assert_int_equal(client_open(&c, d->sock, "after"), 0);
-  assert_int_equal(call_lookup(&c, "victim-buf", NULL), PP_ENOENT);
-  client_close(&c);
+  wire_t c;
+  assert_int_equal(wire_open(&c, d->sock, "after"), 0);
+  assert_int_equal(wire_lookup(&c, "victim-buf", NULL), PP_ENOENT);
+  wire_close(&c);
 }
 
 /* ---- refusals, each leaving state unchanged ---------------------------------------- */
 
 static void foreign_handle_cannot_be_freed(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a, b;
+  testd_t *d = *state;
+  wire_t a, b;
   resp_t *r;
   uint64_t free_after_alloc;
 
-  assert_int_equal(client_open(&a, d->sock, "owner"), 0);
-  assert_int_equal(client_open(&b, d->sock, "thief"), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, NULL, &r), 0);
-  free_after_alloc = daemon_free_bytes(d);
-  assert_int_equal(call_free(&b, r->buffer->handle), PP_EPERM);
-  assert_int_equal(call_free(&b, 987654321), PP_ENOENT);
-  assert_int_equal(daemon_free_bytes(d), free_after_alloc);
-  assert_int_equal(call_free(&a, r->buffer->handle), 0);
+  assert_int_equal(wire_open(&a, d->sock, "owner"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "thief"), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, NULL, &r), 0);
+  free_after_alloc = testd_free_bytes(d);
+  assert_int_equal(wire_free(&b, r->buffer->handle), PP_EPERM);
+  assert_int_equal(wire_free(&b, 987654321), PP_ENOENT);
+  assert_int_equal(testd_free_bytes(d), free_after_alloc);
+  assert_int_equal(wire_free(&a, r->buffer->handle), 0);
   frame_free_response(r);
-  client_close(&a);
-  client_close(&b);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 static void double_free_is_not_found_and_harmless(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a;
+  testd_t *d = *state;
+  wire_t a;
   resp_t *r;
-  uint64_t before = daemon_free_bytes(d);
+  uint64_t before = testd_free_bytes(d);
 
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, NULL, &r), 0);
-  assert_int_equal(call_free(&a, r->buffer->handle), 0);
-  assert_int_equal(call_free(&a, r->buffer->handle), PP_ENOENT);
-  assert_int_equal(daemon_free_bytes(d), before);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, NULL, &r), 0);
+  assert_int_equal(wire_free(&a, r->buffer->handle), 0);
+  assert_int_equal(wire_free(&a, r->buffer->handle), PP_ENOENT);
+  assert_int_equal(testd_free_bytes(d), before);
   frame_free_response(r);
-  client_close(&a);
+  wire_close(&a);
 }
 
 static void zero_oversized_and_bad_flag_allocs_are_refused(void **state) {
-  daemon_proc_t *d = *state;
-  uint64_t before = daemon_free_bytes(d);
-  client_t a;
+  testd_t *d = *state;
+  uint64_t before = testd_free_bytes(d);
+  wire_t a;
 
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
-  assert_int_equal(call_alloc(&a, 0, 0, NULL, NULL), PP_EINVAL);
-  assert_int_equal(call_alloc(&a, REGION + 1, 0, NULL, NULL), PP_ERANGE);
-  assert_int_equal(call_alloc(&a, UINT64_MAX, 0, NULL, NULL), PP_ERANGE);
-  assert_int_equal(call_alloc(&a, 4096, 0x80, NULL, NULL), PP_EINVAL);
-  assert_int_equal(daemon_free_bytes(d), before);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_alloc(&a, 0, 0, NULL, NULL), PP_EINVAL);
+  assert_int_equal(wire_alloc(&a, REGION + 1, 0, NULL, NULL), PP_ERANGE);
+  assert_int_equal(wire_alloc(&a, UINT64_MAX, 0, NULL, NULL), PP_ERANGE);
+  assert_int_equal(wire_alloc(&a, 4096, 0x80, NULL, NULL), PP_EINVAL);
+  assert_int_equal(testd_free_bytes(d), before);
   /* The whole region is one block: it can be had, and then nothing more. */
-  assert_int_equal(call_alloc(&a, REGION, 0, NULL, NULL), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, NULL, NULL), PP_ENOMEM);
-  client_close(&a);
+  assert_int_equal(wire_alloc(&a, REGION, 0, NULL, NULL), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, NULL, NULL), PP_ENOMEM);
+  wire_close(&a);
 }
 
 static void contiguous_flag_is_granted_only_with_physically_consecutive_pages(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a;
+  testd_t *d = *state;
+  wire_t a;
   resp_t *r;
   int rc;
 
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
   /* Within a page: always contiguous. */
-  assert_int_equal(call_alloc(&a, 4096, 0x1, NULL, &r), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0x1, NULL, &r), 0);
   assert_true(r->buffer->contiguous);
   frame_free_response(r);
   /* Larger than a 4 KiB page: granted only with physically consecutive pages. */
-  rc = call_alloc(&a, 1 * MIB, 0x1, NULL, &r);
+  rc = wire_alloc(&a, 1 * MIB, 0x1, NULL, &r);
   if (rc == 0) {
     assert_true(r->buffer->contiguous);
     assert_true(a.phys_known);
@@ -331,94 +337,94 @@ static void contiguous_flag_is_granted_only_with_physically_consecutive_pages(vo
     assert_int_equal(rc, PP_ENOCONTIG);
   }
   frame_free_response(r);
-  client_close(&a);
+  wire_close(&a);
 }
 
 static void unknown_caches_and_absurd_counts_are_refused(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a;
+  testd_t *d = *state;
+  wire_t a;
   uint32_t id;
   uint64_t off;
 
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
-  assert_int_equal(call_cache_alloc(&a, 4242, 1, NULL, NULL), PP_ENOENT);
-  assert_int_equal(call_cache_free(&a, 4242, &off, 0, NULL, 0), PP_ENOENT);
-  assert_int_equal(call_cache_open(&a, "c", 64, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&a, id, 0, NULL, NULL), PP_ERANGE);
-  assert_int_equal(call_cache_alloc(&a, id, 1025, NULL, NULL), PP_ERANGE);
-  assert_int_equal(call_cache_alloc(&a, id, UINT32_MAX, NULL, NULL), PP_ERANGE);
-  assert_int_equal(call_cache_open(&a, "", 64, 0, NULL), PP_EINVAL);
-  assert_int_equal(call_cache_open(&a, "bad-align", 64, 3, NULL), PP_EINVAL);
-  assert_int_equal(call_cache_open(&a, "huge-objects", UINT32_MAX, 0, NULL), PP_ERANGE);
-  client_close(&a);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_cache_alloc(&a, 4242, 1, NULL, NULL), PP_ENOENT);
+  assert_int_equal(wire_cache_free(&a, 4242, &off, 0, NULL, 0), PP_ENOENT);
+  assert_int_equal(wire_cache_open(&a, "c", 64, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&a, id, 0, NULL, NULL), PP_ERANGE);
+  assert_int_equal(wire_cache_alloc(&a, id, 1025, NULL, NULL), PP_ERANGE);
+  assert_int_equal(wire_cache_alloc(&a, id, UINT32_MAX, NULL, NULL), PP_ERANGE);
+  assert_int_equal(wire_cache_open(&a, "", 64, 0, NULL), PP_EINVAL);
+  assert_int_equal(wire_cache_open(&a, "bad-align", 64, 3, NULL), PP_EINVAL);
+  assert_int_equal(wire_cache_open(&a, "huge-objects", UINT32_MAX, 0, NULL), PP_ERANGE);
+  wire_close(&a);
 }
 
 static void cache_open_is_idempotent_by_name_and_geometry(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a, b;
+  testd_t *d = *state;
+  wire_t a, b;
   uint32_t id1, id2;
 
-  assert_int_equal(client_open(&a, d->sock, "a"), 0);
-  assert_int_equal(client_open(&b, d->sock, "b"), 0);
-  assert_int_equal(call_cache_open(&a, "pkt", 256, 64, &id1), 0);
-  assert_int_equal(call_cache_open(&b, "pkt", 256, 64, &id2), 0);
+  assert_int_equal(wire_open(&a, d->sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "b"), 0);
+  assert_int_equal(wire_cache_open(&a, "pkt", 256, 64, &id1), 0);
+  assert_int_equal(wire_cache_open(&b, "pkt", 256, 64, &id2), 0);
   assert_int_equal(id1, id2);
-  assert_int_equal(call_cache_open(&b, "pkt", 512, 64, NULL), PP_EGEOMETRY);
-  client_close(&a);
-  client_close(&b);
+  assert_int_equal(wire_cache_open(&b, "pkt", 512, 64, NULL), PP_EGEOMETRY);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 static void cache_free_is_all_or_nothing_and_names_the_bad_offset(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a, b;
+  testd_t *d = *state;
+  wire_t a, b;
   uint64_t offs[8], bad[8], other[1];
   uint32_t id;
   size_t n;
   char msg[256], want[64];
 
-  assert_int_equal(client_open(&a, d->sock, "a"), 0);
-  assert_int_equal(client_open(&b, d->sock, "b"), 0);
-  assert_int_equal(call_cache_open(&a, "objs", 64, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&a, id, 4, offs, &n), 0);
+  assert_int_equal(wire_open(&a, d->sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "b"), 0);
+  assert_int_equal(wire_cache_open(&a, "objs", 64, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&a, id, 4, offs, &n), 0);
   assert_int_equal(n, 4);
   for (size_t i = 0; i < n; i++) {
     assert_true(offs[i] % 8 == 0 && offs[i] < REGION);
     memset(a.base + offs[i], (int)i, 64);
   }
-  assert_int_equal(call_cache_alloc(&b, id, 1, other, &n), 0);
+  assert_int_equal(wire_cache_alloc(&b, id, 1, other, &n), 0);
 
   /* A bogus offset at the end: nothing freed, the message names it. */
   memcpy(bad, offs, sizeof offs[0] * 3);
   bad[3] = offs[3] + 1;
-  assert_int_equal(call_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_ENOENT);
+  assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_ENOENT);
   snprintf(want, sizeof want, "%" PRIu64, bad[3]);
   assert_non_null(strstr(msg, want));
   /* Another session's object: refused, and nothing freed. */
   bad[3] = other[0];
-  assert_int_equal(call_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_EPERM);
+  assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_EPERM);
   snprintf(want, sizeof want, "%" PRIu64, other[0]);
   assert_non_null(strstr(msg, want));
   /* The same object twice in one batch. */
   bad[3] = offs[0];
-  assert_int_equal(call_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_EDOUBLEFREE);
+  assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_EDOUBLEFREE);
   /* All four are still ours: freeing them all works, once. */
-  assert_int_equal(call_cache_free(&a, id, offs, 4, NULL, 0), 0);
-  assert_int_equal(call_cache_free(&a, id, offs, 1, NULL, 0), PP_ENOENT);
-  assert_int_equal(call_cache_free(&b, id, other, 1, NULL, 0), 0);
-  client_close(&a);
-  client_close(&b);
+  assert_int_equal(wire_cache_free(&a, id, offs, 4, NULL, 0), 0);
+  assert_int_equal(wire_cache_free(&a, id, offs, 1, NULL, 0), PP_ENOENT);
+  assert_int_equal(wire_cache_free(&b, id, other, 1, NULL, 0), 0);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 static void objects_of_a_cache_are_distinct_and_inside_the_region(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a;
+  testd_t *d = *state;
+  wire_t a;
   uint64_t offs[1024];
   uint32_t id;
   size_t n;
 
-  assert_int_equal(client_open(&a, d->sock, "t"), 0);
-  assert_int_equal(call_cache_open(&a, "o", 100, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&a, id, 1024, offs, &n), 0);
+  assert_int_equal(wire_open(&a, d->sock, "t"), 0);
+  assert_int_equal(wire_cache_open(&a, "o", 100, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&a, id, 1024, offs, &n), 0);
   assert_int_equal(n, 1024);
   for (size_t i = 0; i < n; i++) {
     assert_true(offs[i] + 100 <= REGION);
@@ -426,8 +432,8 @@ static void objects_of_a_cache_are_distinct_and_inside_the_region(void **state) 
       if (offs[i] < offs[j] + 100 && offs[j] < offs[i] + 100)
         fail_msg("objects %" PRIu64 " and %" PRIu64 " overlap", offs[i], offs[j]);
   }
-  assert_int_equal(call_cache_free(&a, id, offs, n, NULL, 0), 0);
-  client_close(&a);
+  assert_int_equal(wire_cache_free(&a, id, offs, n, NULL, 0), 0);
+  wire_close(&a);
 }
 
 /* ---- protocol violations ------------------------------------------------------------ */
@@ -435,14 +441,14 @@ static void objects_of_a_cache_are_distinct_and_inside_the_region(void **state) 
 /* Send raw bytes, then expect one response with status want (and an EOF after it). */
 static void expect_refusal(const char *sock, const void *bytes, size_t len, bool shut_wr,
                            int want) {
-  int fd = raw_connect(sock);
+  int fd = wire_connect(sock, false);
   resp_t *r = NULL;
   uint8_t b;
   assert_true(fd >= 0);
   assert_int_equal(write(fd, bytes, len), (ssize_t)len);
   if (shut_wr) shutdown(fd, SHUT_WR);
   assert_int_equal(frame_recv_response(fd, FRAME_MAX_DEFAULT, &r, NULL), 0);
-  assert_int_equal(resp_rc(r), want);
+  assert_int_equal(wire_rc(r), want);
   assert_true(r->message && r->message[0]);
   frame_free_response(r);
   assert_int_equal(read(fd, &b, 1), 0); /* then the daemon closes */
@@ -450,27 +456,27 @@ static void expect_refusal(const char *sock, const void *bytes, size_t len, bool
 }
 
 /* After each violation, an honest client must still be served. */
-static void still_serving(daemon_proc_t *d) {
-  client_t c;
-  assert_int_equal(client_open(&c, d->sock, "bystander"), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
-  client_close(&c);
+static void still_serving(testd_t *d) {
+  wire_t c;
+  assert_int_equal(wire_open(&c, d->sock, "bystander"), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), 0);
+  wire_close(&c);
 }
 
 static void garbage_frame_gets_protocol_error_and_others_carry_on(void **state) {
-  daemon_proc_t *d = *state;
-  client_t bystander;
+  testd_t *d = *state;
+  wire_t bystander;
   const uint8_t garbage[] = {8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-  assert_int_equal(client_open(&bystander, d->sock, "b"), 0);
-  assert_int_equal(call_alloc(&bystander, 4096, 0, "kept", NULL), 0);
+  assert_int_equal(wire_open(&bystander, d->sock, "b"), 0);
+  assert_int_equal(wire_alloc(&bystander, 4096, 0, "kept", NULL), 0);
   expect_refusal(d->sock, garbage, sizeof garbage, false, PP_EPROTO);
-  assert_int_equal(call_lookup(&bystander, "kept", NULL), 0);
-  client_close(&bystander);
+  assert_int_equal(wire_lookup(&bystander, "kept", NULL), 0);
+  wire_close(&bystander);
   still_serving(d);
 }
 
 static void frame_larger_than_max_is_refused_from_its_header(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   const uint8_t hdr[] = {0x01, 0x00, 0x10, 0x00}; /* 1 MiB + 1 */
   const uint8_t zero[] = {0, 0, 0, 0};
   expect_refusal(d->sock, hdr, sizeof hdr, false, PP_EPROTO);
@@ -479,14 +485,14 @@ static void frame_larger_than_max_is_refused_from_its_header(void **state) {
 }
 
 static void truncated_frame_gets_protocol_error(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   const uint8_t partial[] = {100, 0, 0, 0, 0x08, 0x01};
   expect_refusal(d->sock, partial, sizeof partial, true, PP_EPROTO);
   still_serving(d);
 }
 
 static void unknown_version_gets_unsupported_version(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__Hello h = PINPOOL__V1__HELLO__INIT;
   uint8_t *buf;
@@ -502,7 +508,7 @@ static void unknown_version_gets_unsupported_version(void **state) {
 }
 
 static void request_before_hello_and_unknown_bodies_are_protocol_errors(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
   /* id = 1, then field 15 (unknown, not in the oneof) as a varint. */
@@ -521,86 +527,86 @@ static void request_before_hello_and_unknown_bodies_are_protocol_errors(void **s
 }
 
 static void second_hello_is_a_protocol_error(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__Hello h = PINPOOL__V1__HELLO__INIT;
-  client_t c;
+  wire_t c;
   resp_t *r;
-  assert_int_equal(client_open(&c, d->sock, "t"), 0);
+  assert_int_equal(wire_open(&c, d->sock, "t"), 0);
   h.protocol_version = PROTOCOL_VERSION;
   req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
   req.hello = &h;
-  r = client_call(&c, &req);
-  assert_int_equal(resp_rc(r), PP_EPROTO);
+  r = wire_call(&c, &req);
+  assert_int_equal(wire_rc(r), PP_EPROTO);
   frame_free_response(r);
-  client_close(&c);
+  wire_close(&c);
   still_serving(d);
 }
 
 /* ---- limits ------------------------------------------------------------------------- */
 
 static void per_uid_quota_is_enforced(void **state) {
-  daemon_proc_t d;
-  client_t a, b;
+  testd_t d;
+  wire_t a, b;
   uint32_t id;
   (void)state;
-  daemon_start(&d, NULL, "--quota", "64K", NULL);
-  assert_int_equal(client_open(&a, d.sock, "a"), 0);
-  assert_int_equal(client_open(&b, d.sock, "b"), 0);
-  assert_int_equal(call_alloc(&a, 32 * KIB, 0, NULL, NULL), 0);
+  assert_int_equal(testd_start(&d, "--quota", "64K", NULL), 0);
+  assert_int_equal(wire_open(&a, d.sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d.sock, "b"), 0);
+  assert_int_equal(wire_alloc(&a, 32 * KIB, 0, NULL, NULL), 0);
   /* Same uid on another connection shares the quota. */
-  assert_int_equal(call_alloc(&b, 32 * KIB, 0, NULL, NULL), 0);
-  assert_int_equal(call_alloc(&b, 4 * KIB, 0, NULL, NULL), PP_EQUOTA);
-  assert_int_equal(call_cache_open(&b, "q", 64, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&b, id, 1, NULL, NULL), PP_EQUOTA);
-  client_close(&a); /* its 32 KiB come back to the uid */
-  for (int i = 0; i < 200 && call_alloc(&b, 16 * KIB, 0, NULL, NULL) == PP_EQUOTA; i++)
+  assert_int_equal(wire_alloc(&b, 32 * KIB, 0, NULL, NULL), 0);
+  assert_int_equal(wire_alloc(&b, 4 * KIB, 0, NULL, NULL), PP_EQUOTA);
+  assert_int_equal(wire_cache_open(&b, "q", 64, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&b, id, 1, NULL, NULL), PP_EQUOTA);
+  wire_close(&a); /* its 32 KiB come back to the uid */
+  for (int i = 0; i < 200 && wire_alloc(&b, 16 * KIB, 0, NULL, NULL) == PP_EQUOTA; i++)
     sleep_ms(10);
-  assert_int_equal(call_alloc(&b, 16 * KIB, 0, NULL, NULL), 0);
-  assert_int_equal(call_alloc(&b, 4 * KIB, 0, NULL, NULL), PP_EQUOTA);
-  client_close(&b);
-  daemon_stop(&d);
+  assert_int_equal(wire_alloc(&b, 16 * KIB, 0, NULL, NULL), 0);
+  assert_int_equal(wire_alloc(&b, 4 * KIB, 0, NULL, NULL), PP_EQUOTA);
+  wire_close(&b);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void per_session_buffer_limit_is_enforced(void **state) {
-  daemon_proc_t d;
-  client_t a, b;
+  testd_t d;
+  wire_t a, b;
   (void)state;
-  daemon_start(&d, NULL, "--max-buffers", "2", NULL);
-  assert_int_equal(client_open(&a, d.sock, "a"), 0);
-  assert_int_equal(client_open(&b, d.sock, "b"), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, "one", NULL), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, NULL, NULL), 0);
-  assert_int_equal(call_alloc(&a, 4096, 0, NULL, NULL), PP_ELIMIT);
-  assert_int_equal(call_lookup(&a, "one", NULL), PP_ELIMIT);
-  assert_int_equal(call_alloc(&b, 4096, 0, NULL, NULL), 0); /* per session, not global */
-  client_close(&a);
-  client_close(&b);
-  daemon_stop(&d);
+  assert_int_equal(testd_start(&d, "--max-buffers", "2", NULL), 0);
+  assert_int_equal(wire_open(&a, d.sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d.sock, "b"), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, "one", NULL), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, NULL, NULL), 0);
+  assert_int_equal(wire_alloc(&a, 4096, 0, NULL, NULL), PP_ELIMIT);
+  assert_int_equal(wire_lookup(&a, "one", NULL), PP_ELIMIT);
+  assert_int_equal(wire_alloc(&b, 4096, 0, NULL, NULL), 0); /* per session, not global */
+  wire_close(&a);
+  wire_close(&b);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void max_clients_is_enforced_and_a_slot_frees_on_disconnect(void **state) {
-  daemon_proc_t d;
-  client_t a, b, c;
+  testd_t d;
+  wire_t a, b, c;
   (void)state;
-  daemon_start(&d, NULL, "--max-clients", "2", NULL);
-  assert_int_equal(client_open(&a, d.sock, "a"), 0);
-  assert_int_equal(client_open(&b, d.sock, "b"), 0);
-  assert_int_equal(client_open(&c, d.sock, "c"), PP_ETOOMANY);
-  client_close(&b);
+  assert_int_equal(testd_start(&d, "--max-clients", "2", NULL), 0);
+  assert_int_equal(wire_open(&a, d.sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d.sock, "b"), 0);
+  assert_int_equal(wire_open(&c, d.sock, "c"), PP_ETOOMANY);
+  wire_close(&b);
   int rc = PP_ETOOMANY;
   for (int i = 0; i < 200 && rc == PP_ETOOMANY; i++) {
-    rc = client_open(&c, d.sock, "c");
+    rc = wire_open(&c, d.sock, "c");
     if (rc) sleep_ms(10);
   }
   assert_int_equal(rc, 0);
-  client_close(&c);
-  client_close(&a);
-  daemon_stop(&d);
+  wire_close(&c);
+  wire_close(&a);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void non_admin_stats_and_shrink_are_refused(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   pid_t pid;
   int status;
 
@@ -613,18 +619,18 @@ static void non_admin_stats_and_shrink_are_refused(void **state) {
   if (pid == 0) {
     Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
     Pinpool__V1__ShrinkRequest sr = PINPOOL__V1__SHRINK_REQUEST__INIT;
-    client_t c;
+    wire_t c;
     resp_t *r;
     if (setgroups(0, NULL) || setgid(65534) || setuid(65534)) _exit(10);
-    if (client_open(&c, d->sock, "nobody")) _exit(11);
-    if (call_stats(&c, false, false, NULL) != PP_EPERM) _exit(12);
+    if (wire_open(&c, d->sock, "nobody")) _exit(11);
+    if (wire_stats(&c, false, false, NULL) != PP_EPERM) _exit(12);
     req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK;
     req.shrink = &sr;
-    r = client_call(&c, &req);
-    if (resp_rc(r) != PP_EPERM) _exit(13);
+    r = wire_call(&c, &req);
+    if (wire_rc(r) != PP_EPERM) _exit(13);
     frame_free_response(r);
-    if (call_alloc(&c, 4096, 0, NULL, NULL) != 0) _exit(14); /* ordinary requests work */
-    client_close(&c);
+    if (wire_alloc(&c, 4096, 0, NULL, NULL) != 0) _exit(14); /* ordinary requests work */
+    wire_close(&c);
     _exit(0);
   }
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -635,22 +641,22 @@ static void non_admin_stats_and_shrink_are_refused(void **state) {
 /* ---- stats and shrink --------------------------------------------------------------- */
 
 static void stats_accounts_for_every_byte_and_lists_holders(void **state) {
-  daemon_proc_t *d = *state;
-  client_t a, b;
+  testd_t *d = *state;
+  wire_t a, b;
   resp_t *r, *rb;
   uint64_t offs[10], sum = 0;
   uint32_t id;
   size_t n;
   bool seen = false;
 
-  assert_int_equal(client_open(&a, d->sock, "alpha"), 0);
-  assert_int_equal(client_open(&b, d->sock, "beta"), 0);
-  assert_int_equal(call_alloc(&a, 100 * KIB, 0, "shared", &rb), 0);
-  assert_int_equal(call_lookup(&b, "shared", NULL), 0);
-  assert_int_equal(call_cache_open(&b, "stats-objs", 200, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&b, id, 10, offs, &n), 0);
+  assert_int_equal(wire_open(&a, d->sock, "alpha"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "beta"), 0);
+  assert_int_equal(wire_alloc(&a, 100 * KIB, 0, "shared", &rb), 0);
+  assert_int_equal(wire_lookup(&b, "shared", NULL), 0);
+  assert_int_equal(wire_cache_open(&b, "stats-objs", 200, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&b, id, 10, offs, &n), 0);
 
-  assert_int_equal(call_stats(&a, true, true, &r), 0);
+  assert_int_equal(wire_stats(&a, true, true, &r), 0);
   Pinpool__V1__Stats *st = r->stats;
   assert_int_equal(st->region_size, REGION);
   assert_int_equal(st->nr_clients, 2);
@@ -685,81 +691,81 @@ static void stats_accounts_for_every_byte_and_lists_holders(void **state) {
   assert_int_equal(sum, REGION);
   frame_free_response(r);
   frame_free_response(rb);
-  client_close(&a);
-  client_close(&b);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 static void stats_too_big_for_max_frame_leaves_out_the_map_and_says_so(void **state) {
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   resp_t *r;
   (void)state;
-  daemon_start(&d, NULL, "--max-frame", "4K", NULL);
-  assert_int_equal(client_open(&c, d.sock, "t"), 0);
+  assert_int_equal(testd_start(&d, "--max-frame", "4K", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
   for (int i = 0; i < 300; i++)
-    assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
-  assert_int_equal(call_stats(&c, true, true, &r), 0);
+    assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), 0);
+  assert_int_equal(wire_stats(&c, true, true, &r), 0);
   assert_int_equal(r->stats->n_map, 0);
   assert_int_equal(r->stats->n_buffers, 0);
   assert_int_equal(r->stats->nr_buffers, 300); /* the counters are still there */
   assert_non_null(strstr(r->message, "left out"));
   frame_free_response(r);
-  assert_int_equal(call_stats(&c, false, false, &r), 0);
+  assert_int_equal(wire_stats(&c, false, false, &r), 0);
   assert_string_equal(r->message, "");
   frame_free_response(r);
-  client_close(&c);
-  daemon_stop(&d);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void shrink_drains_magazines_and_returns_empty_slabs(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__ShrinkRequest sr = PINPOOL__V1__SHRINK_REQUEST__INIT;
-  uint64_t before = daemon_free_bytes(d), offs[1024];
-  client_t a, b;
+  uint64_t before = testd_free_bytes(d), offs[1024];
+  wire_t a, b;
   uint32_t id;
   size_t n;
   resp_t *r;
 
-  assert_int_equal(client_open(&a, d->sock, "a"), 0);
-  assert_int_equal(client_open(&b, d->sock, "keeps-connection"), 0);
-  assert_int_equal(call_cache_open(&a, "shrinkme", 512, 0, &id), 0);
-  assert_int_equal(call_cache_alloc(&a, id, 1024, offs, &n), 0);
-  assert_int_equal(call_cache_free(&a, id, offs, n, NULL, 0), 0);
-  uint64_t held_back = daemon_free_bytes(d);
+  assert_int_equal(wire_open(&a, d->sock, "a"), 0);
+  assert_int_equal(wire_open(&b, d->sock, "keeps-connection"), 0);
+  assert_int_equal(wire_cache_open(&a, "shrinkme", 512, 0, &id), 0);
+  assert_int_equal(wire_cache_alloc(&a, id, 1024, offs, &n), 0);
+  assert_int_equal(wire_cache_free(&a, id, offs, n, NULL, 0), 0);
+  uint64_t held_back = testd_free_bytes(d);
   assert_true(held_back < before); /* slabs and magazines keep the memory */
   req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK;
   req.shrink = &sr;
-  r = client_call(&b, &req);
-  assert_int_equal(resp_rc(r), 0);
+  r = wire_call(&b, &req);
+  assert_int_equal(wire_rc(r), 0);
   assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_SHRINK);
   assert_true(r->shrink->slabs_released > 0);
   assert_true(r->shrink->objects_drained > 0 || r->shrink->slabs_released > 0);
   assert_int_equal(r->shrink->bytes_released, before - held_back);
   frame_free_response(r);
-  assert_int_equal(daemon_free_bytes(d), before);
-  client_close(&a);
-  client_close(&b);
+  assert_int_equal(testd_free_bytes(d), before);
+  wire_close(&a);
+  wire_close(&b);
 }
 
 /* ---- robustness --------------------------------------------------------------------- */
 
 static void slow_reader_does_not_stall_others_or_grow_the_daemon(void **state) {
-  daemon_proc_t *d = *state;
+  testd_t *d = *state;
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__StatsRequest sr = PINPOOL__V1__STATS_REQUEST__INIT;
-  client_t slow, fast;
+  wire_t slow, fast;
   uint8_t *frame;
   size_t len, sent = 0;
   long rss_before, rss_after;
   struct timespec t0, t1;
 
-  assert_int_equal(client_open(&slow, d->sock, "slow"), 0);
-  assert_int_equal(client_open(&fast, d->sock, "fast"), 0);
+  assert_int_equal(wire_open(&slow, d->sock, "slow"), 0);
+  assert_int_equal(wire_open(&fast, d->sock, "fast"), 0);
   /* 300 buffers make each Stats reply (buffer list + map) about 13 KiB. */
   for (int i = 0; i < 300; i++)
-    assert_int_equal(call_alloc(&slow, 4096, 0, NULL, NULL), 0);
-  rss_before = daemon_rss_kib(d);
+    assert_int_equal(wire_alloc(&slow, 4096, 0, NULL, NULL), 0);
+  rss_before = testd_rss_kib(d);
   /* Stats with the map: a few bytes in, kilobytes out.  Never read the replies. */
   sr.include_map = true;
   sr.include_buffers = true;
@@ -791,13 +797,13 @@ static void slow_reader_does_not_stall_others_or_grow_the_daemon(void **state) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (int i = 0; i < 50; i++) {
     resp_t *r;
-    assert_int_equal(call_alloc(&fast, 4096, 0, NULL, &r), 0);
-    assert_int_equal(call_free(&fast, r->buffer->handle), 0);
+    assert_int_equal(wire_alloc(&fast, 4096, 0, NULL, &r), 0);
+    assert_int_equal(wire_free(&fast, r->buffer->handle), 0);
     frame_free_response(r);
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   assert_true((t1.tv_sec - t0.tv_sec) < 5);
-  rss_after = daemon_rss_kib(d);
+  rss_after = testd_rss_kib(d);
   print_message("slow reader: %zu request bytes sent; daemon RSS %ld -> %ld KiB\n", sent,
                 rss_before, rss_after);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -814,77 +820,77 @@ static void slow_reader_does_not_stall_others_or_grow_the_daemon(void **state) {
     resp_t *r = NULL;
     int rc = frame_recv_response(slow.fd, FRAME_MAX_DEFAULT, &r, NULL);
     if (rc) fail_msg("reply %zu of %zu: %s", i, sent / len, pp_strerror(rc));
-    assert_int_equal(resp_rc(r), 0);
+    assert_int_equal(wire_rc(r), 0);
     assert_int_equal(r->stats->nr_buffers, 300);
     frame_free_response(r);
   }
-  assert_int_equal(call_free(&slow, 1), 0); /* and it is still served */
-  client_close(&slow);
-  client_close(&fast);
+  assert_int_equal(wire_free(&slow, 1), 0); /* and it is still served */
+  wire_close(&slow);
+  wire_close(&fast);
   still_serving(d);
 }
 
 static void connections_that_leave_without_a_word_hold_no_client_slot(void **state) {
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   int rc = PP_ETOOMANY;
   (void)state;
-  daemon_start(&d, NULL, "--max-clients", "1", NULL);
+  assert_int_equal(testd_start(&d, "--max-clients", "1", NULL), 0);
   for (int i = 0; i < 20; i++) {
-    int fd = raw_connect(d.sock);
+    int fd = wire_connect(d.sock, false);
     assert_true(fd >= 0);
     close(fd);
   }
   /* The daemon sees those EOFs in its own time; then the one slot is free again. */
   for (int i = 0; i < 200 && rc == PP_ETOOMANY; i++) {
-    rc = client_open(&c, d.sock, "t");
+    rc = wire_open(&c, d.sock, "t");
     if (rc) sleep_ms(10);
   }
   assert_int_equal(rc, 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
-  client_close(&c);
-  daemon_stop(&d);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), 0);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void silent_connection_gets_protocol_error_at_the_hello_timeout(void **state) {
-  daemon_proc_t d;
+  testd_t d;
   resp_t *r = NULL;
   int fd;
   uint8_t b;
   (void)state;
-  daemon_start(&d, NULL, "--hello-timeout", "200", NULL);
-  fd = raw_connect(d.sock);
+  assert_int_equal(testd_start(&d, "--hello-timeout", "200", NULL), 0);
+  fd = wire_connect(d.sock, false);
   assert_true(fd >= 0);
   /* Say nothing: the daemon answers PROTOCOL_ERROR (id 0) and closes. */
   assert_int_equal(frame_recv_response(fd, FRAME_MAX_DEFAULT, &r, NULL), 0);
-  assert_int_equal(resp_rc(r), PP_EPROTO);
+  assert_int_equal(wire_rc(r), PP_EPROTO);
   assert_int_equal(r->id, 0);
   frame_free_response(r);
   assert_int_equal(read(fd, &b, 1), 0);
   close(fd);
   still_serving(&d);
-  daemon_stop(&d);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 /* ---- lifecycle: signals, systemd ---------------------------------------------------- */
 
 static void sigterm_closes_connections_exits_zero_and_unlinks_the_socket(void **state) {
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   resp_t *r;
   uint8_t b;
   (void)state;
-  daemon_start(&d, NULL, NULL);
-  assert_int_equal(client_open(&c, d.sock, "t"), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, &r), 0);
+  assert_int_equal(testd_start(&d, NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, &r), 0);
   frame_free_response(r);
-  daemon_stop(&d);                        /* exit 0, socket gone */
+  assert_int_equal(testd_stop(&d), 0);    /* exit 0, socket gone */
   assert_int_equal(read(c.fd, &b, 1), 0); /* our connection was closed */
-  client_close(&c);
+  wire_close(&c);
 }
 
 static void ready_and_stopping_reach_notify_socket(void **state) {
-  daemon_proc_t d;
+  testd_t d;
   char path[96], env[160], buf[512];
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   struct timeval tv = {5, 0};
@@ -899,7 +905,7 @@ static void ready_and_stopping_reach_notify_socket(void **state) {
   assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", path);
-  daemon_start(&d, env, NULL);
+  assert_int_equal(testd_start_env(&d, env, NULL), 0);
   while (!ready) {
     ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
     assert_true(n > 0);
@@ -907,9 +913,9 @@ static void ready_and_stopping_reach_notify_socket(void **state) {
     if (strstr(buf, "READY=1")) ready = true;
   }
   /* The first client shows up in STATUS=. */
-  client_t c;
-  assert_int_equal(client_open(&c, d.sock, "t"), 0);
-  client_close(&c);
+  wire_t c;
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
+  wire_close(&c);
   kill(d.pid, SIGTERM);
   while (!stopping) {
     ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
@@ -917,16 +923,15 @@ static void ready_and_stopping_reach_notify_socket(void **state) {
     buf[n] = '\0';
     if (strstr(buf, "STOPPING=1")) stopping = true;
   }
-  daemon_wait(&d);
+  assert_int_equal(testd_wait(&d), 0);
   close(fd);
   unlink(path);
 }
 
 static void socket_activation_uses_the_passed_socket_and_leaves_it(void **state) {
   char dir[] = "/tmp/ppd-act-XXXXXX", sock[128], bin[512], logp[160], cmd[200];
-  const char *bin_dir = getenv("PP_BIN_DIR");
-  client_t c;
-  pid_t pid;
+  wire_t c;
+  pid_t pid, parent = getpid();
   int status;
   (void)state;
 
@@ -938,10 +943,14 @@ static void socket_activation_uses_the_passed_socket_and_leaves_it(void **state)
   assert_non_null(mkdtemp(dir));
   snprintf(sock, sizeof sock, "%s/pinpool.sock", dir);
   snprintf(logp, sizeof logp, "%s/log", dir);
-  snprintf(bin, sizeof bin, "%s/pinpoold", bin_dir ? bin_dir : ".");
+  testd_bin(bin, sizeof bin, "pinpoold");
   pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* Like testd's daemons, this one dies with the test (systemd-socket-activate execs
+     * pinpoold in this same process, and the setting survives exec). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
     int lf = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (lf >= 0) dup2(lf, 2);
     unsetenv("NOTIFY_SOCKET");
@@ -950,19 +959,17 @@ static void socket_activation_uses_the_passed_socket_and_leaves_it(void **state)
            "16M", "--page-size", "4K", "--socket", "/nonexistent/dir/x.sock", (char *)NULL);
     _exit(127);
   }
-  harness_track(pid);
   int rc = PP_ECONNECT;
   for (int i = 0; i < 500 && rc; i++) {
-    rc = client_open(&c, sock, "activated");
+    rc = wire_open(&c, sock, "activated");
     if (rc) sleep_ms(10);
   }
   assert_int_equal(rc, 0);
   assert_int_equal(c.region_size, REGION);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
-  client_close(&c);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), 0);
+  wire_close(&c);
   kill(pid, SIGTERM);
   assert_int_equal(waitpid(pid, &status, 0), pid);
-  harness_untrack(pid);
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
   /* The socket belongs to whoever passed it: the daemon must not unlink it. */
@@ -972,9 +979,10 @@ static void socket_activation_uses_the_passed_socket_and_leaves_it(void **state)
 }
 
 static void config_file_keys_work_and_command_line_wins(void **state) {
-  daemon_proc_t d;
+  testd_t d;
   char cfg[] = "/tmp/ppd-cfg-XXXXXX";
-  client_t c;
+  char bin[512];
+  wire_t c;
   int fd, status;
   pid_t pid;
   (void)state;
@@ -984,26 +992,25 @@ static void config_file_keys_work_and_command_line_wins(void **state) {
   dprintf(fd, "# test config\n\nmax-buffers = 1\nmax-clients=1\nzero-on-free\n"
               "log-level = debug\n");
   close(fd);
-  daemon_start(&d, NULL, "--config", cfg, "--max-clients", "3", NULL);
-  assert_int_equal(client_open(&c, d.sock, "t"), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), 0);
-  assert_int_equal(call_alloc(&c, 4096, 0, NULL, NULL), PP_ELIMIT); /* the file's limit */
-  client_t c2;
-  assert_int_equal(client_open(&c2, d.sock, "t2"), 0); /* the command line's 3 won */
-  client_close(&c2);
-  client_close(&c);
-  daemon_stop(&d);
+  assert_int_equal(testd_start(&d, "--config", cfg, "--max-clients", "3", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), 0);
+  assert_int_equal(wire_alloc(&c, 4096, 0, NULL, NULL), PP_ELIMIT); /* the file's limit */
+  wire_t c2;
+  assert_int_equal(wire_open(&c2, d.sock, "t2"), 0); /* the command line's 3 won */
+  wire_close(&c2);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 
   /* An unknown key stops the daemon with exit status 2. */
   fd = open(cfg, O_WRONLY | O_TRUNC);
   dprintf(fd, "sise = 8M\n");
   close(fd);
+  testd_bin(bin, sizeof bin, "pinpoold");
   pid = fork();
   if (pid == 0) {
     int nul = open("/dev/null", O_WRONLY);
-    char bin[512];
     dup2(nul, 2);
-    snprintf(bin, sizeof bin, "%s/pinpoold", getenv("PP_BIN_DIR") ? getenv("PP_BIN_DIR") : ".");
     execl(bin, bin, "--config", cfg, (char *)NULL);
     _exit(127);
   }

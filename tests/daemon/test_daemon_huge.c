@@ -20,7 +20,8 @@
 
 #include <cmocka.h>
 
-#include "harness.h"
+#include "testd.h"
+#include "wire.h"
 
 #define MIB (1024ull * 1024ull)
 #define HUGE_2M (2 * MIB)
@@ -94,17 +95,17 @@ static uint64_t pagemap_phys(const void *addr) {
   return entry ? entry * (uint64_t)ps + va % (uint64_t)ps : 0;
 }
 
-static void need_pagemap_pfns(client_t *c) {
+static void need_pagemap_pfns(wire_t *c) {
   volatile uint8_t touch = c->base[0];
   (void)touch;
   if (!pagemap_phys(c->base)) {
     print_message("skipped: /proc/self/pagemap gives no PFNs to this process\n");
-    client_close(c);
+    wire_close(c);
     skip();
   }
 }
 
-static void check_buffer_against_pagemap(client_t *c, const resp_t *r) {
+static void check_buffer_against_pagemap(wire_t *c, const resp_t *r) {
   const Pinpool__V1__Buffer *b = r->buffer;
   assert_true(c->phys_known);
   assert_true(b->phys_addr != 0);
@@ -125,8 +126,8 @@ static void check_buffer_against_pagemap(client_t *c, const resp_t *r) {
 }
 
 static void buffer_phys_and_contiguous_blocks_match_pagemap_with_4k_pages(void **state) {
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   resp_t *r;
   (void)state;
 
@@ -134,10 +135,10 @@ static void buffer_phys_and_contiguous_blocks_match_pagemap_with_4k_pages(void *
     print_message("skipped: needs root for physical addresses\n");
     skip();
   }
-  daemon_start(&d, NULL, NULL);
-  assert_int_equal(client_open(&c, d.sock, "phys"), 0);
+  assert_int_equal(testd_start(&d, NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "phys"), 0);
   need_pagemap_pfns(&c);
-  assert_int_equal(call_alloc(&c, 256 * 1024, 0, NULL, &r), 0);
+  assert_int_equal(wire_alloc(&c, 256 * 1024, 0, NULL, &r), 0);
   check_buffer_against_pagemap(&c, r);
   frame_free_response(r);
 
@@ -145,7 +146,7 @@ static void buffer_phys_and_contiguous_blocks_match_pagemap_with_4k_pages(void *
    * land exactly on such a run: every one granted is checked page by page. */
   int granted = 0;
   for (uint64_t size = 8192; size <= 64 * 1024; size *= 2) {
-    int rc = call_alloc(&c, size, 0x1, NULL, &r);
+    int rc = wire_alloc(&c, size, 0x1, NULL, &r);
     if (rc == 0) {
       uint64_t first = pagemap_phys(c.base + r->buffer->offset);
       assert_true(r->buffer->contiguous);
@@ -160,14 +161,14 @@ static void buffer_phys_and_contiguous_blocks_match_pagemap_with_4k_pages(void *
   }
   print_message("%d of 4 CONTIGUOUS buffers of 8..64 KiB granted and checked page by page\n",
                 granted);
-  client_close(&c);
-  daemon_stop(&d);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void buffer_phys_equals_pagemap_with_2m_hugepages(void **state) {
   const char *why = NULL;
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   resp_t *r;
   (void)state;
 
@@ -175,25 +176,25 @@ static void buffer_phys_equals_pagemap_with_2m_hugepages(void **state) {
     print_message("skipped: %s\n", why);
     skip();
   }
-  daemon_start(&d, NULL, "--page-size", "2M", NULL);
-  assert_int_equal(client_open(&c, d.sock, "phys-huge"), 0);
+  assert_int_equal(testd_start(&d, "--page-size", "2M", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "phys-huge"), 0);
   assert_int_equal(c.page_size, HUGE_2M);
   need_pagemap_pfns(&c);
-  assert_int_equal(call_alloc(&c, HUGE_2M, 0, NULL, &r), 0);
+  assert_int_equal(wire_alloc(&c, HUGE_2M, 0, NULL, &r), 0);
   assert_true(r->buffer->contiguous);
   check_buffer_against_pagemap(&c, r);
   frame_free_response(r);
-  assert_int_equal(call_alloc(&c, 12345, 0, NULL, &r), 0);
+  assert_int_equal(wire_alloc(&c, 12345, 0, NULL, &r), 0);
   check_buffer_against_pagemap(&c, r);
   frame_free_response(r);
-  client_close(&c);
-  daemon_stop(&d);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(void **state) {
   const char *why = NULL;
-  daemon_proc_t d;
-  client_t c;
+  testd_t d;
+  wire_t c;
   resp_t *r;
   int rc;
   (void)state;
@@ -202,22 +203,22 @@ static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(
     print_message("skipped: %s\n", why);
     skip();
   }
-  daemon_start(&d, NULL, "--page-size", "2M", NULL);
-  assert_int_equal(client_open(&c, d.sock, "contig"), 0);
+  assert_int_equal(testd_start(&d, "--page-size", "2M", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "contig"), 0);
   need_pagemap_pfns(&c);
   resp_t *st;
-  assert_int_equal(call_stats(&c, false, false, &st), 0);
+  assert_int_equal(wire_stats(&c, false, false, &st), 0);
   uint64_t run = st->stats->largest_contiguous_run;
   frame_free_response(st);
-  rc = call_alloc(&c, 2 * HUGE_2M, 0x1, NULL, &r);
+  rc = wire_alloc(&c, 2 * HUGE_2M, 0x1, NULL, &r);
   /* A 4 MiB block is 4 MiB-aligned: a run of 3 hugepages always holds one, a run shorter
    * than 2 never does. */
   if (run < 2 * HUGE_2M) assert_int_equal(rc, PP_ENOCONTIG);
   if (run >= 3 * HUGE_2M) assert_int_equal(rc, 0);
   if (rc == PP_ENOCONTIG) {
     frame_free_response(r);
-    client_close(&c);
-    daemon_stop(&d);
+    wire_close(&c);
+    assert_int_equal(testd_stop(&d), 0);
     print_message("skipped: the refusal is right (longest run %" PRIu64
                   " KiB), but with no two "
                   "aligned consecutive hugepages there is nothing to check page by page\n",
@@ -237,8 +238,8 @@ static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(
   }
   check_buffer_against_pagemap(&c, r);
   frame_free_response(r);
-  client_close(&c);
-  daemon_stop(&d);
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 int main(void) {
