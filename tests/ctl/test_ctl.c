@@ -2,12 +2,12 @@
  * test_ctl.c — pinpoolctl against a real pinpoold.
  *
  * The group setup starts $PP_BIN_DIR/pinpoold on a socket in a fresh temporary folder
- * (16 MiB region, 4 KiB pages, mode 0666 so `nobody` can connect), then this process
- * connects as "ctl-holder" through ppproto and takes known holdings: a 64 KiB buffer
- * published as "ctl-frames", a 256 KiB unnamed buffer, 100 objects of 192 bytes from cache
- * "ctl-objs", and 200 objects of cache "ctl-drop" that it frees again (their slabs stay
- * cached until `shrink`).  Each test runs $PP_BIN_DIR/pinpoolctl as a child, with stdout
- * and stderr captured, and checks that the output shows those holdings, that the JSON
+ * (tests/common/testd.h: 16 MiB region, 4 KiB pages, mode 0666 so `nobody` can connect),
+ * then this process connects as "ctl-holder" (wire.h) and takes known holdings: a 64 KiB
+ * buffer published as "ctl-frames", a 256 KiB unnamed buffer, 100 objects of 192 bytes
+ * from cache "ctl-objs", and 200 objects of cache "ctl-drop" that it frees again (their
+ * slabs stay cached until `shrink`).  Each test runs $PP_BIN_DIR/pinpoolctl as a child, with
+ * stdout and stderr captured, and checks that the output shows those holdings, that the JSON
  * parses and says the same as the text, and the exit codes: 1 daemon error (non-admin),
  * 2 usage, 3 unreachable.  `top` runs under a pty (forkpty) and must refresh and quit on q.
  */
@@ -39,30 +39,21 @@
 #include <json-c/json.h>
 
 #include "ctl_view.h"
-#include "frame.h"
+#include "testd.h"
+#include "wire.h"
 
 #define KiB 1024ull
 #define OBJ_SIZE 192u
 #define OBJ_COUNT 100u
 #define DROP_COUNT 200u
-#define DAEMON_START_MS 20000
 
 static struct {
-  char dir[64];
-  char sock[96];
-  char log[128];
-  pid_t daemon;
-  int fd;                      /* the holder's connection */
-  uint64_t next_id;
+  testd_t d;
+  wire_t holder; /* the connection that holds everything below */
   uint64_t frames_off, frames_size, big_off, big_size;
   uint32_t objs_cache, drop_cache;
   uint64_t obj_offs[OBJ_COUNT];
-} T = {.daemon = -1, .fd = -1, .next_id = 1};
-
-static const char *bin_dir(void) {
-  const char *d = getenv("PP_BIN_DIR");
-  return d && *d ? d : "build/bin";
-}
+} T = {.holder = {.fd = -1, .memfd = -1}};
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -70,139 +61,37 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
+/* ---- the holder ------------------------------------------------------------------------ */
 
-static void dump_daemon_log(void) {
-  char buf[4096];
-  FILE *f = fopen(T.log, "r");
-  size_t n;
-  if (!f) return;
-  fprintf(stderr, "---- pinpoold log ----\n");
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stderr);
-  fclose(f);
-}
-
-/* ---- the holder: protocol through ppproto ------------------------------------------- */
-
-static int call(Pinpool__V1__Request *req, Pinpool__V1__Response **ret) {
-  int rc;
-  req->id = T.next_id++;
-  rc = frame_send(T.fd, &req->base, FRAME_MAX_DEFAULT, -1);
-  if (rc < 0) return rc;
-  rc = frame_recv_response(T.fd, FRAME_MAX_LIMIT, ret, NULL);
-  if (rc < 0) return rc;
-  if ((*ret)->status != PINPOOL__V1__STATUS__OK) {
-    fprintf(stderr, "holder: request failed: %s: %s\n", pp_status_name(-(int)(*ret)->status),
-            (*ret)->message);
-    rc = -(int)(*ret)->status;
-    frame_free_response(*ret);
-    *ret = NULL;
+static int holder_alloc(uint64_t size, const char *name, uint64_t *ret_off,
+                        uint64_t *ret_size) {
+  resp_t *r;
+  int rc = wire_alloc(&T.holder, size, 0, name, &r);
+  if (!rc) {
+    *ret_off = r->buffer->offset;
+    *ret_size = r->buffer->size;
   }
+  frame_free_response(r);
   return rc;
 }
 
-static int holder_connect(void) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
-  Pinpool__V1__Response *resp = NULL;
-  int rc;
-
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", T.sock);
-  T.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (T.fd < 0 || connect(T.fd, (struct sockaddr *)&sa, sizeof sa) < 0) return PP_ECONNECT;
-  hello.protocol_version = PROTOCOL_VERSION;
-  hello.client_name = "ctl-holder";
-  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
-  req.hello = &hello;
-  if ((rc = call(&req, &resp))) return rc;
-  frame_free_response(resp);
-  return 0;
-}
-
-static int holder_alloc(uint64_t size, const char *name, uint64_t *ret_off, uint64_t *ret_size) {
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__Alloc a = PINPOOL__V1__ALLOC__INIT;
-  Pinpool__V1__Response *resp;
-  int rc;
-
-  a.size = size;
-  a.name = (char *)(name ? name : "");
-  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
-  req.alloc = &a;
-  if ((rc = call(&req, &resp))) return rc;
-  *ret_off = resp->buffer->offset;
-  *ret_size = resp->buffer->size;
-  frame_free_response(resp);
-  return 0;
-}
-
-static int holder_cache_open(const char *name, uint32_t size, uint32_t *ret_id) {
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__CacheOpen co = PINPOOL__V1__CACHE_OPEN__INIT;
-  Pinpool__V1__Response *resp;
-  int rc;
-
-  co.name = (char *)name;
-  co.object_size = size;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
-  req.cache_open = &co;
-  if ((rc = call(&req, &resp))) return rc;
-  *ret_id = resp->cache->cache_id;
-  frame_free_response(resp);
-  return 0;
-}
-
+/* All count objects or PP_ENOMEM. */
 static int holder_cache_alloc(uint32_t id, uint32_t count, uint64_t *offs) {
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
-  Pinpool__V1__Response *resp;
-  int rc;
-
-  ca.cache_id = id;
-  ca.count = count;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
-  req.cache_alloc = &ca;
-  if ((rc = call(&req, &resp))) return rc;
-  if (resp->objects->n_offsets != count) rc = PP_ENOMEM;
-  else memcpy(offs, resp->objects->offsets, count * sizeof *offs);
-  frame_free_response(resp);
-  return rc;
-}
-
-static int holder_cache_free(uint32_t id, uint32_t count, uint64_t *offs) {
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
-  Pinpool__V1__Response *resp;
-  int rc;
-
-  cf.cache_id = id;
-  cf.offsets = offs;
-  cf.n_offsets = count;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
-  req.cache_free = &cf;
-  if ((rc = call(&req, &resp))) return rc;
-  frame_free_response(resp);
-  return 0;
+  size_t n = 0;
+  int rc = wire_cache_alloc(&T.holder, id, count, offs, &n);
+  return rc ? rc : n == count ? 0 : PP_ENOMEM;
 }
 
 /* The holder's own view of one client's request count (it is root: admin). */
 static int64_t requests_of_client_named(const char *name, pid_t pid) {
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  Pinpool__V1__StatsRequest sr = PINPOOL__V1__STATS_REQUEST__INIT;
-  Pinpool__V1__Response *resp;
+  resp_t *resp;
   int64_t n = -1;
 
-  req.body_case = PINPOOL__V1__REQUEST__BODY_STATS;
-  req.stats = &sr;
-  if (call(&req, &resp)) return -1;
-  for (size_t i = 0; i < resp->stats->n_clients; i++) {
-    const Pinpool__V1__ClientInfo *c = resp->stats->clients[i];
-    if (c->pid == (uint32_t)pid && !strcmp(c->name, name)) n = (int64_t)c->requests;
-  }
+  if (wire_stats(&T.holder, false, false, &resp) == 0)
+    for (size_t i = 0; i < resp->stats->n_clients; i++) {
+      const Pinpool__V1__ClientInfo *c = resp->stats->clients[i];
+      if (c->pid == (uint32_t)pid && !strcmp(c->name, name)) n = (int64_t)c->requests;
+    }
   frame_free_response(resp);
   return n;
 }
@@ -230,7 +119,7 @@ static void run_ctl(run_t *r, bool as_nobody, ...) {
   va_list ap;
   pid_t pid;
 
-  snprintf(path, sizeof path, "%s/pinpoolctl", bin_dir());
+  testd_bin(path, sizeof path, "pinpoolctl");
   argv[0] = path;
   va_start(ap, as_nobody);
   while (n < 31 && (argv[n] = va_arg(ap, const char *))) n++;
@@ -269,7 +158,7 @@ static void run_ok(run_t *r, ...) {
   va_start(ap, r);
   while (n < 7 && (a[n] = va_arg(ap, const char *))) n++;
   va_end(ap);
-  run_ctl(r, false, "--socket", T.sock, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
+  run_ctl(r, false, "--socket", T.d.sock, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
   if (r->status != 0) fprintf(stderr, "pinpoolctl %s: exit %d\n%s%s", a[0], r->status, r->out, r->err);
   assert_int_equal(r->status, 0);
 }
@@ -332,108 +221,31 @@ static uint64_t text_bytes(const char *text, const char *label) {
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
-static int start_daemon(void) {
-  char path[512];
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  uint64_t deadline;
-  int logfd;
-
-  snprintf(T.dir, sizeof T.dir, "/tmp/pp-ctl-XXXXXX");
-  if (!mkdtemp(T.dir)) return -1;
-  chmod(T.dir, 0755); /* nobody must be able to reach the socket */
-  snprintf(T.sock, sizeof T.sock, "%s/pinpool.sock", T.dir);
-  snprintf(T.log, sizeof T.log, "%s/pinpoold.log", T.dir);
-  snprintf(path, sizeof path, "%s/pinpoold", bin_dir());
-  logfd = open(T.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (logfd < 0) return -1;
-
-  T.daemon = fork();
-  if (T.daemon < 0) return -1;
-  if (T.daemon == 0) {
-    dup2(logfd, STDOUT_FILENO);
-    dup2(logfd, STDERR_FILENO);
-    char gid[16];
-    /* Root is admin anyway; otherwise make our own group the admin group, so the test
-     * works without root (only the nobody test then skips). */
-    snprintf(gid, sizeof gid, "%u", (unsigned)getgid());
-    if (geteuid() == 0)
-      execl(path, path, "--socket", T.sock, "--size", "16M", "--page-size", "4K",
-            "--socket-mode", "0666", (char *)NULL);
-    else
-      execl(path, path, "--socket", T.sock, "--size", "16M", "--page-size", "4K",
-            "--socket-mode", "0666", "--admin-group", gid, (char *)NULL);
-    _exit(127);
-  }
-  close(logfd);
-
-  /* Ready when it accepts; ASan and PP_DEBUG=3 make start-up slow, so be patient. */
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", T.sock);
-  deadline = now_ms() + DAEMON_START_MS;
-  while (now_ms() < deadline) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), st;
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-      close(fd);
-      return 0;
-    }
-    if (fd >= 0) close(fd);
-    if (waitpid(T.daemon, &st, WNOHANG) == T.daemon) {
-      fprintf(stderr, "pinpoold exited during start-up (status 0x%x)\n", st);
-      T.daemon = -1;
-      dump_daemon_log();
-      return -1;
-    }
-    sleep_ms(20);
-  }
-  fprintf(stderr, "pinpoold did not listen on %s within %d ms\n", T.sock, DAEMON_START_MS);
-  dump_daemon_log();
-  return -1;
-}
-
-static void stop_daemon(void) {
-  int st;
-  if (T.daemon > 0) {
-    kill(T.daemon, SIGTERM);
-    for (int i = 0; i < 500 && waitpid(T.daemon, &st, WNOHANG) == 0; i++) sleep_ms(10);
-    if (waitpid(T.daemon, &st, WNOHANG) == 0) {
-      kill(T.daemon, SIGKILL);
-      waitpid(T.daemon, &st, 0);
-    }
-    T.daemon = -1;
-  }
-  unlink(T.sock);
-  unlink(T.log);
-  if (T.dir[0]) rmdir(T.dir);
-}
-
 static int group_setup(void **state) {
   uint64_t drop[DROP_COUNT];
   int rc;
 
-  if (start_daemon()) goto fail;
-  if ((rc = holder_connect())) goto fail_rc;
-  if ((rc = holder_alloc(64 * KiB, "ctl-frames", &T.frames_off, &T.frames_size))) goto fail_rc;
-  if ((rc = holder_alloc(256 * KiB, NULL, &T.big_off, &T.big_size))) goto fail_rc;
-  if ((rc = holder_cache_open("ctl-objs", OBJ_SIZE, &T.objs_cache))) goto fail_rc;
-  if ((rc = holder_cache_alloc(T.objs_cache, OBJ_COUNT, T.obj_offs))) goto fail_rc;
-  if ((rc = holder_cache_open("ctl-drop", 64, &T.drop_cache))) goto fail_rc;
-  if ((rc = holder_cache_alloc(T.drop_cache, DROP_COUNT, drop))) goto fail_rc;
-  if ((rc = holder_cache_free(T.drop_cache, DROP_COUNT, drop))) goto fail_rc;
+  if (testd_start(&T.d, NULL)) return -1;
+  if ((rc = wire_open(&T.holder, T.d.sock, "ctl-holder")) ||
+      (rc = holder_alloc(64 * KiB, "ctl-frames", &T.frames_off, &T.frames_size)) ||
+      (rc = holder_alloc(256 * KiB, NULL, &T.big_off, &T.big_size)) ||
+      (rc = wire_cache_open(&T.holder, "ctl-objs", OBJ_SIZE, 0, &T.objs_cache)) ||
+      (rc = holder_cache_alloc(T.objs_cache, OBJ_COUNT, T.obj_offs)) ||
+      (rc = wire_cache_open(&T.holder, "ctl-drop", 64, 0, &T.drop_cache)) ||
+      (rc = holder_cache_alloc(T.drop_cache, DROP_COUNT, drop)) ||
+      (rc = wire_cache_free(&T.holder, T.drop_cache, drop, DROP_COUNT, NULL, 0))) {
+    fprintf(stderr, "holder set-up failed: %s\n", pp_strerror(rc));
+    testd_dump_log(&T.d);
+    wire_close(&T.holder);
+    testd_stop(&T.d);
+    return -1;
+  }
   return 0;
-fail_rc:
-  fprintf(stderr, "holder set-up failed: %s\n", pp_strerror(rc));
-  dump_daemon_log();
-fail:
-  if (T.fd >= 0) close(T.fd);
-  T.fd = -1;
-  stop_daemon();
-  return -1;
 }
 
 static int group_teardown(void **state) {
-  if (T.fd >= 0) close(T.fd);
-  T.fd = -1;
-  stop_daemon();
-  return 0;
+  wire_close(&T.holder);
+  return testd_stop(&T.d);
 }
 
 /* ---- the tests ------------------------------------------------------------------------- */
@@ -769,7 +581,7 @@ static void non_admin_is_refused_with_a_clear_message(void **state) {
     skip();
   }
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-    run_ctl(&r, true, "--socket", T.sock, cmds[i], NULL);
+    run_ctl(&r, true, "--socket", T.d.sock, cmds[i], NULL);
     if (r.status != 1) fprintf(stderr, "%s as nobody: exit %d\n%s%s", cmds[i], r.status, r.out, r.err);
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "PERMISSION_DENIED"));
@@ -785,7 +597,7 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   int fd;
   run_t r;
 
-  snprintf(missing, sizeof missing, "%s/no-such.sock", T.dir);
+  snprintf(missing, sizeof missing, "%s/no-such.sock", T.d.dir);
   run_ctl(&r, false, "--socket", missing, "status", NULL);
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, missing));
@@ -794,7 +606,7 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   run_free(&r);
 
   /* A socket file nobody listens on: connection refused. */
-  snprintf(dead, sizeof dead, "%s/dead.sock", T.dir);
+  snprintf(dead, sizeof dead, "%s/dead.sock", T.d.dir);
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", dead);
   fd = socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(fd >= 0);
@@ -830,7 +642,7 @@ static void usage_errors_exit_2(void **state) {
   run_t r;
 
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    run_ctl(&r, false, "--socket", T.sock, bad[i][0], bad[i][1], bad[i][2], NULL);
+    run_ctl(&r, false, "--socket", T.d.sock, bad[i][0], bad[i][1], bad[i][2], NULL);
     if (r.status != 2)
       fprintf(stderr, "case %zu (%s): exit %d\n%s", i, bad[i][0] ? bad[i][0] : "-", r.status, r.err);
     assert_int_equal(r.status, 2);
@@ -838,7 +650,7 @@ static void usage_errors_exit_2(void **state) {
     run_free(&r);
   }
   /* top on something that is not a terminal is a usage error too, and says why. */
-  run_ctl(&r, false, "--socket", T.sock, "top", NULL);
+  run_ctl(&r, false, "--socket", T.d.sock, "top", NULL);
   assert_int_equal(r.status, 2);
   assert_non_null(strstr(r.err, "top needs a terminal"));
   run_free(&r);
@@ -858,12 +670,12 @@ static void top_refreshes_every_second_and_quits_on_q(void **state) {
   uint64_t deadline;
   pid_t pid;
 
-  snprintf(path, sizeof path, "%s/pinpoolctl", bin_dir());
+  testd_bin(path, sizeof path, "pinpoolctl");
   pid = forkpty(&master, NULL, NULL, &ws);
   assert_true(pid >= 0);
   if (pid == 0) {
     setenv("TERM", "xterm", 1);
-    execl(path, path, "--socket", T.sock, "top", (char *)NULL);
+    execl(path, path, "--socket", T.d.sock, "top", (char *)NULL);
     _exit(127);
   }
   fcntl(master, F_SETFL, O_NONBLOCK);
