@@ -2,9 +2,10 @@
  * fuzz_daemon — a real pinpoold under garbage, truncated, oversized and mutated frames
  * over many connections, while a well-behaved client keeps getting correct answers.
  *
- * Set-up: start $PP_BIN_DIR/pinpoold on a temporary socket (--size 16M --page-size 4K),
- * connect an admin client (root, or our gid as --admin-group) and a well-behaved client
- * that holds a published buffer filled with a known pattern.
+ * Set-up: start $PP_BIN_DIR/pinpoold on a temporary socket (tests/common/testd.h: 16 MiB
+ * of 4 KiB pages; root, or our gid as --admin-group, is admin) with --max-clients 64,
+ * connect an admin client and a well-behaved client (wire.h) that holds a published
+ * buffer filled with a known pattern.
  *
  * Attack: up to ATTACKERS connections at once, each with a script chosen at random —
  * raw random bytes; Hello then random bytes; Hello then valid requests with random (often
@@ -48,15 +49,16 @@
 
 #include <cmocka.h>
 
-#include "frame.h"
 #include "fuzz_common.h"
+#include "testd.h"
+#include "wire.h"
 
 #define ATTACKERS 6
 #define GOOD_NAME "fuzz-good-buf"
 #define GOOD_PATTERN(i) ((uint8_t)((i) * 7u + 3u))
 
-static pid_t daemon_pid = -1;
-static char tmpdir[64], sock_path[96];
+static testd_t g_d;
+static bool g_no_daemon; /* no pinpoold was built: the test skips */
 
 static double now_s(void) {
   struct timespec ts;
@@ -64,139 +66,40 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int connect_unix(int nonblock) {
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
-  if (fd < 0) return -1;
-  snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 static void daemon_must_be_alive(const char *when) {
   int st;
-  pid_t r = waitpid(daemon_pid, &st, WNOHANG);
-  if (r == daemon_pid) {
-    daemon_pid = -1;
+  pid_t r = waitpid(g_d.pid, &st, WNOHANG);
+  if (r == g_d.pid) {
+    g_d.pid = 0;
     fail_msg("pinpoold died %s: %s %d", when, WIFSIGNALED(st) ? "signal" : "exit status",
              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
   }
 }
 
-/* ---- a blocking client speaking through frame_send / frame_recv_response ------------- */
+/* ---- answers ------------------------------------------------------------------------- */
 
-typedef struct client {
-  int fd;
-  uint64_t next_id;
-  uint8_t *base;
-  uint64_t region_size, page_size;
-} client_t;
-
-static Pinpool__V1__Response *rpc(client_t *c, Pinpool__V1__Request *req) {
-  Pinpool__V1__Response *resp = NULL;
-  req->id = c->next_id++;
-  int rc = frame_send(c->fd, &req->base, FRAME_MAX_DEFAULT, -1);
-  if (rc) fail_msg("frame_send: %s", pp_err_name(rc));
-  rc = frame_recv_response(c->fd, FRAME_MAX_LIMIT, &resp, NULL);
-  if (rc) fail_msg("frame_recv_response: %s (daemon gone?)", pp_err_name(rc));
-  if (resp->id != req->id)
-    fail_msg("response id %llu to request id %llu", (unsigned long long)resp->id,
-             (unsigned long long)req->id);
-  return resp;
-}
-
-static void expect_status(Pinpool__V1__Response *r, Pinpool__V1__Status want, const char *what) {
+static void expect_status(resp_t *r, Pinpool__V1__Status want, const char *what) {
   if (r->status != want)
     fail_msg("%s: status %s (%s), expected %s", what, pp_status_name(-(int)r->status),
              r->message ? r->message : "", pp_status_name(-(int)want));
 }
 
-static void client_connect(client_t *c, const char *name) {
-  memset(c, 0, sizeof *c);
-  c->next_id = 1;
-  c->fd = connect_unix(0);
-  assert_true(c->fd >= 0);
-  /* a daemon that stops answering fails the test with PP_EIO instead of hanging it */
-  struct timeval tv = {.tv_sec = 30};
-  assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-  Pinpool__V1__Hello h = PINPOOL__V1__HELLO__INIT;
-  h.protocol_version = PROTOCOL_VERSION;
-  h.client_name = (char *)name;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
-  req.hello = &h;
-  req.id = c->next_id++;
-  assert_int_equal(frame_send(c->fd, &req.base, 0, -1), 0);
-  Pinpool__V1__Response *resp = NULL;
-  int memfd = -1;
-  assert_int_equal(frame_recv_response(c->fd, 0, &resp, &memfd), 0);
-  expect_status(resp, PINPOOL__V1__STATUS__OK, "hello");
-  assert_int_equal(resp->body_case, PINPOOL__V1__RESPONSE__BODY_WELCOME);
-  assert_true(memfd >= 0);
-  c->region_size = resp->welcome->region_size;
-  c->page_size = resp->welcome->page_size;
-  c->base = mmap(NULL, c->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-  assert_true(c->base != MAP_FAILED);
-  close(memfd);
-  frame_free_response(resp);
+/* The same for a wire_* call's code. */
+static void expect_rc(int rc, int want, const char *what) {
+  if (rc != want)
+    fail_msg("%s: status %s, expected %s", what, pp_status_name(rc), pp_status_name(want));
 }
 
-static void client_close(client_t *c) {
-  if (c->base) munmap(c->base, c->region_size);
-  close(c->fd);
-  c->fd = -1;
-  c->base = NULL;
-}
-
-static Pinpool__V1__Response *do_alloc(client_t *c, uint64_t size, uint32_t flags,
-                                       const char *name) {
-  Pinpool__V1__Alloc a = PINPOOL__V1__ALLOC__INIT;
-  a.size = size;
-  a.flags = flags;
-  a.name = (char *)(name ? name : "");
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
-  req.alloc = &a;
-  return rpc(c, &req);
-}
-
-static Pinpool__V1__Response *do_free(client_t *c, uint64_t handle) {
-  Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
-  f.handle = handle;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_FREE;
-  req.free = &f;
-  return rpc(c, &req);
-}
-
-static Pinpool__V1__Response *do_stats(client_t *c) {
-  Pinpool__V1__StatsRequest s = PINPOOL__V1__STATS_REQUEST__INIT;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_STATS;
-  req.stats = &s;
-  Pinpool__V1__Response *r = rpc(c, &req);
-  expect_status(r, PINPOOL__V1__STATUS__OK, "stats");
-  assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_STATS);
+static resp_t *do_stats(wire_t *c) {
+  resp_t *r;
+  expect_rc(wire_stats(c, false, false, &r), 0, "stats");
   return r;
-}
-
-static void do_shrink(client_t *c) {
-  Pinpool__V1__ShrinkRequest s = PINPOOL__V1__SHRINK_REQUEST__INIT;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK;
-  req.shrink = &s;
-  Pinpool__V1__Response *r = rpc(c, &req);
-  expect_status(r, PINPOOL__V1__STATUS__OK, "shrink");
-  frame_free_response(r);
 }
 
 /* ---- the well-behaved client's checks ------------------------------------------------ */
 
 typedef struct good {
-  client_t c;
+  wire_t c;
   uint64_t handle, offset, size; /* the published buffer it holds throughout */
   uint32_t cache_id, object_size, align;
   uint64_t checks;
@@ -213,8 +116,9 @@ static void good_check_pattern(good_t *g) {
 }
 
 static void good_setup(good_t *g) {
-  client_connect(&g->c, "fuzz-good");
-  Pinpool__V1__Response *r = do_alloc(&g->c, 3 * 4096, 0x2, GOOD_NAME);
+  resp_t *r;
+  assert_int_equal(wire_open(&g->c, g_d.sock, "fuzz-good"), 0);
+  wire_alloc(&g->c, 3 * 4096, 0x2, GOOD_NAME, &r);
   expect_status(r, PINPOOL__V1__STATUS__OK, "alloc of the published buffer");
   g->handle = r->buffer->handle;
   g->offset = r->buffer->offset;
@@ -230,7 +134,7 @@ static void good_setup(good_t *g) {
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
   req.cache_open = &co;
-  r = rpc(&g->c, &req);
+  r = wire_call(&g->c, &req);
   expect_status(r, PINPOOL__V1__STATUS__OK, "cache_open");
   g->cache_id = r->cache->cache_id;
   g->object_size = r->cache->object_size;
@@ -240,13 +144,16 @@ static void good_setup(good_t *g) {
 }
 
 static void good_round(good_t *g) {
-  Pinpool__V1__Response *r;
+  resp_t *r;
+  uint64_t o[16];
+  size_t n = 0;
+  int rc;
   g->checks++;
   good_check_pattern(g);
 
   /* a fresh zeroed buffer: OK (then zero, in range, disjoint) or a legal refusal */
-  r = do_alloc(&g->c, 4096, 0x3, NULL);
-  if (r->status == PINPOOL__V1__STATUS__OK) {
+  rc = wire_alloc(&g->c, 4096, 0x3, NULL, &r);
+  if (rc == 0) {
     const Pinpool__V1__Buffer *b = r->buffer;
     uint64_t h = b->handle, off = b->offset, sz = b->size;
     assert_true(sz >= 4096);
@@ -256,68 +163,38 @@ static void good_round(good_t *g) {
     for (uint64_t i = 0; i < sz; i++)
       if (g->c.base[off + i]) fail_msg("ZERO buffer has byte %llu set", (unsigned long long)i);
     memset(g->c.base + off, 0xa5, sz);
-    frame_free_response(r);
-    r = do_free(&g->c, h);
-    expect_status(r, PINPOOL__V1__STATUS__OK, "free of a fresh buffer");
-    frame_free_response(r);
-    r = do_free(&g->c, h);
-    expect_status(r, PINPOOL__V1__STATUS__NOT_FOUND, "double free");
-  } else if (r->status != PINPOOL__V1__STATUS__NO_MEMORY) {
+    expect_rc(wire_free(&g->c, h), 0, "free of a fresh buffer");
+    expect_rc(wire_free(&g->c, h), PP_ENOENT, "double free");
+  } else if (rc != PP_ENOMEM) {
     expect_status(r, PINPOOL__V1__STATUS__OK, "alloc of 4096 bytes");
   }
   frame_free_response(r);
 
   /* a second reference to our own published buffer, then drop it */
-  Pinpool__V1__Lookup lk = PINPOOL__V1__LOOKUP__INIT;
-  lk.name = GOOD_NAME;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
-  req.lookup = &lk;
-  r = rpc(&g->c, &req);
+  wire_lookup(&g->c, GOOD_NAME, &r);
   expect_status(r, PINPOOL__V1__STATUS__OK, "lookup of our published buffer");
   assert_int_equal(r->buffer->handle, g->handle);
   assert_int_equal(r->buffer->offset, g->offset);
   frame_free_response(r);
-  r = do_free(&g->c, g->handle);
-  expect_status(r, PINPOOL__V1__STATUS__OK, "free of the lookup's reference");
-  frame_free_response(r);
+  expect_rc(wire_free(&g->c, g->handle), 0, "free of the lookup's reference");
 
   /* objects: distinct, aligned, disjoint from the buffer; then all back */
-  Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
-  ca.cache_id = g->cache_id;
-  ca.count = 16;
-  req = (Pinpool__V1__Request)PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
-  req.cache_alloc = &ca;
-  r = rpc(&g->c, &req);
-  if (r->status == PINPOOL__V1__STATUS__OK) {
-    assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_OBJECTS);
-    assert_int_equal(r->objects->n_offsets, 16);
-    uint64_t *o = r->objects->offsets;
+  rc = wire_cache_alloc(&g->c, g->cache_id, 16, o, &n);
+  if (rc == 0) {
+    assert_int_equal(n, 16);
     for (size_t i = 0; i < 16; i++) {
       if (o[i] % g->align) fail_msg("object %llx misaligned", (unsigned long long)o[i]);
       if (overlaps(o[i], g->object_size, g->offset, g->size)) fail_msg("object overlaps buffer");
       for (size_t j = 0; j < i; j++)
         if (overlaps(o[i], g->object_size, o[j], g->object_size)) fail_msg("objects overlap");
     }
-    Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
-    cf.cache_id = g->cache_id;
-    cf.n_offsets = 16;
-    cf.offsets = o;
-    Pinpool__V1__Request fr = PINPOOL__V1__REQUEST__INIT;
-    fr.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
-    fr.cache_free = &cf;
-    Pinpool__V1__Response *r2 = rpc(&g->c, &fr);
-    expect_status(r2, PINPOOL__V1__STATUS__OK, "cache_free of our objects");
-    frame_free_response(r2);
-  } else if (r->status != PINPOOL__V1__STATUS__NO_MEMORY) {
-    expect_status(r, PINPOOL__V1__STATUS__OK, "cache_alloc of 16");
+    expect_rc(wire_cache_free(&g->c, g->cache_id, o, 16, NULL, 0), 0,
+              "cache_free of our objects");
+  } else if (rc != PP_ENOMEM) {
+    expect_rc(rc, 0, "cache_alloc of 16");
   }
-  frame_free_response(r);
 
-  r = do_free(&g->c, 0);
-  expect_status(r, PINPOOL__V1__STATUS__NOT_FOUND, "free of handle 0");
-  frame_free_response(r);
+  expect_rc(wire_free(&g->c, 0), PP_ENOENT, "free of handle 0");
   good_check_pattern(g);
 }
 
@@ -522,7 +399,7 @@ static void attacker_drain(attacker_t *a) {
 static void attacker_step(attacker_t *a) {
   if (a->fd < 0) {
     attacker_script(a);
-    a->fd = connect_unix(1);
+    a->fd = wire_connect(g_d.sock, true);
     if (a->fd < 0) {
       /* EAGAIN: the listen backlog is full of hung-up connections a slow (ASan) daemon
        * has not accepted yet; try again in a later round */
@@ -554,60 +431,22 @@ static void attacker_step(attacker_t *a) {
 /* ---- the daemon --------------------------------------------------------------------- */
 
 static int start_daemon(void **state) {
-  const char *bindir = getenv("PP_BIN_DIR");
-  char bin[512], admin[32];
-  struct stat st;
-
-  snprintf(bin, sizeof bin, "%s/pinpoold", bindir ? bindir : ".");
-  if (stat(bin, &st) != 0) {
+  char bin[512];
+  if (access(testd_bin(bin, sizeof bin, "pinpoold"), X_OK) != 0) {
     printf("skipped: no pinpoold at %s\n", bin);
+    g_no_daemon = true;
     return 0;
   }
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/pp-fuzz-daemon-XXXXXX");
-  if (!mkdtemp(tmpdir)) return -1;
-  snprintf(sock_path, sizeof sock_path, "%s/pinpool.sock", tmpdir);
-  snprintf(admin, sizeof admin, "%u", (unsigned)getgid());
-
-  daemon_pid = fork();
-  if (daemon_pid < 0) return -1;
-  if (daemon_pid == 0) {
-    char *argv[] = {bin, "--socket", sock_path, "--size", "16M", "--page-size", "4K",
-                    "--max-clients", "64", "--admin-group", admin, "--log-level", "warning",
-                    NULL};
-    execv(bin, argv);
-    _exit(127);
-  }
-  for (double t0 = now_s(); now_s() - t0 < 20;) { /* ASan + validators start slowly */
-    int fd = connect_unix(0);
-    if (fd >= 0) {
-      close(fd);
-      return 0;
-    }
-    int stt;
-    if (waitpid(daemon_pid, &stt, WNOHANG) == daemon_pid) {
-      daemon_pid = -1;
-      printf("pinpoold exited during start-up\n");
-      return -1;
-    }
-    usleep(20000);
-  }
-  printf("pinpoold did not listen on %s within 20 s\n", sock_path);
-  return -1;
+  return testd_start(&g_d, "--max-clients", "64", NULL);
 }
 
+/* After a failure half-way; the test itself ends with testd_stop() as a check. */
 static int stop_daemon(void **state) {
-  if (daemon_pid > 0) {
-    kill(daemon_pid, SIGKILL);
-    waitpid(daemon_pid, NULL, 0);
-    daemon_pid = -1;
-  }
-  if (sock_path[0]) unlink(sock_path);
-  if (tmpdir[0]) rmdir(tmpdir);
-  return 0;
+  return testd_stop(&g_d);
 }
 
 static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) {
-  if (daemon_pid < 0) skip();
+  if (g_no_daemon) skip();
   const char *seed = getenv("PP_FUZZ_SEED"), *secs = getenv("PP_FUZZ_SECONDS");
   fuzz_rng_state = seed ? strtoull(seed, NULL, 0) : 0x5eed0f00dULL;
   if (!fuzz_rng_state) fuzz_rng_state = 1;
@@ -615,10 +454,10 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
   signal(SIGPIPE, SIG_IGN);
   fuzz_build_corpus();
 
-  client_t admin;
-  client_connect(&admin, "fuzz-admin");
-  do_shrink(&admin);
-  Pinpool__V1__Response *s0 = do_stats(&admin);
+  wire_t admin;
+  assert_int_equal(wire_open(&admin, g_d.sock, "fuzz-admin"), 0);
+  expect_rc(wire_shrink(&admin, NULL), 0, "shrink");
+  resp_t *s0 = do_stats(&admin);
   uint64_t free_before = s0->stats->free_bytes;
   assert_int_equal(s0->stats->nr_buffers, 0);
   frame_free_response(s0);
@@ -638,7 +477,7 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
       good_round(&good);
     }
     if (rounds % 1024 == 512) { /* the attackers must reach the handlers, not only the framing */
-      Pinpool__V1__Response *s = do_stats(&admin);
+      resp_t *s = do_stats(&admin);
       if (s->stats->nr_buffers > max_buffers) max_buffers = s->stats->nr_buffers;
       if (s->stats->nr_clients > max_clients) max_clients = s->stats->nr_clients;
       frame_free_response(s);
@@ -648,15 +487,13 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
   daemon_must_be_alive("after the attack");
   good_round(&good);
 
-  Pinpool__V1__Response *r = do_free(&good.c, good.handle);
-  expect_status(r, PINPOOL__V1__STATUS__OK, "free of the published buffer");
-  frame_free_response(r);
-  client_close(&good.c);
+  expect_rc(wire_free(&good.c, good.handle), 0, "free of the published buffer");
+  wire_close(&good.c);
 
   /* the daemon sees every hang-up in its own time: wait until only the admin is left */
-  Pinpool__V1__Response *s1 = NULL;
+  resp_t *s1 = NULL;
   for (double t1 = now_s();; usleep(20000)) {
-    do_shrink(&admin);
+    expect_rc(wire_shrink(&admin, NULL), 0, "shrink");
     s1 = do_stats(&admin);
     if (s1->stats->nr_clients == 1 && s1->stats->free_bytes == free_before) break;
     if (now_s() - t1 > 10) break;
@@ -673,23 +510,15 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
   assert_int_equal(s1->stats->used_bytes, 0);
   assert_int_equal(s1->stats->free_bytes, free_before);
   frame_free_response(s1);
-  client_close(&admin);
+  wire_close(&admin);
   assert_true(stat_connections > 50);
   assert_true(good.checks > 5);
   assert_true(max_buffers > 1);  /* attackers' allocs were served next to the good one */
   assert_true(max_clients > 2);  /* attackers got past Hello */
 
-  /* a clean shutdown: SIGTERM, exit status 0 (an ASan daemon fails it on a leak) */
-  kill(daemon_pid, SIGTERM);
-  int st = 0;
-  pid_t w = 0;
-  for (double t2 = now_s(); now_s() - t2 < 15; usleep(20000))
-    if ((w = waitpid(daemon_pid, &st, WNOHANG)) == daemon_pid) break;
-  if (w != daemon_pid) fail_msg("pinpoold did not exit within 15 s of SIGTERM");
-  daemon_pid = -1;
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    fail_msg("pinpoold ended with %s %d", WIFSIGNALED(st) ? "signal" : "status",
-             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  /* a clean shutdown: SIGTERM, exit status 0 (an ASan daemon fails it on a leak), the
+   * socket removed */
+  assert_int_equal(testd_stop(&g_d), 0);
   fuzz_free_corpus();
   for (int i = 0; i < ATTACKERS; i++) free(att[i].script.p);
 }
