@@ -13,19 +13,22 @@
  * daemon of its own and none sees another's state.  The admin group makes Stats and
  * Shrink work for a test run without root.  The environment is the test's minus
  * NOTIFY_SOCKET and LISTEN_FDS/LISTEN_PID (a ctest started by systemd must not hand those
- * down), plus one NAME=VALUE from testd_start_env().  stdout and stderr go to DIR/pinpoold.log.
+ * down), plus one NAME=VALUE from testd_start_env().  stdout and stderr go to
+ * DIR/pinpoold.log.
  * The daemon is ready when it accepts a connection (that probe connection is closed at
  * once; a daemon with --max-clients 1 frees the slot when it sees the close).  Sanitizer
  * and PP_DEBUG=3 builds start slowly, so the wait is up to 20 s.
  *
- * Lifetime.  The daemon has PR_SET_PDEATHSIG = SIGKILL: when the test process dies (a
- * crash, a ctest timeout, a failed assertion that ends the run) its daemon dies with it.
- * The signal follows the *thread* that forked, so start daemons from the main thread.
+ * Lifetime.  The daemon has PR_SET_PDEATHSIG = SIGKILL: when the test process ends (a
+ * crash, a ctest timeout, or just the end of the run after a test failed before reaching
+ * its testd_stop()) its daemon dies with it.  The signal follows the *thread* that
+ * forked, so start daemons from the main thread.
  *
  * Stopping is a check.  testd_stop() sends SIGTERM and expects the daemon to exit with
  * status 0 within 10 s (an ASan build exits non-zero on a leak) and to have removed its
- * socket; otherwise it prints why and the daemon's log, kills it, and returns -1.  Either
- * way the folder goes.  Use it as a teardown's return value or under assert_int_equal().
+ * socket; otherwise it prints why (and the daemon's log), kills it if it is still
+ * running, and returns -1.  Either way the folder goes.  Use it as a teardown's return
+ * value or under assert_int_equal().
  *
  * Errors are returned, not asserted, so that start, stop and the books work in group
  * set-ups and teardowns as well as in tests: 0 on success, -1 with the reason on stderr.
