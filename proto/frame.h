@@ -77,6 +77,9 @@ int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_
  * a request/response round trip that is one system call in five).  Bytes of following
  * frames stay in rx for the next call.  A passed fd is reported with the first frame
  * completed after it arrived (pinpool passes one only with Welcome, the first frame).
+ * Each read waits in poll(POLLIN) first, up to timeout_ms (-1: no limit; PP_EIO when it
+ * expires), then reads without blocking: see frame.c for why that saves a context switch
+ * per round trip.  Works on blocking and non-blocking sockets alike.
  * Errors as frame_recv_response; after one, drop the connection. */
 typedef struct frame_rx {
   uint8_t *buf;             /* malloc'd; grows to at most FRAME_HEADER_SIZE + max_frame */
@@ -87,7 +90,7 @@ typedef struct frame_rx {
 
 void frame_rx_init(frame_rx_t *rx);
 void frame_rx_free(frame_rx_t *rx);   /* closes an unreported passed fd */
-int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame,
+int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
                       Pinpool__V1__Response **ret_resp, int *ret_fd);
 
 #endif /* PP_FRAME_H */

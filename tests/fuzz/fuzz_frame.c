@@ -259,7 +259,7 @@ static void run_stream_rx(const fuzz_stream_t *s, uint32_t max_frame) {
   size_t ref = 0;
   for (;;) {
     Pinpool__V1__Response *got = NULL;
-    int rc = frame_rx_response(sv[1], &rx, max_frame, &got, NULL);
+    int rc = frame_rx_response(sv[1], &rx, max_frame, -1, &got, NULL);
     if (s->n - ref < FRAME_HEADER_SIZE) {
       assert_int_equal(rc, PP_EDISCONNECTED);
       break;

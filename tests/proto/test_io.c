@@ -255,7 +255,7 @@ static void rx_returns_pipelined_frames_one_per_call(void **state) {
   for (uint64_t id = 1; id <= 5; id++) {
     Pinpool__V1__Response *got = NULL;
     int fd = 9;
-    assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+    assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, &fd), 0);
     assert_int_equal(got->id, id);
     assert_int_equal(fd, -1);
     frame_free_response(got);
@@ -263,7 +263,7 @@ static void rx_returns_pipelined_frames_one_per_call(void **state) {
   assert_int_equal(rx.start, rx.end); /* nothing left over */
   close(sv[0]);
   Pinpool__V1__Response *got = NULL;
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), PP_EDISCONNECTED);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, NULL), PP_EDISCONNECTED);
   frame_rx_free(&rx);
   close(sv[1]);
 }
@@ -283,7 +283,7 @@ static void rx_reports_the_welcome_fd_with_the_welcome_only(void **state) {
   frame_rx_init(&rx);
   Pinpool__V1__Response *got = NULL;
   int fd = -1;
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, &fd), 0);
   assert_int_equal(got->body_case, PINPOOL__V1__RESPONSE__BODY_WELCOME);
   assert_true(fd >= 0);
   struct stat a, b;
@@ -292,7 +292,7 @@ static void rx_reports_the_welcome_fd_with_the_welcome_only(void **state) {
   assert_int_equal(a.st_ino, b.st_ino);
   close(fd);
   frame_free_response(got);
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, &fd), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, &fd), 0);
   assert_int_equal(got->id, 2);
   assert_int_equal(fd, -1);
   frame_free_response(got);
@@ -337,10 +337,10 @@ static void rx_assembles_a_large_frame_sent_in_small_pieces(void **state) {
   frame_rx_t rx;
   frame_rx_init(&rx);
   Pinpool__V1__Response *got = NULL;
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, NULL), 0);
   assert_int_equal(got->id, 4);
   frame_free_response(got);
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, NULL), 0);
   assert_int_equal(got->id, 3);
   assert_int_equal(got->objects->n_offsets, N);
   assert_int_equal(got->objects->offsets[N - 1], (uint64_t)(N - 1) << 40);
@@ -363,7 +363,7 @@ static void rx_rejects_oversized_and_truncated_frames(void **state) {
   frame_rx_t rx;
   frame_rx_init(&rx);
   Pinpool__V1__Response *got = NULL;
-  assert_int_equal(frame_rx_response(sv[1], &rx, FRAME_MAX_DEFAULT, &got, NULL), PP_EPROTO);
+  assert_int_equal(frame_rx_response(sv[1], &rx, FRAME_MAX_DEFAULT, -1, &got, NULL), PP_EPROTO);
   assert_null(got);
   frame_rx_free(&rx);
   close(sv[0]);
@@ -374,8 +374,32 @@ static void rx_rejects_oversized_and_truncated_frames(void **state) {
   assert_int_equal(write(sv[0], half, sizeof half), (ssize_t)sizeof half);
   close(sv[0]);
   frame_rx_init(&rx);
-  assert_int_equal(frame_rx_response(sv[1], &rx, 0, &got, NULL), PP_EDISCONNECTED);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, NULL), PP_EDISCONNECTED);
   frame_rx_free(&rx);
+  close(sv[1]);
+}
+
+/* A reply that never comes: the timeout bounds the wait and says PP_EIO; a reply that
+ * arrives before it is read as usual, on a blocking socket too. */
+static void rx_gives_up_when_its_timeout_expires(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 50, &got, NULL), PP_EIO);
+  assert_null(got);
+
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 9;
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 1000, &got, NULL), 0);
+  assert_non_null(got);
+  assert_int_equal(got->id, 9);
+  frame_free_response(got);
+  frame_rx_free(&rx);
+  close(sv[0]);
   close(sv[1]);
 }
 
@@ -395,6 +419,7 @@ int main(void) {
       cmocka_unit_test(rx_reports_the_welcome_fd_with_the_welcome_only),
       cmocka_unit_test(rx_assembles_a_large_frame_sent_in_small_pieces),
       cmocka_unit_test(rx_rejects_oversized_and_truncated_frames),
+      cmocka_unit_test(rx_gives_up_when_its_timeout_expires),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
