@@ -28,8 +28,7 @@ struct pp_client {
   uint64_t next_id;             /* (lock) id of the next request; ids start at 1 */
   int broken;                   /* (lock) 0, or the error that ended the connection */
   uint32_t max_frame;           /* from Welcome */
-  uint8_t *rbuf;                /* (lock) room for one response frame: header + max_frame */
-  size_t rcap;
+  frame_rx_t rx;                /* (lock) buffered receiving of responses */
   uint8_t *base;                /* the whole region, mapped MAP_SHARED once */
   uint64_t region_size;
   uint64_t page_size;
