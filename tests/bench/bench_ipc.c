@@ -7,17 +7,25 @@
  * hugepages are not needed, and measures, repetition by repetition and interleaved so
  * that drift of the shared machine hits them alike:
  *   raw.roundtrip           a 32-byte message to a child process over a socketpair and
- *                           back (write + read on each side): the floor for one request;
+ *                           back (write + poll/read on each side, waiting as libpinpool
+ *                           waits): the floor for one request;
  *   pinpool.alloc_free      pp_alloc(4096) + pp_free: two round trips through the daemon
  *                           (target: <= 2.6x raw.roundtrip, i.e. the daemon's own work
  *                           adds at most 30% to the two round trips);
  *   pinpool.cache_alloc_rpc one cache_alloc request for one object, sent with the frame
- *                           helpers on a connection of its own (frame_recv_response reads
- *                           header and payload apart: one recv more than libpinpool);
+ *                           helpers on a connection of its own (frame_rx_response, as
+ *                           libpinpool receives);
  *                           the objects go back untimed;
  *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
  *                           the calling thread's client-side magazines (target: <= 50 ns
  *                           per pair).
+ * Placement: where the scheduler puts the two ends of a round trip decides its cost
+ * more than anything either end does (same CPU: a direct switch; two CPUs: a cross-CPU
+ * wake-up, slow on a VM), and left to itself it flips between the two from run to run
+ * (seen here: alloc_free 46 us in one run, 72 us in the next, the floor unchanged).  So
+ * the measuring process is pinned to one CPU and its peer — the echo child and the
+ * daemon alike — to another (the same one when only one is allowed): every entry pays
+ * the same placement, and the ratio compares the work, not the scheduler's mood.
  * Every entry has size 0 so the report divides each pinpool figure by the raw floor.
  * On a shared machine the absolute figures follow the load (scheduler wake-up latency
  * dominates a round trip); the ratios, measured in alternating slices, much less.
@@ -31,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -55,6 +65,26 @@ typedef struct ipc_daemon {
 static void ipc_sleep_ms(int ms) {
   struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
   nanosleep(&ts, NULL);
+}
+
+/* The CPUs the two ends run on: the first two this process may use. */
+static int ipc_cpu_self = -1, ipc_cpu_peer = -1;
+
+static void ipc_choose_cpus(const cpu_set_t *allowed) {
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+    if (!CPU_ISSET(cpu, allowed)) continue;
+    if (ipc_cpu_self < 0) ipc_cpu_self = cpu;
+    else if (ipc_cpu_peer < 0) ipc_cpu_peer = cpu;
+  }
+  if (ipc_cpu_peer < 0) ipc_cpu_peer = ipc_cpu_self;
+}
+
+static void ipc_pin(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set); /* best effort: an unpinned run still measures */
 }
 
 static int ipc_connect_raw(const char *path) {
@@ -97,6 +127,7 @@ static int ipc_daemon_start(ipc_daemon_t *d) {
   if (d->pid < 0) return -1;
   if (d->pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* a killed benchmark leaves no daemon behind */
+    ipc_pin(ipc_cpu_peer);
     execl(exe, "pinpoold", "--socket", d->sock, "--size", "64M", "--page-size", "4K",
           "--log-level", "warning", (char *)NULL);
     fprintf(stderr, "pinpool-bench: exec %s: %s\n", exe, strerror(errno));
@@ -123,10 +154,25 @@ static int ipc_daemon_start(ipc_daemon_t *d) {
 
 /* ---- the floor: a socketpair round trip to a child that echoes -------------------- */
 
+/* Reads wait in poll(POLLIN) and then read without blocking, exactly as libpinpool and
+ * frame_rx_response do: a reader asleep in read() on a Unix stream socket is woken for
+ * nothing when its peer consumes what it wrote (write-space wake-up), a context switch
+ * per round trip that a floor must not pay when the subject does not. */
 static int ipc_full(int fd, void *buf, size_t len, bool wr) {
   size_t off = 0;
   while (off < len) {
-    ssize_t n = wr ? write(fd, (char *)buf + off, len - off) : read(fd, (char *)buf + off, len - off);
+    ssize_t n;
+    if (wr) {
+      n = write(fd, (char *)buf + off, len - off);
+    } else {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      if (poll(&p, 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        return -1;
+      }
+      n = recv(fd, (char *)buf + off, len - off, MSG_DONTWAIT);
+      if (n < 0 && errno == EAGAIN) continue;
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return -1;
     off += (size_t)n;
@@ -142,6 +188,7 @@ static pid_t ipc_echo_start(int *ret_fd) {
   if (pid == 0) {
     char buf[IPC_MSG];
     close(sv[0]);
+    ipc_pin(ipc_cpu_peer);
     while (ipc_full(sv[1], buf, sizeof buf, false) == 0 && ipc_full(sv[1], buf, sizeof buf, true) == 0)
       ;
     _exit(0);
@@ -176,13 +223,14 @@ typedef struct ipc_raw_conn {
   int fd;
   uint64_t id;
   uint32_t cache_id;
+  frame_rx_t rx;
 } ipc_raw_conn_t;
 
 static Pinpool__V1__Response *ipc_rpc(ipc_raw_conn_t *r, Pinpool__V1__Request *req) {
   Pinpool__V1__Response *resp = NULL;
   req->id = ++r->id;
   if (frame_send(r->fd, &req->base, FRAME_MAX_DEFAULT, -1) < 0) return NULL;
-  if (frame_recv_response(r->fd, FRAME_MAX_DEFAULT, &resp, NULL) < 0) return NULL;
+  if (frame_rx_response(r->fd, &r->rx, FRAME_MAX_DEFAULT, -1, &resp, NULL) < 0) return NULL;
   if (resp->status != 0 || resp->id != req->id) {
     frame_free_response(resp);
     return NULL;
@@ -193,6 +241,7 @@ static Pinpool__V1__Response *ipc_rpc(ipc_raw_conn_t *r, Pinpool__V1__Request *r
 static int ipc_raw_open(ipc_raw_conn_t *r, const char *sock) {
   r->fd = ipc_connect_raw(sock);
   r->id = 0;
+  frame_rx_init(&r->rx);
   if (r->fd < 0) return -1;
   Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
   hello.protocol_version = PROTOCOL_VERSION;
@@ -269,7 +318,7 @@ int bench_ipc(const bench_opts_t *o) {
   uint64_t mag_iters = o->iters ? o->iters * 100 : 2000000;
   double raw[IPC_MAX_REPS], af[IPC_MAX_REPS], rpc[IPC_MAX_REPS], mag[IPC_MAX_REPS];
   ipc_daemon_t d = {0};
-  ipc_raw_conn_t r = {.fd = -1};
+  ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}};
   pp_client *c = NULL;
   pp_cache *k = NULL;
   uint64_t *offs = NULL;
@@ -278,8 +327,17 @@ int bench_ipc(const bench_opts_t *o) {
   int rc = -1;
 
   signal(SIGPIPE, SIG_IGN);
+  cpu_set_t saved;
+  bool pinned = sched_getaffinity(0, sizeof saved, &saved) == 0;
+  if (pinned) {
+    ipc_choose_cpus(&saved);
+    ipc_pin(ipc_cpu_self);
+    bench_progress("ipc: measuring on CPU %d, daemon and echo peer on CPU %d", ipc_cpu_self,
+                   ipc_cpu_peer);
+  }
   if (ipc_daemon_start(&d) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot start pinpoold\n");
+    if (pinned) sched_setaffinity(0, sizeof saved, &saved);
     return -1;
   }
   if (pp_connect(d.sock, "pinpool-bench", &c) != 0 || pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 ||
@@ -327,8 +385,10 @@ out:
   if (echo_fd >= 0) close(echo_fd); /* the echo child sees EOF and exits */
   if (echo > 0) waitpid(echo, NULL, 0);
   if (r.fd >= 0) close(r.fd);
+  frame_rx_free(&r.rx);
   pp_disconnect(c);
   free(offs);
   ipc_daemon_stop(&d);
+  if (pinned) sched_setaffinity(0, sizeof saved, &saved);
   return rc;
 }
