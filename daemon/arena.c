@@ -18,7 +18,8 @@
  * back and runs malloc_consolidate(), which showed in the daemon's profile.  A kept chunk
  * counts against the budget like any other, so the bound is unchanged.
  *
- * Locks: none; one arena per response, used by the loop thread only.
+ * Locks: none; the server owns one arena, rewound after every reply, and only the loop
+ * thread uses it.
  */
 #include "arena.h"
 

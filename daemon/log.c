@@ -31,10 +31,6 @@ void log_set_level(int level) {
   log_level = level;
 }
 
-int log_get_level(void) {
-  return log_level;
-}
-
 int log_parse_level(const char *s, int *ret_level) {
   static const struct {
     const char *name;

@@ -8,7 +8,6 @@
 
 /* Lines above this level are dropped; LOG_INFO until log_set_level() says otherwise. */
 void log_set_level(int level);
-int log_get_level(void);
 /* "err", "warning", "notice", "info", "debug" (also "error", "warn") or a digit 0..7. */
 int log_parse_level(const char *s, int *ret_level);
 

@@ -30,6 +30,7 @@
 #include "pool.h"
 #include "probe.h"
 #include "region.h"
+#include "units.h"
 #include "server.h"
 
 typedef struct options {
@@ -135,7 +136,7 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
       snprintf(o->socket, sizeof o->socket, "%s", val);
     break;
   case OPT_SIZE:
-    rc = region_parse_size(val, &o->size);
+    rc = units_parse_size(val, &o->size);
     if (!rc && o->size == 0) rc = PP_EINVAL;
     break;
   case OPT_PAGE_SIZE: rc = region_parse_policy(val, &o->policy); break;
@@ -143,7 +144,7 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     rc = parse_u32(val, &o->max_clients);
     if (!rc && o->max_clients == 0) rc = PP_EINVAL;
     break;
-  case OPT_QUOTA: rc = region_parse_size(val, &o->quota); break;
+  case OPT_QUOTA: rc = units_parse_size(val, &o->quota); break;
   case OPT_MAX_BUFFERS: rc = parse_u32(val, &o->max_buffers); break;
   case OPT_ADMIN_GROUP:
     if (!*val || strlen(val) >= sizeof o->admin_group)
@@ -163,7 +164,7 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
   case OPT_ZERO_ON_FREE: rc = parse_bool(val, &o->zero_on_free); break;
   case OPT_LOG_LEVEL: rc = log_parse_level(val, &o->log_level); break;
   case OPT_MAX_FRAME:
-    rc = region_parse_size(val, &v64);
+    rc = units_parse_size(val, &v64);
     if (!rc && (v64 < 4096 || v64 > FRAME_MAX_LIMIT)) rc = PP_ERANGE;
     if (!rc) o->max_frame = (uint32_t)v64;
     break;

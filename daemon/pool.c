@@ -16,7 +16,7 @@
  *     in obj_owner, so cache_free can accept exactly the session's own objects and a dead
  *     session's objects can all be returned.
  *
- * Rules (issue 4):
+ * Rules:
  *   - a request that fails leaves every piece of state as it was: each handler validates
  *     everything first and only then changes anything (cache_free is all-or-nothing and
  *     names the first bad offset);
@@ -40,7 +40,7 @@
  *   magazine layer conserves objects (mag_check); uid_bytes sum == buffer bytes + held
  *   object bytes; plus buddy_check and slab_check.
  *
- * Restart survival (later issue): the claim list a restarted daemon needs is exactly
+ * Restart survival: the claim list a restarted daemon needs is exactly
  * by_handle (offset, order, name, owner uid, holders) and each session's objs (offset,
  * cache), keyed by session token.  Rebuilding is buddy_reserve() for each buffer block,
  * cache_open for each cache and the slab blocks re-taken for each claimed object; nothing
@@ -386,7 +386,8 @@ static bool buffer_limit_reached(pool_t *p, session_t *s) {
 
 static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t *resp,
                     arena_t *a) {
-  const unsigned known = 0x3u;
+  const unsigned known =
+      PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS | PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO;
   const char *name = (m->name && m->name[0]) ? m->name : NULL;
   unsigned order;
   uint64_t offset, bsize;
@@ -415,7 +416,9 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
                  "uid %u has %" PRIu64 " bytes pinned; %" PRIu64 " more exceeds quota %" PRIu64,
                  (unsigned)s->uid, uid_charged(p, s->uid), bsize, p->cfg.quota);
 
-  rc = buddy_alloc(p->buddy, order, (m->flags & 0x1u) ? BUDDY_CONTIG : 0, &offset);
+  rc = buddy_alloc(
+      p->buddy, order,
+      (m->flags & PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS) ? BUDDY_CONTIG : 0, &offset);
   if (rc == PP_ENOCONTIG)
     return reply(resp, a, rc, "no physically contiguous block of %" PRIu64 " bytes%s", bsize,
                  !region_phys_known(p->region)  ? " (physical addresses unknown)"
@@ -458,7 +461,8 @@ static int do_alloc(pool_t *p, session_t *s, const Pinpool__V1__Alloc *m, resp_t
       return reply_nomem(resp, a);
     }
   }
-  if (m->flags & 0x2u) memset((char *)region_base(p->region) + offset, 0, bsize);
+  if (m->flags & PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO)
+    memset((char *)region_base(p->region) + offset, 0, bsize);
   return fill_buffer(p, b, resp, a);
 
 nomem_quota:
@@ -577,6 +581,7 @@ static int do_cache_open(pool_t *p, const Pinpool__V1__CacheOpen *m, resp_t *res
   ci->object_size = pc->object_size;
   ci->align = pc->align;
   ci->objects_per_slab = pc->objs_per_slab;
+  ci->slab_bytes = pc->slab_bytes;
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_CACHE;
   resp->cache = ci;
   return 0;

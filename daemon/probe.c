@@ -19,6 +19,7 @@
 #include <syslog.h>
 
 #include "region.h"
+#include "units.h"
 
 #define PROBE_DEFAULT_SIZE (64ull << 20)
 #define PROBE_MAX_SIZES 16
@@ -63,7 +64,7 @@ int probe_main(int argc, char **argv) {
       return 0;
     }
     if ((v = probe_opt(argc, argv, &i, "--size"))) {
-      if (region_parse_size(v, &cfg.size) != 0 || cfg.size == 0) {
+      if (units_parse_size(v, &cfg.size) != 0 || cfg.size == 0) {
         fprintf(stderr, "pinpoold --probe: bad --size '%s' (want e.g. 64M, 2G)\n", v);
         return 2;
       }
@@ -81,7 +82,7 @@ int probe_main(int argc, char **argv) {
   }
 
   char s1[32], s2[32];
-  region_format_size(cfg.size, s1, sizeof s1);
+  units_format_size(cfg.size, s1, sizeof s1);
   printf("pinpoold --probe: what region would this machine give?\n");
   printf("requested: %s, page size policy %s\n\n", s1, region_policy_name(cfg.policy));
 
@@ -93,7 +94,7 @@ int probe_main(int argc, char **argv) {
   else
     printf("  %-10s %10s %10s %10s\n", "page", "total", "free", "reserved");
   for (int k = 0; k < n; k++) {
-    region_format_size(hp[k].page_size, s2, sizeof s2);
+    units_format_size(hp[k].page_size, s2, sizeof s2);
     printf("  %-10s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n", s2, hp[k].total_pages,
            hp[k].free_pages, hp[k].resv_pages);
   }
@@ -108,7 +109,7 @@ int probe_main(int argc, char **argv) {
     fprintf(stderr, "pinpoold --probe: no region: %s\n", pp_strerror(rc));
     return 1;
   }
-  region_format_size(region_page_size(r), s2, sizeof s2);
+  units_format_size(region_page_size(r), s2, sizeof s2);
   printf("\nchosen page size: %s%s\n", s2, region_hugepages(r) ? " (hugepages)" : "");
   region_describe(r, stdout);
   printf("\nprobe: OK\n");

@@ -87,6 +87,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "buddy.h"
 #include "frame.h"
 #include "log.h"
 
@@ -119,8 +120,8 @@ typedef struct conn {
 
 typedef struct write_req {
   uv_write_t req;
-  uv_buf_t buf;  /* the part of mem the socket has not taken yet */
-  uint8_t *mem;  /* the whole frame, freed when the write completes */
+  uv_buf_t buf; /* the part of mem the socket has not taken yet */
+  uint8_t *mem; /* the whole frame, freed when the write completes */
   conn_t *conn;
 } write_req_t;
 
@@ -467,6 +468,7 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
   w.hugepages = region_hugepages(r);
   w.physical_addresses = region_phys_known(r);
   w.max_frame = c->srv->cfg->max_frame;
+  w.min_block = BUDDY_MIN_SIZE;
   resp.id = req->id;
   resp.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
   resp.welcome = &w;

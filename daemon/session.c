@@ -5,7 +5,7 @@
  * session from it; nothing the client sends about itself (Hello.client_name) is trusted
  * beyond display.  Each session gets an id (monotonic, never reused, what operators see)
  * and a 16-byte random token from getrandom(2): the token is the session's claim ticket
- * for restart survival (design.md): after a daemon restart a client presents it in Hello
+ * for restart survival: after a daemon restart a client presents it in Hello
  * and re-claims what it held.
  *
  * Holdings: two private hash maps (u64map.c), so that a session can free only its own and

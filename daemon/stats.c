@@ -207,6 +207,8 @@ int stats_build(pool_t *p, const Pinpool__V1__StatsRequest *rq, Pinpool__V1__Sta
   st->free_bytes = bs.free_bytes;
   st->max_order = bs.max_order;
   st->largest_free_block = bs.largest_free;
+  st->largest_free_contiguous = buddy_largest_free_contig(p->buddy);
+  st->min_block = BUDDY_MIN_SIZE;
   st->n_free_per_order = st->n_frag_index = bs.max_order + 1;
   st->free_per_order = arena_alloc(a, (bs.max_order + 1) * sizeof *st->free_per_order);
   st->frag_index = arena_alloc(a, (bs.max_order + 1) * sizeof *st->frag_index);
@@ -236,6 +238,7 @@ int stats_build(pool_t *p, const Pinpool__V1__StatsRequest *rq, Pinpool__V1__Sta
     si->object_size = in.object_size;
     si->objs_per_slab = in.objs_per_slab;
     si->pages_per_slab = in.pages_per_slab;
+    si->slab_bytes = (uint64_t)in.pages_per_slab * BUDDY_MIN_SIZE;
     si->active_slabs = in.active_slabs;
     si->num_slabs = in.num_slabs;
     si->full_slabs = in.full_slabs;

@@ -35,9 +35,9 @@
  * Blocking helpers.  frame_send() writes the whole frame with sendmsg(MSG_NOSIGNAL),
  * resuming after partial writes and EINTR (and waiting in poll() on EAGAIN, so it also
  * works on a non-blocking descriptor; on a blocking one EAGAIN means the caller's
- * SO_SNDTIMEO/SO_RCVTIMEO ran out, reported as PP_EIO); a passed fd rides on the first sendmsg only, so
- * the kernel attaches it to the frame's first byte.  frame_recv_response() reads exactly
- * the header, then exactly the payload, never a byte of the next frame, collecting any
+ * SO_SNDTIMEO/SO_RCVTIMEO ran out, reported as PP_EIO); a passed fd rides on the first sendmsg
+ * only, so the kernel attaches it to the frame's first byte.  frame_recv_response() reads
+ * exactly the header, then exactly the payload, never a byte of the next frame, collecting any
  * SCM_RIGHTS fds with MSG_CMSG_CLOEXEC and closing those the caller did not ask for.
  * frame_rx_response() is the buffered alternative for a connection read only through
  * it: it reads whatever is available (usually a whole reply in one recvmsg, saving a
@@ -82,7 +82,8 @@ void frame_reader_free(frame_reader_t *r) {
 static int frame__reserve(frame_reader_t *r, uint32_t want) {
   if (want <= r->cap) return 0;
   uint32_t ncap = r->cap ? r->cap : 256;
-  while (ncap < want) ncap = ncap > UINT32_MAX / 2 ? UINT32_MAX : ncap * 2;
+  while (ncap < want)
+    ncap = ncap > UINT32_MAX / 2 ? UINT32_MAX : ncap * 2;
   if (ncap > r->need) ncap = r->need;
   uint8_t *nbuf = realloc(r->buf, ncap);
   if (!nbuf) return PP_EOS;
@@ -221,8 +222,8 @@ void frame_free_message(ProtobufCMessage *msg) {
 }
 
 Pinpool__V1__Request *frame_unpack_request(const uint8_t *data, size_t len, size_t budget) {
-  return (Pinpool__V1__Request *)frame_unpack_budgeted(&pinpool__v1__request__descriptor,
-                                                       data, len, budget, NULL);
+  return (Pinpool__V1__Request *)frame_unpack_budgeted(&pinpool__v1__request__descriptor, data,
+                                                       len, budget, NULL);
 }
 
 void frame_free_request(Pinpool__V1__Request *req) {
@@ -244,10 +245,8 @@ static int frame__errno_to_pp(int e) {
   switch (e) {
   case EPIPE:
   case ECONNRESET:
-  case ENOTCONN:
-    return PP_EDISCONNECTED;
-  default:
-    return PP_EIO;
+  case ENOTCONN: return PP_EDISCONNECTED;
+  default: return PP_EIO;
   }
 }
 
@@ -342,9 +341,10 @@ static int frame__recv_exact(int fd, uint8_t *dst, size_t len, int *keep_fd) {
 
   while (off < len) {
     struct iovec iov = {.iov_base = dst + off, .iov_len = len - off};
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
-        .msg_controllen = sizeof ctl.space};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space};
     ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -445,8 +445,8 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
     size_t want = FRAME_HEADER_SIZE; /* bytes from start needed to make progress */
     if (have >= FRAME_HEADER_SIZE) {
       const uint8_t *h = rx->buf + rx->start;
-      uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
-                   (uint32_t)h[3] << 24;
+      uint32_t n =
+          (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
       if (n == 0 || n > max_frame) return PP_EPROTO;
       want = FRAME_HEADER_SIZE + (size_t)n;
       if (have >= want) {
@@ -473,7 +473,8 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
     }
     if (rx->start + want > rx->cap) {
       size_t ncap = rx->cap ? rx->cap : FRAME__RX_INITIAL;
-      while (ncap < want) ncap *= 2;
+      while (ncap < want)
+        ncap *= 2;
       uint8_t *nbuf = realloc(rx->buf, ncap);
       if (!nbuf) return PP_EOS;
       rx->buf = nbuf;
@@ -481,7 +482,9 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
     }
 
     struct iovec iov = {.iov_base = rx->buf + rx->end, .iov_len = rx->cap - rx->end};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.space,
                         .msg_controllen = sizeof ctl.space};
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int ready = poll(&p, 1, timeout_ms);

@@ -27,10 +27,10 @@
 typedef struct frame_reader {
   uint32_t max_frame;
   uint8_t header[FRAME_HEADER_SIZE];
-  uint32_t header_have;     /* header bytes seen of the frame in progress */
-  uint32_t need;            /* payload length of the frame in progress (0: header incomplete) */
-  uint32_t have;            /* payload bytes buffered */
-  uint8_t *buf;             /* payload buffer, grown to at most max_frame */
+  uint32_t header_have; /* header bytes seen of the frame in progress */
+  uint32_t need;        /* payload length of the frame in progress (0: header incomplete) */
+  uint32_t have;        /* payload bytes buffered */
+  uint8_t *buf;         /* payload buffer, grown to at most max_frame */
   uint32_t cap;
 } frame_reader_t;
 
@@ -82,14 +82,14 @@ int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_
  * per round trip.  Works on blocking and non-blocking sockets alike.
  * Errors as frame_recv_response; after one, drop the connection. */
 typedef struct frame_rx {
-  uint8_t *buf;             /* malloc'd; grows to at most FRAME_HEADER_SIZE + max_frame */
+  uint8_t *buf; /* malloc'd; grows to at most FRAME_HEADER_SIZE + max_frame */
   size_t cap;
-  size_t start, end;        /* unconsumed bytes: buf[start, end) */
-  int fd;                   /* a passed fd not yet reported, or -1 */
+  size_t start, end; /* unconsumed bytes: buf[start, end) */
+  int fd;            /* a passed fd not yet reported, or -1 */
 } frame_rx_t;
 
 void frame_rx_init(frame_rx_t *rx);
-void frame_rx_free(frame_rx_t *rx);   /* closes an unreported passed fd */
+void frame_rx_free(frame_rx_t *rx); /* closes an unreported passed fd */
 int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
                       Pinpool__V1__Response **ret_resp, int *ret_fd);
 

@@ -6,13 +6,13 @@
  *   allocator's atom; the region's own page size may be 2 MiB or 1 GiB) from a range of
  *   offsets [0, size).  It never touches the region itself: every byte of metadata lives in
  *   daemon-private malloc memory, so a client that scribbles over the shared region cannot
- *   corrupt the allocator (design.md, "Trust model").
+ *   corrupt the allocator (see docs/ARCHITECTURE.md, "Where metadata lives").
  *
  * ALGORITHM (Knowlton 1965; Knuth TAOCP vol. 1 §2.5; the layout follows SQLite's mem5.c)
  *   - Order k blocks are 2^k pages long and start at a page index that is a multiple of 2^k.
  *     The buddy of the block at page p of order k is the block at p ^ 2^k.
  *   - alloc(k) takes the first block of the smallest non-empty free list of order j >= k
- *     (a 32-bit mask of non-empty lists makes that one count-trailing-zeros), and splits it
+ *     (a 64-bit mask of non-empty lists makes that one count-trailing-zeros), and splits it
  *     j-k times: each split keeps the lower half and pushes the upper half onto the free
  *     list one order down.
  *   - free(p) coalesces repeatedly: while the buddy is a whole free block of the same order
@@ -458,6 +458,26 @@ static void stats_unsafe(buddy_t *b, buddy_stats_t *s) {
   }
 }
 
+/* Largest order k for which a BUDDY_CONTIG alloc would succeed now: any free block up to
+ * the page size is contiguous by construction; above it, the same search alloc makes. */
+static uint64_t largest_free_contig_unsafe(buddy_t *b) {
+  uint64_t q, s;
+  unsigned j;
+  if (!b->avail) return 0;
+  unsigned top = log2_floor(b->avail);
+  for (unsigned k = top; k > b->page_order; k--)
+    if (find_contig_unsafe(b, k, &q, &j, &s)) return buddy_order_size(k);
+  return buddy_order_size(top < b->page_order ? top : b->page_order);
+}
+
+uint64_t buddy_largest_free_contig(buddy_t *b) {
+  if (!b) return 0;
+  pthread_mutex_lock(&b->lock);
+  uint64_t n = largest_free_contig_unsafe(b);
+  pthread_mutex_unlock(&b->lock);
+  return n;
+}
+
 void buddy_get_stats(buddy_t *b, buddy_stats_t *ret) {
   if (!b || !ret) return;
   pthread_mutex_lock(&b->lock);
@@ -508,18 +528,6 @@ void buddy_dump(buddy_t *b, FILE *out) {
 /* ---- validator ------------------------------------------------------------------------------
  */
 
-static int corrupt(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int corrupt(char *why, size_t why_len, const char *fmt, ...) {
-  if (why && why_len) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-  }
-  return PP_ECORRUPT;
-}
-
 static int buddy_check_unsafe(buddy_t *b, char *why, size_t why_len) {
   uint64_t cnt[BUDDY_NR_ORDERS] = {0};
   uint64_t free_pages = 0, nr_alloc = 0, nr_blocks = 0;
@@ -529,34 +537,35 @@ static int buddy_check_unsafe(buddy_t *b, char *why, size_t why_len) {
   for (uint64_t p = 0; p < b->npages;) {
     unsigned m = b->pg[p].info;
     if (!(m & META_HEAD))
-      return corrupt(why, why_len, "page %" PRIu64 " is covered by no block", p);
+      return pp_corrupt(why, why_len, "page %" PRIu64 " is covered by no block", p);
     if (m & ~(META_HEAD | META_FREE | META_ORDER))
-      return corrupt(why, why_len, "page %" PRIu64 ": stray info bits 0x%x", p, m);
+      return pp_corrupt(why, why_len, "page %" PRIu64 ": stray info bits 0x%x", p, m);
     unsigned k = m & META_ORDER;
     uint64_t n = pages_of(k);
     if (k > b->max_order)
-      return corrupt(why, why_len, "block at page %" PRIu64 ": order %u > max order %u", p, k,
-                     b->max_order);
+      return pp_corrupt(why, why_len, "block at page %" PRIu64 ": order %u > max order %u", p,
+                        k, b->max_order);
     if (p & (n - 1))
-      return corrupt(why, why_len, "block at page %" PRIu64 " of order %u is misaligned", p, k);
+      return pp_corrupt(why, why_len, "block at page %" PRIu64 " of order %u is misaligned", p,
+                        k);
     if (n > b->npages - p)
-      return corrupt(why, why_len, "block at page %" PRIu64 " of order %u ends past the region",
-                     p, k);
+      return pp_corrupt(why, why_len,
+                        "block at page %" PRIu64 " of order %u ends past the region", p, k);
     for (uint64_t i = p + 1; i < p + n; i++)
       if (b->pg[i].info)
-        return corrupt(why, why_len,
-                       "page %" PRIu64 " inside block %" PRIu64 "/order %u has info 0x%x "
-                       "(overlapping blocks)",
-                       i, p, k, b->pg[i].info);
+        return pp_corrupt(why, why_len,
+                          "page %" PRIu64 " inside block %" PRIu64 "/order %u has info 0x%x "
+                          "(overlapping blocks)",
+                          i, p, k, b->pg[i].info);
     if (m & META_FREE) {
       cnt[k]++;
       free_pages += n;
       uint64_t bud = p ^ n;
       if (k < b->max_order && bud + n <= b->npages && b->pg[bud].info == (free_head | k))
-        return corrupt(why, why_len,
-                       "free buddies at pages %" PRIu64 " and %" PRIu64 " of order %u not "
-                       "coalesced",
-                       p, bud, k);
+        return pp_corrupt(why, why_len,
+                          "free buddies at pages %" PRIu64 " and %" PRIu64 " of order %u not "
+                          "coalesced",
+                          p, bud, k);
     } else {
       nr_alloc++;
     }
@@ -570,58 +579,59 @@ static int buddy_check_unsafe(buddy_t *b, char *why, size_t why_len) {
     bool bit = (b->avail >> k) & 1u;
     if (h == LIST_EMPTY) {
       if (bit || b->nr_free[k] || cnt[k])
-        return corrupt(why, why_len,
-                       "order %u: list empty but avail bit %d, nr_free %" PRIu64 ", %" PRIu64
-                       " free blocks",
-                       k, bit, b->nr_free[k], cnt[k]);
+        return pp_corrupt(why, why_len,
+                          "order %u: list empty but avail bit %d, nr_free %" PRIu64 ", %" PRIu64
+                          " free blocks",
+                          k, bit, b->nr_free[k], cnt[k]);
       continue;
     }
-    if (!bit) return corrupt(why, why_len, "order %u: list non-empty but avail bit clear", k);
-    if (k > b->max_order) return corrupt(why, why_len, "order %u > max order has a list", k);
+    if (!bit)
+      return pp_corrupt(why, why_len, "order %u: list non-empty but avail bit clear", k);
+    if (k > b->max_order) return pp_corrupt(why, why_len, "order %u > max order has a list", k);
     if (h >= b->npages)
-      return corrupt(why, why_len, "order %u: head %" PRIu64 " out of range", k, h);
+      return pp_corrupt(why, why_len, "order %u: head %" PRIu64 " out of range", k, h);
     uint64_t len = 0, q = h;
     do {
       if (b->pg[q].info != (free_head | k))
-        return corrupt(why, why_len,
-                       "order %u list holds page %" PRIu64 " with info 0x%x, not a free "
-                       "block of that order",
-                       k, q, b->pg[q].info);
+        return pp_corrupt(why, why_len,
+                          "order %u list holds page %" PRIu64 " with info 0x%x, not a free "
+                          "block of that order",
+                          k, q, b->pg[q].info);
       uint64_t next = b->pg[q].next;
       if (next >= b->npages || b->pg[next].prev != q)
-        return corrupt(why, why_len, "order %u list: broken link after page %" PRIu64, k, q);
+        return pp_corrupt(why, why_len, "order %u list: broken link after page %" PRIu64, k, q);
       if (++len > cnt[k])
-        return corrupt(why, why_len,
-                       "order %u list longer than its %" PRIu64 " free blocks (cycle or "
-                       "duplicate)",
-                       k, cnt[k]);
+        return pp_corrupt(why, why_len,
+                          "order %u list longer than its %" PRIu64 " free blocks (cycle or "
+                          "duplicate)",
+                          k, cnt[k]);
       q = next;
     } while (q != h);
     if (len != cnt[k])
-      return corrupt(why, why_len,
-                     "order %u: list holds %" PRIu64 " of %" PRIu64 " free blocks", k, len,
-                     cnt[k]);
+      return pp_corrupt(why, why_len,
+                        "order %u: list holds %" PRIu64 " of %" PRIu64 " free blocks", k, len,
+                        cnt[k]);
     if (b->nr_free[k] != len)
-      return corrupt(why, why_len, "order %u: nr_free %" PRIu64 " but list length %" PRIu64, k,
-                     b->nr_free[k], len);
+      return pp_corrupt(why, why_len, "order %u: nr_free %" PRIu64 " but list length %" PRIu64,
+                        k, b->nr_free[k], len);
   }
 
   /* I5: counters. */
   if (free_pages != b->free_pages)
-    return corrupt(why, why_len, "free_pages %" PRIu64 " but free blocks hold %" PRIu64,
-                   b->free_pages, free_pages);
+    return pp_corrupt(why, why_len, "free_pages %" PRIu64 " but free blocks hold %" PRIu64,
+                      b->free_pages, free_pages);
   if (nr_alloc != b->nr_alloc)
-    return corrupt(why, why_len, "nr_alloc %" PRIu64 " but %" PRIu64 " allocated blocks",
-                   b->nr_alloc, nr_alloc);
+    return pp_corrupt(why, why_len, "nr_alloc %" PRIu64 " but %" PRIu64 " allocated blocks",
+                      b->nr_alloc, nr_alloc);
   if (b->allocs - b->frees != nr_alloc)
-    return corrupt(why, why_len,
-                   "allocs %" PRIu64 " - frees %" PRIu64 " != %" PRIu64 " allocated blocks",
-                   b->allocs, b->frees, nr_alloc);
+    return pp_corrupt(why, why_len,
+                      "allocs %" PRIu64 " - frees %" PRIu64 " != %" PRIu64 " allocated blocks",
+                      b->allocs, b->frees, nr_alloc);
   if (b->nr_top + b->splits - b->merges != nr_blocks)
-    return corrupt(why, why_len,
-                   "%" PRIu64 " top blocks + %" PRIu64 " splits - %" PRIu64
-                   " merges != %" PRIu64 " blocks",
-                   b->nr_top, b->splits, b->merges, nr_blocks);
+    return pp_corrupt(why, why_len,
+                      "%" PRIu64 " top blocks + %" PRIu64 " splits - %" PRIu64
+                      " merges != %" PRIu64 " blocks",
+                      b->nr_top, b->splits, b->merges, nr_blocks);
   return 0;
 }
 

@@ -15,9 +15,9 @@
 
 #include "pinpool_err.h"
 
-#define BUDDY_MIN_SHIFT 12u                      /* order 0 = 4 KiB */
+#define BUDDY_MIN_SHIFT 12u /* order 0 = 4 KiB */
 #define BUDDY_MIN_SIZE (1ull << BUDDY_MIN_SHIFT)
-#define BUDDY_NR_ORDERS 30u                      /* orders 0..29: 4 KiB .. 2 TiB */
+#define BUDDY_NR_ORDERS 30u /* orders 0..29: 4 KiB .. 2 TiB */
 
 /* alloc flags */
 #define BUDDY_CONTIG 0x1u /* the block must be physically contiguous */
@@ -27,14 +27,14 @@
 typedef bool (*buddy_contig_fn)(void *ctx, uint64_t offset, uint64_t len);
 
 typedef struct buddy_stats {
-  uint64_t size;                        /* bytes managed */
+  uint64_t size; /* bytes managed */
   uint64_t free_bytes;
-  uint64_t largest_free;                /* bytes of the largest free block (0 if none) */
-  uint64_t nr_free[BUDDY_NR_ORDERS];    /* free blocks per order (/proc/buddyinfo) */
-  int frag_index[BUDDY_NR_ORDERS];      /* Linux __fragmentation_index: -1000 when a block of
-                                           that order is free, else 0..1000 */
-  unsigned max_order;                   /* largest order any block can have here */
-  uint64_t nr_alloc_blocks;             /* blocks currently allocated */
+  uint64_t largest_free;             /* bytes of the largest free block (0 if none) */
+  uint64_t nr_free[BUDDY_NR_ORDERS]; /* free blocks per order (/proc/buddyinfo) */
+  int frag_index[BUDDY_NR_ORDERS];   /* Linux __fragmentation_index: -1000 when a block of
+                                        that order is free, else 0..1000 */
+  unsigned max_order;                /* largest order any block can have here */
+  uint64_t nr_alloc_blocks;          /* blocks currently allocated */
   uint64_t allocs, frees, splits, merges, failures; /* cumulative counters */
 } buddy_stats_t;
 
@@ -49,7 +49,9 @@ void buddy_destroy(buddy_t *b);
 
 /* Smallest order whose block holds size bytes; PP_ERANGE for 0 or too large. */
 int buddy_order_for_size(uint64_t size, unsigned *ret_order);
-static inline uint64_t buddy_order_size(unsigned order) { return BUDDY_MIN_SIZE << order; }
+static inline uint64_t buddy_order_size(unsigned order) {
+  return BUDDY_MIN_SIZE << order;
+}
 
 /* Errors: PP_ERANGE (order too big for this region), PP_ENOMEM, PP_ENOCONTIG. */
 int buddy_alloc(buddy_t *b, unsigned order, unsigned flags, uint64_t *ret_offset);
@@ -63,6 +65,11 @@ int buddy_reserve(buddy_t *b, uint64_t offset, unsigned order);
 int buddy_block_order(buddy_t *b, uint64_t offset, unsigned *ret_order);
 
 void buddy_get_stats(buddy_t *b, buddy_stats_t *ret);
+/* Bytes of the largest block a BUDDY_CONTIG alloc would get now: the largest free block
+ * when it is no larger than the page size, else the largest contiguous one found the way
+ * buddy_alloc searches (0 when nothing is free).  O(free pages) callback calls at worst:
+ * for operators, not for the allocation path. */
+uint64_t buddy_largest_free_contig(buddy_t *b);
 
 /* Visit every block, free and allocated, in offset order (under the lock: fn must not
  * call back into the buddy). */

@@ -69,51 +69,57 @@
 #include "debug.h"
 
 #define MAG_SIZE_DEFAULT 32u
-#define MAG_DEPOT_FULL_MAX 16u   /* full magazines the depot keeps before freeing to slabs */
-#define MAG_DEPOT_EMPTY_MAX 16u  /* empty magazines it keeps before free() */
-#define MAG_RESIZE_WINDOW 64u    /* depot acquisitions per contention sample */
-#define MAG_RESIZE_RATIO 8u      /* grow M when >= 1/8 of a window was contended */
+#define MAG_DEPOT_FULL_MAX 16u  /* full magazines the depot keeps before freeing to slabs */
+#define MAG_DEPOT_EMPTY_MAX 16u /* empty magazines it keeps before free() */
+#define MAG_RESIZE_WINDOW 64u   /* depot acquisitions per contention sample */
+#define MAG_RESIZE_RATIO 8u     /* grow M when >= 1/8 of a window was contended */
 #define MAG_CACHE_LINE 64u
 
 typedef struct mag {
-  struct mag *next;              /* on a depot list */
-  uint32_t size;                 /* slots */
-  uint32_t rounds;               /* objects held: obj[0 .. rounds) */
+  struct mag *next; /* on a depot list */
+  uint32_t size;    /* slots */
+  uint32_t rounds;  /* objects held: obj[0 .. rounds) */
   uint64_t obj[];
 } mag_t;
 
 struct mag_cpu {
   mag_depot_t *d;
-  mag_t *loaded, *prev;          /* NULL in locked mode; owner thread only */
-  _Atomic uint64_t held;         /* loaded->rounds + prev->rounds; owner writes */
+  mag_t *loaded, *prev;                     /* NULL in locked mode; owner thread only */
+  _Atomic uint64_t held;                    /* loaded->rounds + prev->rounds; owner writes */
   _Atomic uint64_t slab_allocs, slab_frees; /* trips to the slab layer; owner writes */
-  struct mag_cpu *next, *prevc;  /* the depot's live list (depot lock) */
+  struct mag_cpu *next, *prevc;             /* the depot's live list (depot lock) */
 };
 
 struct mag_depot {
   pthread_mutex_t lock;
   slab_cache_t *cache;
   bool locked_mode;
-  _Atomic uint32_t mag_size;     /* M for new magazines; written under the lock */
-  mag_t *full, *empty;           /* stacks; full ones hold >= 1 object */
+  _Atomic uint32_t mag_size; /* M for new magazines; written under the lock */
+  mag_t *full, *empty;       /* stacks; full ones hold >= 1 object */
   uint64_t nfull, nempty;
-  uint64_t objs_in_depot;        /* sum of rounds on the full list */
-  mag_cpu_t *cpus;               /* live mag_cpu_t */
+  uint64_t objs_in_depot; /* sum of rounds on the full list */
+  mag_cpu_t *cpus;        /* live mag_cpu_t */
   uint64_t ncpus;
-  uint64_t acquires;             /* depot lock acquisitions */
-  _Atomic uint64_t contended;    /* of which trylock failed; bumped before blocking */
-  uint64_t win_acquires;         /* acquisitions in the current resize window */
-  uint64_t win_contended_base;   /* contended at the window's start */
+  uint64_t acquires;           /* depot lock acquisitions */
+  _Atomic uint64_t contended;  /* of which trylock failed; bumped before blocking */
+  uint64_t win_acquires;       /* acquisitions in the current resize window */
+  uint64_t win_contended_base; /* contended at the window's start */
   uint64_t resizes;
   uint64_t retired_slab_allocs, retired_slab_frees; /* of destroyed cpus, drain, destroy */
 };
 
 #define RELAXED memory_order_relaxed
 
-static uint64_t ld(_Atomic uint64_t *a) { return atomic_load_explicit(a, RELAXED); }
+static uint64_t ld(_Atomic uint64_t *a) {
+  return atomic_load_explicit(a, RELAXED);
+}
 /* Only the owner writes these, so load + store is enough (no lock prefix). */
-static void owner_add(_Atomic uint64_t *a, uint64_t v) { atomic_store_explicit(a, ld(a) + v, RELAXED); }
-static void owner_sub(_Atomic uint64_t *a, uint64_t v) { atomic_store_explicit(a, ld(a) - v, RELAXED); }
+static void owner_add(_Atomic uint64_t *a, uint64_t v) {
+  atomic_store_explicit(a, ld(a) + v, RELAXED);
+}
+static void owner_sub(_Atomic uint64_t *a, uint64_t v) {
+  atomic_store_explicit(a, ld(a) - v, RELAXED);
+}
 
 /* Cache-line aligned and padded: two threads' magazines (and mag_cpu_t) written on every
  * operation must not share a line, or the fast path scales like a lock. */
@@ -161,9 +167,13 @@ static void depot_lock(mag_depot_t *d) {
   if (++d->win_acquires >= MAG_RESIZE_WINDOW) depot_resize_unsafe(d);
 }
 
-static void depot_unlock(mag_depot_t *d) { pthread_mutex_unlock(&d->lock); }
+static void depot_unlock(mag_depot_t *d) {
+  pthread_mutex_unlock(&d->lock);
+}
 
-static uint32_t cur_size(mag_depot_t *d) { return atomic_load_explicit(&d->mag_size, RELAXED); }
+static uint32_t cur_size(mag_depot_t *d) {
+  return atomic_load_explicit(&d->mag_size, RELAXED);
+}
 
 static void depot_push_full_unsafe(mag_depot_t *d, mag_t *g) {
   PP_IASSERT(g->rounds > 0 && g->rounds <= g->size);
@@ -183,37 +193,45 @@ static mag_t *depot_put_empty_unsafe(mag_depot_t *d, mag_t *g) {
   return NULL;
 }
 
-#define FAIL(...)                                                  \
-  do {                                                             \
-    if (why && why_len) snprintf(why, why_len, __VA_ARGS__);       \
-    return PP_ECORRUPT;                                            \
-  } while (0)
-
 static int depot_check_unsafe(mag_depot_t *d, char *why, size_t why_len) {
   uint64_t n = 0, objs = 0;
   for (const mag_t *g = d->full; g; g = g->next) {
-    if (++n > d->nfull) FAIL("depot full list longer than %" PRIu64, d->nfull);
+    if (++n > d->nfull)
+      return pp_corrupt(why, why_len, "depot full list longer than %" PRIu64, d->nfull);
     if (g->rounds == 0 || g->rounds > g->size)
-      FAIL("depot full magazine with %u of %u rounds", g->rounds, g->size);
+      return pp_corrupt(why, why_len, "depot full magazine with %u of %u rounds", g->rounds,
+                        g->size);
     objs += g->rounds;
   }
-  if (n != d->nfull) FAIL("depot full list holds %" PRIu64 ", counted %" PRIu64, n, d->nfull);
+  if (n != d->nfull)
+    return pp_corrupt(why, why_len, "depot full list holds %" PRIu64 ", counted %" PRIu64, n,
+                      d->nfull);
   if (objs != d->objs_in_depot)
-    FAIL("depot full magazines hold %" PRIu64 " objects, counted %" PRIu64, objs, d->objs_in_depot);
+    return pp_corrupt(why, why_len,
+                      "depot full magazines hold %" PRIu64 " objects, counted %" PRIu64, objs,
+                      d->objs_in_depot);
   n = 0;
   for (const mag_t *g = d->empty; g; g = g->next) {
-    if (++n > d->nempty) FAIL("depot empty list longer than %" PRIu64, d->nempty);
-    if (g->rounds != 0) FAIL("depot empty magazine with %u rounds", g->rounds);
+    if (++n > d->nempty)
+      return pp_corrupt(why, why_len, "depot empty list longer than %" PRIu64, d->nempty);
+    if (g->rounds != 0)
+      return pp_corrupt(why, why_len, "depot empty magazine with %u rounds", g->rounds);
   }
-  if (n != d->nempty) FAIL("depot empty list holds %" PRIu64 ", counted %" PRIu64, n, d->nempty);
+  if (n != d->nempty)
+    return pp_corrupt(why, why_len, "depot empty list holds %" PRIu64 ", counted %" PRIu64, n,
+                      d->nempty);
   uint32_t m = cur_size(d);
-  if (m < MAG_SIZE_MIN || m > MAG_SIZE_MAX) FAIL("magazine size %u out of bounds", m);
+  if (m < MAG_SIZE_MIN || m > MAG_SIZE_MAX)
+    return pp_corrupt(why, why_len, "magazine size %u out of bounds", m);
   n = 0;
   for (const mag_cpu_t *c = d->cpus; c; c = c->next) {
-    if (++n > d->ncpus) FAIL("cpu list longer than %" PRIu64, d->ncpus);
-    if (c->d != d) FAIL("cpu of another depot on the list");
+    if (++n > d->ncpus)
+      return pp_corrupt(why, why_len, "cpu list longer than %" PRIu64, d->ncpus);
+    if (c->d != d) return pp_corrupt(why, why_len, "cpu of another depot on the list");
   }
-  if (n != d->ncpus) FAIL("cpu list holds %" PRIu64 ", counted %" PRIu64, n, d->ncpus);
+  if (n != d->ncpus)
+    return pp_corrupt(why, why_len, "cpu list holds %" PRIu64 ", counted %" PRIu64, n,
+                      d->ncpus);
   return 0;
 }
 
@@ -246,7 +264,9 @@ void mag_depot_destroy(mag_depot_t *d) {
   free(d);
 }
 
-slab_cache_t *mag_depot_cache(mag_depot_t *d) { return d ? d->cache : NULL; }
+slab_cache_t *mag_depot_cache(mag_depot_t *d) {
+  return d ? d->cache : NULL;
+}
 
 int mag_cpu_create(mag_depot_t *d, mag_cpu_t **ret) {
   if (!d || !ret) return PP_EINVAL;
@@ -289,11 +309,15 @@ void mag_cpu_destroy(mag_cpu_t *m) {
   for (int i = 0; i < 2; i++) {
     if (!mine[i]) continue;
     /* A partly filled magazine is as good as a full one to the next allocator. */
-    if (mine[i]->rounds > 0) depot_push_full_unsafe(d, mine[i]);
-    else drop[i] = depot_put_empty_unsafe(d, mine[i]);
+    if (mine[i]->rounds > 0)
+      depot_push_full_unsafe(d, mine[i]);
+    else
+      drop[i] = depot_put_empty_unsafe(d, mine[i]);
   }
-  if (m->prevc) m->prevc->next = m->next;
-  else d->cpus = m->next;
+  if (m->prevc)
+    m->prevc->next = m->next;
+  else
+    d->cpus = m->next;
   if (m->next) m->next->prevc = m->prevc;
   d->ncpus--;
   d->retired_slab_allocs += ld(&m->slab_allocs);
@@ -440,7 +464,8 @@ int mag_free(mag_cpu_t *m, uint64_t offset) {
 #if PP_DEBUG >= 2
   for (int i = 0; i < 2; i++) {
     const mag_t *g = i ? m->prev : m->loaded;
-    for (uint32_t k = 0; g && k < g->rounds; k++) PP_IASSERT(g->obj[k] != offset);
+    for (uint32_t k = 0; g && k < g->rounds; k++)
+      PP_IASSERT(g->obj[k] != offset);
   }
 #endif
   mag_t *l = m->loaded;
@@ -490,7 +515,8 @@ int mag_drain(mag_depot_t *d, mag_cpu_t *self) {
     mag_t *g = full;
     full = g->next;
     int rc = slab_cache_free_bulk(d->cache, g->obj, g->rounds, NULL);
-    if (rc < 0) err = rc; /* objects the slabs refuse are lost, not double-freed */
+    if (rc < 0)
+      err = rc; /* objects the slabs refuse are lost, not double-freed */
     else {
       total += g->rounds;
       trips++;
@@ -533,7 +559,8 @@ int mag_check(mag_depot_t *d, uint64_t caller_held, char *why, size_t why_len) {
   int rc = depot_check_unsafe(d, why, why_len);
   if (rc == 0) {
     uint64_t in_cpus = 0;
-    for (mag_cpu_t *c = d->cpus; c; c = c->next) in_cpus += ld(&c->held);
+    for (mag_cpu_t *c = d->cpus; c; c = c->next)
+      in_cpus += ld(&c->held);
     slab_info_t in;
     slab_cache_info(d->cache, &in); /* depot lock -> cache lock: the documented order */
     if (d->locked_mode && (in_cpus || d->objs_in_depot)) {
@@ -542,8 +569,8 @@ int mag_check(mag_depot_t *d, uint64_t caller_held, char *why, size_t why_len) {
     } else if (in.active_objs != caller_held + d->objs_in_depot + in_cpus) {
       if (why && why_len)
         snprintf(why, why_len,
-                 "%s: %" PRIu64 " objects out of the slabs != %" PRIu64 " held by callers + %"
-                 PRIu64 " in the depot + %" PRIu64 " in cpu magazines",
+                 "%s: %" PRIu64 " objects out of the slabs != %" PRIu64
+                 " held by callers + %" PRIu64 " in the depot + %" PRIu64 " in cpu magazines",
                  in.name, in.active_objs, caller_held, d->objs_in_depot, in_cpus);
       rc = PP_ECORRUPT;
     }

@@ -25,10 +25,10 @@ typedef struct mag_depot mag_depot_t;
 typedef struct mag_cpu mag_cpu_t;
 
 typedef struct mag_stats {
-  uint32_t mag_size;             /* current M */
+  uint32_t mag_size;                /* current M */
   uint64_t depot_full, depot_empty; /* magazines on the depot lists */
-  uint64_t objs_in_depot;        /* objects in full (and partial) depot magazines */
-  uint64_t objs_in_cpus;         /* objects in loaded/previous magazines of live mag_cpu_t */
+  uint64_t objs_in_depot;           /* objects in full (and partial) depot magazines */
+  uint64_t objs_in_cpus;            /* objects in loaded/previous magazines of live mag_cpu_t */
   uint64_t depot_lock_acquires, depot_lock_contended;
   uint64_t resizes;
   uint64_t slab_allocs, slab_frees; /* trips to the slab layer */

@@ -55,6 +55,7 @@
 #define _GNU_SOURCE
 #include "region.h"
 #include "region_internal.h"
+#include "units.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -134,61 +135,9 @@ static void region_logf(const region_log_t *log, int level, const char *fmt, ...
 
 /* ---- sizes and policies ----------------------------------------------------------- */
 
-static const char *const region_units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-
-int region_parse_size(const char *s, uint64_t *ret) {
-  if (!s || !ret || !isdigit((unsigned char)*s)) return PP_EINVAL;
-  uint64_t v = 0;
-  for (; isdigit((unsigned char)*s); s++) {
-    unsigned d = (unsigned)(*s - '0');
-    if (v > (UINT64_MAX - d) / 10) return PP_ERANGE;
-    v = v * 10 + d;
-  }
-  const char *digits_end = s;
-  while (*s == ' ')
-    s++;
-  unsigned shift = 0;
-  switch (toupper((unsigned char)*s)) {
-  case '\0':
-    if (s != digits_end) return PP_EINVAL; /* spaces only between a number and its unit */
-    break;
-  case 'B':
-    shift = 0;
-    s++;
-    break;
-  case 'K': shift = 10; break;
-  case 'M': shift = 20; break;
-  case 'G': shift = 30; break;
-  case 'T': shift = 40; break;
-  default: return PP_EINVAL;
-  }
-  if (shift) {
-    s++;
-    if (!strcasecmp(s, "iB"))
-      s += 2;
-    else if (!strcasecmp(s, "B"))
-      s += 1;
-  }
-  if (*s) return PP_EINVAL;
-  if (shift && v > (UINT64_MAX >> shift)) return PP_ERANGE;
-  *ret = v << shift;
-  return 0;
-}
-
-int region_format_size(uint64_t bytes, char *buf, size_t len) {
-  if (!buf) return PP_EINVAL;
-  unsigned u = 0;
-  while (u + 1 < sizeof region_units / sizeof region_units[0] && bytes != 0 &&
-         (bytes & ((1ull << (10 * (u + 1))) - 1)) == 0)
-    u++;
-  int n = snprintf(buf, len, "%" PRIu64 " %s", bytes >> (10 * u), region_units[u]);
-  if (n < 0 || (size_t)n >= len) return PP_ERANGE;
-  return n;
-}
-
 /* For log lines: a static-buffer-free formatter (each call site gives its buffer). */
 static const char *fmt_size(uint64_t bytes, char buf[32]) {
-  region_format_size(bytes, buf, 32);
+  units_format_size(bytes, buf, 32);
   return buf;
 }
 
@@ -199,7 +148,7 @@ int region_parse_policy(const char *s, region_page_policy_t *ret) {
     return 0;
   }
   uint64_t v;
-  if (region_parse_size(s, &v) != 0) return PP_EINVAL;
+  if (units_parse_size(s, &v) != 0) return PP_EINVAL;
   switch (v) {
   case 4ull << 10: *ret = REGION_PAGE_4K; return 0;
   case 2ull << 20: *ret = REGION_PAGE_2M; return 0;
@@ -329,8 +278,8 @@ static uint64_t default_hugepage_size(void) {
 }
 
 /* The command that grows the pool of page_size pages so that `needed` more are free. */
-static void pool_fix(uint64_t page_size, uint64_t needed, const region_hugepage_info_t *h,
-                     char *buf, size_t len) {
+static void hugepage_pool_fix(uint64_t page_size, uint64_t needed,
+                              const region_hugepage_info_t *h, char *buf, size_t len) {
   uint64_t avail = h ? hp_available(h) : 0;
   uint64_t target = (h ? h->total_pages : 0) + (needed > avail ? needed - avail : 0);
   if (page_size == default_hugepage_size())
@@ -373,7 +322,7 @@ static void warn_fallback(const region_log_t *log, uint64_t size,
     return;
   }
   uint64_t needed = div_round_up(size, h->page_size);
-  pool_fix(h->page_size, needed, h, fix, sizeof fix);
+  hugepage_pool_fix(h->page_size, needed, h, fix, sizeof fix);
   region_logf(log, LOG_WARNING,
               "no hugepages for a %s region (%" PRIu64 " pages of %s needed, %" PRIu64
               " free); using 4 KiB pages, physically contiguous only by chance above 4 KiB. "
@@ -502,7 +451,7 @@ static int region_reserve(region_t *r, const region_log_t *log) {
   int err = errno;
   if (r->hugepages && (err == ENOSPC || err == ENOMEM)) {
     const region_hugepage_info_t *h = hp_find(hp, n > 0 ? (size_t)n : 0, r->page_size);
-    pool_fix(r->page_size, r->nr_pages, h, fix, sizeof fix);
+    hugepage_pool_fix(r->page_size, r->nr_pages, h, fix, sizeof fix);
     region_logf(log, LOG_ERR,
                 "not enough %s hugepages for a %s region: %" PRIu64 " needed, %" PRIu64
                 " free (fallocate: %s). Fix: %s",
@@ -871,42 +820,47 @@ uint64_t region_largest_run(const region_t *r) {
 }
 
 int region_check(const region_t *r, char *why, size_t why_len) {
-#define FAIL(...)                                                                              \
-  do {                                                                                         \
-    if (why && why_len) snprintf(why, why_len, __VA_ARGS__);                                   \
-    return PP_ECORRUPT;                                                                        \
-  } while (0)
-  if (!r) FAIL("no region");
+  if (!r) return pp_corrupt(why, why_len, "no region");
   if (r->page_size == 0 || r->size == 0 || r->size % r->page_size)
-    FAIL("size %" PRIu64 " not a non-zero multiple of page %" PRIu64, r->size, r->page_size);
-  if (r->nr_pages != r->size / r->page_size) FAIL("nr_pages %" PRIu64 " wrong", r->nr_pages);
-  if (!r->phys != !r->runs) FAIL("phys and runs disagree on being known");
+    return pp_corrupt(why, why_len, "size %" PRIu64 " not a non-zero multiple of page %" PRIu64,
+                      r->size, r->page_size);
+  if (r->nr_pages != r->size / r->page_size)
+    return pp_corrupt(why, why_len, "nr_pages %" PRIu64 " wrong", r->nr_pages);
+  if (!r->phys != !r->runs)
+    return pp_corrupt(why, why_len, "phys and runs disagree on being known");
   if (!r->phys) return 0;
   uint64_t next = 0, largest = 0;
   for (size_t k = 0; k < r->nr_runs; k++) {
     const region_run_t *run = &r->runs[k];
     if (run->offset != next)
-      FAIL("run %zu starts at %" PRIu64 ", expected %" PRIu64, k, run->offset, next);
+      return pp_corrupt(why, why_len, "run %zu starts at %" PRIu64 ", expected %" PRIu64, k,
+                        run->offset, next);
     if (run->length == 0 || run->length % r->page_size)
-      FAIL("run %zu has length %" PRIu64, k, run->length);
-    if (run->length > r->size - run->offset) FAIL("run %zu runs past the region", k);
+      return pp_corrupt(why, why_len, "run %zu has length %" PRIu64, k, run->length);
+    if (run->length > r->size - run->offset)
+      return pp_corrupt(why, why_len, "run %zu runs past the region", k);
     for (uint64_t o = 0; o < run->length; o += r->page_size) {
       uint64_t page = (run->offset + o) / r->page_size;
       if (r->page_run && r->page_run[page] != k)
-        FAIL("page %" PRIu64 " indexed to run %u, lies in run %zu", page, r->page_run[page], k);
+        return pp_corrupt(why, why_len, "page %" PRIu64 " indexed to run %u, lies in run %zu",
+                          page, r->page_run[page], k);
       if (r->phys[page] != run->phys + o)
-        FAIL("page at offset %" PRIu64 " is not consecutive in run %zu", run->offset + o, k);
+        return pp_corrupt(why, why_len,
+                          "page at offset %" PRIu64 " is not consecutive in run %zu",
+                          run->offset + o, k);
     }
     if (k > 0 && run->phys == r->runs[k - 1].phys + r->runs[k - 1].length)
-      FAIL("runs %zu and %zu should be one", k - 1, k);
+      return pp_corrupt(why, why_len, "runs %zu and %zu should be one", k - 1, k);
     if (run->length > largest) largest = run->length;
     next = run->offset + run->length;
   }
-  if (next != r->size) FAIL("runs cover %" PRIu64 " of %" PRIu64 " bytes", next, r->size);
+  if (next != r->size)
+    return pp_corrupt(why, why_len, "runs cover %" PRIu64 " of %" PRIu64 " bytes", next,
+                      r->size);
   if (largest != r->largest_run)
-    FAIL("largest run %" PRIu64 " recorded as %" PRIu64, largest, r->largest_run);
+    return pp_corrupt(why, why_len, "largest run %" PRIu64 " recorded as %" PRIu64, largest,
+                      r->largest_run);
   return 0;
-#undef FAIL
 }
 
 /* ---- description (pinpoold --probe) ----------------------------------------------- */

@@ -22,9 +22,9 @@ typedef enum region_page_policy {
 } region_page_policy_t;
 
 typedef struct region_config {
-  uint64_t size;               /* bytes; rounded up to a multiple of the chosen page size */
+  uint64_t size; /* bytes; rounded up to a multiple of the chosen page size */
   region_page_policy_t policy;
-  const char *name;            /* memfd name (shows in /proc/PID/fd); NULL = "pinpool" */
+  const char *name; /* memfd name (shows in /proc/PID/fd); NULL = "pinpool" */
   void (*log)(void *ctx, int level, const char *msg); /* syslog levels; NULL = stderr */
   void *log_ctx;
 } region_config_t;
@@ -34,11 +34,12 @@ typedef struct region_hugepage_info {
   uint64_t page_size;
   uint64_t total_pages;
   uint64_t free_pages;
-  uint64_t resv_pages;  /* promised to existing mappings though not yet faulted in: a new
-                           region can have free_pages - resv_pages of them */
+  uint64_t resv_pages; /* promised to existing mappings though not yet faulted in: a new
+                          region can have free_pages - resv_pages of them */
 } region_hugepage_info_t;
 
-/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length). */
+/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length).
+ */
 typedef struct region_run {
   uint64_t offset;
   uint64_t phys;
@@ -50,15 +51,6 @@ typedef struct region region_t;
 /* Parse "auto", "4K", "2M", "1G" (case-insensitive). */
 int region_parse_policy(const char *s, region_page_policy_t *ret);
 const char *region_policy_name(region_page_policy_t p);
-
-/* Parse a byte count: decimal digits, optional spaces, an optional binary suffix K, M, G
- * or T (also KB/KiB ..., and B; case-insensitive; "64M" = 64 << 20).  PP_EINVAL for
- * anything else (signs, fractions, trailing junk), PP_ERANGE when it exceeds 64 bits. */
-int region_parse_size(const char *s, uint64_t *ret);
-/* Write bytes in the largest binary unit that divides it exactly ("2 MiB", "1536 MiB",
- * "12345 B"), so region_parse_size() reads it back.  Returns the length, or PP_ERANGE
- * when buf is too small. */
-int region_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* Fill up to n entries with the hugepage sizes this kernel offers; returns how many. */
 int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);

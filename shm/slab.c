@@ -73,15 +73,16 @@
 
 #include "debug.h"
 
-#define SLAB_MIN_OBJS 8u        /* fewest objects a slab should hold */
-#define SLAB_EMPTY_KEEP 2u      /* empty slabs a cache keeps instead of returning them */
-#define SLAB_COLOR_MIN 64u      /* cache line */
-#define SLAB_HASH_MIN 16u       /* initial buckets of a cache's slab hash */
-#define SLAB_NAME_HASH_MIN 64u  /* initial buckets of the registry's name hash */
+#define SLAB_MIN_OBJS 8u       /* fewest objects a slab should hold */
+#define SLAB_EMPTY_KEEP 2u     /* empty slabs a cache keeps instead of returning them */
+#define SLAB_COLOR_MIN 64u     /* cache line */
+#define SLAB_HASH_MIN 16u      /* initial buckets of a cache's slab hash */
+#define SLAB_NAME_HASH_MIN 64u /* initial buckets of the registry's name hash */
 
 _Static_assert(SLAB_MAX_OBJECT * 8u == BUDDY_MIN_SIZE << SLAB_MAX_ORDER,
                "objects are limited to an eighth of the largest slab");
-_Static_assert((BUDDY_MIN_SIZE << SLAB_MAX_ORDER) * (uint64_t)SLAB_MAX_OBJECT < (UINT64_C(1) << 32),
+_Static_assert((BUDDY_MIN_SIZE << SLAB_MAX_ORDER) * (uint64_t)SLAB_MAX_OBJECT <
+                   (UINT64_C(1) << 32),
                "the reciprocal in cache_locate_unsafe is exact");
 _Static_assert((BUDDY_MIN_SIZE << SLAB_MAX_ORDER) / SLAB_MIN_OBJECT <= UINT16_MAX + 1u,
                "object indices fit the uint16_t free stack");
@@ -108,7 +109,7 @@ typedef struct slab_list {
 } slab_list_t;
 
 struct slab_cache {
-  _Atomic int lock;             /* cache_lock(): protects everything below that changes */
+  _Atomic int lock; /* cache_lock(): protects everything below that changes */
   slab_t *owner;
   buddy_t *buddy;
   struct slab_cache *name_next; /* registry name hash chain (registry lock) */
@@ -120,25 +121,25 @@ struct slab_cache {
   uint32_t color_unit, ncolors; /* color = (color_next % ncolors) * color_unit */
   uint32_t color_next;
   uint32_t bitmap_words;
-  uint64_t recip;               /* floor(2^32 / stride) + 1: index = rel * recip >> 32 */
+  uint64_t recip; /* floor(2^32 / stride) + 1: index = rel * recip >> 32 */
   uint64_t slab_bytes;
-  uint64_t waste;               /* unused tail bytes per slab */
+  uint64_t waste; /* unused tail bytes per slab */
   slab_list_t lists[SLAB_NLISTS];
-  slab_blk_t *hot;              /* the slab free() found last: skips the hash when it hits */
-  slab_blk_t **buckets;         /* slab hash by base */
-  uint64_t nbuckets;            /* power of two */
+  slab_blk_t *hot;      /* the slab free() found last: skips the hash when it hits */
+  slab_blk_t **buckets; /* slab hash by base */
+  uint64_t nbuckets;    /* power of two */
   uint64_t nslabs;
-  uint64_t active;              /* objects allocated (sum of inuse) */
+  uint64_t active; /* objects allocated (sum of inuse) */
   uint64_t allocs, frees, grows, reaps;
 };
 
 struct slab {
-  pthread_mutex_t lock;         /* the registry */
+  pthread_mutex_t lock; /* the registry */
   buddy_t *buddy;
-  slab_cache_t **caches;        /* by id, in creation order */
+  slab_cache_t **caches; /* by id, in creation order */
   uint32_t ncaches, cap;
-  slab_cache_t **names;         /* name hash */
-  uint32_t nnames;              /* buckets, power of two */
+  slab_cache_t **names; /* name hash */
+  uint32_t nnames;      /* buckets, power of two */
 };
 
 /* ---- the cache lock ------------------------------------------------------------------ */
@@ -166,7 +167,8 @@ static void cache_lock_slow(slab_cache_t *c) {
   for (;;) {
     while (atomic_load_explicit(&c->lock, memory_order_relaxed)) {
       if (spins++ < 64) {
-        for (unsigned i = 0; i < backoff; i++) cpu_relax();
+        for (unsigned i = 0; i < backoff; i++)
+          cpu_relax();
         if (backoff < 64) backoff *= 2;
       } else {
         sched_yield();
@@ -193,19 +195,28 @@ static uint64_t hash_base(uint64_t base, unsigned shift) {
 
 static uint32_t hash_name(const char *s) {
   uint32_t h = 2166136261u; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+  for (; *s; s++)
+    h = (h ^ (uint8_t)*s) * 16777619u;
   return h;
 }
 
-static unsigned slab_shift(const slab_cache_t *c) { return BUDDY_MIN_SHIFT + c->order; }
+static unsigned slab_shift(const slab_cache_t *c) {
+  return BUDDY_MIN_SHIFT + c->order;
+}
 
 static size_t blk_alloc_size(const slab_cache_t *c) {
   return sizeof(slab_blk_t) + c->bitmap_words * sizeof(uint64_t) + c->objs * sizeof(uint16_t);
 }
 
-static bool bit_get(const slab_blk_t *b, uint32_t i) { return (b->bits[i >> 6] >> (i & 63)) & 1u; }
-static void bit_set(slab_blk_t *b, uint32_t i) { b->bits[i >> 6] |= 1ull << (i & 63); }
-static void bit_clear(slab_blk_t *b, uint32_t i) { b->bits[i >> 6] &= ~(1ull << (i & 63)); }
+static bool bit_get(const slab_blk_t *b, uint32_t i) {
+  return (b->bits[i >> 6] >> (i & 63)) & 1u;
+}
+static void bit_set(slab_blk_t *b, uint32_t i) {
+  b->bits[i >> 6] |= 1ull << (i & 63);
+}
+static void bit_clear(slab_blk_t *b, uint32_t i) {
+  b->bits[i >> 6] &= ~(1ull << (i & 63));
+}
 
 static void list_push(slab_list_t *l, slab_blk_t *b) {
   b->prev = NULL;
@@ -216,8 +227,10 @@ static void list_push(slab_list_t *l, slab_blk_t *b) {
 }
 
 static void list_remove(slab_list_t *l, slab_blk_t *b) {
-  if (b->prev) b->prev->next = b->next;
-  else l->head = b->next;
+  if (b->prev)
+    b->prev->next = b->next;
+  else
+    l->head = b->next;
   if (b->next) b->next->prev = b->prev;
   b->next = b->prev = NULL;
   l->n--;
@@ -239,7 +252,8 @@ static inline void blk_relist(slab_cache_t *c, slab_blk_t *b) {
 
 static slab_blk_t *hash_find(const slab_cache_t *c, uint64_t base) {
   slab_blk_t *b = c->buckets[hash_base(base, slab_shift(c)) & (c->nbuckets - 1)];
-  while (b && b->base != base) b = b->hnext;
+  while (b && b->base != base)
+    b = b->hnext;
   return b;
 }
 
@@ -251,7 +265,8 @@ static void hash_insert(slab_cache_t *c, slab_blk_t *b) {
 
 static void hash_remove(slab_cache_t *c, slab_blk_t *b) {
   slab_blk_t **pp = &c->buckets[hash_base(b->base, slab_shift(c)) & (c->nbuckets - 1)];
-  while (*pp != b) pp = &(*pp)->hnext;
+  while (*pp != b)
+    pp = &(*pp)->hnext;
   *pp = b->hnext;
 }
 
@@ -306,7 +321,8 @@ static int cache_grow_unsafe(slab_cache_t *c, slab_blk_t **ret) {
   c->color_next++;
   b->stack = (uint16_t *)(b->bits + c->bitmap_words);
   /* Pops come out in ascending index order: a fresh slab fills front to back. */
-  for (uint32_t i = 0; i < c->objs; i++) b->stack[i] = (uint16_t)(c->objs - 1 - i);
+  for (uint32_t i = 0; i < c->objs; i++)
+    b->stack[i] = (uint16_t)(c->objs - 1 - i);
   b->nfree = c->objs;
   b->list = SLAB_LIST_EMPTY;
   list_push(&c->lists[SLAB_LIST_EMPTY], b);
@@ -356,7 +372,8 @@ static int cache_alloc_unsafe(slab_cache_t *c, uint64_t *offsets, unsigned n) {
   while (got < n) {
     slab_blk_t *b = cache_pick_unsafe(c, &err);
     if (!b) break;
-    while (got < n && b->nfree > 0) offsets[got++] = blk_pop(c, b);
+    while (got < n && b->nfree > 0)
+      offsets[got++] = blk_pop(c, b);
     blk_relist(c, b);
   }
   c->active += got;
@@ -398,80 +415,102 @@ static void blk_push(slab_cache_t *c, slab_blk_t *b, uint32_t i) {
 
 /* ---- validator ---------------------------------------------------------------------- */
 
-#define FAIL(...)                                   \
-  do {                                              \
-    if (why && why_len) snprintf(why, why_len, __VA_ARGS__); \
-    return PP_ECORRUPT;                             \
-  } while (0)
-
 static int cache_check_unsafe(slab_cache_t *c, char *why, size_t why_len) {
   uint64_t nslabs = 0, active = 0;
   for (uint32_t l = 0; l < SLAB_NLISTS; l++) {
     uint64_t n = 0;
     const slab_blk_t *prev = NULL;
     for (const slab_blk_t *b = c->lists[l].head; b; prev = b, b = b->next) {
-      if (++n > c->nslabs) FAIL("%s: %s list longer than the slab count %" PRIu64, c->name,
-                                list_names[l], c->nslabs);
-      if (b->prev != prev) FAIL("%s: broken back link at slab %#" PRIx64, c->name, b->base);
-      if (b->list != l) FAIL("%s: slab %#" PRIx64 " tagged %s on the %s list", c->name,
-                             b->base, list_names[b->list < SLAB_NLISTS ? b->list : 0],
-                             list_names[l]);
-      if (b->inuse > c->objs) FAIL("%s: slab %#" PRIx64 " inuse %u > capacity %u", c->name,
-                                   b->base, b->inuse, c->objs);
-      if (list_for(c, b) != l) FAIL("%s: slab %#" PRIx64 " with inuse %u/%u on the %s list",
-                                    c->name, b->base, b->inuse, c->objs, list_names[l]);
+      if (++n > c->nslabs)
+        return pp_corrupt(why, why_len, "%s: %s list longer than the slab count %" PRIu64,
+                          c->name, list_names[l], c->nslabs);
+      if (b->prev != prev)
+        return pp_corrupt(why, why_len, "%s: broken back link at slab %#" PRIx64, c->name,
+                          b->base);
+      if (b->list != l)
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " tagged %s on the %s list",
+                          c->name, b->base, list_names[b->list < SLAB_NLISTS ? b->list : 0],
+                          list_names[l]);
+      if (b->inuse > c->objs)
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " inuse %u > capacity %u", c->name,
+                          b->base, b->inuse, c->objs);
+      if (list_for(c, b) != l)
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " with inuse %u/%u on the %s list",
+                          c->name, b->base, b->inuse, c->objs, list_names[l]);
       if (b->nfree + b->inuse != c->objs)
-        FAIL("%s: slab %#" PRIx64 " nfree %u + inuse %u != %u", c->name, b->base, b->nfree,
-             b->inuse, c->objs);
-      if (b->base & (c->slab_bytes - 1)) FAIL("%s: slab base %#" PRIx64 " misaligned", c->name, b->base);
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " nfree %u + inuse %u != %u",
+                          c->name, b->base, b->nfree, b->inuse, c->objs);
+      if (b->base & (c->slab_bytes - 1))
+        return pp_corrupt(why, why_len, "%s: slab base %#" PRIx64 " misaligned", c->name,
+                          b->base);
       if (b->color % c->color_unit || b->color > c->waste)
-        FAIL("%s: slab %#" PRIx64 " color %u outside the tail %" PRIu64, c->name, b->base,
-             b->color, c->waste);
-      if (hash_find(c, b->base) != b) FAIL("%s: slab %#" PRIx64 " not in the hash", c->name, b->base);
+        return pp_corrupt(why, why_len,
+                          "%s: slab %#" PRIx64 " color %u outside the tail %" PRIu64, c->name,
+                          b->base, b->color, c->waste);
+      if (hash_find(c, b->base) != b)
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " not in the hash", c->name,
+                          b->base);
       uint32_t pop = 0;
-      for (uint32_t w = 0; w < c->bitmap_words; w++) pop += (uint32_t)__builtin_popcountll(b->bits[w]);
-      if (pop != b->inuse) FAIL("%s: slab %#" PRIx64 " bitmap holds %u, inuse %u", c->name,
-                                b->base, pop, b->inuse);
+      for (uint32_t w = 0; w < c->bitmap_words; w++)
+        pop += (uint32_t)__builtin_popcountll(b->bits[w]);
+      if (pop != b->inuse)
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " bitmap holds %u, inuse %u",
+                          c->name, b->base, pop, b->inuse);
       if (c->objs % 64 && (b->bits[c->bitmap_words - 1] >> (c->objs % 64)))
-        FAIL("%s: slab %#" PRIx64 " bitmap bits past capacity", c->name, b->base);
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " bitmap bits past capacity",
+                          c->name, b->base);
       /* Free indices: in range, bit clear, distinct (a second copy would meet a bit we set). */
       uint64_t seen[(BUDDY_MIN_SIZE << SLAB_MAX_ORDER) / SLAB_MIN_OBJECT / 64];
       memset(seen, 0, c->bitmap_words * sizeof(uint64_t));
       for (uint32_t k = 0; k < b->nfree; k++) {
         uint32_t i = b->stack[k];
-        if (i >= c->objs) FAIL("%s: slab %#" PRIx64 " free index %u out of range", c->name, b->base, i);
-        if (bit_get(b, i)) FAIL("%s: slab %#" PRIx64 " object %u both free and allocated",
-                                c->name, b->base, i);
+        if (i >= c->objs)
+          return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " free index %u out of range",
+                            c->name, b->base, i);
+        if (bit_get(b, i))
+          return pp_corrupt(why, why_len,
+                            "%s: slab %#" PRIx64 " object %u both free and allocated", c->name,
+                            b->base, i);
         if ((seen[i >> 6] >> (i & 63)) & 1u)
-          FAIL("%s: slab %#" PRIx64 " object %u twice on the free stack", c->name, b->base, i);
+          return pp_corrupt(why, why_len,
+                            "%s: slab %#" PRIx64 " object %u twice on the free stack", c->name,
+                            b->base, i);
         seen[i >> 6] |= 1ull << (i & 63);
       }
       unsigned order;
       if (buddy_block_order(c->buddy, b->base, &order) != 0 || order != c->order)
-        FAIL("%s: slab %#" PRIx64 " is not an allocated buddy block of order %u", c->name,
-             b->base, c->order);
+        return pp_corrupt(why, why_len,
+                          "%s: slab %#" PRIx64 " is not an allocated buddy block of order %u",
+                          c->name, b->base, c->order);
       active += b->inuse;
     }
-    if (n != c->lists[l].n) FAIL("%s: %s list holds %" PRIu64 " slabs, counted %" PRIu64,
-                                 c->name, list_names[l], n, c->lists[l].n);
+    if (n != c->lists[l].n)
+      return pp_corrupt(why, why_len, "%s: %s list holds %" PRIu64 " slabs, counted %" PRIu64,
+                        c->name, list_names[l], n, c->lists[l].n);
     nslabs += n;
   }
-  if (nslabs != c->nslabs) FAIL("%s: lists hold %" PRIu64 " slabs, counted %" PRIu64, c->name,
-                                nslabs, c->nslabs);
+  if (nslabs != c->nslabs)
+    return pp_corrupt(why, why_len, "%s: lists hold %" PRIu64 " slabs, counted %" PRIu64,
+                      c->name, nslabs, c->nslabs);
   uint64_t hashed = 0;
   for (uint64_t i = 0; i < c->nbuckets; i++)
     for (const slab_blk_t *b = c->buckets[i]; b; b = b->hnext) {
       if ((hash_base(b->base, slab_shift(c)) & (c->nbuckets - 1)) != i)
-        FAIL("%s: slab %#" PRIx64 " in the wrong hash bucket", c->name, b->base);
-      if (++hashed > nslabs) FAIL("%s: hash holds more slabs than the lists", c->name);
+        return pp_corrupt(why, why_len, "%s: slab %#" PRIx64 " in the wrong hash bucket",
+                          c->name, b->base);
+      if (++hashed > nslabs)
+        return pp_corrupt(why, why_len, "%s: hash holds more slabs than the lists", c->name);
     }
-  if (hashed != nslabs) FAIL("%s: hash holds %" PRIu64 " slabs, lists %" PRIu64, c->name,
-                             hashed, nslabs);
-  if (active != c->active) FAIL("%s: slabs hold %" PRIu64 " objects, counted %" PRIu64,
-                                c->name, active, c->active);
+  if (hashed != nslabs)
+    return pp_corrupt(why, why_len, "%s: hash holds %" PRIu64 " slabs, lists %" PRIu64, c->name,
+                      hashed, nslabs);
+  if (active != c->active)
+    return pp_corrupt(why, why_len, "%s: slabs hold %" PRIu64 " objects, counted %" PRIu64,
+                      c->name, active, c->active);
   if (c->allocs - c->frees != c->active)
-    FAIL("%s: allocs %" PRIu64 " - frees %" PRIu64 " != active %" PRIu64, c->name, c->allocs,
-         c->frees, c->active);
+    return pp_corrupt(why, why_len,
+                      "%s: allocs %" PRIu64 " - frees %" PRIu64 " != active %" PRIu64, c->name,
+                      c->allocs, c->frees, c->active);
   return 0;
 }
 
@@ -510,7 +549,8 @@ static void cache_destroy(slab_cache_t *c) {
 
 void slab_destroy(slab_t *s) {
   if (!s) return;
-  for (uint32_t i = 0; i < s->ncaches; i++) cache_destroy(s->caches[i]);
+  for (uint32_t i = 0; i < s->ncaches; i++)
+    cache_destroy(s->caches[i]);
   free(s->caches);
   free(s->names);
   pthread_mutex_destroy(&s->lock);
@@ -519,7 +559,8 @@ void slab_destroy(slab_t *s) {
 
 static slab_cache_t *find_unsafe(slab_t *s, const char *name) {
   slab_cache_t *c = s->names[hash_name(name) & (s->nnames - 1)];
-  while (c && strcmp(c->name, name) != 0) c = c->name_next;
+  while (c && strcmp(c->name, name) != 0)
+    c = c->name_next;
   return c;
 }
 
@@ -554,8 +595,10 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
   pthread_mutex_lock(&s->lock);
   slab_cache_t *old = find_unsafe(s, name);
   if (old) {
-    if (old->object_size != object_size || old->align != align) rc = PP_EGEOMETRY;
-    else *ret = old;
+    if (old->object_size != object_size || old->align != align)
+      rc = PP_EGEOMETRY;
+    else
+      *ret = old;
     goto out;
   }
   rc = PP_ENOMEM;
@@ -587,7 +630,8 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
   c->ncolors = (uint32_t)(c->waste / c->color_unit) + 1;
   c->bitmap_words = (c->objs + 63) / 64;
   c->recip = (UINT64_C(1) << 32) / stride + 1;
-  for (uint32_t l = 0; l < SLAB_NLISTS; l++) c->lists[l] = (slab_list_t){NULL, 0};
+  for (uint32_t l = 0; l < SLAB_NLISTS; l++)
+    c->lists[l] = (slab_list_t){NULL, 0};
   c->id = s->ncaches;
   s->caches[s->ncaches++] = c;
   uint32_t h = hash_name(name) & (s->nnames - 1);
@@ -637,7 +681,8 @@ void slab_foreach_cache(slab_t *s, slab_cache_fn fn, void *ctx) {
   if (!s || !fn) return;
   uint32_t n;
   slab_cache_t **v = snapshot(s, &n);
-  for (uint32_t i = 0; i < n; i++) fn(ctx, v[i]);
+  for (uint32_t i = 0; i < n; i++)
+    fn(ctx, v[i]);
   free(v);
 }
 
@@ -750,7 +795,8 @@ int slab_shrink(slab_t *s) {
   uint32_t n;
   slab_cache_t **v = snapshot(s, &n);
   int total = 0;
-  for (uint32_t i = 0; i < n; i++) total += slab_cache_shrink(v[i]);
+  for (uint32_t i = 0; i < n; i++)
+    total += slab_cache_shrink(v[i]);
   free(v);
   return total;
 }
@@ -808,16 +854,18 @@ int slab_check(slab_t *s, char *why, size_t why_len) {
   for (uint32_t i = 0; i < s->ncaches; i++) {
     if (s->caches[i]->id != i) {
       pthread_mutex_unlock(&s->lock);
-      FAIL("cache %s has id %u at index %u", s->caches[i]->name, s->caches[i]->id, i);
+      return pp_corrupt(why, why_len, "cache %s has id %u at index %u", s->caches[i]->name,
+                        s->caches[i]->id, i);
     }
     if (find_unsafe(s, s->caches[i]->name) != s->caches[i]) {
       pthread_mutex_unlock(&s->lock);
-      FAIL("cache %s is not found by its name", s->caches[i]->name);
+      return pp_corrupt(why, why_len, "cache %s is not found by its name", s->caches[i]->name);
     }
   }
   pthread_mutex_unlock(&s->lock);
   slab_cache_t **v = snapshot(s, &n);
-  for (uint32_t i = 0; i < n && rc == 0; i++) rc = slab_cache_check(v[i], why, why_len);
+  for (uint32_t i = 0; i < n && rc == 0; i++)
+    rc = slab_cache_check(v[i], why, why_len);
   free(v);
   return rc;
 }
@@ -838,9 +886,10 @@ static void dump_one(void *ctx, slab_cache_t *c) {
 void slab_dump(slab_t *s, FILE *out) {
   if (!s || !out) return;
   fprintf(out, "slabinfo - version: 2.1 (pinpool)\n");
-  fprintf(out, "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
-               " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
-               " <num_slabs> <sharedavail> : pinpool <id> <align> <full> <partial> <empty>"
-               " <waste> <allocs> <frees> <grows> <reaps>\n");
+  fprintf(out,
+          "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+          " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
+          " <num_slabs> <sharedavail> : pinpool <id> <align> <full> <partial> <empty>"
+          " <waste> <allocs> <frees> <grows> <reaps>\n");
   slab_foreach_cache(s, dump_one, out);
 }

@@ -15,31 +15,32 @@
 #include "buddy.h"
 #include "pinpool_err.h"
 
-#define SLAB_NAME_MAX 64u        /* including the NUL */
+#define SLAB_NAME_MAX 64u /* including the NUL */
 #define SLAB_MIN_OBJECT 8u
-#define SLAB_MAX_ORDER 5u        /* largest slab: a buddy block of 2^5 pages = 128 KiB */
-#define SLAB_MAX_OBJECT 16384u   /* an eighth of the largest slab; bigger belongs to the buddy */
+#define SLAB_MAX_ORDER 5u      /* largest slab: a buddy block of 2^5 pages = 128 KiB */
+#define SLAB_MAX_OBJECT 16384u /* an eighth of the largest slab; bigger belongs to the buddy   \
+                                */
 
-typedef struct slab_info {       /* one /proc/slabinfo row, plus pinpool's extras */
+typedef struct slab_info { /* one /proc/slabinfo row, plus pinpool's extras */
   char name[SLAB_NAME_MAX];
-  uint32_t id;                   /* stable small integer, unique within the allocator */
+  uint32_t id; /* stable small integer, unique within the allocator */
   uint32_t object_size;
   uint32_t align;
-  uint32_t stride;               /* object_size rounded up to align */
+  uint32_t stride; /* object_size rounded up to align */
   uint32_t objs_per_slab;
-  uint32_t pages_per_slab;       /* 4 KiB pages */
-  uint64_t active_objs;          /* allocated from slabs (includes objects parked in magazines) */
-  uint64_t num_objs;             /* capacity of all slabs */
-  uint64_t active_slabs;         /* slabs with inuse > 0 */
+  uint32_t pages_per_slab; /* 4 KiB pages */
+  uint64_t active_objs;    /* allocated from slabs (includes objects parked in magazines) */
+  uint64_t num_objs;       /* capacity of all slabs */
+  uint64_t active_slabs;   /* slabs with inuse > 0 */
   uint64_t num_slabs;
   uint64_t full_slabs, partial_slabs, empty_slabs;
-  uint64_t waste_bytes_per_slab; /* unused tail of one slab */
-  uint32_t waste_permille;       /* waste_bytes_per_slab * 1000 / slab bytes */
+  uint64_t waste_bytes_per_slab;        /* unused tail of one slab */
+  uint32_t waste_permille;              /* waste_bytes_per_slab * 1000 / slab bytes */
   uint64_t allocs, frees, grows, reaps; /* cumulative */
 } slab_info_t;
 
 typedef struct slab_cache slab_cache_t;
-typedef struct slab slab_t;      /* the set of caches over one buddy allocator */
+typedef struct slab slab_t; /* the set of caches over one buddy allocator */
 
 int slab_create(buddy_t *buddy, slab_t **ret);
 /* Destroys every cache and returns all their slabs to the buddy. */

@@ -11,22 +11,22 @@
 #include <stdint.h>
 
 typedef struct bench_result {
-  const char *name;       /* "pinpool.buddy", "dpdk.memzone", ... */
-  uint64_t size;          /* bytes per object/buffer; 0 = a mix */
-  unsigned threads;       /* 0 = not a threaded figure */
-  double ns_per_op;       /* median over repetitions */
-  double ops_per_sec;     /* 0 when not measured */
+  const char *name;   /* "pinpool.buddy", "dpdk.memzone", ... */
+  uint64_t size;      /* bytes per object/buffer; 0 = a mix */
+  unsigned threads;   /* 0 = not a threaded figure */
+  double ns_per_op;   /* median over repetitions */
+  double ops_per_sec; /* 0 when not measured */
 } bench_result_t;
 
 typedef struct bench_opts {
-  bool json;              /* --json: one JSON object on stdout, progress on stderr */
-  unsigned reps;          /* --reps N: repetitions; the median is reported */
-  uint64_t iters;         /* --iters N: operations per repetition (0 = each bench's default) */
-  unsigned max_threads;   /* --threads N (scale) */
+  bool json;            /* --json: one JSON object on stdout, progress on stderr */
+  unsigned reps;        /* --reps N: repetitions; the median is reported */
+  uint64_t iters;       /* --iters N: operations per repetition (0 = each bench's default) */
+  unsigned max_threads; /* --threads N (scale) */
 } bench_opts_t;
 
 uint64_t bench_now_ns(void);
-double bench_median(double *v, unsigned n);   /* sorts v */
+double bench_median(double *v, unsigned n); /* sorts v */
 /* Progress on stderr: "bench buddy: pinpool.buddy rep 3/7" */
 void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

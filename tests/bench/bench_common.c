@@ -60,9 +60,9 @@ static unsigned long free_hugepages_2m(void) {
 int bench_eal_init(void) {
   static int state = 0; /* 0 not tried, 1 up, <0 failed */
   if (state != 0) return state > 0 ? 0 : state;
-  /* --in-memory / --no-shconf: no /var/run/dpdk files, no multi-process; --no-pci: we time memory, not NICs.
-   * Without free hugepages the EAL runs on anonymous 4 KiB memory (--no-huge), which is how
-   * DPDK's own unit tests run on machines without hugepages. */
+  /* --in-memory / --no-shconf: no /var/run/dpdk files, no multi-process; --no-pci: we time
+   * memory, not NICs. Without free hugepages the EAL runs on anonymous 4 KiB memory
+   * (--no-huge), which is how DPDK's own unit tests run on machines without hugepages. */
   bool huge = free_hugepages_2m() >= 64;
   char *argv[16];
   int argc = 0;
@@ -100,7 +100,9 @@ static bool same_point(const bench_result_t *a, const bench_result_t *b) {
   return a->size == b->size && a->threads == b->threads;
 }
 
-static bool is_pinpool(const bench_result_t *r) { return strncmp(r->name, "pinpool.", 8) == 0; }
+static bool is_pinpool(const bench_result_t *r) {
+  return strncmp(r->name, "pinpool.", 8) == 0;
+}
 
 static void print_json(const char *bench, const bench_result_t *r, size_t n) {
   printf("{\"bench\": \"%s\", \"results\": [", bench);
@@ -154,7 +156,9 @@ static void print_table(const char *bench, const bench_result_t *r, size_t n) {
 }
 
 void bench_report(const char *bench, const bench_opts_t *o, const bench_result_t *r, size_t n) {
-  if (o->json) print_json(bench, r, n);
-  else print_table(bench, r, n);
+  if (o->json)
+    print_json(bench, r, n);
+  else
+    print_table(bench, r, n);
   fflush(stdout);
 }

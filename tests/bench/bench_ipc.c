@@ -73,8 +73,10 @@ static int ipc_cpu_self = -1, ipc_cpu_peer = -1;
 static void ipc_choose_cpus(const cpu_set_t *allowed) {
   for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
     if (!CPU_ISSET(cpu, allowed)) continue;
-    if (ipc_cpu_self < 0) ipc_cpu_self = cpu;
-    else if (ipc_cpu_peer < 0) ipc_cpu_peer = cpu;
+    if (ipc_cpu_self < 0)
+      ipc_cpu_self = cpu;
+    else if (ipc_cpu_peer < 0)
+      ipc_cpu_peer = cpu;
   }
   if (ipc_cpu_peer < 0) ipc_cpu_peer = ipc_cpu_self;
 }
@@ -103,7 +105,8 @@ static void ipc_daemon_stop(ipc_daemon_t *d) {
   if (d->pid > 0) {
     int st;
     kill(d->pid, SIGTERM);
-    for (int i = 0; i < 500 && waitpid(d->pid, &st, WNOHANG) != d->pid; i++) ipc_sleep_ms(10);
+    for (int i = 0; i < 500 && waitpid(d->pid, &st, WNOHANG) != d->pid; i++)
+      ipc_sleep_ms(10);
     if (kill(d->pid, 0) == 0) {
       kill(d->pid, SIGKILL);
       waitpid(d->pid, &st, 0);
@@ -189,7 +192,8 @@ static pid_t ipc_echo_start(int *ret_fd) {
     char buf[IPC_MSG];
     close(sv[0]);
     ipc_pin(ipc_cpu_peer);
-    while (ipc_full(sv[1], buf, sizeof buf, false) == 0 && ipc_full(sv[1], buf, sizeof buf, true) == 0)
+    while (ipc_full(sv[1], buf, sizeof buf, false) == 0 &&
+           ipc_full(sv[1], buf, sizeof buf, true) == 0)
       ;
     _exit(0);
   }
@@ -203,7 +207,8 @@ static double ipc_raw_rep(int fd, uint64_t iters) {
   memset(buf, 0x42, sizeof buf);
   uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < iters; i++)
-    if (ipc_full(fd, buf, sizeof buf, true) < 0 || ipc_full(fd, buf, sizeof buf, false) < 0) return -1;
+    if (ipc_full(fd, buf, sizeof buf, true) < 0 || ipc_full(fd, buf, sizeof buf, false) < 0)
+      return -1;
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
@@ -340,8 +345,8 @@ int bench_ipc(const bench_opts_t *o) {
     if (pinned) sched_setaffinity(0, sizeof saved, &saved);
     return -1;
   }
-  if (pp_connect(d.sock, "pinpool-bench", &c) != 0 || pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 ||
-      ipc_raw_open(&r, d.sock) < 0) {
+  if (pp_connect(d.sock, "pinpool-bench", &c) != 0 ||
+      pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 || ipc_raw_open(&r, d.sock) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
     goto out;
   }
@@ -378,7 +383,8 @@ int bench_ipc(const bench_opts_t *o) {
       {.name = "pinpool.cache_alloc_rpc", .ns_per_op = bench_median(rpc, reps)},
       {.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)},
   };
-  for (unsigned i = 0; i < 4; i++) res[i].ops_per_sec = 1e9 / res[i].ns_per_op;
+  for (unsigned i = 0; i < 4; i++)
+    res[i].ops_per_sec = 1e9 / res[i].ns_per_op;
   bench_report("ipc", o, res, 4);
   rc = 0;
 out:

@@ -31,13 +31,20 @@ int main(int argc, char **argv) {
   bench_opts_t o = {.json = false, .reps = 7, .iters = 0, .max_threads = 0};
   const char *which = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json")) o.json = true;
-    else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = (unsigned)strtoul(argv[++i], NULL, 0);
-    else if (!strcmp(argv[i], "--iters") && i + 1 < argc) o.iters = strtoull(argv[++i], NULL, 0);
-    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) o.max_threads = (unsigned)strtoul(argv[++i], NULL, 0);
-    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout);
-    else if (argv[i][0] != '-' && !which) which = argv[i];
-    else return usage(stderr);
+    if (!strcmp(argv[i], "--json"))
+      o.json = true;
+    else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+      o.reps = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+      o.iters = strtoull(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      o.max_threads = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+      return usage(stdout);
+    else if (argv[i][0] != '-' && !which)
+      which = argv[i];
+    else
+      return usage(stderr);
   }
   if (!which || o.reps == 0) return usage(stderr);
   int rc = 0;

@@ -16,7 +16,7 @@
  * pinpool deals in offsets over private metadata and never touches the region's bytes, so
  * no region is mapped here; DPDK's mempool does not touch object bytes either (its
  * per-object header is written at creation), rte_malloc writes its element headers.
- * Targets (issue 3): magazine <= 1.5x mempool_cache; slab <= 0.5x malloc.
+ * Targets: magazine <= 1.5x mempool_cache; slab <= 0.5x malloc.
  *
  * scale: T threads (1 .. the core count, at most 16; --threads N to override), each with
  * its own mag_cpu_t on ONE shared cache, doing alloc+free pairs (N_KEEP at a time) for
@@ -52,13 +52,13 @@
 #include "magazine.h"
 #include "slab.h"
 
-#define N_KEEP 16u                    /* objects held per pass */
-#define DEFAULT_ITERS 1000000ull      /* pairs per repetition (slab) */
-#define SCALE_RUN_NS 200000000ull   /* each repetition runs 200 ms unless --iters is given */
-#define POOL_OBJS 8191u               /* rte_mempool size: 2^n - 1 is its optimum */
+#define N_KEEP 16u                /* objects held per pass */
+#define DEFAULT_ITERS 1000000ull  /* pairs per repetition (slab) */
+#define SCALE_RUN_NS 200000000ull /* each repetition runs 200 ms unless --iters is given */
+#define POOL_OBJS 8191u           /* rte_mempool size: 2^n - 1 is its optimum */
 #define MEMPOOL_CACHE 256u
 #define SCALE_MAX_THREADS 16u
-#define BUDDY_BYTES (256ull << 20)    /* offsets only: nothing is mapped */
+#define BUDDY_BYTES (256ull << 20) /* offsets only: nothing is mapped */
 
 static const uint32_t sizes[] = {64, 256, 1024};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
@@ -72,9 +72,9 @@ typedef enum contender {
   C_COUNT
 } contender_t;
 
-static const char *const contender_names[C_COUNT] = {
-    "pinpool.slab", "pinpool.magazine", "dpdk.mempool_cache", "dpdk.mempool_nocache",
-    "dpdk.malloc"};
+static const char *const contender_names[C_COUNT] = {"pinpool.slab", "pinpool.magazine",
+                                                     "dpdk.mempool_cache",
+                                                     "dpdk.mempool_nocache", "dpdk.malloc"};
 
 typedef struct subjects {
   slab_cache_t *cache;
@@ -112,7 +112,8 @@ static double pass(contender_t which, const subjects_t *s, uint64_t rounds) {
     for (uint64_t r = 0; r < rounds; r++) {
       for (unsigned i = 0; i < N_KEEP; i++)
         if (rte_mempool_get(mp, &p[i]) != 0) return -1;
-      for (unsigned i = N_KEEP; i-- > 0;) rte_mempool_put(mp, p[i]);
+      for (unsigned i = N_KEEP; i-- > 0;)
+        rte_mempool_put(mp, p[i]);
     }
     break;
   }
@@ -120,11 +121,11 @@ static double pass(contender_t which, const subjects_t *s, uint64_t rounds) {
     for (uint64_t r = 0; r < rounds; r++) {
       for (unsigned i = 0; i < N_KEEP; i++)
         if (!(p[i] = rte_malloc(NULL, s->size, 0))) return -1;
-      for (unsigned i = N_KEEP; i-- > 0;) rte_free(p[i]);
+      for (unsigned i = N_KEEP; i-- > 0;)
+        rte_free(p[i]);
     }
     break;
-  default:
-    return -1;
+  default: return -1;
   }
   return (double)(bench_now_ns() - t0) / (double)(rounds * N_KEEP);
 }
@@ -135,8 +136,8 @@ static int setup_pools(subjects_t *s, uint32_t size) {
   s->mp_cache = rte_mempool_create(name, POOL_OBJS, size, MEMPOOL_CACHE, 0, NULL, NULL, NULL,
                                    NULL, SOCKET_ID_ANY, 0);
   snprintf(name, sizeof name, "ppb_n%u", size);
-  s->mp_nocache = rte_mempool_create(name, POOL_OBJS, size, 0, 0, NULL, NULL, NULL, NULL,
-                                     SOCKET_ID_ANY, 0);
+  s->mp_nocache =
+      rte_mempool_create(name, POOL_OBJS, size, 0, 0, NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
   if (!s->mp_cache || !s->mp_nocache) {
     fprintf(stderr, "pinpool-bench slab: rte_mempool_create(%u B): %s\n", size,
             rte_strerror(rte_errno));
@@ -146,7 +147,7 @@ static int setup_pools(subjects_t *s, uint32_t size) {
 }
 
 static void check_target(const bench_result_t *r, size_t n, const char *subject,
-                          const char *peer, uint32_t size, double target) {
+                         const char *peer, uint32_t size, double target) {
   double a = 0, b = 0;
   for (size_t i = 0; i < n; i++) {
     if (r[i].size != size) continue;
@@ -154,16 +155,19 @@ static void check_target(const bench_result_t *r, size_t n, const char *subject,
     if (!strcmp(r[i].name, peer)) b = r[i].ns_per_op;
   }
   if (a <= 0 || b <= 0) return;
-  bench_progress("target %s / %s at %u B: %.3fx (want <= %.2fx) %s", subject, peer, size,
-                 a / b, target, a / b <= target ? "met" : "MISSED");
+  bench_progress("target %s / %s at %u B: %.3fx (want <= %.2fx) %s", subject, peer, size, a / b,
+                 target, a / b <= target ? "met" : "MISSED");
 }
 
-static bool is_dpdk(contender_t c) { return c >= C_MEMPOOL_CACHE; }
+static bool is_dpdk(contender_t c) {
+  return c >= C_MEMPOOL_CACHE;
+}
 
 int bench_slab(const bench_opts_t *o) {
   /* Without an EAL the pinpool figures are still worth printing; the ratios are not. */
   bool dpdk = bench_eal_init() == 0;
-  if (!dpdk) bench_progress("slab: DPDK unavailable: measuring pinpool alone, no peers, no ratios");
+  if (!dpdk)
+    bench_progress("slab: DPDK unavailable: measuring pinpool alone, no peers, no ratios");
   else if (rte_lcore_id() != rte_get_main_lcore())
     bench_progress("warning: not on the main lcore: the mempool cache is not used");
   int rc;
@@ -194,7 +198,8 @@ int bench_slab(const bench_opts_t *o) {
     for (int c = 0; c < C_COUNT; c++) {
       if (!dpdk && is_dpdk((contender_t)c)) continue;
       if (pass((contender_t)c, &subj[k], rounds / 4 + 1) < 0) { /* warm-up */
-        fprintf(stderr, "pinpool-bench slab: %s failed at %u B\n", contender_names[c], sizes[k]);
+        fprintf(stderr, "pinpool-bench slab: %s failed at %u B\n", contender_names[c],
+                sizes[k]);
         goto out;
       }
       for (unsigned r = 0; r < o->reps; r++) {
@@ -202,8 +207,10 @@ int bench_slab(const bench_opts_t *o) {
         samples[r] = pass((contender_t)c, &subj[k], rounds);
         if (samples[r] < 0) goto out;
       }
-      res[nres++] = (bench_result_t){.name = contender_names[c], .size = sizes[k],
-                                     .threads = 0, .ns_per_op = bench_median(samples, o->reps)};
+      res[nres++] = (bench_result_t){.name = contender_names[c],
+                                     .size = sizes[k],
+                                     .threads = 0,
+                                     .ns_per_op = bench_median(samples, o->reps)};
     }
   }
   bench_report("slab", o, res, nres);
@@ -231,12 +238,12 @@ out:
 
 typedef struct scale_run {
   mag_depot_t *d;
-  uint64_t rounds;               /* N_KEEP pairs each; 0: run until stop */
-  _Atomic int go;                /* set once every thread is up (or on failure) */
-  _Atomic int stop;              /* timed mode: set by the main thread */
-  _Atomic uint64_t pairs;        /* done, over all threads */
-  _Atomic uint64_t t_start;      /* earliest start */
-  _Atomic uint64_t t_end;        /* latest finish */
+  uint64_t rounds;          /* N_KEEP pairs each; 0: run until stop */
+  _Atomic int go;           /* set once every thread is up (or on failure) */
+  _Atomic int stop;         /* timed mode: set by the main thread */
+  _Atomic uint64_t pairs;   /* done, over all threads */
+  _Atomic uint64_t t_start; /* earliest start */
+  _Atomic uint64_t t_end;   /* latest finish */
   _Atomic int failed;
 } scale_run_t;
 
@@ -248,10 +255,13 @@ static void *scale_thread(void *p) {
   /* warm: fill the magazines and fault in the metadata before the clock starts */
   for (unsigned i = 0; m && i < N_KEEP; i++)
     if (mag_alloc(m, &off[i]) != 0) run->failed = 1;
-  for (unsigned i = 0; m && i < N_KEEP; i++) mag_free(m, off[i]);
-  while (!atomic_load(&run->go)) sched_yield();
+  for (unsigned i = 0; m && i < N_KEEP; i++)
+    mag_free(m, off[i]);
+  while (!atomic_load(&run->go))
+    sched_yield();
   uint64_t t0 = bench_now_ns(), first = atomic_load(&run->t_start);
-  while ((first == 0 || t0 < first) && !atomic_compare_exchange_weak(&run->t_start, &first, t0)) {
+  while ((first == 0 || t0 < first) &&
+         !atomic_compare_exchange_weak(&run->t_start, &first, t0)) {
   }
   uint64_t r = 0;
   for (; m && !atomic_load_explicit(&run->failed, memory_order_relaxed); r++) {
@@ -259,7 +269,8 @@ static void *scale_thread(void *p) {
       break;
     for (unsigned i = 0; i < N_KEEP; i++)
       if (mag_alloc(m, &off[i]) != 0) run->failed = 1;
-    for (unsigned i = N_KEEP; i-- > 0;) mag_free(m, off[i]);
+    for (unsigned i = N_KEEP; i-- > 0;)
+      mag_free(m, off[i]);
   }
   uint64_t now = bench_now_ns(), prev = atomic_load(&run->t_end);
   atomic_fetch_add(&run->pairs, r * N_KEEP);
@@ -289,7 +300,8 @@ static double scale_once(slab_cache_t *cache, bool locked, unsigned T, uint64_t 
     int e = pthread_create(&th[i], &attr, scale_thread, &run);
     if (e == EINVAL) { /* that CPU is not ours (cpuset): let the scheduler place it */
       CPU_ZERO(&set);
-      for (unsigned c = 0; c < ncpu; c++) CPU_SET(c, &set);
+      for (unsigned c = 0; c < ncpu; c++)
+        CPU_SET(c, &set);
       pthread_attr_setaffinity_np(&attr, sizeof set, &set);
       e = pthread_create(&th[i], &attr, scale_thread, &run);
     }
@@ -308,7 +320,8 @@ static double scale_once(slab_cache_t *cache, bool locked, unsigned T, uint64_t 
     }
     atomic_store(&run.stop, 1);
   }
-  for (unsigned i = 0; i < started; i++) pthread_join(th[i], NULL);
+  for (unsigned i = 0; i < started; i++)
+    pthread_join(th[i], NULL);
   if (!atomic_load(&run.failed)) {
     uint64_t ns = atomic_load(&run.t_end) - atomic_load(&run.t_start);
     result = (double)atomic_load(&run.pairs) * 1e9 / (double)(ns ? ns : 1);
@@ -319,7 +332,8 @@ static double scale_once(slab_cache_t *cache, bool locked, unsigned T, uint64_t 
 
 int bench_scale(const bench_opts_t *o) {
   unsigned ncpu = (unsigned)get_nprocs();
-  unsigned maxT = o->max_threads ? o->max_threads : (ncpu < SCALE_MAX_THREADS ? ncpu : SCALE_MAX_THREADS);
+  unsigned maxT =
+      o->max_threads ? o->max_threads : (ncpu < SCALE_MAX_THREADS ? ncpu : SCALE_MAX_THREADS);
   if (maxT == 0) maxT = 1;
   if (maxT > SCALE_MAX_THREADS * 4) maxT = SCALE_MAX_THREADS * 4;
   /* --iters N: N pairs per thread; by default each repetition runs for a fixed time, so
@@ -341,13 +355,14 @@ int bench_scale(const bench_opts_t *o) {
     const char *name = locked ? "pinpool.locked" : "pinpool.magazine";
     for (unsigned T = 1; T <= maxT; T++) {
       for (unsigned r = 0; r < o->reps; r++) {
-        bench_progress("scale: %s %u thread%s rep %u/%u", name, T, T > 1 ? "s" : "", r + 1, o->reps);
+        bench_progress("scale: %s %u thread%s rep %u/%u", name, T, T > 1 ? "s" : "", r + 1,
+                       o->reps);
         samples[r] = scale_once(cache, locked, T, rounds, ncpu);
         if (samples[r] < 0) goto out;
       }
       double ops = bench_median(samples, o->reps);
-      res[n++] = (bench_result_t){.name = name, .size = 64, .threads = T,
-                                  .ns_per_op = 1e9 / ops, .ops_per_sec = ops};
+      res[n++] = (bench_result_t){
+          .name = name, .size = 64, .threads = T, .ns_per_op = 1e9 / ops, .ops_per_sec = ops};
     }
   }
   bench_report("scale", o, res, n);

@@ -54,8 +54,8 @@ static pp_client *connect_ok(const char *name) {
 static void assert_books_balanced(void) {
   uint64_t last = 0;
   if (testd_wait_free(&g_d, g_baseline_free, 5000, &last) != 0)
-    fail_msg("daemon free bytes %llu, expected the baseline %llu",
-             (unsigned long long)last, (unsigned long long)g_baseline_free);
+    fail_msg("daemon free bytes %llu, expected the baseline %llu", (unsigned long long)last,
+             (unsigned long long)g_baseline_free);
 }
 
 static testd_session_t session_row(pp_client *c) {
@@ -178,7 +178,7 @@ static int share_child(int rd, int wr) {
     if (w[i] != (uint32_t)(i * 2654435761u)) return 13;
   ((uint32_t *)b.addr)[0] = 0xC0FFEEu; /* answer through the same memory */
   say(wr);
-  if (wait_byte(rd) < 0) return 14;    /* the parent has freed its hold */
+  if (wait_byte(rd) < 0) return 14; /* the parent has freed its hold */
   for (uint64_t i = 1; i < b.size / 4; i++)
     if (w[i] != (uint32_t)(i * 2654435761u)) return 15;
   if (pp_free(c, b.handle) != 0) return 16;
@@ -198,7 +198,8 @@ static void named_buffer_is_shared_between_processes_until_both_free(void **stat
   pp_client *c = connect_ok("share-parent");
   pp_buffer b, again;
   assert_int_equal(pp_alloc_named(c, "shared-frame", 3 * 4096, 0, &b), 0);
-  for (uint64_t i = 0; i < b.size / 4; i++) ((uint32_t *)b.addr)[i] = (uint32_t)(i * 2654435761u);
+  for (uint64_t i = 0; i < b.size / 4; i++)
+    ((uint32_t *)b.addr)[i] = (uint32_t)(i * 2654435761u);
   say(to_child[1]);
   assert_int_equal(wait_byte(to_parent[0]), 0);
   assert_int_equal(((uint32_t *)b.addr)[0], 0xC0FFEEu);
@@ -253,7 +254,8 @@ static void buffer_phys_agrees_with_this_process_pagemap(void **state) {
       if (rc == PP_ENOCONTIG && flags && sizes[s] > 4096) continue; /* allowed: no run free */
       assert_int_equal(rc, 0);
       volatile uint8_t *p = b.addr;
-      for (uint64_t off = 0; off < b.size; off += 4096) p[off] = p[off]; /* map it here */
+      for (uint64_t off = 0; off < b.size; off += 4096)
+        p[off] = p[off]; /* map it here */
       assert_int_not_equal(b.phys, 0);
       assert_int_equal(b.phys, pagemap_phys(b.addr));
       if (flags) assert_true(b.contiguous);
@@ -374,8 +376,8 @@ static void cache_free_refuses_foreign_pointers_without_a_round_trip(void **stat
   assert_int_equal(pp_cache_free(k, &on_stack), PP_EINVAL);
   assert_int_equal(pp_cache_free(k, base - 64), PP_EINVAL);
   assert_int_equal(pp_cache_free(k, base + REGION), PP_EINVAL);
-  assert_int_equal(pp_cache_free(k, o + 1), PP_EINVAL);  /* misaligned */
-  assert_int_equal(pp_cache_free(k, o + 8), PP_EINVAL);  /* aligned, inside the object */
+  assert_int_equal(pp_cache_free(k, o + 1), PP_EINVAL); /* misaligned */
+  assert_int_equal(pp_cache_free(k, o + 8), PP_EINVAL); /* aligned, inside the object */
   assert_int_equal(pp_cache_free(k, o + 32), PP_EINVAL);
   void *bulk[3] = {o, o + 16, o};
   assert_int_equal(pp_cache_free_bulk(k, bulk, 3), PP_EINVAL); /* nothing freed */
@@ -387,7 +389,7 @@ static void cache_free_refuses_foreign_pointers_without_a_round_trip(void **stat
 
 struct dbl_ctx {
   pp_cache *k;
-  int errors;      /* pp_cache_free calls that failed */
+  int errors; /* pp_cache_free calls that failed */
   int first_error;
 };
 
@@ -440,7 +442,8 @@ static void *bulk_thread(void *arg) {
   static void *objs[300];
   x->alloc_rc = pp_cache_alloc_bulk(x->k, objs, 300);
   if (x->alloc_rc != 300) return NULL;
-  for (int i = 0; i < 300; i++) memset(objs[i], i & 0xFF, 200);
+  for (int i = 0; i < 300; i++)
+    memset(objs[i], i & 0xFF, 200);
   for (int i = 0; i < 300; i++)
     for (int j = 0; j < 200; j++)
       if (((uint8_t *)objs[i])[j] != (i & 0xFF)) x->corrupt++;
@@ -552,9 +555,11 @@ static void a_dead_daemon_is_reported_and_the_mapping_stays(void **state) {
   d2->pid = 0;
   pp_buffer y;
   int rc = pp_alloc(c, 4096, 0, &y);
-  if (rc != PP_EDISCONNECTED && rc != PP_EIO) fail_msg("after the daemon died: %s", pp_err_name(rc));
+  if (rc != PP_EDISCONNECTED && rc != PP_EIO)
+    fail_msg("after the daemon died: %s", pp_err_name(rc));
   assert_int_equal(pp_free(c, b.handle), rc); /* the first error sticks */
-  for (uint64_t i = 0; i < b.size; i++) assert_int_equal(((uint8_t *)b.addr)[i], 0x3C);
+  for (uint64_t i = 0; i < b.size; i++)
+    assert_int_equal(((uint8_t *)b.addr)[i], 0x3C);
   pp_disconnect(c);
 }
 
@@ -585,14 +590,15 @@ static void daemon_limits_reach_the_caller_as_typed_errors(void **state) {
 static void strerror_and_err_name_cover_every_code(void **state) {
   assert_string_equal(pp_strerror(0), "success");
   assert_string_equal(pp_err_name(0), "PP_OK");
-#define XX(suffix, num, status, msg)                               \
-  assert_string_equal(pp_strerror(PP_##suffix), msg);              \
-  assert_string_equal(pp_err_name(PP_##suffix), "PP_" #suffix);    \
-  assert_string_equal(pp_status_name(PP_##suffix), #status);       \
+#define XX(suffix, num, status, msg)                                                           \
+  assert_string_equal(pp_strerror(PP_##suffix), msg);                                          \
+  assert_string_equal(pp_err_name(PP_##suffix), "PP_" #suffix);                                \
+  assert_string_equal(pp_status_name(PP_##suffix), #status);                                   \
   assert_int_equal(PP_##suffix, -(num));
   PP_ERRNO_MAP(XX)
 #undef XX
-  for (int e = -1; e > -PP__ERR_MAX; e--) assert_string_not_equal(pp_strerror(e), "unknown error");
+  for (int e = -1; e > -PP__ERR_MAX; e--)
+    assert_string_not_equal(pp_strerror(e), "unknown error");
   assert_string_equal(pp_strerror(-PP__ERR_MAX), "unknown error");
   assert_string_equal(pp_strerror(1), "unknown error");
   assert_string_equal(pp_err_name(-PP__ERR_MAX), "PP_UNKNOWN");

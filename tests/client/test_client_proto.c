@@ -30,13 +30,13 @@
 #define FAKE_REGION (1u << 20)
 
 typedef enum {
-  WELCOME_OK,          /* a proper Welcome with a 1 MiB memfd */
+  WELCOME_OK, /* a proper Welcome with a 1 MiB memfd */
   WELCOME_NO_FD,
   WELCOME_VERSION_2,
   WELCOME_REGION_TOO_BIG, /* region_size larger than the memfd */
   ZERO_LENGTH_FRAME,
   STATUS_UNSUPPORTED_VERSION,
-  STATUS_UNKNOWN,      /* a status number outside the table */
+  STATUS_UNKNOWN, /* a status number outside the table */
 } fake_hello_t;
 
 typedef enum {
@@ -147,7 +147,8 @@ static int fake_setup(void **state) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->sock);
   f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(f->lfd, 4) < 0)
+  if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+      listen(f->lfd, 4) < 0)
     return -1;
   *state = f;
   return 0;
@@ -231,11 +232,14 @@ static void a_hang_up_mid_session_is_disconnected(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup,
+                                      fake_teardown),
       cmocka_unit_test_setup_teardown(a_reply_to_another_request_breaks_the_connection_for_good,
                                       fake_setup, fake_teardown),
-      cmocka_unit_test_setup_teardown(a_buffer_outside_the_region_is_refused, fake_setup, fake_teardown),
-      cmocka_unit_test_setup_teardown(a_hang_up_mid_session_is_disconnected, fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(a_buffer_outside_the_region_is_refused, fake_setup,
+                                      fake_teardown),
+      cmocka_unit_test_setup_teardown(a_hang_up_mid_session_is_disconnected, fake_setup,
+                                      fake_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);

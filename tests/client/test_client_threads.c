@@ -43,8 +43,8 @@ static int group_teardown(void **state) {
 static void assert_books_balanced(void) {
   uint64_t last = 0;
   if (testd_wait_free(&g_d, g_baseline_free, 5000, &last) != 0)
-    fail_msg("daemon free bytes %llu, expected the baseline %llu",
-             (unsigned long long)last, (unsigned long long)g_baseline_free);
+    fail_msg("daemon free bytes %llu, expected the baseline %llu", (unsigned long long)last,
+             (unsigned long long)g_baseline_free);
 }
 
 struct worker {
@@ -53,16 +53,17 @@ struct worker {
   pp_client *c;
   pp_cache *k[2];
   uint32_t size[2];
-  unsigned errors;        /* unexpected return codes */
-  unsigned stolen;        /* objects whose stamp another thread overwrote */
-  unsigned buffers;       /* pp_alloc round trips done between the cache calls */
+  unsigned errors;  /* unexpected return codes */
+  unsigned stolen;  /* objects whose stamp another thread overwrote */
+  unsigned buffers; /* pp_alloc round trips done between the cache calls */
 };
 
 /* Each object carries its owner's stamp from allocation to free: two threads handed the
  * same object would overwrite each other's stamp. */
 static void stamp(void *o, uint32_t size, uint32_t tag) {
   uint32_t *w = o;
-  for (uint32_t i = 0; i < size / 4; i++) w[i] = tag;
+  for (uint32_t i = 0; i < size / 4; i++)
+    w[i] = tag;
 }
 
 static bool stamp_intact(const void *o, uint32_t size, uint32_t tag) {
@@ -105,7 +106,8 @@ static void *worker_main(void *arg) {
     } else if (roll < 5 && n[which] >= 50) {
       n[which] -= 50;
       for (unsigned i = 0; i < 50; i++)
-        if (!stamp_intact(held[which][n[which] + i], sz, tags[which][n[which] + i])) w->stolen++;
+        if (!stamp_intact(held[which][n[which] + i], sz, tags[which][n[which] + i]))
+          w->stolen++;
       if (pp_cache_free_bulk(k, &held[which][n[which]], 50) != 0) w->errors++;
     } else if ((roll < 52 && n[which] < HELD_MAX) || n[which] == 0) {
       void *o = pp_cache_alloc(k);
@@ -167,13 +169,14 @@ struct lingerer {
   pp_cache *k;
   pthread_mutex_t m;
   pthread_cond_t cv;
-  int step;              /* 1: used k; 2: main disconnected and reopened, k replaced */
+  int step; /* 1: used k; 2: main disconnected and reopened, k replaced */
   int ok;
 };
 
 static void lingerer_wait(struct lingerer *l, int step) {
   pthread_mutex_lock(&l->m);
-  while (l->step < step) pthread_cond_wait(&l->cv, &l->m);
+  while (l->step < step)
+    pthread_cond_wait(&l->cv, &l->m);
   pthread_mutex_unlock(&l->m);
 }
 
@@ -193,7 +196,8 @@ static void *lingerer_main(void *arg) {
   /* The first client is gone; the cache handle now belongs to a new client (perhaps at
    * the same address). The orphaned magazines must not be mistaken for its own. */
   void *p[10];
-  l->ok = l->ok && pp_cache_alloc_bulk(l->k, p, 10) == 10 && pp_cache_free_bulk(l->k, p, 10) == 0;
+  l->ok =
+      l->ok && pp_cache_alloc_bulk(l->k, p, 10) == 10 && pp_cache_free_bulk(l->k, p, 10) == 0;
   return NULL;
 }
 

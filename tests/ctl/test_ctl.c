@@ -99,7 +99,7 @@ static int64_t requests_of_client_named(const char *name, pid_t pid) {
 /* ---- running pinpoolctl ---------------------------------------------------------------- */
 
 typedef struct run {
-  int status;                  /* exit status, or 128 + signal */
+  int status; /* exit status, or 128 + signal */
   char *out, *err;
 } run_t;
 
@@ -122,7 +122,8 @@ static void run_ctl(run_t *r, bool as_nobody, ...) {
   testd_bin(path, sizeof path, "pinpoolctl");
   argv[0] = path;
   va_start(ap, as_nobody);
-  while (n < 31 && (argv[n] = va_arg(ap, const char *))) n++;
+  while (n < 31 && (argv[n] = va_arg(ap, const char *)))
+    n++;
   va_end(ap);
   argv[n] = NULL;
   assert_true(out >= 0 && err >= 0);
@@ -156,10 +157,12 @@ static void run_ok(run_t *r, ...) {
   int n = 0;
 
   va_start(ap, r);
-  while (n < 7 && (a[n] = va_arg(ap, const char *))) n++;
+  while (n < 7 && (a[n] = va_arg(ap, const char *)))
+    n++;
   va_end(ap);
   run_ctl(r, false, "--socket", T.d.sock, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
-  if (r->status != 0) fprintf(stderr, "pinpoolctl %s: exit %d\n%s%s", a[0], r->status, r->out, r->err);
+  if (r->status != 0)
+    fprintf(stderr, "pinpoolctl %s: exit %d\n%s%s", a[0], r->status, r->out, r->err);
   assert_int_equal(r->status, 0);
 }
 
@@ -171,7 +174,8 @@ static json_object *run_json(const char *cmd, ...) {
   int n = 0;
 
   va_start(ap, cmd);
-  while (n < 3 && (a[n] = va_arg(ap, const char *))) n++;
+  while (n < 3 && (a[n] = va_arg(ap, const char *)))
+    n++;
   va_end(ap);
   run_ok(&r, "--json", cmd, a[0], a[1], a[2], NULL);
   o = json_tokener_parse(r.out);
@@ -340,8 +344,8 @@ static void slabinfo_shows_caches_in_proc_shape_and_agrees_with_json(void **stat
   assert_non_null(row);
   assert_int_equal(sscanf(row,
                           "%63s %" SCNu64 " %" SCNu64 " %u %u %u : slabdata %" SCNu64
-                          " %" SCNu64 " : pinpool %" SCNu64 " %" SCNu64 " %" SCNu64
-                          " %" SCNu64 " %lf%%",
+                          " %" SCNu64 " : pinpool %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+                          " %lf%%",
                           name, &active, &num, &objsize, &perslab, &pages, &active_slabs,
                           &num_slabs, &full, &partial, &empty, &mags, &waste),
                    13);
@@ -556,8 +560,10 @@ static void shrink_releases_the_slabs_nobody_uses(void **state) {
   /* Every slab of the emptied cache went, and the count printed is exactly what left. */
   assert_int_equal(slabs_of(after, "ctl-drop", &total_after), 0);
   if (released != total_before - total_after || released < drop_before)
-    fprintf(stderr, "shrink said %" PRIu64 " slabs; slabs went %" PRIu64 " -> %" PRIu64
-            " (ctl-drop had %" PRIu64 ")\n", released, total_before, total_after, drop_before);
+    fprintf(stderr,
+            "shrink said %" PRIu64 " slabs; slabs went %" PRIu64 " -> %" PRIu64
+            " (ctl-drop had %" PRIu64 ")\n",
+            released, total_before, total_after, drop_before);
   assert_true(released >= drop_before);
   assert_int_equal(released, total_before - total_after);
   assert_int_equal(free_after - free_before, bytes);
@@ -582,7 +588,8 @@ static void non_admin_is_refused_with_a_clear_message(void **state) {
   }
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     run_ctl(&r, true, "--socket", T.d.sock, cmds[i], NULL);
-    if (r.status != 1) fprintf(stderr, "%s as nobody: exit %d\n%s%s", cmds[i], r.status, r.out, r.err);
+    if (r.status != 1)
+      fprintf(stderr, "%s as nobody: exit %d\n%s%s", cmds[i], r.status, r.out, r.err);
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "PERMISSION_DENIED"));
     assert_non_null(strstr(r.err, "needs root or membership in pinpoold's admin group"));
@@ -630,21 +637,22 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
 
 static void usage_errors_exit_2(void **state) {
   static const char *const bad[][4] = {
-      {NULL},                               /* no command */
-      {"frobnicate", NULL},                 /* unknown command */
-      {"status", "extra", NULL},            /* stray argument */
-      {"--bogus", "status", NULL},          /* unknown option */
-      {"status", "--client", "42", NULL},   /* --client belongs to buffers */
-      {"buffers", "--client", "x1", NULL},  /* not a pid */
-      {"buffers", "--name", NULL},          /* missing value */
-      {"top", "--json", NULL},              /* top has no JSON */
+      {NULL},                              /* no command */
+      {"frobnicate", NULL},                /* unknown command */
+      {"status", "extra", NULL},           /* stray argument */
+      {"--bogus", "status", NULL},         /* unknown option */
+      {"status", "--client", "42", NULL},  /* --client belongs to buffers */
+      {"buffers", "--client", "x1", NULL}, /* not a pid */
+      {"buffers", "--name", NULL},         /* missing value */
+      {"top", "--json", NULL},             /* top has no JSON */
   };
   run_t r;
 
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     run_ctl(&r, false, "--socket", T.d.sock, bad[i][0], bad[i][1], bad[i][2], NULL);
     if (r.status != 2)
-      fprintf(stderr, "case %zu (%s): exit %d\n%s", i, bad[i][0] ? bad[i][0] : "-", r.status, r.err);
+      fprintf(stderr, "case %zu (%s): exit %d\n%s", i, bad[i][0] ? bad[i][0] : "-", r.status,
+              r.err);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "pinpoolctl: "));
     run_free(&r);

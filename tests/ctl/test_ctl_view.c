@@ -220,7 +220,8 @@ static void map_text_rows_fit_the_width_with_labels_and_legend(void **state) {
 
 /* ---- /proc shapes, filters, JSON ------------------------------------------------------ */
 
-static char *render(void (*fn)(FILE *, const Pinpool__V1__Stats *), const Pinpool__V1__Stats *s) {
+static char *render(void (*fn)(FILE *, const Pinpool__V1__Stats *),
+                    const Pinpool__V1__Stats *s) {
   char *text = NULL;
   size_t len = 0;
   FILE *out = open_memstream(&text, &len);
@@ -288,7 +289,8 @@ static void buffer_filter_matches_holder_pid_and_name(void **state) {
   uint32_t pids[] = {10, 20};
   ctl_buffer_filter_t any = {0}, p20 = {.by_pid = true, .pid = 20},
                       p30 = {.by_pid = true, .pid = 30}, named = {.name = "frames"},
-                      other = {.name = "frame"}, both = {.by_pid = true, .pid = 10, .name = "frames"};
+                      other = {.name = "frame"},
+                      both = {.by_pid = true, .pid = 10, .name = "frames"};
 
   b.name = "frames";
   b.holder_pids = pids;

@@ -16,7 +16,9 @@ uint64_t fuzz_rnd(void) { /* xorshift64* */
   fuzz_rng_state ^= fuzz_rng_state >> 27;
   return fuzz_rng_state * 0x2545F4914F6CDD1DULL;
 }
-size_t fuzz_below(size_t n) { return n ? (size_t)(fuzz_rnd() % n) : 0; }
+size_t fuzz_below(size_t n) {
+  return n ? (size_t)(fuzz_rnd() % n) : 0;
+}
 
 /* ---- a fuzz_corpus of valid messages, one of each body ---------------------------------- */
 
@@ -61,7 +63,8 @@ void fuzz_build_corpus(void) {
   ca.cache_id = 3;
   ca.count = 1024;
   uint64_t offs[12];
-  for (int i = 0; i < 12; i++) offs[i] = (uint64_t)i * 192 + (1u << 20);
+  for (int i = 0; i < 12; i++)
+    offs[i] = (uint64_t)i * 192 + (1u << 20);
   Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
   cf.cache_id = 3;
   cf.n_offsets = 12;
@@ -183,7 +186,8 @@ void fuzz_mutate(fuzz_stream_t *m, int requests_only) {
     case 3: { /* insert a few random bytes */
       uint8_t ins[4];
       size_t k = 1 + fuzz_below(4);
-      for (size_t i = 0; i < k; i++) ins[i] = (uint8_t)fuzz_rnd();
+      for (size_t i = 0; i < k; i++)
+        ins[i] = (uint8_t)fuzz_rnd();
       fuzz_put(m, ins, k); /* grow, then shift the tail */
       memmove(m->p + at + k, m->p + at, m->n - k - at);
       memcpy(m->p + at, ins, k);
@@ -197,7 +201,7 @@ void fuzz_mutate(fuzz_stream_t *m, int requests_only) {
       break;
     }
     case 5: m->n = at; break; /* truncate */
-    default: { /* splice in part of another message */
+    default: {                /* splice in part of another message */
       const fuzz_bytes_t *o = &fuzz_corpus[fuzz_below((size_t)fuzz_ncorpus)];
       size_t from = fuzz_below(o->n), k = fuzz_below(o->n - from + 1);
       m->n = at;
@@ -208,8 +212,8 @@ void fuzz_mutate(fuzz_stream_t *m, int requests_only) {
   }
 }
 
-
 void fuzz_free_corpus(void) {
-  for (int i = 0; i < fuzz_ncorpus; i++) free(fuzz_corpus[i].p);
+  for (int i = 0; i < fuzz_ncorpus; i++)
+    free(fuzz_corpus[i].p);
   fuzz_ncorpus = fuzz_nrequests = 0;
 }

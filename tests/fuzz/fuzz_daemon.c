@@ -55,7 +55,7 @@
 
 #define ATTACKERS 6
 #define GOOD_NAME "fuzz-good-buf"
-#define GOOD_PATTERN(i) ((uint8_t)((i) * 7u + 3u))
+#define GOOD_PATTERN(i) ((uint8_t)((i)*7u + 3u))
 
 static testd_t g_d;
 static bool g_no_daemon; /* no pinpoold was built: the test skips */
@@ -125,7 +125,8 @@ static void good_setup(good_t *g) {
   g->size = r->buffer->size;
   assert_true(g->size >= 3 * 4096);
   frame_free_response(r);
-  for (uint64_t i = 0; i < g->size; i++) g->c.base[g->offset + i] = GOOD_PATTERN(i);
+  for (uint64_t i = 0; i < g->size; i++)
+    g->c.base[g->offset + i] = GOOD_PATTERN(i);
 
   Pinpool__V1__CacheOpen co = PINPOOL__V1__CACHE_OPEN__INIT;
   co.name = "fuzz-good-objs";
@@ -184,7 +185,8 @@ static void good_round(good_t *g) {
     assert_int_equal(n, 16);
     for (size_t i = 0; i < 16; i++) {
       if (o[i] % g->align) fail_msg("object %llx misaligned", (unsigned long long)o[i]);
-      if (overlaps(o[i], g->object_size, g->offset, g->size)) fail_msg("object overlaps buffer");
+      if (overlaps(o[i], g->object_size, g->offset, g->size))
+        fail_msg("object overlaps buffer");
       for (size_t j = 0; j < i; j++)
         if (overlaps(o[i], g->object_size, o[j], g->object_size)) fail_msg("objects overlap");
     }
@@ -201,12 +203,12 @@ static void good_round(good_t *g) {
 /* ---- attackers ------------------------------------------------------------------------ */
 
 typedef struct attacker {
-  int fd;                 /* -1: slot free */
-  fuzz_stream_t script;   /* bytes to send */
+  int fd;               /* -1: slot free */
+  fuzz_stream_t script; /* bytes to send */
   size_t sent;
-  size_t close_at;        /* close once this much is sent (<= script.n) */
-  int reads;              /* drain replies */
-  int linger;             /* rounds to stay open after the script */
+  size_t close_at; /* close once this much is sent (<= script.n) */
+  int reads;       /* drain replies */
+  int linger;      /* rounds to stay open after the script */
 } attacker_t;
 
 static uint64_t stat_connections, stat_bytes, stat_scripts[11];
@@ -238,8 +240,19 @@ static void put_random_bytes(fuzz_stream_t *s, size_t n) {
 }
 
 static uint64_t pick_u64(void) {
-  static const uint64_t v[] = {0, 1, 63, 64, 4095, 4096, 4097, 65536, 1u << 20, 16u << 20,
-                               (16u << 20) + 1, UINT32_MAX, UINT64_MAX};
+  static const uint64_t v[] = {0,
+                               1,
+                               63,
+                               64,
+                               4095,
+                               4096,
+                               4097,
+                               65536,
+                               1u << 20,
+                               16u << 20,
+                               (16u << 20) + 1,
+                               UINT32_MAX,
+                               UINT64_MAX};
   return fuzz_below(2) ? v[fuzz_below(sizeof v / sizeof v[0])] : fuzz_rnd() >> fuzz_below(64);
 }
 
@@ -290,7 +303,8 @@ static void put_random_request(fuzz_stream_t *s) {
   case 6:
     cf.cache_id = (uint32_t)fuzz_below(10);
     cf.n_offsets = fuzz_below(9);
-    for (size_t i = 0; i < cf.n_offsets; i++) offs[i] = fuzz_below(2) ? fuzz_below(16 << 20) : pick_u64();
+    for (size_t i = 0; i < cf.n_offsets; i++)
+      offs[i] = fuzz_below(2) ? fuzz_below(16 << 20) : pick_u64();
     cf.offsets = offs;
     req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE, req.cache_free = &cf;
     break;
@@ -299,9 +313,7 @@ static void put_random_request(fuzz_stream_t *s) {
     st.include_map = (int)fuzz_below(2);
     req.body_case = PINPOOL__V1__REQUEST__BODY_STATS, req.stats = &st;
     break;
-  default:
-    req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK, req.shrink = &sh;
-    break;
+  default: req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK, req.shrink = &sh; break;
   }
   put_request(s, &req);
 }
@@ -314,9 +326,7 @@ static void attacker_script(attacker_t *a) {
   a->reads = fuzz_below(3) != 0;
   stat_scripts[kind]++;
   switch (kind) {
-  case 0: /* garbage before anything */
-    put_random_bytes(s, 1 + fuzz_below(200));
-    break;
+  case 0: /* garbage before anything */ put_random_bytes(s, 1 + fuzz_below(200)); break;
   case 1: /* hello, then garbage */
     put_hello(s, PROTOCOL_VERSION);
     put_random_bytes(s, 1 + fuzz_below(200));
@@ -324,7 +334,8 @@ static void attacker_script(attacker_t *a) {
   case 2: /* hello, then valid requests with random arguments */
   case 3:
     put_hello(s, PROTOCOL_VERSION);
-    for (size_t i = 1 + fuzz_below(20); i > 0; i--) put_random_request(s);
+    for (size_t i = 1 + fuzz_below(20); i > 0; i--)
+      put_random_request(s);
     break;
   case 4: /* hello (sometimes mutated), then mutated requests */
     if (fuzz_below(4)) {
@@ -345,8 +356,8 @@ static void attacker_script(attacker_t *a) {
       put_hello(s, PROTOCOL_VERSION);
       put_random_request(s);
     }
-    fuzz_put_le32(s, (uint32_t[]){FRAME_MAX_DEFAULT + 1, 1u << 24, 1u << 31,
-                                  UINT32_MAX}[fuzz_below(4)]);
+    fuzz_put_le32(
+        s, (uint32_t[]){FRAME_MAX_DEFAULT + 1, 1u << 24, 1u << 31, UINT32_MAX}[fuzz_below(4)]);
     put_random_bytes(s, fuzz_below(300));
     break;
   case 6: /* zero length */
@@ -371,7 +382,8 @@ static void attacker_script(attacker_t *a) {
     break;
   default: /* pipelines a lot and never reads */
     put_hello(s, PROTOCOL_VERSION);
-    for (int i = 0; i < 60; i++) put_random_request(s);
+    for (int i = 0; i < 60; i++)
+      put_random_request(s);
     a->reads = 0;
     break;
   }
@@ -466,7 +478,8 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
   good_setup(&good);
 
   attacker_t att[ATTACKERS];
-  for (int i = 0; i < ATTACKERS; i++) att[i] = (attacker_t){.fd = -1};
+  for (int i = 0; i < ATTACKERS; i++)
+    att[i] = (attacker_t){.fd = -1};
   double t0 = now_s();
   long rounds = 0;
   uint64_t max_buffers = 0, max_clients = 0;
@@ -476,14 +489,16 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
       daemon_must_be_alive("under attack");
       good_round(&good);
     }
-    if (rounds % 1024 == 512) { /* the attackers must reach the handlers, not only the framing */
+    if (rounds % 1024 ==
+        512) { /* the attackers must reach the handlers, not only the framing */
       resp_t *s = do_stats(&admin);
       if (s->stats->nr_buffers > max_buffers) max_buffers = s->stats->nr_buffers;
       if (s->stats->nr_clients > max_clients) max_clients = s->stats->nr_clients;
       frame_free_response(s);
     }
   }
-  for (int i = 0; i < ATTACKERS; i++) attacker_close(&att[i]);
+  for (int i = 0; i < ATTACKERS; i++)
+    attacker_close(&att[i]);
   daemon_must_be_alive("after the attack");
   good_round(&good);
 
@@ -500,9 +515,11 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
     frame_free_response(s1);
   }
   printf("fuzz_daemon: %ld rounds in %.1f s, %llu connections, %llu bytes sent, %llu good "
-         "checks; scripts:", rounds, now_s() - t0, (unsigned long long)stat_connections,
+         "checks; scripts:",
+         rounds, now_s() - t0, (unsigned long long)stat_connections,
          (unsigned long long)stat_bytes, (unsigned long long)good.checks);
-  for (int i = 0; i < 11; i++) printf(" %llu", (unsigned long long)stat_scripts[i]);
+  for (int i = 0; i < 11; i++)
+    printf(" %llu", (unsigned long long)stat_scripts[i]);
   printf("; at most %llu clients and %llu buffers at once\n", (unsigned long long)max_clients,
          (unsigned long long)max_buffers);
   assert_int_equal(s1->stats->nr_clients, 1);
@@ -513,14 +530,15 @@ static void daemon_survives_hostile_clients_and_serves_a_good_one(void **state) 
   wire_close(&admin);
   assert_true(stat_connections > 50);
   assert_true(good.checks > 5);
-  assert_true(max_buffers > 1);  /* attackers' allocs were served next to the good one */
-  assert_true(max_clients > 2);  /* attackers got past Hello */
+  assert_true(max_buffers > 1); /* attackers' allocs were served next to the good one */
+  assert_true(max_clients > 2); /* attackers got past Hello */
 
   /* a clean shutdown: SIGTERM, exit status 0 (an ASan daemon fails it on a leak), the
    * socket removed */
   assert_int_equal(testd_stop(&g_d), 0);
   fuzz_free_corpus();
-  for (int i = 0; i < ATTACKERS; i++) free(att[i].script.p);
+  for (int i = 0; i < ATTACKERS; i++)
+    free(att[i].script.p);
 }
 
 int main(void) {

@@ -56,8 +56,14 @@ static void build_stream(fuzz_stream_t *s, uint32_t max_frame) {
       break;
     case 5: { /* a valid message with a wrong length */
       const fuzz_bytes_t *c = &fuzz_corpus[fuzz_below((size_t)fuzz_ncorpus)];
-      uint32_t len = (uint32_t[]){0, 1, (uint32_t)c->n - 1, (uint32_t)c->n + 1, max_frame,
-                                  max_frame + 1, UINT32_MAX, (uint32_t)fuzz_rnd()}[fuzz_below(8)];
+      uint32_t len = (uint32_t[]){0,
+                                  1,
+                                  (uint32_t)c->n - 1,
+                                  (uint32_t)c->n + 1,
+                                  max_frame,
+                                  max_frame + 1,
+                                  UINT32_MAX,
+                                  (uint32_t)fuzz_rnd()}[fuzz_below(8)];
       fuzz_put_le32(s, len);
       fuzz_put(s, c->p, c->n);
       break;
@@ -139,16 +145,17 @@ static void check_unpack(const uint8_t *f, size_t n) {
     size_t len;
     int rc = frame_pack(m, FRAME_MAX_LIMIT, &buf, &len);
     assert_int_equal(rc, 0);
-    ProtobufCMessage *again =
-        frame_unpack_budgeted(descs[d], buf + FRAME_HEADER_SIZE, len - FRAME_HEADER_SIZE,
-                              1u << 26, NULL);
+    ProtobufCMessage *again = frame_unpack_budgeted(descs[d], buf + FRAME_HEADER_SIZE,
+                                                    len - FRAME_HEADER_SIZE, 1u << 26, NULL);
     /* protobuf-c keeps unknown fields and writes them back verbatim, even ones it should
      * have refused (field number 0 spelled as an overlong varint, 80 00): only messages
      * without them must round-trip. */
     if (!again && !has_unknown_fields(m)) {
-      for (size_t i = 0; i < n; i++) fprintf(stderr, "%02x ", f[i]);
+      for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "%02x ", f[i]);
       fprintf(stderr, "\n -> ");
-      for (size_t i = 0; i < len; i++) fprintf(stderr, "%02x ", buf[i]);
+      for (size_t i = 0; i < len; i++)
+        fprintf(stderr, "%02x ", buf[i]);
       fprintf(stderr, "\n");
       fail_msg("a message that unpacked did not survive pack + unpack");
     }
@@ -162,8 +169,8 @@ static void check_unpack(const uint8_t *f, size_t n) {
 static void run_stream(const fuzz_stream_t *s, uint32_t max_frame) {
   frame_reader_t r;
   frame_reader_init(&r, max_frame);
-  size_t off = 0;     /* reader position */
-  size_t ref = 0;     /* reference parser: start of the next expected frame */
+  size_t off = 0; /* reader position */
+  size_t ref = 0; /* reference parser: start of the next expected frame */
   while (off < s->n) {
     size_t chunk = fuzz_below(4) == 0 ? s->n - off : 1 + fuzz_below(fuzz_below(2) ? 8 : 200);
     if (chunk > s->n - off) chunk = s->n - off;
@@ -201,7 +208,8 @@ static void run_stream(const fuzz_stream_t *s, uint32_t max_frame) {
       check_unpack(f, flen);
     } else {
       assert_int_equal((size_t)rc, chunk); /* took everything it was offered */
-      if (ref_bad && off >= ref + FRAME_HEADER_SIZE) fail_msg("bad header accepted at %zu", ref);
+      if (ref_bad && off >= ref + FRAME_HEADER_SIZE)
+        fail_msg("bad header accepted at %zu", ref);
     }
   }
   frame_reader_free(&r);
@@ -265,8 +273,8 @@ static void run_stream_rx(const fuzz_stream_t *s, uint32_t max_frame) {
       break;
     }
     const uint8_t *h = s->p + ref;
-    uint32_t len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
-                   (uint32_t)h[3] << 24;
+    uint32_t len =
+        (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
     if (len == 0 || len > max_frame) {
       assert_int_equal(rc, PP_EPROTO);
       break;

@@ -261,15 +261,15 @@ static void pack_writes_empty_message_as_explicit_zero_id(void **state) {
 
 static void unpack_rejects_bytes_that_are_not_a_message(void **state) {
   static const uint8_t bad[][4] = {
-      {0x0a, 0x05, 0x01, 0x02},  /* length-delimited field 1 claims 5 bytes, has 2 */
-      {0x08, 0xff, 0xff, 0xff},  /* unterminated varint */
-      {0x07, 0x00, 0x00, 0x00},  /* wire type 7 does not exist */
-      {0x00, 0x01, 0x02, 0x03},  /* field number 0 */
+      {0x0a, 0x05, 0x01, 0x02}, /* length-delimited field 1 claims 5 bytes, has 2 */
+      {0x08, 0xff, 0xff, 0xff}, /* unterminated varint */
+      {0x07, 0x00, 0x00, 0x00}, /* wire type 7 does not exist */
+      {0x00, 0x01, 0x02, 0x03}, /* field number 0 */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     size_t peak = 99;
-    assert_null(frame_unpack_budgeted(&pinpool__v1__request__descriptor, bad[i], 4, 1 << 16,
-                                      &peak));
+    assert_null(
+        frame_unpack_budgeted(&pinpool__v1__request__descriptor, bad[i], 4, 1 << 16, &peak));
     assert_true(peak <= 1 << 16);
   }
 }
@@ -364,8 +364,8 @@ static void unpack_refuses_huge_declared_string_length_without_allocating(void *
   msg[n++] = 'b';
   msg[n++] = 'c';
   size_t peak = 1;
-  assert_null(frame_unpack_budgeted(&pinpool__v1__request__descriptor, msg, n, 1u << 30,
-                                    &peak));
+  assert_null(
+      frame_unpack_budgeted(&pinpool__v1__request__descriptor, msg, n, 1u << 30, &peak));
   assert_true(peak < 4096);
 }
 

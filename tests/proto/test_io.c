@@ -24,7 +24,8 @@ static int open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   assert_non_null(d);
   int n = 0;
-  while (readdir(d)) n++;
+  while (readdir(d))
+    n++;
   closedir(d);
   return n;
 }
@@ -137,9 +138,9 @@ static void recv_reports_disconnect_on_eof_and_mid_frame(void **state) {
 
 static void recv_rejects_zero_oversized_and_garbage_frames(void **state) {
   static const uint8_t frames[][8] = {
-      {0, 0, 0, 0},                             /* zero length */
-      {0x01, 0x00, 0x01, 0x00},                 /* 65537 > 64 KiB */
-      {4, 0, 0, 0, 0x0f, 0xff, 0xff, 0xff},     /* wire type 7 */
+      {0, 0, 0, 0},                         /* zero length */
+      {0x01, 0x00, 0x01, 0x00},             /* 65537 > 64 KiB */
+      {4, 0, 0, 0, 0x0f, 0xff, 0xff, 0xff}, /* wire type 7 */
   };
   static const size_t lens[] = {4, 4, 8};
   for (size_t i = 0; i < 3; i++) {
@@ -158,7 +159,8 @@ static void recv_reads_exactly_one_frame_leaving_the_next(void **state) {
   int sv[2];
   pair(sv);
   Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
-  for (r.id = 1; r.id <= 3; r.id++) assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  for (r.id = 1; r.id <= 3; r.id++)
+    assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
   for (uint64_t id = 1; id <= 3; id++) {
     Pinpool__V1__Response *got = NULL;
     assert_int_equal(frame_recv_response(sv[1], 0, &got, NULL), 0);
@@ -178,7 +180,8 @@ static void send_finishes_frame_after_partial_writes_on_nonblocking_socket(void 
   enum { N = 6000 }; /* ~ 48 KB packed: many times the send buffer */
   uint64_t *offs = malloc(N * sizeof *offs);
   assert_non_null(offs);
-  for (int i = 0; i < N; i++) offs[i] = (uint64_t)i << 40;
+  for (int i = 0; i < N; i++)
+    offs[i] = (uint64_t)i << 40;
   Pinpool__V1__Objects o = PINPOOL__V1__OBJECTS__INIT;
   o.n_offsets = N;
   o.offsets = offs;
@@ -242,14 +245,14 @@ static void send_refuses_bad_arguments(void **state) {
   assert_int_equal(frame_recv_response(-1, 0, NULL, NULL), PP_EINVAL);
 }
 
-
 /* ---- frame_rx: buffered receiving ---------------------------------------------------- */
 
 static void rx_returns_pipelined_frames_one_per_call(void **state) {
   int sv[2];
   pair(sv);
   Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
-  for (r.id = 1; r.id <= 5; r.id++) assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  for (r.id = 1; r.id <= 5; r.id++)
+    assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
   frame_rx_t rx;
   frame_rx_init(&rx);
   for (uint64_t id = 1; id <= 5; id++) {
@@ -308,7 +311,8 @@ static void rx_assembles_a_large_frame_sent_in_small_pieces(void **state) {
   enum { N = 7000 }; /* ~ 56 KB: beyond the initial buffer, arriving in pieces */
   uint64_t *offs = malloc(N * sizeof *offs);
   assert_non_null(offs);
-  for (int i = 0; i < N; i++) offs[i] = (uint64_t)i << 40;
+  for (int i = 0; i < N; i++)
+    offs[i] = (uint64_t)i << 40;
   Pinpool__V1__Objects o = PINPOOL__V1__OBJECTS__INIT;
   o.n_offsets = N;
   o.offsets = offs;

@@ -24,7 +24,8 @@ enum { NROWS = sizeof rows / sizeof rows[0] };
 static void every_table_row_is_a_status_with_the_same_number(void **state) {
   const ProtobufCEnumDescriptor *d = &pinpool__v1__status__descriptor;
   for (int i = 0; i < NROWS; i++) {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(d, rows[i].status);
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value_by_name(d, rows[i].status);
     if (!v) fail_msg("table row %s has no Status value", rows[i].status);
     if (v->value != rows[i].num)
       fail_msg("%s: table says %d, proto says %d", rows[i].status, rows[i].num, v->value);

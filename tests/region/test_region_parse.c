@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "region.h"
+#include "units.h"
 #include "region_internal.h"
 
 static void parse_size_reads_binary_suffixes(void **state) {
@@ -38,7 +39,7 @@ static void parse_size_reads_binary_suffixes(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     uint64_t v = 12345;
-    assert_int_equal(region_parse_size(cases[i].s, &v), 0);
+    assert_int_equal(units_parse_size(cases[i].s, &v), 0);
     assert_int_equal(v, cases[i].v);
   }
 }
@@ -48,19 +49,19 @@ static void parse_size_rejects_junk_and_leaves_result_untouched(void **state) {
                                      "1KiBs", "M",  "0x10", "1 ", "1K B", "1iB"};
   for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
     uint64_t v = 777;
-    assert_int_equal(region_parse_size(junk[i], &v), PP_EINVAL);
+    assert_int_equal(units_parse_size(junk[i], &v), PP_EINVAL);
     assert_int_equal(v, 777);
   }
   uint64_t v;
-  assert_int_equal(region_parse_size(NULL, &v), PP_EINVAL);
-  assert_int_equal(region_parse_size("1", NULL), PP_EINVAL);
+  assert_int_equal(units_parse_size(NULL, &v), PP_EINVAL);
+  assert_int_equal(units_parse_size("1", NULL), PP_EINVAL);
 }
 
 static void parse_size_reports_overflow_as_erange(void **state) {
   uint64_t v = 1;
-  assert_int_equal(region_parse_size("18446744073709551616", &v), PP_ERANGE);
-  assert_int_equal(region_parse_size("16777216T", &v), PP_ERANGE); /* 2^24 TiB = 2^64 */
-  assert_int_equal(region_parse_size("16777215T", &v), 0);
+  assert_int_equal(units_parse_size("18446744073709551616", &v), PP_ERANGE);
+  assert_int_equal(units_parse_size("16777216T", &v), PP_ERANGE); /* 2^24 TiB = 2^64 */
+  assert_int_equal(units_parse_size("16777215T", &v), 0);
   assert_int_equal(v, 16777215ull << 40);
 }
 
@@ -81,14 +82,14 @@ static void format_size_uses_the_largest_exact_unit_and_round_trips(void **state
   };
   char buf[32];
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    assert_int_equal(region_format_size(cases[i].v, buf, sizeof buf), strlen(cases[i].s));
+    assert_int_equal(units_format_size(cases[i].v, buf, sizeof buf), strlen(cases[i].s));
     assert_string_equal(buf, cases[i].s);
     uint64_t back;
-    assert_int_equal(region_parse_size(buf, &back), 0);
+    assert_int_equal(units_parse_size(buf, &back), 0);
     assert_int_equal(back, cases[i].v);
   }
-  assert_int_equal(region_format_size(2ull << 20, buf, 5), PP_ERANGE); /* "2 MiB" + NUL */
-  assert_int_equal(region_format_size(2ull << 20, buf, 6), 5);
+  assert_int_equal(units_format_size(2ull << 20, buf, 5), PP_ERANGE); /* "2 MiB" + NUL */
+  assert_int_equal(units_format_size(2ull << 20, buf, 6), 5);
 }
 
 static void parse_policy_accepts_names_and_equivalent_sizes(void **state) {

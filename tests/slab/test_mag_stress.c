@@ -27,13 +27,13 @@
 #include "slab.h"
 
 #define REGION (32ull << 20)
-#define GRAIN 64u        /* object alignment: one owner tag per grain */
+#define GRAIN 64u /* object alignment: one owner tag per grain */
 #define NTHREADS 4
 #define OPS_PER_THREAD 60000u
 #define HOLD_MAX 600u
 #define QCAP 4096u
 
-typedef struct queue {   /* a bounded MPMC queue of offsets under one mutex */
+typedef struct queue { /* a bounded MPMC queue of offsets under one mutex */
   pthread_mutex_t lock;
   uint64_t v[QCAP];
   unsigned head, n;
@@ -42,7 +42,7 @@ typedef struct queue {   /* a bounded MPMC queue of offsets under one mutex */
 typedef struct shared {
   slab_cache_t *cache;
   mag_depot_t *d;
-  _Atomic uint8_t *owner;          /* per grain: 0 free, else thread index + 1 */
+  _Atomic uint8_t *owner; /* per grain: 0 free, else thread index + 1 */
   queue_t q;
   pthread_barrier_t quiet, resume; /* quiescent point for the conservation check */
   _Atomic unsigned failures;
@@ -67,7 +67,8 @@ static uint64_t rnd(uint64_t *st) {
 }
 
 static void failed(shared_t *s, const char *fmt, unsigned long long a, unsigned long long b) {
-  if (atomic_fetch_add(&s->failures, 1) == 0) snprintf(s->failure, sizeof s->failure, fmt, a, b);
+  if (atomic_fetch_add(&s->failures, 1) == 0)
+    snprintf(s->failure, sizeof s->failure, fmt, a, b);
 }
 
 static bool q_push(queue_t *q, uint64_t off) {
@@ -101,7 +102,9 @@ static void claim(worker_t *w, uint64_t off) {
     failed(w->s, "offset %#llx handed out while thread %llu holds it", off, expect - 1u);
 }
 
-static void release(worker_t *w, uint64_t off) { atomic_store(&w->s->owner[off / GRAIN], 0); }
+static void release(worker_t *w, uint64_t off) {
+  atomic_store(&w->s->owner[off / GRAIN], 0);
+}
 
 /* A handed-over object changes owner: tag it for the receiver. */
 static void adopt(worker_t *w, uint64_t off) {
@@ -153,7 +156,8 @@ static void *worker_main(void *arg) {
       if (r % 2) { /* free what another thread allocated, through our own magazines */
         release(w, off);
         int rc = mag_free(m, off);
-        if (rc != 0) failed(s, "mag_free(%#llx) of a handed object: %llu", off, (unsigned long long)(-rc));
+        if (rc != 0)
+          failed(s, "mag_free(%#llx) of a handed object: %llu", off, (unsigned long long)(-rc));
       } else {
         w->held[w->n++] = off;
       }
@@ -208,15 +212,18 @@ static void run_stress(bool locked_mode, uint32_t object_size) {
   }
   pthread_barrier_wait(&s->quiet);
   uint64_t held = s->q.n; /* the queue's objects belong to the test, too */
-  for (unsigned i = 0; i < NTHREADS; i++) held += w[i].n;
+  for (unsigned i = 0; i < NTHREADS; i++)
+    held += w[i].n;
   char why[256] = "";
   int rc = mag_check(s->d, held, why, sizeof why);
   if (rc != 0) fail_msg("conservation with live cpus: %s", why);
   mag_get_stats(s->d, &st);
   if (!locked_mode) assert_true(st.objs_in_cpus > 0);
   pthread_barrier_wait(&s->resume);
-  for (unsigned i = 0; i < NTHREADS; i++) pthread_join(t[i], NULL);
-  if (atomic_load(&s->failures)) fail_msg("%u failures; first: %s", atomic_load(&s->failures), s->failure);
+  for (unsigned i = 0; i < NTHREADS; i++)
+    pthread_join(t[i], NULL);
+  if (atomic_load(&s->failures))
+    fail_msg("%u failures; first: %s", atomic_load(&s->failures), s->failure);
 
   uint64_t ops = 0, handed = 0;
   for (unsigned i = 0; i < NTHREADS; i++) {
@@ -224,12 +231,13 @@ static void run_stress(bool locked_mode, uint32_t object_size) {
     handed += w[i].handed;
   }
   mag_get_stats(s->d, &st);
-  print_message("ops %llu handed %llu queue %u | M %u resizes %llu depot acquires %llu contended "
-                "%llu slab trips %llu/%llu\n",
-                (unsigned long long)ops, (unsigned long long)handed, s->q.n, st.mag_size,
-                (unsigned long long)st.resizes, (unsigned long long)st.depot_lock_acquires,
-                (unsigned long long)st.depot_lock_contended, (unsigned long long)st.slab_allocs,
-                (unsigned long long)st.slab_frees);
+  print_message(
+      "ops %llu handed %llu queue %u | M %u resizes %llu depot acquires %llu contended "
+      "%llu slab trips %llu/%llu\n",
+      (unsigned long long)ops, (unsigned long long)handed, s->q.n, st.mag_size,
+      (unsigned long long)st.resizes, (unsigned long long)st.depot_lock_acquires,
+      (unsigned long long)st.depot_lock_contended, (unsigned long long)st.slab_allocs,
+      (unsigned long long)st.slab_frees);
   assert_int_equal(st.objs_in_cpus, 0);
   rc = mag_check(s->d, s->q.n, why, sizeof why);
   if (rc != 0) fail_msg("conservation after the cpus left: %s", why);
@@ -238,7 +246,8 @@ static void run_stress(bool locked_mode, uint32_t object_size) {
   mag_cpu_t *m;
   assert_int_equal(mag_cpu_create(s->d, &m), 0);
   uint64_t off;
-  while (q_pop(&s->q, &off)) assert_int_equal(mag_free(m, off), 0);
+  while (q_pop(&s->q, &off))
+    assert_int_equal(mag_free(m, off), 0);
   mag_cpu_destroy(m);
   assert_true(mag_drain(s->d, NULL) >= 0);
   rc = mag_check(s->d, 0, why, sizeof why);

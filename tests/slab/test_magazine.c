@@ -111,14 +111,17 @@ static void previous_magazine_absorbs_one_magazine_of_slack(void **state) {
   uint64_t o[3 * M];
   assert_int_equal(mag_depot_create(f->cache, M, false, &d), 0);
   assert_int_equal(mag_cpu_create(d, &m), 0);
-  for (unsigned i = 0; i < 2 * M; i++) assert_int_equal(mag_alloc(m, &o[i]), 0);
+  for (unsigned i = 0; i < 2 * M; i++)
+    assert_int_equal(mag_alloc(m, &o[i]), 0);
   mag_stats_t a = stats(d);
   assert_int_equal(a.slab_allocs, 2);
   assert_int_equal(a.objs_in_cpus, 0);
   /* 2M frees fill loaded, swap with the empty previous, fill again: no depot visit */
-  for (unsigned i = 0; i < 2 * M; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 0; i < 2 * M; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   /* and 2M allocs drain loaded, swap with the full previous: no depot visit either */
-  for (unsigned i = 0; i < 2 * M; i++) assert_int_equal(mag_alloc(m, &o[i]), 0);
+  for (unsigned i = 0; i < 2 * M; i++)
+    assert_int_equal(mag_alloc(m, &o[i]), 0);
   mag_stats_t b = stats(d);
   assert_int_equal(b.depot_lock_acquires, a.depot_lock_acquires);
   assert_int_equal(b.slab_allocs, 2);
@@ -136,10 +139,12 @@ static void depot_trades_full_for_empty_before_the_slabs(void **state) {
   uint64_t o[3 * M];
   assert_int_equal(mag_depot_create(f->cache, M, false, &d), 0);
   assert_int_equal(mag_cpu_create(d, &m), 0);
-  for (unsigned i = 0; i < 3 * M; i++) assert_int_equal(mag_alloc(m, &o[i]), 0);
+  for (unsigned i = 0; i < 3 * M; i++)
+    assert_int_equal(mag_alloc(m, &o[i]), 0);
   assert_int_equal(stats(d).slab_allocs, 3);
   /* 3M frees: loaded and previous fill, then the full previous goes to the depot */
-  for (unsigned i = 0; i < 3 * M; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 0; i < 3 * M; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   mag_stats_t s = stats(d);
   assert_int_equal(s.depot_full, 1);
   assert_int_equal(s.objs_in_depot, M);
@@ -147,7 +152,8 @@ static void depot_trades_full_for_empty_before_the_slabs(void **state) {
   assert_int_equal(s.slab_frees, 0);
   conserved(d, 0);
   /* 3M allocs: two magazines from the cpu, the third from the depot, none from the slabs */
-  for (unsigned i = 0; i < 3 * M; i++) assert_int_equal(mag_alloc(m, &o[i]), 0);
+  for (unsigned i = 0; i < 3 * M; i++)
+    assert_int_equal(mag_alloc(m, &o[i]), 0);
   s = stats(d);
   assert_int_equal(s.slab_allocs, 3);
   assert_int_equal(s.depot_full, 0);
@@ -155,7 +161,8 @@ static void depot_trades_full_for_empty_before_the_slabs(void **state) {
   assert_int_equal(s.objs_in_cpus, 0);
   conserved(d, 3 * M);
   /* the next 3M frees take that empty magazine from the depot instead of making one */
-  for (unsigned i = 0; i < 3 * M; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 0; i < 3 * M; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   s = stats(d);
   assert_int_equal(s.depot_full, 1);
   assert_int_equal(s.depot_empty, 0);
@@ -174,8 +181,10 @@ static void full_depot_sends_frees_back_to_the_slabs(void **state) {
   assert_non_null(o);
   assert_int_equal(mag_depot_create(f->cache, M, false, &d), 0);
   assert_int_equal(mag_cpu_create(d, &m), 0);
-  for (unsigned i = 0; i < n; i++) assert_int_equal(mag_alloc(m, &o[i]), 0);
-  for (unsigned i = 0; i < n; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 0; i < n; i++)
+    assert_int_equal(mag_alloc(m, &o[i]), 0);
+  for (unsigned i = 0; i < n; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   mag_stats_t s = stats(d);
   assert_true(s.slab_frees > 0);
   assert_true(s.depot_full < n / M - 2);
@@ -195,8 +204,10 @@ static void drain_returns_every_cached_object_to_the_slabs(void **state) {
   assert_int_equal(mag_cpu_create(d, &a), 0);
   assert_int_equal(mag_cpu_create(d, &b), 0);
   assert_int_equal(mag_alloc(b, &keep), 0);
-  for (unsigned i = 0; i < 5 * M; i++) assert_int_equal(mag_alloc(a, &o[i]), 0);
-  for (unsigned i = 0; i < 5 * M; i++) assert_int_equal(mag_free(a, o[i]), 0);
+  for (unsigned i = 0; i < 5 * M; i++)
+    assert_int_equal(mag_alloc(a, &o[i]), 0);
+  for (unsigned i = 0; i < 5 * M; i++)
+    assert_int_equal(mag_free(a, o[i]), 0);
   mag_stats_t s = stats(d);
   uint64_t cached = s.objs_in_depot + s.objs_in_cpus;
   uint64_t in_b = M - 1;
@@ -234,7 +245,8 @@ static void locked_mode_keeps_no_objects_in_magazines(void **state) {
     assert_int_equal(mag_alloc(m, &o[i]), 0);
     assert_int_equal(active(f->cache), i + 1); /* straight from the slabs */
   }
-  for (unsigned i = 0; i < 50; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 0; i < 50; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   assert_int_equal(active(f->cache), 50);
   mag_stats_t s = stats(d);
   assert_int_equal(s.objs_in_cpus, 0);
@@ -244,7 +256,8 @@ static void locked_mode_keeps_no_objects_in_magazines(void **state) {
   conserved(d, 50);
   /* the slab layer's checks apply directly */
   assert_int_equal(mag_free(m, o[0]), PP_EDOUBLEFREE);
-  for (unsigned i = 50; i < 100; i++) assert_int_equal(mag_free(m, o[i]), 0);
+  for (unsigned i = 50; i < 100; i++)
+    assert_int_equal(mag_free(m, o[i]), 0);
   mag_cpu_destroy(m);
   mag_depot_destroy(d);
   assert_int_equal(active(f->cache), 0);
@@ -274,7 +287,8 @@ static void conservation_holds_across_cpus_under_random_use(void **state) {
   mag_depot_t *d;
   mag_cpu_t *cpu[NCPU];
   assert_int_equal(mag_depot_create(f->cache, M, false, &d), 0);
-  for (int i = 0; i < NCPU; i++) assert_int_equal(mag_cpu_create(d, &cpu[i]), 0);
+  for (int i = 0; i < NCPU; i++)
+    assert_int_equal(mag_cpu_create(d, &cpu[i]), 0);
   uint64_t *held = calloc(CAP, sizeof *held), *sorted = calloc(CAP, sizeof *sorted);
   assert_non_null(held);
   assert_non_null(sorted);
@@ -296,14 +310,17 @@ static void conservation_holds_across_cpus_under_random_use(void **state) {
       /* nothing handed out twice */
       memcpy(sorted, held, n * sizeof *held);
       qsort(sorted, n, sizeof *sorted, cmp_u64);
-      for (unsigned i = 1; i < n; i++) assert_true(sorted[i] != sorted[i - 1]);
+      for (unsigned i = 1; i < n; i++)
+        assert_true(sorted[i] != sorted[i - 1]);
       char why[256];
       if (slab_cache_check(f->cache, why, sizeof why)) fail_msg("%s", why);
     }
   }
   conserved(d, n);
-  for (unsigned i = 0; i < n; i++) assert_int_equal(mag_free(cpu[i % NCPU], held[i]), 0);
-  for (int i = 0; i < NCPU; i++) mag_cpu_destroy(cpu[i]);
+  for (unsigned i = 0; i < n; i++)
+    assert_int_equal(mag_free(cpu[i % NCPU], held[i]), 0);
+  for (int i = 0; i < NCPU; i++)
+    mag_cpu_destroy(cpu[i]);
   conserved(d, 0);
   mag_depot_destroy(d);
   assert_int_equal(active(f->cache), 0);
@@ -387,15 +404,24 @@ static void magazine_size_grows_under_depot_contention(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(create_rejects_magazine_sizes_out_of_bounds, setup, teardown),
-      cmocka_unit_test_setup_teardown(alloc_free_pairs_stay_in_the_loaded_magazine, setup, teardown),
-      cmocka_unit_test_setup_teardown(previous_magazine_absorbs_one_magazine_of_slack, setup, teardown),
-      cmocka_unit_test_setup_teardown(depot_trades_full_for_empty_before_the_slabs, setup, teardown),
-      cmocka_unit_test_setup_teardown(full_depot_sends_frees_back_to_the_slabs, setup, teardown),
-      cmocka_unit_test_setup_teardown(drain_returns_every_cached_object_to_the_slabs, setup, teardown),
-      cmocka_unit_test_setup_teardown(locked_mode_keeps_no_objects_in_magazines, setup, teardown),
-      cmocka_unit_test_setup_teardown(conservation_holds_across_cpus_under_random_use, setup, teardown),
-      cmocka_unit_test_setup_teardown(magazine_size_grows_under_depot_contention, setup, teardown),
+      cmocka_unit_test_setup_teardown(create_rejects_magazine_sizes_out_of_bounds, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(alloc_free_pairs_stay_in_the_loaded_magazine, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(previous_magazine_absorbs_one_magazine_of_slack, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(depot_trades_full_for_empty_before_the_slabs, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(full_depot_sends_frees_back_to_the_slabs, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(drain_returns_every_cached_object_to_the_slabs, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(locked_mode_keeps_no_objects_in_magazines, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(conservation_holds_across_cpus_under_random_use, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(magazine_size_grows_under_depot_contention, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests_name("magazine", tests, NULL, NULL);
 }

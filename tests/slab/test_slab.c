@@ -33,8 +33,12 @@ static int setup_size(void **state, uint64_t size) {
   *state = f;
   return 0;
 }
-static int setup(void **state) { return setup_size(state, REGION); }
-static int setup_small(void **state) { return setup_size(state, 256 * 1024); }
+static int setup(void **state) {
+  return setup_size(state, REGION);
+}
+static int setup_small(void **state) {
+  return setup_size(state, 256 * 1024);
+}
 
 static int teardown(void **state) {
   fixture_t *f = *state;
@@ -43,7 +47,9 @@ static int teardown(void **state) {
   buddy_stats_t bs;
   buddy_get_stats(f->buddy, &bs);
   int rc = bs.nr_alloc_blocks == 0 ? 0 : -1;
-  if (rc) fprintf(stderr, "slab_destroy left %llu buddy blocks\n", (unsigned long long)bs.nr_alloc_blocks);
+  if (rc)
+    fprintf(stderr, "slab_destroy left %llu buddy blocks\n",
+            (unsigned long long)bs.nr_alloc_blocks);
   buddy_destroy(f->buddy);
   free(f);
   return rc;
@@ -70,7 +76,8 @@ typedef struct find_slab {
   int found;
 } find_slab_t;
 
-static void find_slab_fn(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse, uint32_t cap) {
+static void find_slab_fn(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
+                         uint32_t cap) {
   find_slab_t *q = ctx;
   if (q->offset >= offset && q->offset < offset + bytes) {
     q->base = offset;
@@ -152,7 +159,8 @@ static void waste_is_within_one_eighth_for_every_size(void **state) {
   char name[32];
   for (unsigned a = 0; a < 3; a++) {
     for (uint32_t size = SLAB_MIN_OBJECT; size <= SLAB_MAX_OBJECT; size++) {
-      if (a > 0 && size % aligns[a] != 1 && size % aligns[a] != 0) continue; /* one per stride */
+      if (a > 0 && size % aligns[a] != 1 && size % aligns[a] != 0)
+        continue; /* one per stride */
       slab_cache_t *c;
       snprintf(name, sizeof name, "w%u-%u", aligns[a], size);
       assert_int_equal(slab_cache_create(f->slab, name, size, aligns[a], &c), 0);
@@ -206,7 +214,8 @@ static void slabs_move_between_full_partial_and_empty(void **state) {
   slab_info_t in = info_of(c);
   assert_int_equal(in.partial_slabs, 1);
   assert_int_equal(in.full_slabs + in.empty_slabs, 0);
-  for (uint32_t i = 1; i < cap; i++) assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
+  for (uint32_t i = 1; i < cap; i++)
+    assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
   in = info_of(c);
   assert_int_equal(in.full_slabs, 1);
   assert_int_equal(in.partial_slabs + in.empty_slabs, 0);
@@ -236,14 +245,17 @@ static void alloc_prefers_partial_then_empty_then_grows(void **state) {
   uint64_t *a = calloc(cap, sizeof *a), *b = calloc(cap, sizeof *b), x;
   assert_non_null(a);
   assert_non_null(b);
-  for (uint32_t i = 0; i < cap; i++) assert_int_equal(slab_cache_alloc(c, &a[i]), 0);
-  for (uint32_t i = 0; i < cap; i++) assert_int_equal(slab_cache_alloc(c, &b[i]), 0);
+  for (uint32_t i = 0; i < cap; i++)
+    assert_int_equal(slab_cache_alloc(c, &a[i]), 0);
+  for (uint32_t i = 0; i < cap; i++)
+    assert_int_equal(slab_cache_alloc(c, &b[i]), 0);
   uint64_t A = slab_base_of(c, a[0]), B = slab_base_of(c, b[0]);
   assert_true(A != B);
   assert_int_equal(slab_base_of(c, a[cap - 1]), A);
   assert_int_equal(slab_base_of(c, b[cap - 1]), B);
   /* B empty (kept in the working set), A partial with one free slot */
-  for (uint32_t i = 0; i < cap; i++) assert_int_equal(slab_cache_free(c, b[i]), 0);
+  for (uint32_t i = 0; i < cap; i++)
+    assert_int_equal(slab_cache_free(c, b[i]), 0);
   assert_int_equal(slab_cache_free(c, a[5]), 0);
   slab_info_t in = info_of(c);
   assert_int_equal(in.partial_slabs, 1);
@@ -281,11 +293,13 @@ static void empty_slabs_beyond_working_set_go_back_to_buddy(void **state) {
   assert_non_null(o);
   buddy_stats_t bs0, bs;
   buddy_get_stats(f->buddy, &bs0);
-  for (uint32_t i = 0; i < n; i++) assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
+  for (uint32_t i = 0; i < n; i++)
+    assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
   assert_int_equal(info_of(c).num_slabs, 6);
   buddy_get_stats(f->buddy, &bs);
   assert_int_equal(bs.nr_alloc_blocks, bs0.nr_alloc_blocks + 6);
-  for (uint32_t i = 0; i < n; i++) assert_int_equal(slab_cache_free(c, o[i]), 0);
+  for (uint32_t i = 0; i < n; i++)
+    assert_int_equal(slab_cache_free(c, o[i]), 0);
   slab_info_t in = info_of(c);
   assert_int_equal(in.empty_slabs, 2); /* the working set */
   assert_int_equal(in.num_slabs, 2);
@@ -310,9 +324,11 @@ static void shrink_keeps_slabs_with_objects(void **state) {
   uint32_t cap = info_of(c).objs_per_slab;
   uint64_t x, *o = calloc(2 * cap, sizeof *o);
   assert_non_null(o);
-  for (uint32_t i = 0; i < 2 * cap; i++) assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
+  for (uint32_t i = 0; i < 2 * cap; i++)
+    assert_int_equal(slab_cache_alloc(c, &o[i]), 0);
   assert_int_equal(slab_cache_alloc(d, &x), 0);
-  for (uint32_t i = cap; i < 2 * cap; i++) assert_int_equal(slab_cache_free(c, o[i]), 0);
+  for (uint32_t i = cap; i < 2 * cap; i++)
+    assert_int_equal(slab_cache_free(c, o[i]), 0);
   assert_int_equal(slab_shrink(f->slab), 1);
   assert_int_equal(info_of(c).num_slabs, 1);
   assert_int_equal(info_of(d).num_slabs, 1);
@@ -334,7 +350,8 @@ static void successive_slabs_take_successive_colors(void **state) {
   static const uint64_t want[] = {0, 64, 128, 192, 0, 64};
   uint64_t o[6 * 8];
   for (unsigned s = 0; s < 6; s++) {
-    for (unsigned i = 0; i < 8; i++) assert_int_equal(slab_cache_alloc(c, &o[s * 8 + i]), 0);
+    for (unsigned i = 0; i < 8; i++)
+      assert_int_equal(slab_cache_alloc(c, &o[s * 8 + i]), 0);
     uint64_t base = slab_base_of(c, o[s * 8]);
     assert_int_equal(o[s * 8] - base, want[s]);
     assert_int_equal(o[s * 8 + 7] - base, want[s] + 7 * 1000);
@@ -350,7 +367,8 @@ static void successive_slabs_take_successive_colors(void **state) {
   assert_int_equal(in.stride, 3072);
   uint64_t x, y;
   assert_int_equal(slab_cache_alloc(a, &x), 0);
-  for (unsigned i = 1; i < in.objs_per_slab; i++) assert_int_equal(slab_cache_alloc(a, &y), 0);
+  for (unsigned i = 1; i < in.objs_per_slab; i++)
+    assert_int_equal(slab_cache_alloc(a, &y), 0);
   assert_int_equal(slab_cache_alloc(a, &y), 0);
   assert_int_equal(x - slab_base_of(a, x), 0);
   assert_int_equal(y - slab_base_of(a, y), in.waste_bytes_per_slab >= 128 ? 128 : 0);
@@ -360,7 +378,9 @@ static void successive_slabs_take_successive_colors(void **state) {
 
 /* ---- the free() contract -------------------------------------------------------------- */
 
-static bool same_info(slab_info_t a, slab_info_t b) { return memcmp(&a, &b, sizeof a) == 0; }
+static bool same_info(slab_info_t a, slab_info_t b) {
+  return memcmp(&a, &b, sizeof a) == 0;
+}
 
 static void free_errors_are_distinct_and_change_nothing(void **state) {
   fixture_t *f = *state;
@@ -374,9 +394,9 @@ static void free_errors_are_distinct_and_change_nothing(void **state) {
   assert_int_equal(slab_cache_free(c, y), 0);
   slab_info_t before = info_of(c), dbefore = info_of(d);
 
-  assert_int_equal(slab_cache_free(c, y), PP_EDOUBLEFREE);       /* freed already */
-  assert_int_equal(slab_cache_free(c, x + 8), PP_ENOTBLOCK);     /* inside an object */
-  assert_int_equal(slab_cache_free(c, z), PP_ENOTALLOC);         /* another cache's object */
+  assert_int_equal(slab_cache_free(c, y), PP_EDOUBLEFREE);        /* freed already */
+  assert_int_equal(slab_cache_free(c, x + 8), PP_ENOTBLOCK);      /* inside an object */
+  assert_int_equal(slab_cache_free(c, z), PP_ENOTALLOC);          /* another cache's object */
   assert_int_equal(slab_cache_free(c, REGION * 4), PP_ENOTALLOC); /* outside everything */
   assert_int_equal(slab_cache_free(d, x), PP_ENOTALLOC);
 
@@ -409,7 +429,8 @@ static void free_bulk_is_all_or_nothing(void **state) {
   assert_int_equal(slab_cache_free_bulk(c, v, 10, &bad), PP_ENOTALLOC);
   assert_int_equal(bad, 6);
   assert_true(same_info(before, info_of(c)));
-  for (unsigned i = 0; i < 10; i++) assert_true(slab_cache_owns(c, o[i]));
+  for (unsigned i = 0; i < 10; i++)
+    assert_true(slab_cache_owns(c, o[i]));
 
   memcpy(v, o, sizeof v);
   v[8] = v[2]; /* a duplicate within the batch */
@@ -447,7 +468,8 @@ static void alloc_bulk_returns_what_fits_then_enomem(void **state) {
   assert_int_equal(slab_cache_alloc_bulk(c, o, 4), PP_ENOMEM);
   for (uint64_t i = 0; i < fit; i++) {
     assert_int_equal(o[i] % 4096, 0);
-    for (uint64_t j = 0; j < i; j++) assert_true(o[i] != o[j]);
+    for (uint64_t j = 0; j < i; j++)
+      assert_true(o[i] != o[j]);
   }
   assert_int_equal(slab_cache_free_bulk(c, o, (unsigned)fit, NULL), 0);
   free(o);
@@ -481,7 +503,8 @@ static void dump_prints_slabinfo_rows(void **state) {
   assert_non_null(strstr(buf, "slabinfo - version: 2.1"));
   slab_info_t in = info_of(c);
   char row[128];
-  snprintf(row, sizeof row, "%-20s %6u %6llu %6u", "dumped", 1u, (unsigned long long)in.num_objs, 200u);
+  snprintf(row, sizeof row, "%-20s %6u %6llu %6u", "dumped", 1u,
+           (unsigned long long)in.num_objs, 200u);
   if (!strstr(buf, row)) fail_msg("no row \"%s\" in:\n%s", row, buf);
   free(buf);
 }
@@ -508,16 +531,21 @@ static uint64_t rnd(void) { /* splitmix64: reproducible from the printed seed */
 
 /* owner[i]: which model cache (1-based) holds the 8-byte grain i of the region; 0 none. */
 static void claim(uint8_t *owner, model_cache_t *m, unsigned id, uint64_t off) {
-  if (off % m->align) fail_msg("%u: offset %#llx not %u-aligned", id, (unsigned long long)off, m->align);
-  if (off + m->size > REGION) fail_msg("offset %#llx beyond the region", (unsigned long long)off);
+  if (off % m->align)
+    fail_msg("%u: offset %#llx not %u-aligned", id, (unsigned long long)off, m->align);
+  if (off + m->size > REGION)
+    fail_msg("offset %#llx beyond the region", (unsigned long long)off);
   for (uint64_t g = off / GRAIN; g < (off + m->size + GRAIN - 1) / GRAIN; g++) {
-    if (owner[g]) fail_msg("cache %u object %#llx overlaps cache %u's", id, (unsigned long long)off, owner[g] - 1);
+    if (owner[g])
+      fail_msg("cache %u object %#llx overlaps cache %u's", id, (unsigned long long)off,
+               owner[g] - 1);
     owner[g] = (uint8_t)(id + 1);
   }
 }
 
 static void unclaim(uint8_t *owner, model_cache_t *m, uint64_t off) {
-  for (uint64_t g = off / GRAIN; g < (off + m->size + GRAIN - 1) / GRAIN; g++) owner[g] = 0;
+  for (uint64_t g = off / GRAIN; g < (off + m->size + GRAIN - 1) / GRAIN; g++)
+    owner[g] = 0;
 }
 
 static void model_push(model_cache_t *m, uint64_t off) {
@@ -629,7 +657,8 @@ static void randomized_ops_match_reference_model(void **state) {
         batch[bad_at] = keep;
       }
       assert_int_equal(slab_cache_free_bulk(m->c, batch, want, NULL), 0);
-      for (unsigned i = 0; i < want; i++) unclaim(owner, m, batch[i]);
+      for (unsigned i = 0; i < want; i++)
+        unclaim(owner, m, batch[i]);
     } else if (r < 97) {
       int rc = slab_cache_shrink(m->c);
       assert_true(rc >= 0);
@@ -648,10 +677,11 @@ static void randomized_ops_match_reference_model(void **state) {
   model_verify(f, mc);
   for (unsigned k = 0; k < NMODEL; k++) {
     slab_info_t in = info_of(mc[k].c);
-    print_message("%-3s held %4u slabs %3llu allocs %5llu frees %5llu grows %4llu reaps %4llu\n",
-                  in.name, mc[k].n, (unsigned long long)in.num_slabs, (unsigned long long)in.allocs,
-                  (unsigned long long)in.frees, (unsigned long long)in.grows,
-                  (unsigned long long)in.reaps);
+    print_message(
+        "%-3s held %4u slabs %3llu allocs %5llu frees %5llu grows %4llu reaps %4llu\n", in.name,
+        mc[k].n, (unsigned long long)in.num_slabs, (unsigned long long)in.allocs,
+        (unsigned long long)in.frees, (unsigned long long)in.grows,
+        (unsigned long long)in.reaps);
   }
   for (unsigned k = 0; k < NMODEL; k++) {
     assert_int_equal(slab_cache_free_bulk(mc[k].c, mc[k].held, mc[k].n, NULL), 0);
@@ -668,21 +698,31 @@ static void randomized_ops_match_reference_model(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(create_same_name_same_geometry_returns_same_cache, setup, teardown),
-      cmocka_unit_test_setup_teardown(create_same_name_other_geometry_fails_with_egeometry, setup, teardown),
-      cmocka_unit_test_setup_teardown(create_rejects_bad_sizes_alignments_and_names, setup, teardown),
+      cmocka_unit_test_setup_teardown(create_same_name_same_geometry_returns_same_cache, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(create_same_name_other_geometry_fails_with_egeometry,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(create_rejects_bad_sizes_alignments_and_names, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(ids_are_small_stable_and_found_again, setup, teardown),
       cmocka_unit_test_setup_teardown(empty_registry_checks_shrinks_and_dumps, setup, teardown),
-      cmocka_unit_test_setup_teardown(waste_is_within_one_eighth_for_every_size, setup, teardown),
-      cmocka_unit_test_setup_teardown(slabs_move_between_full_partial_and_empty, setup, teardown),
-      cmocka_unit_test_setup_teardown(alloc_prefers_partial_then_empty_then_grows, setup, teardown),
-      cmocka_unit_test_setup_teardown(empty_slabs_beyond_working_set_go_back_to_buddy, setup, teardown),
+      cmocka_unit_test_setup_teardown(waste_is_within_one_eighth_for_every_size, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(slabs_move_between_full_partial_and_empty, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(alloc_prefers_partial_then_empty_then_grows, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(empty_slabs_beyond_working_set_go_back_to_buddy, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(shrink_keeps_slabs_with_objects, setup, teardown),
       cmocka_unit_test_setup_teardown(successive_slabs_take_successive_colors, setup, teardown),
-      cmocka_unit_test_setup_teardown(free_errors_are_distinct_and_change_nothing, setup, teardown),
+      cmocka_unit_test_setup_teardown(free_errors_are_distinct_and_change_nothing, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(free_bulk_is_all_or_nothing, setup, teardown),
-      cmocka_unit_test_setup_teardown(alloc_bulk_returns_what_fits_then_enomem, setup_small, teardown),
-      cmocka_unit_test_setup_teardown(slab_larger_than_region_reports_enomem, setup_small, teardown),
+      cmocka_unit_test_setup_teardown(alloc_bulk_returns_what_fits_then_enomem, setup_small,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(slab_larger_than_region_reports_enomem, setup_small,
+                                      teardown),
       cmocka_unit_test_setup_teardown(dump_prints_slabinfo_rows, setup, teardown),
       cmocka_unit_test_setup_teardown(randomized_ops_match_reference_model, setup, teardown),
   };

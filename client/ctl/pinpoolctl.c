@@ -36,8 +36,15 @@
 enum { EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
 typedef enum ctl_cmd {
-  CMD_STATUS, CMD_BUDDYINFO, CMD_SLABINFO, CMD_CLIENTS, CMD_BUFFERS, CMD_MAP, CMD_TOP,
-  CMD_SHRINK, CMD_N
+  CMD_STATUS,
+  CMD_BUDDYINFO,
+  CMD_SLABINFO,
+  CMD_CLIENTS,
+  CMD_BUFFERS,
+  CMD_MAP,
+  CMD_TOP,
+  CMD_SHRINK,
+  CMD_N
 } ctl_cmd_t;
 
 static const char *const cmd_names[CMD_N] = {
@@ -47,30 +54,33 @@ static const char *const cmd_names[CMD_N] = {
 };
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: pinpoolctl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
-          "\n"
-          "commands:\n"
-          "  status      version, uptime, region, used/free/cached bytes, clients, buffers, caches\n"
-          "  buddyinfo   free blocks per order (as /proc/buddyinfo), free bytes, largest free\n"
-          "              block, fragmentation index per order\n"
-          "  slabinfo    one row per slab cache (as /proc/slabinfo), full/partial/empty slabs,\n"
-          "              objects in magazines, waste\n"
-          "  clients     one row per session: pid, uid, name, since, bytes held, buffers, objects\n"
-          "  buffers [--client PID] [--name NAME]\n"
-          "              every buffer: handle, offset, size, phys, contiguous, holders, name\n"
-          "  map         a picture of the region, one character per cell\n"
-          "  top         live view, refreshed every second; q quits\n"
-          "  shrink      return empty slabs and drained magazines to the buddy allocator\n"
-          "\n"
-          "options:\n"
-          "  -s, --socket PATH  the daemon's socket (default: $PINPOOL_SOCKET, else\n"
-          "                     /run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock)\n"
-          "  -j, --json         print one JSON object (every command but top)\n"
-          "  -h, --help         print this help\n"
-          "  -V, --version      print the version\n"
-          "\n"
-          "exit status: 0 ok, 1 error from the daemon, 2 usage error, 3 daemon unreachable\n");
+  fprintf(
+      out,
+      "usage: pinpoolctl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
+      "\n"
+      "commands:\n"
+      "  status      version, uptime, region, used/free/cached bytes, clients, buffers, "
+      "caches\n"
+      "  buddyinfo   free blocks per order (as /proc/buddyinfo), free bytes, largest free\n"
+      "              block, fragmentation index per order\n"
+      "  slabinfo    one row per slab cache (as /proc/slabinfo), full/partial/empty slabs,\n"
+      "              objects in magazines, waste\n"
+      "  clients     one row per session: pid, uid, name, since, bytes held, buffers, objects\n"
+      "  buffers [--client PID] [--name NAME]\n"
+      "              every buffer: handle, offset, size, phys, contiguous, holders, name\n"
+      "  map         a picture of the region, one character per cell\n"
+      "  top         live view, refreshed every second; q quits\n"
+      "  shrink      return empty slabs and drained magazines to the buddy allocator\n"
+      "\n"
+      "options:\n"
+      "  -s, --socket PATH  the daemon's socket (default: $PINPOOL_SOCKET, else\n"
+      "                     /run/pinpool/pinpool.sock as root, else "
+      "$XDG_RUNTIME_DIR/pinpool.sock)\n"
+      "  -j, --json         print one JSON object (every command but top)\n"
+      "  -h, --help         print this help\n"
+      "  -V, --version      print the version\n"
+      "\n"
+      "exit status: 0 ok, 1 error from the daemon, 2 usage error, 3 daemon unreachable\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -163,16 +173,18 @@ static int show(ctl_cmd_t cmd, bool json, const Pinpool__V1__Stats *s,
       ctl_view_map(stdout, &map);
     ctl_map_free(&map);
     return rc;
-  default:
-    return EXIT_USAGE;
+  default: return EXIT_USAGE;
   }
 }
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
-      {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
-      {"client", required_argument, NULL, 'c'}, {"name", required_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+      {"socket", required_argument, NULL, 's'},
+      {"json", no_argument, NULL, 'j'},
+      {"client", required_argument, NULL, 'c'},
+      {"name", required_argument, NULL, 'n'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
   ctl_buffer_filter_t filter = {0};

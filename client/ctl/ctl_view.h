@@ -25,9 +25,9 @@ const char *ctl_fmt_frag(char *buf, size_t len, int32_t milli);
 const char *ctl_fmt_block(char *buf, size_t len, uint64_t bytes);
 
 typedef struct ctl_buffer_filter {
-  bool by_pid;                   /* only buffers that this pid holds */
+  bool by_pid; /* only buffers that this pid holds */
   uint32_t pid;
-  const char *name;              /* only buffers published under this name; NULL = any */
+  const char *name; /* only buffers published under this name; NULL = any */
 } ctl_buffer_filter_t;
 
 bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filter_t *f);

@@ -1,8 +1,8 @@
 /*
  * pinpool.c — libpinpool: the connection to pinpoold, buffers, and cache handles.
  *
- * What: the public C API of pinpool (client/include/pinpool.h) minus the per-thread
- * magazines, which live in client_mag.c.  It speaks protocol version 1 (proto/
+ * What: the public C API of pinpool (client/lib/include/pinpool.h) minus the per-thread
+ * magazines, which live in cmag.c.  It speaks protocol version 1 (proto/
  * pinpool.proto, docs/PROTOCOL.md) over the daemon's Unix stream socket.
  *
  * How:
@@ -27,7 +27,7 @@
  * pp_disconnect; every pp_cache of c is on c->caches and is freed only by pp_disconnect.
  *
  * Locks: c->lock serializes exchanges on c->fd and guards next_id, broken and caches.
- * The magazine lock of client_mag.c, when both are needed, is taken first (client.h).
+ * The magazine lock of cmag.c, when both are needed, is taken first (client.h).
  *
  * References: Bonwick & Adams, "Magazines and Vmem", USENIX 2001 (the client-side
  * magazines this file's caches feed); unix(7) and cmsg(3) for SCM_RIGHTS.
@@ -48,7 +48,7 @@
 
 #include "endpoint.h"
 
-#define CLIENT_NAME_MAX 64u           /* what Hello.client_name may carry */
+#define CLIENT_NAME_MAX 64u /* what Hello.client_name may carry */
 /* A daemon that accepts but never answers Hello (stopped, wedged, or not pinpoold at
  * all) must not hang pp_connect forever.  Later requests have no deadline: a busy
  * daemon is slow, not wrong. */
@@ -139,7 +139,8 @@ static void client_name_copy(char *buf, const char *name) {
   size_t n = strlen(name);
   if (n > CLIENT_NAME_MAX) {
     n = CLIENT_NAME_MAX;
-    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
+    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+      n--;
   }
   memcpy(buf, name, n);
   buf[n] = '\0';
@@ -207,7 +208,7 @@ out:
 }
 
 int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client) {
-  char path[sizeof ((struct sockaddr_un *)0)->sun_path];
+  char path[sizeof((struct sockaddr_un *)0)->sun_path];
   pp_client *c = NULL;
   int memfd = -1;
   int rc;
@@ -267,7 +268,7 @@ void pp_disconnect(pp_client *c) {
   /* Orphan every thread's magazines first: after this no thread touches c's caches
    * through them, and the daemon reclaims the objects they held when the socket closes,
    * which is cheaper than sending them back one magazine at a time. */
-  mag_orphan_client(c);
+  cmag_orphan_client(c);
   close(c->fd);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   for (pp_cache *k = c->caches, *next; k; k = next) {
@@ -281,12 +282,24 @@ void pp_disconnect(pp_client *c) {
 
 /* ---- geometry ---------------------------------------------------------------------- */
 
-void *pp_base(pp_client *c) { return c ? c->base : NULL; }
-uint64_t pp_region_size(pp_client *c) { return c ? c->region_size : 0; }
-uint64_t pp_page_size(pp_client *c) { return c ? c->page_size : 0; }
-bool pp_hugepages(pp_client *c) { return c && c->hugepages; }
-bool pp_phys_known(pp_client *c) { return c && c->phys_known; }
-uint64_t pp_session_id(pp_client *c) { return c ? c->session_id : 0; }
+void *pp_base(pp_client *c) {
+  return c ? c->base : NULL;
+}
+uint64_t pp_region_size(pp_client *c) {
+  return c ? c->region_size : 0;
+}
+uint64_t pp_page_size(pp_client *c) {
+  return c ? c->page_size : 0;
+}
+bool pp_hugepages(pp_client *c) {
+  return c && c->hugepages;
+}
+bool pp_phys_known(pp_client *c) {
+  return c && c->phys_known;
+}
+uint64_t pp_session_id(pp_client *c) {
+  return c ? c->session_id : 0;
+}
 
 void *pp_ptr(pp_client *c, uint64_t offset) {
   if (!c || offset >= c->region_size) return NULL;
@@ -377,7 +390,7 @@ int pp_free(pp_client *c, uint64_t handle) {
  * cost of the layer below; here that layer is a round trip of several microseconds, so
  * magazines are larger than a kernel's, and smaller for big objects, which pin more
  * memory per idle thread. */
-static uint32_t mag_rounds_for(uint32_t object_size) {
+static uint32_t cmag_rounds_for(uint32_t object_size) {
   if (object_size <= 256) return 64;
   if (object_size <= 1024) return 32;
   if (object_size <= 16384) return 16;
@@ -393,7 +406,8 @@ static uint64_t slab_bytes_for(uint32_t stride, uint32_t objs_per_slab) {
   if (stride == 0 || objs_per_slab == 0) return 0;
   uint64_t need = (uint64_t)stride * objs_per_slab;
   uint64_t s = 4096;
-  while (s < need) s <<= 1;
+  while (s < need)
+    s <<= 1;
   return s <= (1ull << 31) ? s : 0;
 }
 
@@ -446,7 +460,7 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   k->align = ca;
   k->stride = (ci->object_size + ca - 1) & ~(ca - 1);
   k->objs_per_slab = ci->objects_per_slab;
-  k->mag_rounds = mag_rounds_for(k->object_size);
+  k->cmag_rounds = cmag_rounds_for(k->object_size);
   uint64_t slab = slab_bytes_for(k->stride, k->objs_per_slab);
   k->slab_tail = slab ? (uint32_t)(slab - (uint64_t)k->stride * k->objs_per_slab) : 0;
   k->stride_shift = (k->stride & (k->stride - 1)) == 0 ? __builtin_ctz(k->stride) : -1;
@@ -461,7 +475,9 @@ out:
   return rc;
 }
 
-uint32_t pp_cache_object_size(pp_cache *k) { return k ? k->object_size : 0; }
+uint32_t pp_cache_object_size(pp_cache *k) {
+  return k ? k->object_size : 0;
+}
 
 int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
   Pinpool__V1__CacheAlloc a = PINPOOL__V1__CACHE_ALLOC__INIT;
@@ -502,7 +518,8 @@ static int client_cache_return_batch(pp_cache *k, void *const *ptrs, unsigned n)
   uint64_t offs[1024];
   if (n == 0) return 0;
   if (n > 1024) return PP_ERANGE;
-  for (unsigned i = 0; i < n; i++) offs[i] = (uint64_t)((uint8_t *)ptrs[i] - k->base);
+  for (unsigned i = 0; i < n; i++)
+    offs[i] = (uint64_t)((uint8_t *)ptrs[i] - k->base);
   Pinpool__V1__CacheFree f = PINPOOL__V1__CACHE_FREE__INIT;
   f.cache_id = k->id;
   f.n_offsets = n;

@@ -10,11 +10,20 @@
  * proto/pinpool.proto must list the same statuses with the same numbers; a unit
  * test compares the generated enum descriptor against this table.
  *
- * Modeled on libuv's UV_ERRNO_MAP: add a row here and every layer learns it.
+ * It sits below every other layer (base/): the allocator core, the framing, the daemon
+ * and the client library all speak it, and it is installed next to pinpool.h.
+ *
+ * Modeled on libuv's UV_ERRNO_MAP: add a row here and every layer learns it.  Numbers are
+ * consecutive from 1; PP__ERR_MAX is derived from the table.
  */
 #ifndef PINPOOL_ERR_H
 #define PINPOOL_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* clang-format off */
 /*  XX(code suffix, number, protocol status name, message) */
 #define PP_ERRNO_MAP(XX)                                                              \
   XX(EINVAL,      1,  INVALID_ARGUMENT,      "invalid argument")                      \
@@ -38,16 +47,23 @@
   XX(EOS,         19, OS_ERROR,              "operating system call failed")          \
   XX(ECORRUPT,    20, CORRUPT,               "allocator invariant violated")          \
   XX(EINTERNAL,   21, INTERNAL,              "internal error")                        \
-  XX(ECONNECT,    22, CONNECT_FAILED,        "cannot connect to pinpoold")            \
+  XX(ECONNECT,    22, CONNECT_FAILED,        "cannot connect to pinpoold (is it running?)") \
   XX(EDISCONNECTED, 23, DISCONNECTED,        "connection to pinpoold lost")           \
-  XX(EIO,         24, IO_ERROR,              "I/O error on the connection")
+  XX(EIO,         24, IO_ERROR,              "I/O error on the connection")           \
+  XX(ENOPRIVMEM,  25, NO_PRIVATE_MEMORY,     "out of private memory (malloc failed)") \
+  XX(EACCES,      26, SOCKET_ACCESS_DENIED,  "no permission to connect to pinpoold's socket")
+/* clang-format on */
+
+/* One past the largest number in the table (the numbers run 1, 2, ... without gaps;
+ * base/error.c checks that at compile time). */
+#define PP__ERR_ONE(suffix, num, status, msg) +1
+enum { PP__ERR_MAX = 1 PP_ERRNO_MAP(PP__ERR_ONE) };
 
 typedef enum pp_errno {
   PP_OK = 0,
 #define PP__ERR_ENUM(suffix, num, status, msg) PP_##suffix = -(num),
   PP_ERRNO_MAP(PP__ERR_ENUM)
 #undef PP__ERR_ENUM
-  PP__ERR_MAX = 25 /* one past the largest number; keep in step with the table */
 } pp_errno_t;
 
 /* Exported from libpinpool.so (built with hidden visibility by default). */
@@ -61,5 +77,9 @@ PP_API const char *pp_strerror(int err);
 PP_API const char *pp_err_name(int err);
 /* "INVALID_ARGUMENT" — the protocol status name; "OK" for 0. */
 PP_API const char *pp_status_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* PINPOOL_ERR_H */

@@ -55,18 +55,18 @@ extern "C" {
 
 /* Flags for pp_alloc() / pp_alloc_named(). */
 #define PP_CONTIGUOUS 0x1u /* physically contiguous, or PP_ENOCONTIG */
-#define PP_ZERO       0x2u /* zero-filled */
+#define PP_ZERO 0x2u       /* zero-filled */
 
 typedef struct pp_client pp_client;
 typedef struct pp_cache pp_cache;
 
 typedef struct pp_buffer {
-  uint64_t handle;   /* what pp_free() takes; meaningful only to this client's session */
-  uint64_t offset;   /* from the start of the region: the same in every process */
-  uint64_t size;     /* bytes actually reserved (the request rounded up to a block) */
-  uint64_t phys;     /* physical address of the first byte; 0 when unknown */
-  bool contiguous;   /* the whole buffer is physically contiguous */
-  void *addr;        /* this process's pointer to the first byte */
+  uint64_t handle; /* what pp_free() takes; meaningful only to this client's session */
+  uint64_t offset; /* from the start of the region: the same in every process */
+  uint64_t size;   /* bytes actually reserved (the request rounded up to a block) */
+  uint64_t phys;   /* physical address of the first byte; 0 when unknown */
+  bool contiguous; /* the whole buffer is physically contiguous */
+  void *addr;      /* this process's pointer to the first byte */
 } pp_buffer;
 
 /* Connect to pinpoold at socket_path (NULL: $PINPOOL_SOCKET, else
@@ -86,10 +86,10 @@ PP_API void pp_disconnect(pp_client *c);
 /* The region as mapped in this process, and its geometry as the daemon announced it. */
 PP_API void *pp_base(pp_client *c);
 PP_API uint64_t pp_region_size(pp_client *c);
-PP_API uint64_t pp_page_size(pp_client *c);   /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
-PP_API bool pp_hugepages(pp_client *c);       /* the region is backed by hugepages */
-PP_API bool pp_phys_known(pp_client *c);      /* buffers report physical addresses */
-PP_API uint64_t pp_session_id(pp_client *c);  /* as pinpoolctl lists it */
+PP_API uint64_t pp_page_size(pp_client *c);  /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+PP_API bool pp_hugepages(pp_client *c);      /* the region is backed by hugepages */
+PP_API bool pp_phys_known(pp_client *c);     /* buffers report physical addresses */
+PP_API uint64_t pp_session_id(pp_client *c); /* as pinpoolctl lists it */
 /* offset <-> pointer within this process's mapping; NULL / UINT64_MAX when outside it. */
 PP_API void *pp_ptr(pp_client *c, uint64_t offset);
 PP_API uint64_t pp_offset(pp_client *c, const void *addr);

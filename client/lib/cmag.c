@@ -1,5 +1,5 @@
 /*
- * client_mag.c — per-thread magazines for pp_cache_alloc / pp_cache_free.
+ * cmag.c — per-thread magazines for pp_cache_alloc / pp_cache_free.
  *
  * What: a round trip to pinpoold costs microseconds; a slab object should cost
  * nanoseconds.  So each thread keeps, per cache, two magazines of object pointers — a
@@ -29,7 +29,7 @@
  *   - Thread exit: a pthread key destructor returns every pair's objects to the daemon
  *     (cache_free) and frees the pairs.
  *   - pp_disconnect: cannot touch other threads' magazines (they may be mid-pop), so it
- *     marks their pairs orphaned (k = NULL) under mag_lock; the daemon reclaims the
+ *     marks their pairs orphaned (k = NULL) under cmag_lock; the daemon reclaims the
  *     objects when the socket closes.  An orphaned pair is freed by its thread the next
  *     time that thread registers a pair, or at its exit; the disconnecting thread frees
  *     its own at once.
@@ -41,10 +41,10 @@
  *     duplicate is dropped, and the pp_cache_free that triggered the return reports the
  *     daemon's error.  Allocator state in the daemon is never harmed.
  *
- * Locks: mag_lock (one per process) guards pair.k, pair.next_in_cache and every
+ * Locks: cmag_lock (one per process) guards pair.k, pair.next_in_cache and every
  * pp_cache.threads list; it is taken when a thread first uses a cache, at thread exit
- * and by pp_disconnect — never on the fast paths.  Order: mag_lock, then a client's
- * lock (thread exit returns objects under mag_lock so that pp_disconnect cannot close
+ * and by pp_disconnect — never on the fast paths.  Order: cmag_lock, then a client's
+ * lock (thread exit returns objects under cmag_lock so that pp_disconnect cannot close
  * the connection beneath it).
  *
  * References: Bonwick & Adams, "Magazines and Vmem: Extending the Slab Allocator to Many
@@ -62,37 +62,39 @@
  * two pointers fit easily in the static TLS surplus glibc keeps for dlopen'd libraries. */
 #define MAG_TLS __thread __attribute__((tls_model("initial-exec")))
 
-typedef struct mag_thread_cache {
-  uint64_t serial;                          /* of its cache; immutable */
-  pp_cache *k;                              /* (mag_lock) NULL once orphaned */
-  struct mag_thread_cache *next_in_thread;  /* owner thread only */
-  struct mag_thread_cache *next_in_cache;   /* (mag_lock) k->threads list */
-  struct mag_thread_cache **pprev_in_cache; /* (mag_lock) */
-  unsigned rounds;                          /* capacity of each magazine */
-  unsigned loaded_n;                        /* objects in loaded */
-  unsigned prev_n;                          /* objects in prev: 0 or (nearly) full */
+typedef struct cmag_thread_cache {
+  uint64_t serial;                           /* of its cache; immutable */
+  pp_cache *k;                               /* (cmag_lock) NULL once orphaned */
+  struct cmag_thread_cache *next_in_thread;  /* owner thread only */
+  struct cmag_thread_cache *next_in_cache;   /* (cmag_lock) k->threads list */
+  struct cmag_thread_cache **pprev_in_cache; /* (cmag_lock) */
+  unsigned rounds;                           /* capacity of each magazine */
+  unsigned loaded_n;                         /* objects in loaded */
+  unsigned prev_n;                           /* objects in prev: 0 or (nearly) full */
   void **loaded;
   void **prev;
-  void *slots[];                            /* 2 * rounds: the two magazines */
-} mag_tc_t;
+  void *slots[]; /* 2 * rounds: the two magazines */
+} cmag_tc_t;
 
-typedef struct mag_thread {
-  mag_tc_t *head;                           /* this thread's pairs, owner only */
-} mag_thread_t;
+typedef struct cmag_thread {
+  cmag_tc_t *head; /* this thread's pairs, owner only */
+} cmag_thread_t;
 
-static pthread_mutex_t mag_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
-static pthread_key_t mag_key;
-static int mag_key_rc = -1;
+static pthread_mutex_t cmag_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t cmag_once = PTHREAD_ONCE_INIT;
+static pthread_key_t cmag_key;
+static int cmag_key_rc = -1;
 
-static MAG_TLS mag_tc_t *t_hot;             /* last pair used by this thread */
-static MAG_TLS mag_thread_t *t_self;        /* this thread's registration */
+static MAG_TLS cmag_tc_t *t_hot;      /* last pair used by this thread */
+static MAG_TLS cmag_thread_t *t_self; /* this thread's registration */
 
-static void mag_thread_exit(void *arg);
+static void cmag_thread_exit(void *arg);
 
-static void mag_key_create(void) { mag_key_rc = pthread_key_create(&mag_key, mag_thread_exit); }
+static void cmag_key_create(void) {
+  cmag_key_rc = pthread_key_create(&cmag_key, cmag_thread_exit);
+}
 
-static inline void mag_swap(mag_tc_t *tc) {
+static inline void cmag_swap(cmag_tc_t *tc) {
   void **m = tc->loaded;
   unsigned n = tc->loaded_n;
   tc->loaded = tc->prev;
@@ -101,10 +103,10 @@ static inline void mag_swap(mag_tc_t *tc) {
   tc->prev_n = n;
 }
 
-/* Free the calling thread's orphaned pairs.  Caller holds mag_lock. */
-static void mag_sweep_locked(mag_thread_t *self) {
-  for (mag_tc_t **pp = &self->head; *pp;) {
-    mag_tc_t *tc = *pp;
+/* Free the calling thread's orphaned pairs.  Caller holds cmag_lock. */
+static void cmag_sweep_locked(cmag_thread_t *self) {
+  for (cmag_tc_t **pp = &self->head; *pp;) {
+    cmag_tc_t *tc = *pp;
     if (tc->k) {
       pp = &tc->next_in_thread;
       continue;
@@ -116,29 +118,29 @@ static void mag_sweep_locked(mag_thread_t *self) {
 }
 
 /* This thread's pair for k, registering one on first use; NULL when out of memory. */
-static mag_tc_t *mag_find_slow(pp_cache *k) {
-  mag_thread_t *self = t_self;
+static cmag_tc_t *cmag_find_slow(pp_cache *k) {
+  cmag_thread_t *self = t_self;
   if (self) {
-    for (mag_tc_t *tc = self->head; tc; tc = tc->next_in_thread) {
+    for (cmag_tc_t *tc = self->head; tc; tc = tc->next_in_thread) {
       if (tc->serial == k->serial) {
         t_hot = tc;
         return tc;
       }
     }
   }
-  pthread_once(&mag_once, mag_key_create);
-  if (mag_key_rc != 0) return NULL;
+  pthread_once(&cmag_once, cmag_key_create);
+  if (cmag_key_rc != 0) return NULL;
   if (!self) {
     self = calloc(1, sizeof *self);
     if (!self) return NULL;
-    if (pthread_setspecific(mag_key, self) != 0) {
+    if (pthread_setspecific(cmag_key, self) != 0) {
       free(self);
       return NULL;
     }
     t_self = self;
   }
-  unsigned rounds = k->mag_rounds;
-  mag_tc_t *tc = malloc(sizeof *tc + 2u * rounds * sizeof(void *));
+  unsigned rounds = k->cmag_rounds;
+  cmag_tc_t *tc = malloc(sizeof *tc + 2u * rounds * sizeof(void *));
   if (!tc) return NULL;
   tc->serial = k->serial;
   tc->rounds = rounds;
@@ -146,14 +148,14 @@ static mag_tc_t *mag_find_slow(pp_cache *k) {
   tc->loaded = tc->slots;
   tc->prev = tc->slots + rounds;
 
-  pthread_mutex_lock(&mag_lock);
-  mag_sweep_locked(self);
+  pthread_mutex_lock(&cmag_lock);
+  cmag_sweep_locked(self);
   tc->k = k;
   tc->next_in_cache = k->threads;
   if (k->threads) k->threads->pprev_in_cache = &tc->next_in_cache;
   tc->pprev_in_cache = &k->threads;
   k->threads = tc;
-  pthread_mutex_unlock(&mag_lock);
+  pthread_mutex_unlock(&cmag_lock);
 
   tc->next_in_thread = self->head;
   self->head = tc;
@@ -161,19 +163,19 @@ static mag_tc_t *mag_find_slow(pp_cache *k) {
   return tc;
 }
 
-static inline mag_tc_t *mag_find(pp_cache *k) {
-  mag_tc_t *tc = t_hot;
+static inline cmag_tc_t *cmag_find(pp_cache *k) {
+  cmag_tc_t *tc = t_hot;
   if (MAG_LIKELY(tc != NULL && tc->serial == k->serial)) return tc;
-  return mag_find_slow(k);
+  return cmag_find_slow(k);
 }
 
 /* Thread exit: every pair that is not orphaned sends its objects home. */
-static void mag_thread_exit(void *arg) {
-  mag_thread_t *self = arg;
+static void cmag_thread_exit(void *arg) {
+  cmag_thread_t *self = arg;
   t_hot = NULL;
   t_self = NULL;
-  pthread_mutex_lock(&mag_lock);
-  for (mag_tc_t *tc = self->head, *next; tc; tc = next) {
+  pthread_mutex_lock(&cmag_lock);
+  for (cmag_tc_t *tc = self->head, *next; tc; tc = next) {
     next = tc->next_in_thread;
     if (tc->k) {
       /* Errors are nobody's to hear any more; what could not go back the daemon takes
@@ -185,28 +187,29 @@ static void mag_thread_exit(void *arg) {
     }
     free(tc);
   }
-  pthread_mutex_unlock(&mag_lock);
+  pthread_mutex_unlock(&cmag_lock);
   free(self);
 }
 
-void mag_orphan_client(pp_client *c) {
-  pthread_mutex_lock(&mag_lock);
+void cmag_orphan_client(pp_client *c) {
+  pthread_mutex_lock(&cmag_lock);
   pthread_mutex_lock(&c->lock);
   for (pp_cache *k = c->caches; k; k = k->next) {
-    for (mag_tc_t *tc = k->threads; tc; tc = tc->next_in_cache) tc->k = NULL;
+    for (cmag_tc_t *tc = k->threads; tc; tc = tc->next_in_cache)
+      tc->k = NULL;
     k->threads = NULL;
   }
   pthread_mutex_unlock(&c->lock);
-  if (t_self) mag_sweep_locked(t_self);
-  pthread_mutex_unlock(&mag_lock);
+  if (t_self) cmag_sweep_locked(t_self);
+  pthread_mutex_unlock(&cmag_lock);
 }
 
 /* ---- the slow halves --------------------------------------------------------------- */
 
 /* Loaded is empty. */
-static int mag_refill(pp_cache *k, mag_tc_t *tc) {
+static int cmag_refill(pp_cache *k, cmag_tc_t *tc) {
   if (tc->prev_n > 0) {
-    mag_swap(tc);
+    cmag_swap(tc);
     return 0;
   }
   int n = client_cache_fetch(k, tc->loaded, tc->rounds);
@@ -218,20 +221,20 @@ static int mag_refill(pp_cache *k, mag_tc_t *tc) {
 /* Loaded is full: make room in it.  Returns 0 or the error of the batch return (the
  * room is made either way: objects that could not go back are either bad or belong to
  * a dead connection, whose session the daemon reclaims). */
-static int mag_make_room(pp_cache *k, mag_tc_t *tc) {
+static int cmag_make_room(pp_cache *k, cmag_tc_t *tc) {
   int rc = 0;
   if (tc->prev_n > 0) {
     rc = client_cache_return(k, tc->prev, tc->prev_n);
     tc->prev_n = 0;
   }
-  mag_swap(tc);
+  cmag_swap(tc);
   return rc;
 }
 
-static int mag_free_one(pp_cache *k, mag_tc_t *tc, void *obj) {
+static int cmag_free_one(pp_cache *k, cmag_tc_t *tc, void *obj) {
   int rc = 0;
   if (!tc) return client_cache_return(k, &obj, 1);
-  if (tc->loaded_n == tc->rounds) rc = mag_make_room(k, tc);
+  if (tc->loaded_n == tc->rounds) rc = cmag_make_room(k, tc);
   tc->loaded[tc->loaded_n++] = obj;
   return rc;
 }
@@ -240,32 +243,32 @@ static int mag_free_one(pp_cache *k, mag_tc_t *tc, void *obj) {
 
 void *pp_cache_alloc(pp_cache *k) {
   if (!k) return NULL;
-  mag_tc_t *tc = mag_find(k);
+  cmag_tc_t *tc = cmag_find(k);
   if (MAG_LIKELY(tc != NULL && tc->loaded_n > 0)) return tc->loaded[--tc->loaded_n];
-  if (!tc || mag_refill(k, tc) < 0) return NULL;
+  if (!tc || cmag_refill(k, tc) < 0) return NULL;
   return tc->loaded[--tc->loaded_n];
 }
 
 int pp_cache_free(pp_cache *k, void *obj) {
   if (!k || !client_obj_valid(k, obj)) return PP_EINVAL;
-  mag_tc_t *tc = mag_find(k);
+  cmag_tc_t *tc = cmag_find(k);
   if (MAG_LIKELY(tc != NULL && tc->loaded_n < tc->rounds)) {
     tc->loaded[tc->loaded_n++] = obj;
     return 0;
   }
-  return mag_free_one(k, tc, obj);
+  return cmag_free_one(k, tc, obj);
 }
 
 int pp_cache_alloc_bulk(pp_cache *k, void **objs, unsigned n) {
   if (!k || (n > 0 && !objs)) return PP_EINVAL;
   if (n > INT_MAX) return PP_ERANGE;
-  mag_tc_t *tc = mag_find(k);
+  cmag_tc_t *tc = cmag_find(k);
   if (!tc) return PP_EOS;
   unsigned got = 0;
   int rc = 0;
   while (got < n) {
     if (tc->loaded_n == 0) {
-      rc = mag_refill(k, tc);
+      rc = cmag_refill(k, tc);
       if (rc < 0) goto undo;
     }
     unsigned take = tc->loaded_n < n - got ? tc->loaded_n : n - got;
@@ -277,7 +280,8 @@ int pp_cache_alloc_bulk(pp_cache *k, void **objs, unsigned n) {
 
 undo:
   /* All or nothing: what was taken goes back to the magazines it came from. */
-  while (got > 0) (void)mag_free_one(k, tc, objs[--got]);
+  while (got > 0)
+    (void)cmag_free_one(k, tc, objs[--got]);
   return rc;
 }
 
@@ -285,10 +289,10 @@ int pp_cache_free_bulk(pp_cache *k, void *const *objs, unsigned n) {
   if (!k || (n > 0 && !objs)) return PP_EINVAL;
   for (unsigned i = 0; i < n; i++)
     if (!client_obj_valid(k, objs[i])) return PP_EINVAL;
-  mag_tc_t *tc = n ? mag_find(k) : NULL;
+  cmag_tc_t *tc = n ? cmag_find(k) : NULL;
   int first = 0;
   for (unsigned i = 0; i < n; i++) {
-    int rc = mag_free_one(k, tc, objs[i]);
+    int rc = cmag_free_one(k, tc, objs[i]);
     if (rc < 0 && first == 0) first = rc;
   }
   return first;

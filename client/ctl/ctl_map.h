@@ -15,26 +15,27 @@
 #include "pinpool.pb-c.h"
 
 /* The characters a cell can show. */
-#define CTL_MAP_FREE     '.'   /* all free */
-#define CTL_MAP_MIXED    ':'   /* mostly free, but something is allocated in it */
-#define CTL_MAP_BUFFER   'B'   /* a buddy block handed out as a buffer */
-#define CTL_MAP_SLAB     'S'   /* a slab whose objects are held by clients */
-#define CTL_MAP_MAGAZINE 'm'   /* a slab whose allocated objects mostly sit in daemon magazines */
-#define CTL_MAP_EMPTY    's'   /* a slab with no object allocated: `shrink` would release it */
-#define CTL_MAP_OTHER    'o'   /* allocated for another reason */
-#define CTL_MAP_UNKNOWN  '?'   /* not described by the snapshot */
+#define CTL_MAP_FREE '.'     /* all free */
+#define CTL_MAP_MIXED ':'    /* mostly free, but something is allocated in it */
+#define CTL_MAP_BUFFER 'B'   /* a buddy block handed out as a buffer */
+#define CTL_MAP_SLAB 'S'     /* a slab whose objects are held by clients */
+#define CTL_MAP_MAGAZINE 'm' /* a slab whose allocated objects mostly sit in daemon magazines  \
+                              */
+#define CTL_MAP_EMPTY 's'    /* a slab with no object allocated: `shrink` would release it */
+#define CTL_MAP_OTHER 'o'    /* allocated for another reason */
+#define CTL_MAP_UNKNOWN '?'  /* not described by the snapshot */
 
 #define CTL_MAP_MIN_COLUMNS 8u
 #define CTL_MAP_DEFAULT_ROWS 16u
 
 typedef struct ctl_map {
   uint64_t region_size;
-  uint64_t cell_bytes;           /* bytes each character stands for (a power of two) */
-  uint32_t cells_per_row;        /* a power of two, so rows start at round offsets */
-  uint32_t ncells;               /* ceil(region_size / cell_bytes) */
+  uint64_t cell_bytes;    /* bytes each character stands for (a power of two) */
+  uint32_t cells_per_row; /* a power of two, so rows start at round offsets */
+  uint32_t ncells;        /* ceil(region_size / cell_bytes) */
   uint32_t rows;
-  int offset_digits;             /* hex digits of the row labels */
-  char *cells;                   /* ncells characters + NUL, malloc'd */
+  int offset_digits; /* hex digits of the row labels */
+  char *cells;       /* ncells characters + NUL, malloc'd */
 } ctl_map_t;
 
 /* Lay the region out in at most max_rows rows of a terminal `columns` wide (row label

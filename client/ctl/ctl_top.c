@@ -49,7 +49,8 @@ static void top_line(int y, int attr, const char *fmt, ...) {
   mvaddnstr(y, 0, buf, COLS);
   if (attr) {
     /* Reverse video across the whole width, as slabtop does for its column heads. */
-    for (int x = (int)strlen(buf); x < COLS; x++) mvaddch(y, x, ' ');
+    for (int x = (int)strlen(buf); x < COLS; x++)
+      mvaddch(y, x, ' ');
     attroff(attr);
   }
 }
@@ -85,7 +86,8 @@ static void top_draw(const Pinpool__V1__Stats *s, unsigned refreshes) {
   top_line(y++, A_BOLD, "pinpool top - pinpoold %s, up %s, %s, refresh %u (q quits)",
            s->version ? s->version : "?", ctl_fmt_duration(a, sizeof a, s->uptime_ms), clock,
            refreshes);
-  top_line(y++, 0, "region %s, page %s, hugepages %s, physical addresses %s, largest contiguous %s",
+  top_line(y++, 0,
+           "region %s, page %s, hugepages %s, physical addresses %s, largest contiguous %s",
            ctl_fmt_size(a, sizeof a, s->region_size), ctl_fmt_size(b, sizeof b, s->page_size),
            s->hugepages ? "yes" : "no", s->physical_addresses ? "yes" : "no",
            ctl_fmt_size(c, sizeof c, s->largest_contiguous_run));
@@ -133,8 +135,8 @@ static void top_draw(const Pinpool__V1__Stats *s, unsigned refreshes) {
     top_line(y++, 0,
              "%8" PRIu32 " %8" PRIu64 " %6" PRIu32 " %12s %8" PRIu64 " %8" PRIu64 " %9" PRIu64
              "  %s",
-             k->pid, k->session_id, k->uid, ctl_fmt_size(a, sizeof a, k->bytes_held), k->buffers,
-             k->objects, k->requests, k->name && k->name[0] ? k->name : "-");
+             k->pid, k->session_id, k->uid, ctl_fmt_size(a, sizeof a, k->bytes_held),
+             k->buffers, k->objects, k->requests, k->name && k->name[0] ? k->name : "-");
   }
   free(caches);
   free(clients);

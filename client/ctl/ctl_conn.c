@@ -49,8 +49,7 @@ static int conn_fail_io(ctl_conn_t *c, int err) {
   if (err == PP_EDISCONNECTED)
     snprintf(c->why, sizeof c->why, "the daemon closed the connection");
   else if (err == PP_EIO)
-    snprintf(c->why, sizeof c->why, "I/O error or no answer within %d s",
-             CTL_RECV_TIMEOUT_S);
+    snprintf(c->why, sizeof c->why, "I/O error or no answer within %d s", CTL_RECV_TIMEOUT_S);
   else
     snprintf(c->why, sizeof c->why, "%s", pp_strerror(err));
   return err;
@@ -135,8 +134,7 @@ int ctl_conn_open(ctl_conn_t *c, const char *path) {
   rc = conn_call(c, &req, PINPOOL__V1__RESPONSE__BODY_WELCOME, &resp);
   if (rc < 0) goto fail;
   /* The memfd that came with Welcome was closed by frame_recv_response (ret_fd NULL). */
-  if (resp->welcome->max_frame >= FRAME_HEADER_SIZE)
-    c->max_frame = resp->welcome->max_frame;
+  if (resp->welcome->max_frame >= FRAME_HEADER_SIZE) c->max_frame = resp->welcome->max_frame;
   c->region_size = resp->welcome->region_size;
   frame_free_response(resp);
   return 0;

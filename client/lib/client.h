@@ -1,13 +1,13 @@
 /*
  * client.h — libpinpool internals shared by pinpool.c (connection, requests, buffers,
- * caches) and client_mag.c (per-thread magazines).  Not installed.
+ * caches) and cmag.c (per-thread magazines).  Not installed.
  *
  * Locks, in the order they may be taken:
- *   1. mag_lock (client_mag.c, one per process): links between threads' magazines and
+ *   1. cmag_lock (cmag.c, one per process): links between threads' magazines and
  *      caches, and the "orphaned" mark pp_disconnect() leaves on them;
  *   2. pp_client.lock: one request/response exchange at a time on the connection, and
  *      the fields marked (lock) below.
- * Nothing takes mag_lock while holding a client lock.
+ * Nothing takes cmag_lock while holding a client lock.
  */
 #ifndef PP_CLIENT_INTERNAL_H
 #define PP_CLIENT_INTERNAL_H
@@ -20,42 +20,42 @@
 #include "frame.h"
 #include "pinpool.h"
 
-struct mag_thread_cache;
+struct cmag_thread_cache;
 
 struct pp_client {
-  int fd;                       /* the connection; -1 once closed */
-  pthread_mutex_t lock;         /* see above */
-  uint64_t next_id;             /* (lock) id of the next request; ids start at 1 */
-  int broken;                   /* (lock) 0, or the error that ended the connection */
-  uint32_t max_frame;           /* from Welcome */
-  frame_rx_t rx;                /* (lock) buffered receiving of responses */
-  uint8_t *base;                /* the whole region, mapped MAP_SHARED once */
+  int fd;               /* the connection; -1 once closed */
+  pthread_mutex_t lock; /* see above */
+  uint64_t next_id;     /* (lock) id of the next request; ids start at 1 */
+  int broken;           /* (lock) 0, or the error that ended the connection */
+  uint32_t max_frame;   /* from Welcome */
+  frame_rx_t rx;        /* (lock) buffered receiving of responses */
+  uint8_t *base;        /* the whole region, mapped MAP_SHARED once */
   uint64_t region_size;
   uint64_t page_size;
   uint64_t session_id;
   bool hugepages;
   bool phys_known;
-  struct pp_cache *caches;      /* (lock) every cache opened, freed by pp_disconnect */
+  struct pp_cache *caches; /* (lock) every cache opened, freed by pp_disconnect */
 };
 
 struct pp_cache {
   pp_client *c;
-  struct pp_cache *next;        /* (c->lock) in c->caches */
-  uint64_t serial;              /* process-unique, never reused: threads find their
-                                   magazines by it, so a recycled address cannot alias */
-  uint8_t *base;                /* copies of c->base / c->region_size: one pointer */
-  uint64_t region_size;         /*   chase fewer on the fast path */
-  uint32_t id;                  /* the daemon's cache_id */
+  struct pp_cache *next; /* (c->lock) in c->caches */
+  uint64_t serial;       /* process-unique, never reused: threads find their
+                            magazines by it, so a recycled address cannot alias */
+  uint8_t *base;         /* copies of c->base / c->region_size: one pointer */
+  uint64_t region_size;  /*   chase fewer on the fast path */
+  uint32_t id;           /* the daemon's cache_id */
   uint32_t object_size;
-  uint32_t align;               /* power of two */
-  uint32_t stride;              /* object_size rounded up to align */
+  uint32_t align;  /* power of two */
+  uint32_t stride; /* object_size rounded up to align */
   uint32_t objs_per_slab;
-  uint32_t slab_tail;           /* slab_bytes - objs_per_slab * stride: room for color */
-  int stride_shift;             /* log2(stride) when a power of two, else -1 */
-  uint32_t mag_rounds;          /* objects per magazine = cache_alloc batch size */
-  _Atomic uint64_t slab_bytes;  /* inferred slab size for the object-boundary check;
-                                   0 = layout unknown, check alignment only */
-  struct mag_thread_cache *threads; /* (mag_lock) every thread's magazines for it */
+  uint32_t slab_tail;                /* slab_bytes - objs_per_slab * stride: room for color */
+  int stride_shift;                  /* log2(stride) when a power of two, else -1 */
+  uint32_t cmag_rounds;              /* objects per magazine = cache_alloc batch size */
+  _Atomic uint64_t slab_bytes;       /* inferred slab size for the object-boundary check;
+                                        0 = layout unknown, check alignment only */
+  struct cmag_thread_cache *threads; /* (cmag_lock) every thread's magazines for it */
 };
 
 /* One request/response exchange under c->lock.  req->id is assigned here.  On success
@@ -97,8 +97,8 @@ static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
   return i < k->objs_per_slab && color <= k->slab_tail;
 }
 
-/* client_mag.c: pp_disconnect() calls this first, so that no thread touches k again
+/* cmag.c: pp_disconnect() calls this first, so that no thread touches k again
  * through its magazines (they are orphaned; the daemon reclaims their objects). */
-void mag_orphan_client(pp_client *c);
+void cmag_orphan_client(pp_client *c);
 
 #endif /* PP_CLIENT_INTERNAL_H */

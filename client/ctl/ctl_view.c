@@ -95,7 +95,9 @@ bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filte
   return true;
 }
 
-static const char *yes_no(bool b) { return b ? "yes" : "no"; }
+static const char *yes_no(bool b) {
+  return b ? "yes" : "no";
+}
 
 /* ---- text ---------------------------------------------------------------------------- */
 
@@ -104,17 +106,17 @@ void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
 
   fprintf(out, "pinpoold %s, up %s\n", s->version && s->version[0] ? s->version : "?",
           ctl_fmt_duration(a, sizeof a, s->uptime_ms));
-  fprintf(out, "region              %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->region_size),
-          s->region_size);
+  fprintf(out, "region              %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->region_size), s->region_size);
   fprintf(out, "page size           %s\n", ctl_fmt_size(a, sizeof a, s->page_size));
   fprintf(out, "hugepages           %s\n", yes_no(s->hugepages));
   fprintf(out, "physical addresses  %s\n", yes_no(s->physical_addresses));
   fprintf(out, "largest contiguous  %s (%" PRIu64 " bytes)\n",
           ctl_fmt_size(a, sizeof a, s->largest_contiguous_run), s->largest_contiguous_run);
-  fprintf(out, "used                %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->used_bytes),
-          s->used_bytes);
-  fprintf(out, "free                %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->free_bytes),
-          s->free_bytes);
+  fprintf(out, "used                %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->used_bytes), s->used_bytes);
+  fprintf(out, "free                %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->free_bytes), s->free_bytes);
   fprintf(out, "cached              %s (%" PRIu64 " bytes)\n",
           ctl_fmt_size(a, sizeof a, s->cached_bytes), s->cached_bytes);
   fprintf(out, "largest free block  %s\n", ctl_fmt_size(b, sizeof b, s->largest_free_block));
@@ -149,8 +151,8 @@ void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s) {
     fprintf(out, BUDDY_COL, a);
   }
   fprintf(out, "\n\n");
-  fprintf(out, "free bytes          %s (%" PRIu64 " bytes)\n", ctl_fmt_size(a, sizeof a, s->free_bytes),
-          s->free_bytes);
+  fprintf(out, "free bytes          %s (%" PRIu64 " bytes)\n",
+          ctl_fmt_size(a, sizeof a, s->free_bytes), s->free_bytes);
   fprintf(out, "largest free block  %s (%" PRIu64 " bytes)\n",
           ctl_fmt_size(b, sizeof b, s->largest_free_block), s->largest_free_block);
   fprintf(out, "\nfragmentation index per order (-1.000: a block is free; near 0: short of "
@@ -233,9 +235,9 @@ void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_f
 void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r) {
   char a[32];
 
-  fprintf(out, "shrink: released %" PRIu64 " slab%s, %s (%" PRIu64
-               " bytes), to the buddy allocator; drained %" PRIu64
-               " object%s from magazines\n",
+  fprintf(out,
+          "shrink: released %" PRIu64 " slab%s, %s (%" PRIu64
+          " bytes), to the buddy allocator; drained %" PRIu64 " object%s from magazines\n",
           r->slabs_released, r->slabs_released == 1 ? "" : "s",
           ctl_fmt_size(a, sizeof a, r->bytes_released), r->bytes_released, r->objects_drained,
           r->objects_drained == 1 ? "" : "s");
@@ -294,7 +296,8 @@ json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s) {
     put_u64(e, "free_blocks", s->free_per_order[i]);
     if (i < s->n_frag_index) {
       put_i64(e, "frag_index_milli", s->frag_index[i]);
-      json_object_object_add(e, "frag_index", json_object_new_double(s->frag_index[i] / 1000.0));
+      json_object_object_add(e, "frag_index",
+                             json_object_new_double(s->frag_index[i] / 1000.0));
     }
     json_object_array_add(orders, e);
   }

@@ -75,13 +75,15 @@ static enum map_kind block_kind(const Pinpool__V1__MapBlock *b) {
 
 static int hex_digits(uint64_t v) {
   int d = 1;
-  while (v >>= 4) d++;
+  while (v >>= 4)
+    d++;
   return d;
 }
 
 static uint64_t pow2_at_least(uint64_t v) {
   uint64_t p = 1;
-  while (p < v && p < (UINT64_C(1) << 62)) p <<= 1;
+  while (p < v && p < (UINT64_C(1) << 62))
+    p <<= 1;
   return p;
 }
 
@@ -207,7 +209,8 @@ json_object *ctl_json_map(const Pinpool__V1__Stats *s, const ctl_map_t *m) {
     json_object *e = json_object_new_object();
     if (!e) goto fail;
     json_object_array_add(rows, e);
-    json_object_object_add(e, "offset", json_object_new_uint64((uint64_t)first * m->cell_bytes));
+    json_object_object_add(e, "offset",
+                           json_object_new_uint64((uint64_t)first * m->cell_bytes));
     json_object_object_add(e, "cells", json_object_new_string_len(m->cells + first, (int)n));
   }
   for (size_t i = 0; i < sizeof legend / sizeof legend[0]; i++) {

@@ -14,15 +14,15 @@
 #include "pinpool_err.h"
 
 #define CTL_CLIENT_NAME "pinpoolctl"
-#define CTL_RECV_TIMEOUT_S 10   /* a daemon that does not answer within this is unreachable */
+#define CTL_RECV_TIMEOUT_S 10 /* a daemon that does not answer within this is unreachable */
 
 typedef struct ctl_conn {
-  int fd;                        /* connected stream socket, -1 when closed */
+  int fd; /* connected stream socket, -1 when closed */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* where we connected (or tried) */
-  uint32_t max_frame;            /* the daemon's limit for our frames, from Welcome */
-  uint64_t next_id;              /* Request.id of the next request */
-  uint64_t region_size;          /* from Welcome */
-  char why[256];                 /* after a failure: the daemon's message, or what the OS said */
+  uint32_t max_frame;   /* the daemon's limit for our frames, from Welcome */
+  uint64_t next_id;     /* Request.id of the next request */
+  uint64_t region_size; /* from Welcome */
+  char why[256];        /* after a failure: the daemon's message, or what the OS said */
 } ctl_conn_t;
 
 /* Is this failure the daemon's answer (exit 1) or a failure to reach it (exit 3)? */
