@@ -3,9 +3,9 @@
  * this (client) process's own /proc/self/pagemap says for the same bytes of its mapping.
  *
  * Needs root (pagemap shows PFNs only with CAP_SYS_ADMIN; hugepages need the sysctl).
- * The hugepage tests reserve 2 MiB pages through /proc/sys/vm/nr_hugepages and put the old
- * value back in the group teardown and at exit, whatever happened.  ctest runs them under
- * RESOURCE_LOCK hugepages.  Each skips, saying why, when what it needs cannot be had.
+ * The hugepage tests size the 2 MiB pool through tests/common/hugepages.h, which locks it
+ * against other test programs and puts the old size back at exit.  Each skips, saying why,
+ * when what it needs cannot be had.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,63 +20,12 @@
 
 #include <cmocka.h>
 
+#include "hugepages.h"
 #include "testd.h"
 #include "wire.h"
 
 #define MIB (1024ull * 1024ull)
 #define HUGE_2M (2 * MIB)
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
-#define HUGE_FREE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
-
-static long saved_nr = -1;
-
-static long read_long(const char *path) {
-  FILE *f = fopen(path, "r");
-  long v = -1;
-  if (!f) return -1;
-  if (fscanf(f, "%ld", &v) != 1) v = -1;
-  fclose(f);
-  return v;
-}
-
-static int write_long(const char *path, long v) {
-  FILE *f = fopen(path, "w");
-  int rc;
-  if (!f) return -1;
-  rc = fprintf(f, "%ld\n", v) > 0 ? 0 : -1;
-  if (fclose(f) != 0) rc = -1;
-  return rc;
-}
-
-static void restore_hugepages(void) {
-  if (saved_nr >= 0 && write_long(NR_HUGEPAGES, saved_nr) != 0)
-    fprintf(stderr, "could not restore %s to %ld\n", NR_HUGEPAGES, saved_nr);
-  saved_nr = -1;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  restore_hugepages();
-  return 0;
-}
-
-/* Make sure `want` free 2 MiB pages exist; false (with *why) when they cannot be had. */
-static bool reserve_hugepages(long want, const char **why) {
-  long nr = read_long(NR_HUGEPAGES), free_now = read_long(HUGE_FREE);
-  if (geteuid() != 0) return *why = "not root", false;
-  if (nr < 0 || free_now < 0) return *why = "no 2 MiB hugepages on this kernel", false;
-  if (free_now >= want) return true;
-  if (saved_nr < 0) {
-    saved_nr = nr;
-    atexit(restore_hugepages);
-  }
-  if (write_long(NR_HUGEPAGES, nr + (want - free_now)) != 0)
-    return *why = "cannot write " NR_HUGEPAGES, false;
-  if (read_long(HUGE_FREE) < want)
-    return *why = "the kernel could not find enough hugepages", false;
-  return true;
-}
-
 /* PFN of the page holding addr, from this process's pagemap; 0 when hidden or absent. */
 static uint64_t pagemap_phys(const void *addr) {
   uint64_t entry = 0, va = (uint64_t)(uintptr_t)addr;
@@ -172,7 +121,7 @@ static void buffer_phys_equals_pagemap_with_2m_hugepages(void **state) {
   resp_t *r;
   (void)state;
 
-  if (!reserve_hugepages(8, &why)) {
+  if (!hp_make_available(8, &why)) {
     print_message("skipped: %s\n", why);
     skip();
   }
@@ -199,7 +148,7 @@ static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(
   int rc;
   (void)state;
 
-  if (!reserve_hugepages(8, &why)) {
+  if (!hp_make_available(8, &why)) {
     print_message("skipped: %s\n", why);
     skip();
   }
@@ -248,5 +197,5 @@ int main(void) {
       cmocka_unit_test(buffer_phys_equals_pagemap_with_2m_hugepages),
       cmocka_unit_test(contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page),
   };
-  return cmocka_run_group_tests(tests, NULL, group_teardown);
+  return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,9 +4,9 @@
  * nr_hugepages (the knob `sysctl vm.nr_hugepages` sets when 2 MiB is the default size)
  * and puts the old value back.  Skips visibly when it cannot have the pages.
  *
- * The tests run in a child process; the parent restores the pool after the child exits,
- * whatever happened to it (a failed assertion, an abort under ASan, a signal).  ctest
- * runs this under RESOURCE_LOCK hugepages so no other test changes the pool meanwhile.
+ * The tests run in a child process; the parent locks and records the pool first
+ * (tests/common/hugepages.h) and restores it after the child exits, whatever happened to
+ * it (a failed assertion, an abort under ASan, a signal).
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -29,57 +29,22 @@
 #include "region.h"
 #include "region_internal.h"
 #include "region_test.h"
+#include "hugepages.h"
 
 #define H (2ull << 20)
-#define POOL "/sys/kernel/mm/hugepages/hugepages-2048kB"
-
-static long original_nr = -1; /* the pool size before this test program ran */
-
-static long read_long(const char *file) {
-  char path[256];
-  long v = -1;
-  snprintf(path, sizeof path, POOL "/%s", file);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  if (fscanf(f, "%ld", &v) != 1) v = -1;
-  fclose(f);
-  return v;
-}
-
-static int write_nr(long v) {
-  FILE *f = fopen(POOL "/nr_hugepages", "w");
-  if (!f) return -1;
-  int ok = fprintf(f, "%ld\n", v) > 0;
-  return (fclose(f) == 0 && ok) ? 0 : -1;
-}
-
-static long available(void) {
-  return read_long("free_hugepages") - read_long("resv_hugepages");
-}
 
 /* Make exactly n 2 MiB pages available to a new region, or skip saying why. */
 static void set_available(long n) {
-  if (geteuid() != 0) {
-    print_message("skipped: changing the hugepage pool (" POOL "/nr_hugepages) needs root\n");
-    skip();
-  }
-  if (original_nr < 0) {
-    print_message("skipped: this kernel offers no 2 MiB hugepages (no " POOL ")\n");
-    skip();
-  }
-  long nr = read_long("nr_hugepages"), avail = available();
-  if (write_nr(nr + (n - avail)) != 0 || available() != n) {
-    long got = available();
-    write_nr(original_nr);
-    print_message("skipped: asked for %ld free 2 MiB hugepages, the kernel gave %ld "
-                  "(memory too fragmented?)\n",
-                  n, got);
+  const char *why = NULL;
+  if (!hp_make_available(n, &why)) {
+    print_message("skipped: %s\n", why);
     skip();
   }
 }
 
 static int restore_pool(void **state) {
-  if (original_nr >= 0 && geteuid() == 0) write_nr(original_nr);
+  (void)state;
+  hp_restore();
   return 0;
 }
 
@@ -101,7 +66,7 @@ static void a_2m_region_is_hugetlb_backed_sealed_and_not_mlocked(void **state) {
   assert_true(region_hugepages(r));
   assert_int_equal(region_page_size(r), H);
   assert_int_equal(region_size(r), 4 * H);
-  assert_int_equal(available(), 0); /* all four taken by fallocate, before any touch */
+  assert_int_equal(hp_available(), 0); /* all four taken by fallocate, before any touch */
   int fd = region_fd(r);
   int seals = fcntl(fd, F_GET_SEALS);
   assert_int_equal(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
@@ -118,7 +83,7 @@ static void a_2m_region_is_hugetlb_backed_sealed_and_not_mlocked(void **state) {
   assert_non_null(strstr(text, "pinned: yes (hugetlb pages are never swapped)"));
   free(text);
   region_destroy(r);
-  assert_int_equal(available(), 4); /* and given back */
+  assert_int_equal(hp_available(), 4); /* and given back */
 }
 
 static void a_size_not_a_multiple_of_2m_is_rounded_up(void **state) {
@@ -169,7 +134,7 @@ static void a_too_small_pool_fails_cleanly_at_creation(void **state) {
   logcap_t log;
   logcap_init(&log);
   int fds = count_open_fds();
-  long total = read_long("nr_hugepages");
+  long total = hp_read("nr_hugepages");
   region_config_t cfg = {.size = 8 * H,
                          .policy = REGION_PAGE_2M,
                          .name = "pp-huge-short",
@@ -186,7 +151,7 @@ static void a_too_small_pool_fails_cleanly_at_creation(void **state) {
   assert_non_null(strstr(log.text, fix));
   assert_int_equal(count_open_fds(), fds);
   assert_int_equal(count_memfd_maps("pp-huge-short"), 0);
-  assert_int_equal(available(), 2); /* the pages fallocate got before failing came back */
+  assert_int_equal(hp_available(), 2); /* the pages fallocate got before failing came back */
 }
 
 static void auto_prefers_2m_pages_when_enough_are_free(void **state) {
@@ -203,7 +168,7 @@ static void auto_falls_back_to_4k_with_a_warning_naming_the_fix(void **state) {
   set_available(1);
   logcap_t log;
   logcap_init(&log);
-  long total = read_long("nr_hugepages");
+  long total = hp_read("nr_hugepages");
   region_t *r = make(8 << 20, REGION_PAGE_AUTO, "pp-huge-fallback", &log);
   assert_int_equal(region_page_size(r), (uint64_t)sysconf(_SC_PAGESIZE));
   assert_false(region_hugepages(r));
@@ -267,7 +232,7 @@ static void hugetlb_os_failures_are_reported_and_leak_nothing(void **state) {
     assert_non_null(strstr(log.text, strerror(cases[i].err)));
     assert_int_equal(count_open_fds(), fds);
     assert_int_equal(count_memfd_maps("pp-huge-fault"), 0);
-    assert_int_equal(available(), 2);
+    assert_int_equal(hp_available(), 2);
   }
 }
 
@@ -286,7 +251,7 @@ static void adopting_a_hugetlb_memfd_finds_its_page_size(void **state) {
   assert_int_equal(region_page_size(a), H);
   assert_int_equal(region_size(a), 2 * H);
   assert_string_equal((char *)region_base(a) + H + 5, "still here");
-  assert_int_equal(available(), 0); /* the same two pages, not new ones */
+  assert_int_equal(hp_available(), 0); /* the same two pages, not new ones */
   region_destroy(a);
 }
 
@@ -306,7 +271,9 @@ int main(void) {
                                 restore_pool),
       cmocka_unit_test_teardown(adopting_a_hugetlb_memfd_finds_its_page_size, restore_pool),
   };
-  original_nr = read_long("nr_hugepages");
+  const char *why = NULL;
+  bool may_resize = hp_begin(&why); /* lock and record the pool here, in the parent; a
+                                       child without it skips each test saying why */
   fflush(stdout);
   pid_t pid = fork();
   if (pid < 0) return 1;
@@ -314,11 +281,7 @@ int main(void) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (original_nr >= 0 && geteuid() == 0 && read_long("nr_hugepages") != original_nr &&
-      write_nr(original_nr) != 0) {
-    fprintf(stderr, "could not restore " POOL "/nr_hugepages to %ld\n", original_nr);
-    return 1;
-  }
+  if (may_resize && !hp_restore()) return 1;
   if (WIFSIGNALED(status)) {
     fprintf(stderr, "tests killed by signal %d (pool restored)\n", WTERMSIG(status));
     return 1;
