@@ -62,6 +62,7 @@
 #include <time.h>
 
 #include "debug.h"
+#include "frame.h"
 #include "log.h"
 
 typedef Pinpool__V1__Response resp_t;
@@ -597,8 +598,8 @@ static int do_cache_alloc(pool_t *p, session_t *s, const Pinpool__V1__CacheAlloc
   int rc = 0;
 
   if (!pc) return reply(resp, a, PP_ENOENT, "no cache with id %u", m->cache_id);
-  if (m->count == 0 || m->count > POOL_CACHE_ALLOC_MAX)
-    return reply(resp, a, PP_ERANGE, "count %u outside 1..%u", m->count, POOL_CACHE_ALLOC_MAX);
+  if (m->count == 0 || m->count > PROTO_OBJECTS_MAX)
+    return reply(resp, a, PP_ERANGE, "count %u outside 1..%u", m->count, PROTO_OBJECTS_MAX);
   bytes = (uint64_t)m->count * pc->object_size;
   if (!quota_allows(p, s->uid, bytes))
     return reply(resp, a, PP_EQUOTA,

@@ -13,7 +13,6 @@
 #include "session.h"
 
 #define POOL_NAME_MAX 255u         /* bytes of a published buffer's name */
-#define POOL_CACHE_ALLOC_MAX 1024u /* objects per cache_alloc */
 
 typedef struct pool_config {
   uint64_t size; /* region bytes */

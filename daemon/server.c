@@ -384,17 +384,9 @@ static void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...) {
 
 static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
   const region_t *r = pool_region(c->srv->pool);
-  union {
-    struct cmsghdr align;
-    char space[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  struct iovec iov;
-  struct msghdr mh = {0};
-  struct cmsghdr *cm;
   uint8_t *buf = NULL;
   size_t len = 0;
   uv_os_fd_t fd;
-  int memfd = region_fd(r);
   ssize_t n;
   int rc;
 
@@ -404,20 +396,8 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
     free(buf);
     return PP_EINTERNAL;
   }
-  iov.iov_base = buf;
-  iov.iov_len = len;
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  memset(&ctl, 0, sizeof ctl);
-  mh.msg_control = ctl.space;
-  mh.msg_controllen = sizeof ctl.space;
-  cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &memfd, sizeof memfd);
   do
-    n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = frame_sendmsg_fd(fd, buf, len, region_fd(r), MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     log_info("sending Welcome to session %" PRIu64 ": %s", c->session->id, strerror(errno));
@@ -483,7 +463,7 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
 /* ---- reading ------------------------------------------------------------------------- */
 
 static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
-  Pinpool__V1__Request *req = frame_unpack_request(frame, len, 65536 + 32 * len);
+  Pinpool__V1__Request *req = frame_unpack_request(frame, len, FRAME_REQUEST_BUDGET(len));
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
   arena_t *a = &c->srv->arena;
 

@@ -264,13 +264,30 @@ static int frame__wait(int fd, short events) {
   }
 }
 
-int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass_fd) {
-  uint8_t *buf = NULL;
-  size_t len = 0, off = 0;
+ssize_t frame_sendmsg_fd(int fd, const void *buf, size_t len, int pass_fd, int flags) {
   union { /* aligned storage for one SCM_RIGHTS fd */
     struct cmsghdr align;
     char space[CMSG_SPACE(sizeof(int))];
   } ctl;
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+  if (pass_fd >= 0) {
+    memset(&ctl, 0, sizeof ctl);
+    mh.msg_control = ctl.space;
+    mh.msg_controllen = sizeof ctl.space;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  return sendmsg(fd, &mh, flags | MSG_NOSIGNAL);
+}
+
+int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass_fd) {
+  uint8_t *buf = NULL;
+  size_t len = 0, off = 0;
   int rc;
 
   if (fd < 0) return PP_EINVAL;
@@ -278,19 +295,8 @@ int frame_send(int fd, const ProtobufCMessage *msg, uint32_t max_frame, int pass
   if (rc < 0) return rc;
 
   while (off < len) {
-    struct iovec iov = {.iov_base = buf + off, .iov_len = len - off};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (off == 0 && pass_fd >= 0) {
-      memset(&ctl, 0, sizeof ctl);
-      mh.msg_control = ctl.space;
-      mh.msg_controllen = sizeof ctl.space;
-      struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
-    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    /* The fd rides on the first sendmsg only, so the kernel attaches it to byte 0. */
+    ssize_t n = frame_sendmsg_fd(fd, buf + off, len - off, off == 0 ? pass_fd : -1, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -391,7 +397,7 @@ int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_
   /* The daemon is trusted to send sane responses, but a Stats body can unpack to many
    * times its wire size (an empty submessage is 2 bytes on the wire, ~100 in memory):
    * allow generously relative to what actually arrived, never without bound. */
-  Pinpool__V1__Response *resp = frame_unpack_response(payload, n, 65536 + (size_t)n * 128);
+  Pinpool__V1__Response *resp = frame_unpack_response(payload, n, FRAME_RESPONSE_BUDGET(n));
   if (!resp) {
     rc = PP_EPROTO;
     goto fail;
@@ -451,7 +457,7 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
       want = FRAME_HEADER_SIZE + (size_t)n;
       if (have >= want) {
         Pinpool__V1__Response *resp =
-            frame_unpack_response(h + FRAME_HEADER_SIZE, n, 65536 + (size_t)n * 128);
+            frame_unpack_response(h + FRAME_HEADER_SIZE, n, FRAME_RESPONSE_BUDGET(n));
         if (!resp) return PP_EPROTO;
         rx->start += want;
         if (rx->start == rx->end) rx->start = rx->end = 0;

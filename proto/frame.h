@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "pinpool.pb-c.h"
 #include "pinpool_err.h"
@@ -22,6 +23,17 @@
 #define FRAME_MAX_DEFAULT (64u * 1024u)
 #define FRAME_MAX_LIMIT (16u * 1024u * 1024u)
 #define PROTOCOL_VERSION 1u
+/* Objects in one CacheAlloc (count) or CacheFree (offsets): the daemon refuses more, and
+ * libpinpool never asks for more. */
+#define PROTO_OBJECTS_MAX 1024u
+
+/* What unpacking one frame of len bytes may allocate (see frame_unpack_budgeted).  A request
+ * gets 64 KiB plus 32 bytes per wire byte: every legitimate request fits with room to spare
+ * and no crafted one can make the daemon allocate without bound.  A response gets 128 per
+ * wire byte: an empty submessage is 2 bytes on the wire and ~100 in memory, and Stats
+ * replies are lists of them; the client trusts its daemon, but never without a bound. */
+#define FRAME_REQUEST_BUDGET(len) (65536u + 32u * (size_t)(len))
+#define FRAME_RESPONSE_BUDGET(len) (65536u + 128u * (size_t)(len))
 
 /* Incremental reader: feed it whatever arrived, in pieces of any size. */
 typedef struct frame_reader {
@@ -61,6 +73,12 @@ ProtobufCMessage *frame_unpack_budgeted(const ProtobufCMessageDescriptor *desc,
                                         const uint8_t *data, size_t len, size_t budget,
                                         size_t *peak);
 void frame_free_message(ProtobufCMessage *msg);
+
+/* One sendmsg() of buf[0, len) with pass_fd (>= 0) as SCM_RIGHTS on its first byte, or
+ * none (pass_fd < 0); flags are sendmsg's (MSG_NOSIGNAL is always added).  Returns what
+ * sendmsg returns (bytes sent, or -1 with errno).  The one place pinpool builds the
+ * control message: the daemon sends Welcome with it, frame_send the rest. */
+ssize_t frame_sendmsg_fd(int fd, const void *buf, size_t len, int pass_fd, int flags);
 
 /* Blocking helpers for clients (libpinpool, pinpoolctl, tests). */
 /* Send one whole frame; pass_fd >= 0 rides along as SCM_RIGHTS. */

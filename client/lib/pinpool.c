@@ -515,9 +515,9 @@ out:
 }
 
 static int client_cache_return_batch(pp_cache *k, void *const *ptrs, unsigned n) {
-  uint64_t offs[1024];
+  uint64_t offs[PROTO_OBJECTS_MAX];
   if (n == 0) return 0;
-  if (n > 1024) return PP_ERANGE;
+  if (n > PROTO_OBJECTS_MAX) return PP_ERANGE;
   for (unsigned i = 0; i < n; i++)
     offs[i] = (uint64_t)((uint8_t *)ptrs[i] - k->base);
   Pinpool__V1__CacheFree f = PINPOOL__V1__CACHE_FREE__INIT;
