@@ -766,6 +766,71 @@ static void torn_commit_at_every_byte_replays_all_or_nothing_of_it(void **state)
   hist_fini(&base);
 }
 
+static void a_copy_of_a_valid_txn_is_never_its_own_successor(void **state) {
+  /* Sequence numbers are the second line behind the zero tail: the last transaction's
+   * bytes again, right after it, are crc-valid and of this generation, but not + 1. */
+  hist_t h = {0};
+  journal_t *j = build(&h, 71, 5, 30);
+  size_t len;
+  uint8_t *img = read_all(journal_fd(j), &len);
+  journal_close(j);
+  size_t last = h.end[h.n] - h.end[h.n - 1];
+  uint8_t *twice = malloc(len + last);
+  memcpy(twice, img, len);
+  memcpy(twice + len, img + h.end[h.n - 1], last);
+  int fd = memfd_with(twice, len + last);
+  journal_scan_t scan;
+  j = adopt_ok(fd, &scan);
+  assert_true(scan.torn_tail);
+  assert_non_null(strstr(scan.stop_reason, "sequence number"));
+  rlog_t got;
+  replay_log(j, &got, NULL);
+  assert_log_is_prefix(&got, &h, h.n);
+  rl_fini(&got);
+  journal_close(j);
+  free(twice);
+  free(img);
+  hist_fini(&h);
+}
+
+static void snapshot_of_a_crashed_compaction_is_not_replayed_as_log(void **state) {
+  /* When the old generation ends exactly on a page boundary, the new one starts right
+   * there, and its first transaction carries the next sequence number: only the
+   * generation in its header tells it from a continuation of the old log. */
+  hist_t h = {0};
+  journal_t *j = build(&h, 81, 7, 50);
+  journal_stats_t st;
+  journal_get_stats(j, &st);
+  size_t pad = (size_t)((4096 - (st.end + 48) % 4096) % 4096);
+  static uint8_t blob[4096];
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_add(j, 3, blob, pad), 0);
+  uint64_t seq;
+  assert_int_equal(journal_txn_commit(j, &seq), 0);
+  rl_begin(&h.exp, seq, 1, false);
+  rl_rec(&h.exp, 3, blob, pad);
+  rl_end(&h.exp, seq);
+  journal_get_stats(j, &st);
+  hist_push(&h, st.end, seq);
+  assert_int_equal(st.end % 4096, 0);
+
+  assert_int_equal(journal_compact_begin(j), 0);
+  journal_fault_after(j, 32 + 8 + 8 + 8); /* the first snapshot txn lands whole, then death */
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_add(j, 9, "snapshot", 8), 0);
+  assert_int_equal(journal_txn_commit(j, NULL), PP_EIO);
+  journal_scan_t scan;
+  j = restart(j, &scan);
+  assert_int_equal(scan.generation, 1);
+  assert_non_null(strstr(scan.stop_reason, "generation 2"));
+  rlog_t got;
+  replay_log(j, &got, NULL);
+  assert_log_is_prefix(&got, &h, h.n);
+  rl_fini(&got);
+  journal_close(j);
+  hist_fini(&h);
+}
+
 /* ---- adopt's refusals ------------------------------------------------------------------- */
 
 static void identity_mismatch_is_refused_with_a_reason(void **state) {
@@ -1348,6 +1413,8 @@ int main(void) {
       cmocka_unit_test(flipped_byte_anywhere_never_yields_a_record_that_was_not_written),
       cmocka_unit_test(damaged_superblock_slot_falls_back_to_its_twin_and_is_repaired),
       cmocka_unit_test(torn_commit_at_every_byte_replays_all_or_nothing_of_it),
+      cmocka_unit_test(a_copy_of_a_valid_txn_is_never_its_own_successor),
+      cmocka_unit_test(snapshot_of_a_crashed_compaction_is_not_replayed_as_log),
       cmocka_unit_test(identity_mismatch_is_refused_with_a_reason),
       cmocka_unit_test(garbage_and_foreign_fds_are_refused_not_crashed_on),
       cmocka_unit_test(failed_write_leaves_the_journal_as_before),
