@@ -115,8 +115,8 @@
  * the amortized compactions, of which ~0.6 us is the pwrite itself (a bare pwrite over
  * pages a memfd already has), ~0.15 us the kernel giving the file a new page every ~19
  * commits, ~26 ns the crc (~105 ns with the table) and ~20 ns encoding: 1.4% of an alloc +
- * free pair of round trips.  Adopt and
- * replay read the generation once each through a read-only mapping.
+ * free pair of round trips.  Adopt and replay read the generation once each through a
+ * read-only mapping (~50 ns a transaction).
  *
  * What it deliberately does not do.  No fsync, no msync: the journal is memory, and it
  * survives exactly what the region it describes survives — the daemon's process, not the
@@ -1004,8 +1004,11 @@ void journal_fault_after(journal_t *j, uint64_t bytes) {
 /* ---- payload encoding ---------------------------------------------------------------------
  */
 
+/* Stands in for a NULL buffer, so that no arithmetic is ever done on a null pointer. */
+static uint8_t no_bytes[1];
+
 void journal_enc_init(journal_enc_t *e, void *buf, size_t cap) {
-  e->buf = buf;
+  e->buf = buf ? buf : no_bytes;
   e->cap = buf ? cap : 0;
   e->len = 0;
   e->err = 0;
@@ -1067,7 +1070,7 @@ int journal_txn_add_enc(journal_t *j, uint32_t type, const journal_enc_t *e) {
 }
 
 void journal_dec_init(journal_dec_t *d, const void *buf, size_t len) {
-  d->buf = buf;
+  d->buf = buf ? buf : no_bytes;
   d->len = buf ? len : 0;
   d->off = 0;
   d->err = 0;

@@ -254,7 +254,7 @@ static void hist_copy_prefix(hist_t *dst, const hist_t *src, size_t k) {
 /* Replay must equal exactly the first k committed transactions. */
 static void assert_log_is_prefix(const rlog_t *got, const hist_t *h, size_t k) {
   assert_true(k <= h->n);
-  if (got->len != h->bound[k] || memcmp(got->p, h->exp.p, got->len) != 0)
+  if (got->len != h->bound[k] || (got->len && memcmp(got->p, h->exp.p, got->len) != 0))
     fail_msg("replay (%zu bytes, %" PRIu64 " txns) is not the first %zu committed txns "
              "(%zu bytes)",
              got->len, got->txns, k, h->bound[k]);
