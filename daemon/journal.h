@@ -106,7 +106,8 @@ int journal_txn_begin(journal_t *j);
 int journal_txn_add(journal_t *j, uint32_t type, const void *payload, size_t len);
 /* Writes the open transaction as one unit (one pwrite) and closes it.  On 0 it is durable
  * (it survives the process) and *ret_seq (may be NULL) is its sequence number, the previous
- * one's + 1.  On failure (PP_EOS, PP_EIO) nothing of it will ever be replayed.  PP_EINVAL
+ * one's + 1.  On failure (PP_EOS, PP_EIO) nothing of it will ever be replayed — except
+ * after journal_fault_after fired, which models a process already dead.  PP_EINVAL
  * without an open transaction.  During a compaction the transaction belongs to the snapshot
  * and is durable only once journal_compact_commit returns 0. */
 int journal_txn_commit(journal_t *j, uint64_t *ret_seq);
