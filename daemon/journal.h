@@ -20,13 +20,12 @@ typedef struct journal journal_t;
 /* What a scan of the current generation found (adopt, replay). */
 typedef struct journal_scan {
   uint64_t generation;
-  uint64_t txns;    /* valid transactions, snapshot ones included */
-  uint64_t records; /* records in them */
-  uint64_t
-      snapshot_txns;  /* of txns, those written by the compaction that made this generation */
-  uint64_t first_seq; /* sequence number of the generation's first transaction */
-  uint64_t next_seq;  /* one past the last valid transaction's */
-  uint64_t bytes;     /* of valid transactions, from the generation's data start */
+  uint64_t txns;          /* valid transactions, snapshot ones included */
+  uint64_t records;       /* records in them */
+  uint64_t snapshot_txns; /* of txns, those of this generation's snapshot */
+  uint64_t first_seq;     /* sequence number of the generation's first transaction */
+  uint64_t next_seq;      /* one past the last valid transaction's */
+  uint64_t bytes;         /* of valid transactions, from the generation's data start */
   uint64_t dropped_bytes; /* after the last valid transaction: a torn tail, or damage */
   bool torn_tail;         /* dropped_bytes > 0; stop_reason says what stopped the scan */
   bool snapshot_complete; /* every snapshot transaction is among the valid ones */
