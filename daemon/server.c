@@ -16,8 +16,9 @@
  *             the region memfd.  libuv cannot pass an arbitrary fd, so the Welcome goes
  *             straight to the socket (uv_fileno) while nothing else is queued — true by
  *             construction, since Hello is the first frame and nothing was written before.
- *          -> requests, each answered in order (pool.c) -> EOF or error -> everything the
- *             session held goes back at once (pool_session_release).
+ *          -> requests, each answered in order (handlers_serve: a packed reply frame)
+ *          -> EOF or error -> everything the session held goes back at once
+ *             (ledger_holder_release).
  *   A client slot (--max-clients) is taken by a successful Hello, not by accept(): a
  *   health probe that connects and leaves, or a client still on its way, holds none.  A
  *   Hello over the limit is answered TOO_MANY_CLIENTS with its own id, then the
@@ -54,13 +55,11 @@
  * loop never blocks on it: others are served meanwhile.
  *
  * Memory per request: unpack through frame.c's budgeted allocator (budget proportional
- * to the frame, which is at most max_frame); the reply is built in the server's arena,
- * which has a budget and is rewound right after frame_pack(), keeping one 16 KiB chunk
- * from reply to reply instead of a malloc and free of one per reply (see arena.c).  A
- * reply too big for max_frame is shrunk: Stats drops the map, then the buffer list, then
- * the client list; Buffer drops its segments; Response.message says what was left out.
+ * to the frame, which is at most max_frame); the reply is built and packed by the
+ * handlers (handlers.c), in their rewound arena, and they also make it fit max_frame —
+ * this file never looks inside a reply, it only writes the bytes.
  *
- * systemd.  READY=1 once the region is mapped (the pool exists before we are called) and
+ * systemd.  READY=1 once the region is mapped (the ledger exists before we are called) and
  * the socket listens; STATUS= lines when clients come and go; STOPPING=1 at shutdown.
  *
  * Shutdown (SIGTERM/SIGINT): STOPPING=1, close the listener (unlink our socket), then
@@ -89,6 +88,7 @@
 
 #include "buddy.h"
 #include "frame.h"
+#include "handlers.h"
 #include "log.h"
 
 #define SERVER_INBUF                                                                           \
@@ -97,7 +97,6 @@
 #define SERVER_REJECT_LINGER_MS 2000u
 #define SERVER_MAX_REJECTING 64u
 #define SERVER_MIN_PENDING 64u /* pre-Hello connections allowed: max(this, max_clients) */
-#define SERVER_ARENA_BUDGET (64u * 1024u * 1024u)
 
 typedef struct server server_t;
 
@@ -127,7 +126,9 @@ typedef struct write_req {
 
 struct server {
   const server_config_t *cfg;
-  pool_t *pool;
+  ledger_t *ledger;
+  handlers_t handlers;     /* requests past Hello, and the reply arena */
+  session_list_t sessions; /* past Hello (Stats.clients) */
   uv_loop_t loop;
   uv_pipe_t listener;
   uv_signal_t sigterm, sigint;
@@ -137,7 +138,6 @@ struct server {
   uint32_t nclients;   /* sessions past Hello: the ones --max-clients counts */
   uint32_t npending;   /* sessions accepted, Hello not yet seen */
   uint32_t nrejecting; /* connections over the pending bound, being refused */
-  arena_t arena;       /* each request's reply, rewound once it is packed */
 };
 
 /* ---- systemd ------------------------------------------------------------------------- */
@@ -145,8 +145,8 @@ struct server {
 static void server_status(server_t *srv) {
   if (!srv->notify) return;
   sd_notifyf(0, "STATUS=%u client%s, %" PRIu64 " of %" PRIu64 " bytes free", srv->nclients,
-             srv->nclients == 1 ? "" : "s", pool_free_bytes(srv->pool),
-             region_size(pool_region(srv->pool)));
+             srv->nclients == 1 ? "" : "s", ledger_free_bytes(srv->ledger),
+             region_size(ledger_region(srv->ledger)));
 }
 
 /* ---- connection teardown ------------------------------------------------------------- */
@@ -155,7 +155,11 @@ static void conn_release_session(conn_t *c) {
   bool hello_done;
   if (!c->session) return;
   hello_done = c->session->hello_done;
-  pool_session_release(c->srv->pool, c->session);
+  if (c->session->holder) {
+    ledger_holder_release(c->srv->ledger, c->session->holder);
+    c->session->holder = NULL;
+  }
+  session_list_del(&c->srv->sessions, c->session);
   log_debug("session %" PRIu64 " (pid %d uid %u) ended after %" PRIu64 " requests",
             c->session->id, (int)c->session->pid, (unsigned)c->session->uid,
             c->session->requests);
@@ -255,39 +259,6 @@ static void on_write(uv_write_t *req, int status) {
   }
 }
 
-/* Make a reply fit max_frame by leaving out the bulkiest optional parts. */
-static int pack_fitting(server_t *srv, Pinpool__V1__Response *resp, arena_t *a, uint8_t **buf,
-                        size_t *len) {
-  int rc = frame_pack(&resp->base, srv->cfg->max_frame, buf, len);
-  const char *left_out = NULL;
-
-  while (rc == PP_ERANGE) {
-    if (resp->body_case == PINPOOL__V1__RESPONSE__BODY_STATS && resp->stats->n_map) {
-      resp->stats->n_map = 0;
-      left_out = "map";
-    } else if (resp->body_case == PINPOOL__V1__RESPONSE__BODY_STATS && resp->stats->n_buffers) {
-      resp->stats->n_buffers = 0;
-      left_out = "map and buffer list";
-    } else if (resp->body_case == PINPOOL__V1__RESPONSE__BODY_STATS && resp->stats->n_clients) {
-      resp->stats->n_clients = 0;
-      left_out = "map, buffer and client lists";
-    } else if (resp->body_case == PINPOOL__V1__RESPONSE__BODY_BUFFER &&
-               resp->buffer->n_segments) {
-      resp->buffer->n_segments = 0;
-      left_out = "segments";
-    } else {
-      break;
-    }
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s left out: the reply would exceed max_frame %u", left_out,
-             srv->cfg->max_frame);
-    resp->message = arena_strdup(a, msg);
-    if (!resp->message) resp->message = (char *)"";
-    rc = frame_pack(&resp->base, srv->cfg->max_frame, buf, len);
-  }
-  return rc;
-}
-
 /* Send buf[off, len) after everything already queued for c; buf is ours to free, on
  * failure too.  uv_try_write first (see "Writing a reply" above): it answers UV_EAGAIN
  * while anything is queued, so only the rest the socket did not take is queued. */
@@ -327,23 +298,9 @@ static int conn_write(conn_t *c, uint8_t *buf, size_t off, size_t len) {
   return rc;
 }
 
-static void conn_send(conn_t *c, Pinpool__V1__Response *resp, arena_t *a) {
+/* Write one packed reply, then pause the client if its queue passed the high-water mark. */
+static void conn_send(conn_t *c, uint8_t *buf, size_t len) {
   server_t *srv = c->srv;
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  int rc = pack_fitting(srv, resp, a, &buf, &len);
-
-  if (rc) {
-    Pinpool__V1__Response err = PINPOOL__V1__RESPONSE__INIT;
-    err.id = resp->id;
-    err.status = (Pinpool__V1__Status)(-PP_EINTERNAL);
-    err.message = (char *)"reply could not be encoded";
-    log_err("packing a reply failed: %s", pp_strerror(rc));
-    if (frame_pack(&err.base, srv->cfg->max_frame, &buf, &len)) {
-      conn_close_now(c);
-      return;
-    }
-  }
   if (conn_write(c, buf, 0, len)) {
     conn_close_now(c);
     return;
@@ -362,7 +319,8 @@ static void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...) {
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
-  arena_t a;
+  uint8_t *buf = NULL;
+  size_t len = 0;
   char msg[256];
   va_list ap;
 
@@ -371,19 +329,23 @@ static void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...) {
   va_end(ap);
   log_info("session %" PRIu64 " (pid %d): %s: %s; closing", c->session ? c->session->id : 0,
            c->session ? (int)c->session->pid : -1, pp_status_name(rc), msg);
-  arena_init(&a, 0);
   resp.id = id;
   resp.status = (Pinpool__V1__Status)(-rc);
   resp.message = msg;
-  conn_send(c, &resp, &a);
-  arena_reset(&a);
+  /* No body, and a message far below the smallest max_frame: it packs unless malloc
+   * fails, and then there is nothing to say. */
+  if (frame_pack(&resp.base, c->srv->cfg->max_frame, &buf, &len)) {
+    conn_close_now(c);
+    return;
+  }
+  conn_send(c, buf, len);
   conn_close_graceful(c);
 }
 
 /* ---- the handshake ------------------------------------------------------------------- */
 
 static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
-  const region_t *r = pool_region(c->srv->pool);
+  const region_t *r = ledger_region(c->srv->ledger);
   uint8_t *buf = NULL;
   size_t len = 0;
   uv_os_fd_t fd;
@@ -410,10 +372,11 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
 
 static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
   session_t *s = c->session;
-  const region_t *r = pool_region(c->srv->pool);
+  const region_t *r = ledger_region(c->srv->ledger);
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
   Pinpool__V1__Welcome w = PINPOOL__V1__WELCOME__INIT;
   const Pinpool__V1__Hello *h = req->hello;
+  ledger_ident_t ident = {.session_id = s->id, .pid = s->pid, .uid = s->uid};
 
   if (h->protocol_version != PROTOCOL_VERSION) {
     conn_fail(c, req->id, PP_EVERSION,
@@ -427,6 +390,10 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
     conn_fail(c, req->id, PP_ETOOMANY, "too many clients (max %u)", c->srv->cfg->max_clients);
     return;
   }
+  if (ledger_holder_create(c->srv->ledger, &ident, &s->holder)) {
+    conn_fail(c, req->id, PP_ENOPRIVMEM, "daemon out of private memory");
+    return;
+  }
   session_set_name(s, h->client_name);
   if (h->session_token.len)
     log_debug("session %" PRIu64 ": re-claiming a previous session is not supported yet; "
@@ -435,9 +402,9 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
   s->hello_done = true;
   c->srv->npending--;
   c->srv->nclients++;
+  session_list_add(&c->srv->sessions, s);
   server_status(c->srv);
   uv_timer_stop(&c->timer);
-  pool_session_add(c->srv->pool, s);
 
   w.protocol_version = PROTOCOL_VERSION;
   w.session_id = s->id;
@@ -464,8 +431,8 @@ static void handle_hello(conn_t *c, const Pinpool__V1__Request *req) {
 
 static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
   Pinpool__V1__Request *req = frame_unpack_request(frame, len, FRAME_REQUEST_BUDGET(len));
-  Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
-  arena_t *a = &c->srv->arena;
+  uint8_t *buf = NULL;
+  size_t blen = 0;
 
   if (!req) {
     conn_fail(c, 0, PP_EPROTO, "undecodable request (%zu bytes)", len);
@@ -491,10 +458,11 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     conn_fail(c, req->id, PP_EPROTO, "hello sent twice");
     goto out;
   }
-  resp.id = req->id;
-  pool_handle(c->srv->pool, c->session, req, &resp, a);
-  conn_send(c, &resp, a);
-  arena_rewind(a);
+  if (handlers_serve(&c->srv->handlers, c->session, req, &buf, &blen)) {
+    conn_close_now(c);
+    goto out;
+  }
+  conn_send(c, buf, blen);
 out:
   frame_free_request(req);
 }
@@ -764,18 +732,22 @@ static void close_any(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-int server_run(const server_config_t *cfg, pool_t *pool) {
+int server_run(const server_config_t *cfg, ledger_t *ledger) {
   server_t *srv = calloc(1, sizeof *srv);
-  const region_t *r = pool_region(pool);
+  const region_t *r = ledger_region(ledger);
+  handlers_config_t hc = {.max_frame = cfg->max_frame,
+                          .max_clients = cfg->max_clients,
+                          .started_ms = cfg->started_ms};
   int rc;
 
-  if (!srv) return PP_ENOMEM;
+  if (!srv) return PP_ENOPRIVMEM;
   srv->cfg = cfg;
-  srv->pool = pool;
+  srv->ledger = ledger;
   srv->notify = getenv("NOTIFY_SOCKET") != NULL;
-  arena_init(&srv->arena, SERVER_ARENA_BUDGET);
+  handlers_init(&srv->handlers, ledger, &srv->sessions, &hc);
   signal(SIGPIPE, SIG_IGN);
   if ((rc = uv_loop_init(&srv->loop))) {
+    handlers_fini(&srv->handlers);
     free(srv);
     return PP_EOS;
   }
@@ -790,7 +762,7 @@ int server_run(const server_config_t *cfg, pool_t *pool) {
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
-    arena_reset(&srv->arena);
+    handlers_fini(&srv->handlers);
     free(srv);
     return rc;
   }
@@ -811,7 +783,7 @@ int server_run(const server_config_t *cfg, pool_t *pool) {
   rc = uv_loop_close(&srv->loop);
   if (rc) log_warning("event loop closed with handles left: %s", uv_strerror(rc));
   log_notice("stopped");
-  arena_reset(&srv->arena);
+  handlers_fini(&srv->handlers);
   free(srv);
   return 0;
 }
