@@ -4,7 +4,7 @@
  * Dispatch is one table, handler_table[], indexed by the request's body case: each row is
  * the handler function and whether the request is admin-only (refused PERMISSION_DENIED,
  * "<name> needs root or the admin group", before the handler runs).  Hello is not in the
- * table: it belongs to the connection's handshake (server.c), which answers it with
+ * table: it belongs to the connection's handshake (handshake.c), which answers it with
  * the memfd.  A body with no row is a PROTOCOL_ERROR reply ("unexpected request").
  *
  * A handler reads its request's fields, calls the ledger (which validates everything and

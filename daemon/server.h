@@ -1,5 +1,6 @@
 /* server.h — pinpoold's event loop: the listening socket, connections, the handshake,
- * back-pressure, systemd notification and clean shutdown.  See server.c. */
+ * back-pressure, systemd notification and clean shutdown.  See server.c, listen.c,
+ * conn.c and handshake.c. */
 #ifndef PP_DAEMON_SERVER_H
 #define PP_DAEMON_SERVER_H
 
