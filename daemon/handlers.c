@@ -94,7 +94,7 @@ static int reply_why(resp_t *resp, arena_t *a, int rc, const ledger_why_t *why) 
   return reply(resp, a, rc, "%s", why->msg);
 }
 
-static int reply_nomem(resp_t *resp, arena_t *a) {
+static int reply_no_private_memory(resp_t *resp, arena_t *a) {
   return reply(resp, a, PP_ENOPRIVMEM, "daemon out of private memory");
 }
 
@@ -148,7 +148,7 @@ static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b
   return 0;
 nomem:
   ledger_buf_free(hs->ledger, s->holder, b->handle, NULL);
-  return reply_nomem(resp, a);
+  return reply_no_private_memory(resp, a);
 }
 
 /* ---- the handlers ------------------------------------------------------------------- */
@@ -186,7 +186,8 @@ static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *
 
   if (rc) return reply_why(resp, a, rc, &why);
   ci = arena_alloc(a, sizeof *ci);
-  if (!ci) return reply_nomem(resp, a); /* the cache stays open: opening is idempotent */
+  if (!ci)
+    return reply_no_private_memory(resp, a); /* the cache stays open: opening is idempotent */
   pinpool__v1__cache_info__init(ci);
   ci->cache_id = info.id;
   ci->object_size = info.object_size;
@@ -235,7 +236,7 @@ static int h_stats(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
                         .max_clients = hs->cfg.max_clients,
                         .uptime_ms = handlers_now_ms() - hs->cfg.started_ms};
   Pinpool__V1__Stats *st;
-  if (stats_build(&src, req->stats, &st, a)) return reply_nomem(resp, a);
+  if (stats_build(&src, req->stats, &st, a)) return reply_no_private_memory(resp, a);
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_STATS;
   resp->stats = st;
   return 0;
@@ -245,7 +246,7 @@ static int h_shrink(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp
   Pinpool__V1__ShrinkResult *r = arena_alloc(a, sizeof *r);
   ledger_shrink_result_t res;
 
-  if (!r) return reply_nomem(resp, a);
+  if (!r) return reply_no_private_memory(resp, a);
   ledger_shrink(hs->ledger, &res);
   pinpool__v1__shrink_result__init(r);
   r->objects_drained = res.objects_drained;
