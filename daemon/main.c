@@ -26,8 +26,9 @@
 
 #include "endpoint.h"
 #include "frame.h"
+#include "handlers.h"
+#include "ledger.h"
 #include "log.h"
-#include "pool.h"
 #include "probe.h"
 #include "region.h"
 #include "units.h"
@@ -319,8 +320,8 @@ int main(int argc, char **argv) {
                  .max_frame = FRAME_MAX_DEFAULT,
                  .hello_timeout_ms = 10000};
   server_config_t sc = {0};
-  pool_config_t pc = {0};
-  pool_t *pool = NULL;
+  ledger_config_t lc = {0};
+  ledger_t *ledger = NULL;
   gid_t admin_gid = (gid_t)-1;
   int rc;
 
@@ -340,13 +341,13 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  pc.size = o.size;
-  pc.policy = o.policy;
-  pc.quota = o.quota;
-  pc.max_buffers = o.max_buffers;
-  pc.max_clients = o.max_clients;
-  pc.zero_on_free = o.zero_on_free;
-  rc = pool_create(&pc, &pool);
+  sc.started_ms = handlers_now_ms();
+  lc.size = o.size;
+  lc.policy = o.policy;
+  lc.quota = o.quota;
+  lc.max_buffers = o.max_buffers;
+  lc.zero_on_free = o.zero_on_free;
+  rc = ledger_create(&lc, &ledger);
   if (rc) {
     log_err("cannot create the region (%" PRIu64 " bytes, %s pages): %s", o.size,
             region_policy_name(o.policy), pp_strerror(rc));
@@ -360,7 +361,7 @@ int main(int argc, char **argv) {
   sc.admin_gid = admin_gid;
   sc.write_high_water = 4u * o.max_frame > (1u << 20) ? 4u * o.max_frame : (1u << 20);
   sc.hello_timeout_ms = o.hello_timeout_ms;
-  rc = server_run(&sc, pool);
-  pool_destroy(pool);
+  rc = server_run(&sc, ledger);
+  ledger_destroy(ledger);
   return rc ? 1 : 0;
 }

@@ -1,5 +1,6 @@
-/* server.h — pinpoold's event loop: the listening socket, connections, framing, the
- * handshake, back-pressure, systemd notification and clean shutdown.  See server.c. */
+/* server.h — pinpoold's event loop: the listening socket, connections, the handshake,
+ * back-pressure, systemd notification and clean shutdown.  See server.c, listen.c,
+ * conn.c and handshake.c. */
 #ifndef PP_DAEMON_SERVER_H
 #define PP_DAEMON_SERVER_H
 
@@ -8,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "pool.h"
+#include "ledger.h"
 
 typedef struct server_config {
   const char *socket_path;   /* where to bind when systemd passes no socket */
@@ -18,10 +19,12 @@ typedef struct server_config {
   gid_t admin_gid;           /* (gid_t)-1: root only */
   size_t write_high_water;   /* queued reply bytes above which a client's reads pause */
   unsigned hello_timeout_ms; /* a connection must say Hello within this */
+  uint64_t started_ms;       /* CLOCK_MONOTONIC ms at start-up (Stats.uptime_ms) */
 } server_config_t;
 
-/* Listen (bound or socket-activated), serve until SIGTERM/SIGINT, shut down cleanly.
- * Returns 0, or a negative PP_E* code when the socket could not be set up. */
-int server_run(const server_config_t *cfg, pool_t *pool);
+/* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut
+ * down cleanly (every session released).  Returns 0, or a negative PP_E* code when the
+ * socket could not be set up. */
+int server_run(const server_config_t *cfg, ledger_t *ledger);
 
 #endif

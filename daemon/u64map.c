@@ -56,7 +56,7 @@ static int grow(u64map_t *m) {
   if (!nk || !nv) {
     free(nk);
     free(nv);
-    return PP_ENOMEM;
+    return PP_ENOPRIVMEM;
   }
   for (size_t i = 0; i < ncap; i++)
     nk[i] = U64MAP_EMPTY;

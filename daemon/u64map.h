@@ -18,7 +18,7 @@ typedef struct u64map {
 
 void u64map_init(u64map_t *m);
 void u64map_fini(u64map_t *m);
-/* Insert or overwrite.  PP_ENOMEM (private memory exhausted) leaves the map unchanged. */
+/* Insert or overwrite.  PP_ENOPRIVMEM (private memory exhausted) leaves the map unchanged. */
 int u64map_put(u64map_t *m, uint64_t key, uint64_t val);
 /* True and *ret_val set when present (ret_val may be NULL). */
 bool u64map_get(const u64map_t *m, uint64_t key, uint64_t *ret_val);

@@ -1,0 +1,354 @@
+/*
+ * handlers.c — pinpoold's requests: a protobuf Request in, ledger calls, a Response out.
+ *
+ * Dispatch is one table, handler_table[], indexed by the request's body case: each row is
+ * the handler function and whether the request is admin-only (refused PERMISSION_DENIED,
+ * "<name> needs root or the admin group", before the handler runs).  Hello is not in the
+ * table: it belongs to the connection's handshake (handshake.c), which answers it with
+ * the memfd.  A body with no row is a PROTOCOL_ERROR reply ("unexpected request").
+ *
+ * A handler reads its request's fields, calls the ledger (which validates everything and
+ * changes nothing when it refuses, handing back a PP_E* code and the reason), and builds
+ * the Response body in the arena.  Nothing here owns state: who holds what is the
+ * ledger's, who is connected the session list's.
+ *
+ * Where a new request type goes: the message and its body case in proto/pinpool.proto; a
+ * row in handler_table[] and its handler function here; a ledger function when it changes
+ * ownership (built from the ledger's primitives, so the journal sees it); if its reply can
+ * grow past max_frame, a trim function in trim_table[]; the client library's function;
+ * and tests.  The connection code does not change.
+ *
+ * Replies: each is built in the handlers' arena, packed by handlers_pack() and the arena
+ * rewound right after (arena.c: one chunk is kept from reply to reply, so the hot path
+ * makes no malloc for it).  A reply too big for max_frame is cut down by its body's trim
+ * function (trim_table[]: Stats drops the map, then the buffer list, then the client
+ * list; Buffer drops its segments), and Response.message says what was left out.  A reply
+ * that still cannot be packed becomes an INTERNAL error reply with the same id.
+ *
+ * Private memory: when malloc (or the arena's budget) runs out, the reply is
+ * NO_PRIVATE_MEMORY and nothing changed — the ledger undoes its half-done work, and a
+ * handler that cannot build its reply after the ledger said yes undoes that (a buffer
+ * reference taken is dropped again).
+ *
+ * Locks: none; only the loop thread calls in.
+ */
+#include "handlers.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "debug.h"
+#include "frame.h"
+#include "log.h"
+#include "stats.h"
+
+typedef Pinpool__V1__Response resp_t;
+typedef Pinpool__V1__Request req_t;
+
+/* The ledger speaks the protocol's numbers where they meet, so nothing is translated. */
+_Static_assert(LEDGER_ALLOC_CONTIG == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS,
+               "alloc flag values");
+_Static_assert(LEDGER_ALLOC_ZERO == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO,
+               "alloc flag values");
+_Static_assert(LEDGER_OBJECTS_MAX == PROTO_OBJECTS_MAX, "objects per request");
+
+uint64_t handlers_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,
+                   const handlers_config_t *cfg) {
+  hs->ledger = ledger;
+  hs->sessions = sessions;
+  hs->cfg = *cfg;
+  arena_init(&hs->arena, 64u * 1024u * 1024u);
+}
+
+void handlers_fini(handlers_t *hs) {
+  arena_reset(&hs->arena);
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static int reply(resp_t *resp, arena_t *a, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int reply(resp_t *resp, arena_t *a, int rc, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  resp->status = (Pinpool__V1__Status)(-rc);
+  resp->message = arena_strdup(a, msg);
+  if (!resp->message) resp->message = (char *)"";
+  return rc;
+}
+
+static int reply_why(resp_t *resp, arena_t *a, int rc, const ledger_why_t *why) {
+  return reply(resp, a, rc, "%s", why->msg);
+}
+
+static int reply_no_private_memory(resp_t *resp, arena_t *a) {
+  return reply(resp, a, PP_ENOPRIVMEM, "daemon out of private memory");
+}
+
+/* The Buffer body for b: its segments are the region's physically contiguous runs that
+ * intersect it.  On failure the reference the request took is dropped again. */
+static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b, resp_t *resp,
+                        arena_t *a) {
+  Pinpool__V1__Buffer *m = arena_alloc(a, sizeof *m);
+  size_t nruns, lo = 0, hi, first, n = 0;
+  const region_run_t *runs = ledger_runs(hs->ledger, &nruns);
+  uint64_t end = b->offset + b->size;
+
+  if (!m) goto nomem;
+  pinpool__v1__buffer__init(m);
+  m->handle = b->handle;
+  m->offset = b->offset;
+  m->size = b->size;
+  m->phys_addr = b->phys;
+  m->contiguous = b->contiguous;
+  if (b->name) m->name = (char *)b->name; /* lives until after packing */
+  /* Runs intersecting [offset, end): binary search for the first run ending after offset. */
+  hi = nruns;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (runs[mid].offset + runs[mid].length <= b->offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  first = lo;
+  while (first + n < nruns && runs[first + n].offset < end)
+    n++;
+  if (n) {
+    Pinpool__V1__Segment *seg = arena_alloc(a, n * sizeof *seg);
+    m->segments = arena_alloc(a, n * sizeof *m->segments);
+    if (!m->segments || !seg) goto nomem;
+    for (size_t i = 0; i < n; i++) {
+      const region_run_t *r = &runs[first + i];
+      uint64_t s0 = r->offset > b->offset ? r->offset : b->offset;
+      uint64_t e0 = r->offset + r->length < end ? r->offset + r->length : end;
+      pinpool__v1__segment__init(&seg[i]);
+      seg[i].offset = s0;
+      seg[i].phys_addr = r->phys + (s0 - r->offset);
+      seg[i].length = e0 - s0;
+      m->segments[i] = &seg[i];
+    }
+    m->n_segments = n;
+  }
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_BUFFER;
+  resp->buffer = m;
+  return 0;
+nomem:
+  ledger_buf_free(hs->ledger, s->holder, b->handle, NULL);
+  return reply_no_private_memory(resp, a);
+}
+
+/* ---- the handlers ------------------------------------------------------------------- */
+
+static int h_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  const Pinpool__V1__Alloc *m = req->alloc;
+  ledger_buf_info_t b;
+  ledger_why_t why;
+  int rc = ledger_buf_alloc(hs->ledger, s->holder, m->size, m->flags, m->name, &why, &b);
+  if (rc) return reply_why(resp, a, rc, &why);
+  return reply_buffer(hs, s, &b, resp, a);
+}
+
+static int h_free(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  ledger_why_t why;
+  int rc = ledger_buf_free(hs->ledger, s->holder, req->free->handle, &why);
+  return rc ? reply_why(resp, a, rc, &why) : 0;
+}
+
+static int h_lookup(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  ledger_buf_info_t b;
+  ledger_why_t why;
+  int rc = ledger_buf_lookup(hs->ledger, s->holder, req->lookup->name, &why, &b);
+  if (rc) return reply_why(resp, a, rc, &why);
+  return reply_buffer(hs, s, &b, resp, a);
+}
+
+static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                        arena_t *a) {
+  const Pinpool__V1__CacheOpen *m = req->cache_open;
+  Pinpool__V1__CacheInfo *ci;
+  ledger_cache_info_t info;
+  ledger_why_t why;
+  int rc = ledger_cache_open(hs->ledger, m->name, m->object_size, m->align, &why, &info);
+
+  if (rc) return reply_why(resp, a, rc, &why);
+  ci = arena_alloc(a, sizeof *ci);
+  if (!ci)
+    return reply_no_private_memory(resp, a); /* the cache stays open: opening is idempotent */
+  pinpool__v1__cache_info__init(ci);
+  ci->cache_id = info.id;
+  ci->object_size = info.object_size;
+  ci->align = info.align;
+  ci->objects_per_slab = info.objs_per_slab;
+  ci->slab_bytes = info.slab_bytes;
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_CACHE;
+  resp->cache = ci;
+  return 0;
+}
+
+static int h_cache_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                         arena_t *a) {
+  const Pinpool__V1__CacheAlloc *m = req->cache_alloc;
+  Pinpool__V1__Objects *o = arena_alloc(a, sizeof *o);
+  uint64_t *offs = NULL;
+  ledger_why_t why;
+  int rc;
+
+  /* Room for the answer first, so the ledger writes the offsets straight into the reply;
+   * a count out of range gets none (the ledger refuses it for that). */
+  if (o && m->count > 0 && m->count <= LEDGER_OBJECTS_MAX)
+    offs = arena_alloc(a, m->count * sizeof *offs);
+  rc = ledger_cache_alloc(hs->ledger, s->holder, m->cache_id, m->count, offs, &why);
+  if (rc) return reply_why(resp, a, rc, &why);
+  pinpool__v1__objects__init(o);
+  o->offsets = offs;
+  o->n_offsets = m->count;
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_OBJECTS;
+  resp->objects = o;
+  return 0;
+}
+
+static int h_cache_free(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                        arena_t *a) {
+  const Pinpool__V1__CacheFree *m = req->cache_free;
+  ledger_why_t why;
+  int rc =
+      ledger_cache_free(hs->ledger, s->holder, m->cache_id, m->offsets, m->n_offsets, &why);
+  return rc ? reply_why(resp, a, rc, &why) : 0;
+}
+
+static int h_stats(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  stats_source_t src = {.ledger = hs->ledger,
+                        .sessions = hs->sessions,
+                        .max_clients = hs->cfg.max_clients,
+                        .uptime_ms = handlers_now_ms() - hs->cfg.started_ms};
+  Pinpool__V1__Stats *st;
+  if (stats_build(&src, req->stats, &st, a)) return reply_no_private_memory(resp, a);
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_STATS;
+  resp->stats = st;
+  return 0;
+}
+
+static int h_shrink(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  Pinpool__V1__ShrinkResult *r = arena_alloc(a, sizeof *r);
+  ledger_shrink_result_t res;
+
+  if (!r) return reply_no_private_memory(resp, a);
+  ledger_shrink(hs->ledger, &res);
+  pinpool__v1__shrink_result__init(r);
+  r->objects_drained = res.objects_drained;
+  r->slabs_released = res.slabs_released;
+  r->bytes_released = res.bytes_released;
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_SHRINK;
+  resp->shrink = r;
+  log_info("shrink by session %" PRIu64 ": %" PRIu64 " objects drained, %" PRIu64
+           " slabs (%" PRIu64 " bytes) released",
+           s->id, res.objects_drained, res.slabs_released, res.bytes_released);
+  return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------- */
+
+typedef int (*handler_fn)(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                          arena_t *a);
+
+static const struct handler_row {
+  handler_fn fn;
+  bool admin;       /* root or --admin-group only */
+  const char *name; /* for the refusal */
+} handler_table[] = {
+    [PINPOOL__V1__REQUEST__BODY_ALLOC] = {h_alloc, false, "alloc"},
+    [PINPOOL__V1__REQUEST__BODY_FREE] = {h_free, false, "free"},
+    [PINPOOL__V1__REQUEST__BODY_LOOKUP] = {h_lookup, false, "lookup"},
+    [PINPOOL__V1__REQUEST__BODY_CACHE_OPEN] = {h_cache_open, false, "cache_open"},
+    [PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC] = {h_cache_alloc, false, "cache_alloc"},
+    [PINPOOL__V1__REQUEST__BODY_CACHE_FREE] = {h_cache_free, false, "cache_free"},
+    [PINPOOL__V1__REQUEST__BODY_STATS] = {h_stats, true, "stats"},
+    [PINPOOL__V1__REQUEST__BODY_SHRINK] = {h_shrink, true, "shrink"},
+};
+
+static void handle(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
+  unsigned bc = (unsigned)req->body_case;
+  const struct handler_row *row =
+      bc < sizeof handler_table / sizeof handler_table[0] ? &handler_table[bc] : NULL;
+
+  if (!row || !row->fn)
+    reply(resp, a, PP_EPROTO, "unexpected request (body %d)", (int)req->body_case);
+  else if (row->admin && !s->admin)
+    reply(resp, a, PP_EPERM, "%s needs root or the admin group", row->name);
+  else
+    row->fn(hs, s, req, resp, a);
+}
+
+/* ---- fitting max_frame -------------------------------------------------------------- */
+
+static const char *trim_buffer(resp_t *resp) {
+  if (!resp->buffer->n_segments) return NULL;
+  resp->buffer->n_segments = 0;
+  return "segments";
+}
+
+static const char *trim_stats(resp_t *resp) {
+  return stats_trim(resp->stats);
+}
+
+/* What a body can leave out, bulkiest first; called again while the reply is too big.
+ * Returns what is left out so far (for the message), NULL when nothing more can go. */
+typedef const char *(*trim_fn)(resp_t *resp);
+static const trim_fn trim_table[] = {
+    [PINPOOL__V1__RESPONSE__BODY_BUFFER] = trim_buffer,
+    [PINPOOL__V1__RESPONSE__BODY_STATS] = trim_stats,
+};
+
+int handlers_pack(uint32_t max_frame, resp_t *resp, arena_t *a, uint8_t **ret_buf,
+                  size_t *ret_len) {
+  int rc = frame_pack(&resp->base, max_frame, ret_buf, ret_len);
+  unsigned bc = (unsigned)resp->body_case;
+  trim_fn trim = bc < sizeof trim_table / sizeof trim_table[0] ? trim_table[bc] : NULL;
+  const char *left_out;
+
+  while (rc == PP_ERANGE && trim && (left_out = trim(resp))) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s left out: the reply would exceed max_frame %u", left_out,
+             max_frame);
+    resp->message = arena_strdup(a, msg);
+    if (!resp->message) resp->message = (char *)"";
+    rc = frame_pack(&resp->base, max_frame, ret_buf, ret_len);
+  }
+  return rc;
+}
+
+int handlers_serve(handlers_t *hs, session_t *s, const req_t *req, uint8_t **ret_buf,
+                   size_t *ret_len) {
+  resp_t resp = PINPOOL__V1__RESPONSE__INIT;
+  arena_t *a = &hs->arena;
+  int rc;
+
+  PP_ASSERT(s->holder != NULL);
+  resp.id = req->id;
+  handle(hs, s, req, &resp, a);
+  rc = handlers_pack(hs->cfg.max_frame, &resp, a, ret_buf, ret_len);
+  arena_rewind(a);
+  if (rc) {
+    resp_t err = PINPOOL__V1__RESPONSE__INIT;
+    err.id = req->id;
+    err.status = (Pinpool__V1__Status)(-PP_EINTERNAL);
+    err.message = (char *)"reply could not be encoded";
+    log_err("packing a reply failed: %s", pp_strerror(rc));
+    rc = frame_pack(&err.base, hs->cfg.max_frame, ret_buf, ret_len);
+  }
+  return rc;
+}

@@ -1,0 +1,218 @@
+/* ledger.h — who holds what in one pool: the region and the allocators over it (buddy,
+ * slab caches, the loop thread's magazine per cache), the buffers and objects sessions
+ * hold, published names and the bytes charged to each uid.  Plain C types only: nothing
+ * here knows the protocol (handlers.c translates).  See ledger.c. */
+#ifndef PP_DAEMON_LEDGER_H
+#define PP_DAEMON_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buddy.h"
+#include "magazine.h"
+#include "region.h"
+#include "slab.h"
+
+#define LEDGER_NAME_MAX 255u     /* bytes of a published buffer's name */
+#define LEDGER_OBJECTS_MAX 1024u /* objects per ledger_cache_alloc */
+#define LEDGER_WHY_MAX 512u      /* bytes of a refusal's reason, NUL included */
+
+/* ledger_buf_alloc flags (the protocol's AllocFlag values: handlers.c checks) */
+#define LEDGER_ALLOC_CONTIG 0x1u /* physically contiguous, or PP_ENOCONTIG */
+#define LEDGER_ALLOC_ZERO 0x2u   /* zero-filled */
+
+typedef struct ledger_config {
+  uint64_t size; /* region bytes */
+  region_page_policy_t policy;
+  uint64_t quota;       /* pinned bytes per uid (buffers + objects); 0 = unlimited */
+  uint32_t max_buffers; /* buffer references per holder; 0 = unlimited */
+  bool zero_on_free;    /* zero blocks and objects when they go back */
+} ledger_config_t;
+
+typedef struct ledger ledger_t;
+typedef struct ledger_holder ledger_holder_t; /* one session's holdings in one ledger */
+typedef struct ledger_buf ledger_buf_t;
+
+/* Why a call was refused, for Response.message: written only when a call fails. */
+typedef struct ledger_why {
+  char msg[LEDGER_WHY_MAX];
+} ledger_why_t;
+
+/* Who a holder is, as far as ownership goes: the uid its allocations are charged to, and
+ * what Stats shows of a buffer's holders. */
+typedef struct ledger_ident {
+  uint64_t session_id;
+  pid_t pid;
+  uid_t uid;
+} ledger_ident_t;
+
+/* A buffer as a reply describes it.  name and buf stay valid while the buffer lives. */
+typedef struct ledger_buf_info {
+  uint64_t handle; /* from 1, never reused within the ledger's lifetime */
+  uint64_t offset;
+  uint64_t size; /* the buddy block's size */
+  uint64_t phys; /* of offset; 0 when unknown */
+  unsigned order;
+  bool contiguous;
+  uid_t charged_uid; /* the uid the block is charged to until it goes back */
+  const char *name;  /* NULL when unpublished */
+  uint32_t nholders; /* distinct holders; ledger_buf_holder() names them */
+  const ledger_buf_t *buf;
+} ledger_buf_info_t;
+
+typedef struct ledger_cache_info {
+  uint32_t id;
+  uint32_t object_size, align, objs_per_slab;
+  uint64_t slab_bytes; /* a slab is a naturally aligned buddy block of this size */
+  const char *name;    /* valid for the ledger's lifetime */
+} ledger_cache_info_t;
+
+typedef struct ledger_cache_stats {
+  const char *name; /* valid for the ledger's lifetime */
+  slab_info_t slab;
+  mag_stats_t mag;
+} ledger_cache_stats_t;
+
+typedef struct ledger_totals {
+  uint64_t buf_bytes; /* block bytes of live buffers */
+  uint64_t nbufs;
+  uint64_t obj_bytes; /* object_size bytes of objects held */
+  uint32_t nholders;
+} ledger_totals_t;
+
+typedef struct ledger_holder_totals {
+  uint64_t buf_refs;  /* references (the per-holder buffer limit counts these) */
+  uint64_t buffers;   /* distinct buffers */
+  uint64_t buf_bytes; /* block bytes of the distinct buffers */
+  uint64_t objects;
+  uint64_t obj_bytes;
+} ledger_holder_totals_t;
+
+typedef struct ledger_shrink_result {
+  uint64_t objects_drained, slabs_released, bytes_released;
+} ledger_shrink_result_t;
+
+typedef enum ledger_block_kind {
+  LEDGER_BLOCK_FREE,
+  LEDGER_BLOCK_BUFFER,
+  LEDGER_BLOCK_SLAB,
+  LEDGER_BLOCK_OTHER, /* allocated from the buddy, but neither a buffer nor a slab */
+} ledger_block_kind_t;
+
+/* One block of the region's map.  For a slab: objects allocated from it (inuse), its
+ * capacity, and how many of those sit in daemon magazines rather than with sessions. */
+typedef struct ledger_block {
+  uint64_t offset, size;
+  ledger_block_kind_t kind;
+  uint32_t inuse, capacity, in_magazines;
+} ledger_block_t;
+
+/* Return 0 to go on; anything else stops the walk and is what ledger_walk_blocks returns. */
+typedef int (*ledger_block_fn)(void *ctx, const ledger_block_t *b);
+
+/* The primitive ownership changes (ledger.c's essay): every change of who holds what is
+ * one of these, and each is counted as it happens — the place a journal would record it. */
+typedef enum ledger_op {
+  LEDGER_OP_BUF_CREATE,   /* a buffer record for a block */
+  LEDGER_OP_BUF_DESTROY,  /* the record goes, the block returns to the buddy */
+  LEDGER_OP_HOLD,         /* a holder takes one more reference to a buffer */
+  LEDGER_OP_UNHOLD,       /* a holder drops references to a buffer */
+  LEDGER_OP_PUBLISH,      /* a buffer gets its name */
+  LEDGER_OP_UNPUBLISH,    /* the name goes */
+  LEDGER_OP_CHARGE,       /* bytes charged to a uid */
+  LEDGER_OP_UNCHARGE,     /* bytes a uid no longer pays for */
+  LEDGER_OP_OBJ_TAKE,     /* a holder takes an object */
+  LEDGER_OP_OBJ_GIVE,     /* a holder gives an object back */
+  LEDGER_OP_CACHE_CREATE, /* the ledger adopts a slab cache */
+  LEDGER_OP__COUNT
+} ledger_op_t;
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+/* Creates the region (errors as region_create), the buddy over it and the slab layer;
+ * PP_ENOPRIVMEM when malloc fails. */
+int ledger_create(const ledger_config_t *cfg, ledger_t **ret);
+/* Every holder must have been released first. */
+void ledger_destroy(ledger_t *l);
+const ledger_config_t *ledger_config(const ledger_t *l);
+const region_t *ledger_region(const ledger_t *l);
+/* The region's physically contiguous runs, in offset order (none when unknown). */
+const region_run_t *ledger_runs(const ledger_t *l, size_t *ret_n);
+uint64_t ledger_free_bytes(ledger_t *l);
+
+/* ---- holders -------------------------------------------------------------------------- */
+
+/* A new holder with nothing held.  PP_ENOPRIVMEM. */
+int ledger_holder_create(ledger_t *l, const ledger_ident_t *ident, ledger_holder_t **ret);
+/* Give back everything h holds — buffer references (a buffer goes back to the buddy with
+ * its last holder, and its name with it), objects (straight to the slabs, then the caches
+ * it used are drained and shrunk so their memory returns to the buddy) — and free h. */
+void ledger_holder_release(ledger_t *l, ledger_holder_t *h);
+const ledger_ident_t *ledger_holder_ident(const ledger_holder_t *h);
+void ledger_holder_totals(const ledger_holder_t *h, ledger_holder_totals_t *ret);
+
+/* ---- requests --------------------------------------------------------------------------
+ * Each validates everything before changing anything, and fails with a negative PP_E*
+ * code and the reason in *why (may be NULL), leaving the ledger as it was. */
+
+/* A buffer of at least size bytes (a whole buddy block), held once by h and charged to
+ * its uid, published under name unless name is NULL or "".  Errors: PP_EINVAL (size 0,
+ * bad name, unknown flags), PP_ERANGE, PP_EEXIST (name taken), PP_ELIMIT (max_buffers),
+ * PP_EQUOTA, PP_ENOMEM / PP_ENOCONTIG (the buddy), PP_ENOPRIVMEM. */
+int ledger_buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
+                     const char *name, ledger_why_t *why, ledger_buf_info_t *ret);
+/* One more reference by h to the buffer published under name.  PP_EINVAL (no name),
+ * PP_ENOENT, PP_ELIMIT, PP_ENOPRIVMEM. */
+int ledger_buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_why_t *why,
+                      ledger_buf_info_t *ret);
+/* Drop one of h's references; the buffer goes with its last one.  PP_EPERM (held, but not
+ * by h), PP_ENOENT (not held by anyone: unknown or already freed). */
+int ledger_buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why);
+
+/* Create or find the slab cache name.  PP_EINVAL (bad name or align), PP_EGEOMETRY (exists
+ * with another geometry), PP_ERANGE (object size), PP_ENOPRIVMEM. */
+int ledger_cache_open(ledger_t *l, const char *name, uint32_t object_size, uint32_t align,
+                      ledger_why_t *why, ledger_cache_info_t *ret);
+/* count objects of cache cache_id for h, charged to its uid, written to offs[0..count).
+ * offs NULL says the caller could not get room for them: the request is still checked,
+ * so a bad one is refused for its own reason, and a good one gets PP_ENOPRIVMEM.
+ * PP_ENOENT (no cache), PP_ERANGE (count outside 1..LEDGER_OBJECTS_MAX), PP_EQUOTA,
+ * PP_ENOMEM (the slabs), PP_ENOPRIVMEM.  All or nothing. */
+int ledger_cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint32_t count,
+                       uint64_t *offs, ledger_why_t *why);
+/* Give back n objects of cache cache_id, all or nothing; the reason names the first bad
+ * offset and its index.  PP_ENOENT (no cache; an offset nobody holds), PP_EPERM (held by
+ * another holder), PP_EINVAL (of another cache), PP_EDOUBLEFREE (twice in offs),
+ * PP_ENOPRIVMEM. */
+int ledger_cache_free(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, const uint64_t *offs,
+                      size_t n, ledger_why_t *why);
+
+/* Drain every daemon magazine to the slabs and return every empty slab to the buddy. */
+void ledger_shrink(ledger_t *l, ledger_shrink_result_t *ret);
+
+/* ---- read-only views (Stats) ---------------------------------------------------------- */
+
+void ledger_get_totals(const ledger_t *l, ledger_totals_t *ret);
+void ledger_buddy_stats(ledger_t *l, buddy_stats_t *ret);
+uint64_t ledger_largest_free_contig(ledger_t *l);
+size_t ledger_ncaches(const ledger_t *l);
+/* The i-th cache in creation order, i < ledger_ncaches(). */
+void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret);
+/* Iteration over live buffers, in no order: for (size_t it = 0; ledger_buf_next(l, &it,
+ * &info);) — no changes meanwhile. */
+bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret);
+/* The i-th distinct holder of a buffer, i < its nholders. */
+const ledger_ident_t *ledger_buf_holder(const ledger_buf_t *b, uint32_t i);
+/* Every block of the region in offset order, classified.  fn runs under the buddy's lock:
+ * it must not call into the ledger.  PP_ENOPRIVMEM, or what fn returned. */
+int ledger_walk_blocks(ledger_t *l, ledger_block_fn fn, void *ctx);
+/* Primitive changes of kind op made so far (ledger_op_t). */
+uint64_t ledger_mutations(const ledger_t *l, ledger_op_t op);
+
+/* Validator over the ledger and the allocators under it: 0, or PP_ECORRUPT with the first
+ * violation in why. */
+int ledger_check(ledger_t *l, char *why, size_t why_len);
+
+#endif
