@@ -3,7 +3,7 @@
 # pinpool into it, and run commands inside.  For tests that must see what systemd does
 # (socket activation, Type=notify, Restart=, start limits, sandboxing, kills, reloads).
 #
-#   sysd.sh start DIR [BUILD]   boot systemd; with BUILD also `install` (below)
+#   sysd.sh start DIR [BUILD]   boot systemd; with BUILD (or $SYSD_BUILD) also `install`
 #   sysd.sh install DIR BUILD   cmake --install BUILD inside (as root, to the live system:
 #                               the install step runs systemd-sysusers itself), check
 #                               the pinpool group, daemon-reload, write
@@ -13,6 +13,7 @@
 #                               environment); exit status is CMD's, 125 if DIR has no
 #                               running systemd
 #   sysd.sh wait DIR SECS CMD...  `run` CMD every 0.2 s until it succeeds; 1 after SECS
+#                               (its last output shown), 125 if no systemd runs
 #   sysd.sh journal DIR [ARGS]  journalctl --no-pager ARGS inside
 #   sysd.sh pid DIR             the host PID of the namespace's PID 1 (systemd)
 #   sysd.sh alive DIR           exit 0 while DIR's systemd runs
@@ -29,6 +30,12 @@
 # default: the caller of `start`, $PPID — a test passes its own $$); SYSD_BIND (more
 # host paths, space-separated, to show inside); SYSD_PINPOOLD_OPTS (see install);
 # SYSD_KEEP=1 (stop leaves DIR's files: boot.log, console.log).
+#
+# Typical use (a test script): SYSD_OWNER_PID=$$ sysd.sh start "$d" "$build" || exit $?;
+# trap 'sysd.sh stop "$d"' EXIT; sysd.sh run "$d" systemctl kill -s KILL pinpoold;
+# sysd.sh wait "$d" 20 pinpoolctl status.  Unit drop-ins (WatchdogSec=, ...) go to
+# /etc/systemd/system/pinpoold.service.d/ inside, followed by `systemctl daemon-reload`.
+# Boot takes about 0.5 s, start with the install about 1 s, stop about 0.2 s.
 #
 # What the namespace is.  `unshare --pid --mount --net --uts --ipc --cgroup --fork
 # --kill-child` runs `sysd.sh __boot`, which becomes PID 1 of the new PID namespace and
@@ -166,6 +173,8 @@ cmd_watch() {
   done
   ns_kill "$upid"
   cgroup_remove "$cg"
+  # The owner is gone, so nobody will call stop: clean up as stop would.
+  kill -0 "$owner" 2>/dev/null || files_remove "$dir"
 }
 
 # ---- __boot DIR: PID 1 of the new namespaces; build the root, then exec systemd ---------
@@ -369,10 +378,15 @@ cmd_stop() {
     kill -TERM "$wpid" 2>/dev/null
   fi
   cgroup_remove "$cg"
-  if [ "${SYSD_KEEP:-0}" != 1 ]; then
-    rm -f "$dir"/{init.pid,unshare.pid,watch.pid,cgroup,binds,boot.log,console.log,install.log}
-    rmdir "$dir/ns" "$dir" 2>/dev/null
-  fi
+  files_remove "$dir"
+  return 0
+}
+
+# The harness's files in DIR, and DIR when that leaves it empty (not with SYSD_KEEP=1).
+files_remove() {
+  [ "${SYSD_KEEP:-0}" != 1 ] || return 0
+  rm -f "$1"/{init.pid,unshare.pid,watch.pid,cgroup,binds,boot.log,console.log,install.log}
+  rmdir "$1/ns" "$1" 2>/dev/null
   return 0
 }
 
