@@ -5,7 +5,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 RUN_ARGS   ?=
 
-.PHONY: all deps build run test test-normal test-asan test-tsan bench install clean
+.PHONY: all deps build run test test-normal test-asan test-tsan test-systemd bench install clean
 
 all: build
 
@@ -48,12 +48,20 @@ test-tsan:
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --test-dir build-tsan --output-on-failure -j $(JOBS) -L threaded
 
+# Only the tests that boot a real systemd (tests/systemd; also part of test-normal).
+test-systemd:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_WERROR=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -L systemd
+
 bench:
 	@scripts/install-deps --bench
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_BUILD_BENCH=ON $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 	$(BUILD)/bin/pinpool-bench all
 
+# As root without DESTDIR this also creates the pinpool group (systemd-sysusers on the
+# installed sysusers.d entry); otherwise it prints the command for the target system.
 install: build
 	cmake --install $(BUILD)
 
