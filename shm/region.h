@@ -2,7 +2,8 @@
  * region.h — the shared region: one sealed memfd, hugepage-backed when possible,
  * reserved up front, mapped and populated once, with the physical address of each
  * page recorded when /proc/self/pagemap gives it.  Everything the allocators hand
- * out is an offset into this region.  See region.c for the essay.
+ * out is an offset into this region.  See region.c for the essay; the page-size policy
+ * lives in hugetlb.c, the physical-address table in physmap.c.
  */
 #ifndef PP_REGION_H
 #define PP_REGION_H
@@ -12,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "hugetlb.h"
+#include "physmap.h"
 #include "pinpool_err.h"
 
 typedef enum region_page_policy {
@@ -29,22 +32,12 @@ typedef struct region_config {
   void *log_ctx;
 } region_config_t;
 
-/* One hugepage size as the kernel reports it under /sys/kernel/mm/hugepages. */
-typedef struct region_hugepage_info {
-  uint64_t page_size;
-  uint64_t total_pages;
-  uint64_t free_pages;
-  uint64_t resv_pages; /* promised to existing mappings though not yet faulted in: a new
-                          region can have free_pages - resv_pages of them */
-} region_hugepage_info_t;
+/* One hugepage size and its pool (shm/hugetlb.h). */
+typedef hugetlb_info_t region_hugepage_info_t;
 
-/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length).
- */
-typedef struct region_run {
-  uint64_t offset;
-  uint64_t phys;
-  uint64_t length;
-} region_run_t;
+/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length)
+ * (shm/physmap.h). */
+typedef physmap_run_t region_run_t;
 
 typedef struct region region_t;
 
@@ -52,7 +45,8 @@ typedef struct region region_t;
 int region_parse_policy(const char *s, region_page_policy_t *ret);
 const char *region_policy_name(region_page_policy_t p);
 
-/* Fill up to n entries with the hugepage sizes this kernel offers; returns how many. */
+/* Fill up to n entries with the hugepage sizes this kernel offers, smallest first;
+ * returns how many (hugetlb_sizes). */
 int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);
 
 /* Create, reserve (ftruncate + fallocate), seal, map with MAP_POPULATE, read pagemap.
