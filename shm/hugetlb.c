@@ -45,23 +45,6 @@
 #include "pinpool_err.h"
 #include "units.h"
 
-/* Read a small decimal file (sysfs); -1 when it cannot be read or parsed. */
-static int read_u64_file(const char *path, uint64_t *ret) {
-  char buf[32];
-  int fd = osl_open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = osl_pread(fd, buf, sizeof buf - 1, 0);
-  osl_close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(buf, &end, 10);
-  if (errno || end == buf) return -1;
-  *ret = v;
-  return 0;
-}
-
 static int info_cmp(const void *a, const void *b) {
   const hugetlb_info_t *x = a, *y = b;
   return (x->page_size > y->page_size) - (x->page_size < y->page_size);
@@ -84,11 +67,11 @@ int hugetlb_sizes_at(const char *root, hugetlb_info_t *out, size_t n) {
      * request still gets fallocate's authoritative answer. */
     char path[512];
     snprintf(path, sizeof path, "%s/%s/nr_hugepages", root, e->d_name);
-    if (read_u64_file(path, &h->total_pages) != 0) h->total_pages = 0;
+    if (osl_read_u64(path, &h->total_pages) != 0) h->total_pages = 0;
     snprintf(path, sizeof path, "%s/%s/free_hugepages", root, e->d_name);
-    if (read_u64_file(path, &h->free_pages) != 0) h->free_pages = 0;
+    if (osl_read_u64(path, &h->free_pages) != 0) h->free_pages = 0;
     snprintf(path, sizeof path, "%s/%s/resv_hugepages", root, e->d_name);
-    if (read_u64_file(path, &h->resv_pages) != 0) h->resv_pages = 0;
+    if (osl_read_u64(path, &h->resv_pages) != 0) h->resv_pages = 0;
   }
   closedir(d);
   qsort(found, nr, sizeof found[0], info_cmp);
