@@ -1,7 +1,7 @@
 /*
  * region.c — the shared region's lifecycle: one sealed memfd, hugepage-backed when
- * possible, reserved up front, mapped and populated once, its pages pinned and their
- * physical addresses recorded.
+ * possible, reserved up front, mapped and populated once, its pages held by a long-term
+ * pin and their physical addresses recorded.
  *
  * What it does.  region_create() makes the memory every pinpool allocator carves up:
  *   1. Page size: hugetlb_choose_page() applies the policy (auto | 4K | 2M | 1G) to what
@@ -19,31 +19,41 @@
  *      without populating, then populated chunk by chunk (MADV_POPULATE_WRITE, or on
  *      kernels before 5.14 MAP_FIXED | MAP_POPULATE over the same range), each chunk
  *      logged, so a long start-up shows progress.
- *   6. Pinning.  4 KiB pages are mlock()ed (a warning names the limit when that fails).
- *      Hugetlb pages are not: they are never swapped, so mlock would only charge
- *      RLIMIT_MEMLOCK and fail for large regions without pinning anything more.
- *   7. Physical addresses: physmap_read() walks /proc/self/pagemap into the private
- *      table (physmap.c); without CAP_SYS_ADMIN the addresses are "unknown" and the
- *      region works without them.
+ *   6. Locking in memory.  4 KiB pages are mlock()ed (a warning names the limit when that
+ *      fails).  Hugetlb pages are not: they are never swapped, so mlock would only charge
+ *      RLIMIT_MEMLOCK and fail for large regions without keeping anything more in memory.
+ *   7. The long-term pin (pin.c): every page registered as an io_uring fixed buffer, so a
+ *      page a client punches out of the memfd stays ours instead of going back to the
+ *      kernel.  mlock cannot do this: it belongs to the mapping, and a punch removes the
+ *      page from the mapping.  Without the pin (io_uring disabled, RLIMIT_MEMLOCK, an old
+ *      kernel) the region works and warns; region_describe() says why.
+ *   8. Physical addresses: physmap_read() walks /proc/self/pagemap, after the pin (which
+ *      may migrate a page first), into the private table (physmap.c); without
+ *      CAP_SYS_ADMIN the addresses are "unknown" and the region works without them.  The
+ *      pagemap fd stays open for the hole scans of holes.c.
  * region_adopt() takes over an existing memfd (systemd's fd store, after a restart) and
- * shares steps 3 and 5-7 with creation (region_reserve, region_map).
+ * shares steps 3 and 5-8 with creation (region_reserve, region_map).  holes.c finds,
+ * repairs and survives pages that clients punch out later.
  *
  * Invariants (region_check): size is a non-zero multiple of page_size; nr_pages = size /
- * page_size; the table has the region's geometry and passes physmap_check.
+ * page_size; the table has the region's geometry and passes physmap_check; a live pin
+ * covers at least the region within its slots and budget, a missing one says why.
  *
  * Failure: every step that fails releases what the earlier ones took (region_destroy on
  * a half-built region), logs the call and errno, and returns PP_EOS / PP_ENOHUGE /
- * PP_EINVAL, or PP_ENOPRIVMEM when our own malloc fails.  Pinning and the address table
- * are best effort: their failures are logged and region_describe() says what is missing.
- * Every system call goes through shm/osl so that tests can fail each one in turn.
+ * PP_EINVAL, or PP_ENOPRIVMEM when our own malloc fails.  mlock, the long-term pin and
+ * the address table are best effort: their failures are logged and region_describe() says
+ * what is missing.  Every system call goes through shm/osl so that tests can fail each
+ * one in turn.
  *
  * Memory: the region struct and its table are private (malloc) memory; nothing about the
- * region lives inside it.  Locks: none.  After creation a region is immutable, so every
- * query is safe from any thread; create/adopt/destroy are not concurrent with queries on
- * the same region by contract.
+ * region lives inside it.  Locks: none.  Queries only read; create/adopt/destroy and the
+ * calls of holes.c that change the table run on the thread that owns the region, never
+ * concurrently with queries on it (the contract pinpoold's single loop meets).
  *
  * References: memfd_create(2), fcntl(2) "File seals", fallocate(2), madvise(2)
- * MADV_POPULATE_WRITE, mlock(2); Documentation/admin-guide/mm/hugetlbpage.rst.
+ * MADV_POPULATE_WRITE, mlock(2), io_uring_register(2); Documentation/admin-guide/mm/
+ * hugetlbpage.rst.
  */
 #define _GNU_SOURCE
 #include "region.h"
@@ -63,7 +73,9 @@
 #include <unistd.h>
 
 #include "debug.h"
+#include "memguard.h"
 #include "osl.h"
+#include "region_priv.h"
 
 #ifndef MFD_HUGE_SHIFT /* linux/memfd.h; glibc's sys/mman.h lacks it */
 #define MFD_HUGE_SHIFT 26
@@ -76,29 +88,7 @@
 #define REGION_MAX_NAME 249          /* memfd_create(2): 249 bytes after its "memfd:" prefix */
 #define REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
-struct region {
-  int fd;        /* the memfd; -1 for a table-only region (region_from_phys) */
-  void *base;    /* the mapping; NULL for a table-only region */
-  uint64_t size; /* bytes, a non-zero multiple of page_size */
-  uint64_t page_size;
-  uint64_t nr_pages;
-  bool hugepages; /* hugetlb-backed */
-  bool mlocked;   /* 4 KiB mode: mlock() succeeded */
-  bool adopted;   /* came from region_adopt() */
-  int seals;      /* F_GET_SEALS after sealing */
-  physmap_t map;  /* physical addresses and runs (physmap.c) */
-};
-
-/* The log sink of one create/adopt call. */
-typedef struct region_log {
-  void (*fn)(void *ctx, int level, const char *msg);
-  void *ctx;
-} region_log_t;
-
-static void region_logf(const region_log_t *log, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void region_logf(const region_log_t *log, int level, const char *fmt, ...) {
+void region_logf(const region_log_t *log, int level, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
@@ -115,8 +105,7 @@ static void region_logf(const region_log_t *log, int level, const char *fmt, ...
 
 /* ---- policies --------------------------------------------------------------------- */
 
-/* For log lines: a static-buffer-free formatter (each call site gives its buffer). */
-static const char *fmt_size(uint64_t bytes, char buf[32]) {
+const char *region_fmt_size(uint64_t bytes, char buf[32]) {
   units_format_size(bytes, buf, 32);
   return buf;
 }
@@ -184,44 +173,51 @@ static int region_reserve(region_t *r, const region_log_t *log) {
     region_logf(log, LOG_ERR,
                 "not enough %s hugepages for a %s region: %" PRIu64 " needed, %" PRIu64
                 " free (fallocate: %s). Fix: %s",
-                fmt_size(r->page_size, s1), fmt_size(r->size, s2), r->nr_pages,
+                region_fmt_size(r->page_size, s1), region_fmt_size(r->size, s2), r->nr_pages,
                 h ? hugetlb_available(h) : 0, strerror(err), fix);
     return PP_ENOHUGE;
   }
-  region_logf(log, LOG_ERR, "fallocate of %s: %s", fmt_size(r->size, s1), strerror(err));
+  region_logf(log, LOG_ERR, "fallocate of %s: %s", region_fmt_size(r->size, s1), strerror(err));
   return PP_EOS;
+}
+
+int region_populate_range(region_t *r, uint64_t off, uint64_t len) {
+  char *p = (char *)r->base + off;
+#ifdef MADV_POPULATE_WRITE
+  if (r->populate_write >= 0) {
+    if (osl_madvise(p, len, MADV_POPULATE_WRITE) == 0) {
+      r->populate_write = 1;
+      return 0;
+    }
+    /* EINVAL the first time: a kernel before 5.14, which does not know the advice. */
+    if (errno != EINVAL || r->populate_write > 0) return -1;
+    region_logf(&r->log, LOG_DEBUG, "no MADV_POPULATE_WRITE (kernel < 5.14): using MAP_FIXED");
+    r->populate_write = -1;
+  }
+#endif
+  r->populate_write = -1;
+  if (osl_mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, r->fd,
+               (off_t)off) == MAP_FAILED)
+    return -1;
+  /* The new mapping replaced a locked one: lock it again (after creation only). */
+  if (r->mlocked && osl_mlock(p, len) != 0) return -1;
+  return 0;
 }
 
 /* Step 5, large regions: populate chunk by chunk over an unpopulated mapping. */
 static int region_populate_chunks(region_t *r, const region_log_t *log, uint64_t chunk) {
   char s1[32], s2[32];
-  bool use_madvise = true;
-#ifndef MADV_POPULATE_WRITE
-  use_madvise = false;
-#endif
   for (uint64_t off = 0; off < r->size; off += chunk) {
     uint64_t len = r->size - off < chunk ? r->size - off : chunk;
-    char *p = (char *)r->base + off;
-#ifdef MADV_POPULATE_WRITE
-    if (use_madvise && osl_madvise(p, len, MADV_POPULATE_WRITE) != 0) {
-      if (errno != EINVAL || off != 0) {
-        region_logf(log, LOG_ERR, "madvise(MADV_POPULATE_WRITE) at offset %" PRIu64 ": %s", off,
-                    strerror(errno));
-        return PP_EOS;
-      }
-      region_logf(log, LOG_DEBUG, "no MADV_POPULATE_WRITE (kernel < 5.14): using MAP_FIXED");
-      use_madvise = false;
-    }
-#endif
-    if (!use_madvise &&
-        osl_mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, r->fd,
-                 (off_t)off) == MAP_FAILED) {
-      region_logf(log, LOG_ERR, "mmap(MAP_FIXED|MAP_POPULATE) at offset %" PRIu64 ": %s", off,
-                  strerror(errno));
+    if (region_populate_range(r, off, len) != 0) {
+      region_logf(log, LOG_ERR, "%s at offset %" PRIu64 ": %s",
+                  r->populate_write < 0 ? "mmap(MAP_FIXED|MAP_POPULATE)"
+                                        : "madvise(MADV_POPULATE_WRITE)",
+                  off, strerror(errno));
       return PP_EOS;
     }
-    region_logf(log, LOG_INFO, "populating: %s of %s (%u%%)", fmt_size(off + len, s1),
-                fmt_size(r->size, s2), (unsigned)((off + len) * 100 / r->size));
+    region_logf(log, LOG_INFO, "populating: %s of %s (%u%%)", region_fmt_size(off + len, s1),
+                region_fmt_size(r->size, s2), (unsigned)((off + len) * 100 / r->size));
   }
   return 0;
 }
@@ -247,14 +243,15 @@ static void region_lock(region_t *r, const region_log_t *log) {
                 "mlock of %s failed (%s): RLIMIT_MEMLOCK is %s; the region's 4 KiB pages "
                 "can be swapped. Fix: LimitMEMLOCK=infinity in the unit (or ulimit -l), or "
                 "use hugepages",
-                fmt_size(r->size, s1), strerror(err), fmt_size(rl.rlim_cur, s2));
+                region_fmt_size(r->size, s1), strerror(err), region_fmt_size(rl.rlim_cur, s2));
   else
     region_logf(log, LOG_WARNING,
                 "mlock of %s failed (%s); the region's 4 KiB pages can be swapped",
-                fmt_size(r->size, s1), strerror(err));
+                region_fmt_size(r->size, s1), strerror(err));
 }
 
-/* Steps 5-7, shared by create and adopt: map, populate, pin, read physical addresses. */
+/* Steps 5-8, shared by create and adopt: map, populate, lock, pin, read physical
+ * addresses. */
 static int region_map(region_t *r, const region_log_t *log, const region_tuning_t *t) {
   uint64_t above = t && t->populate_above ? t->populate_above : REGION_POPULATE_ABOVE;
   uint64_t chunk = t && t->populate_chunk ? t->populate_chunk : REGION_POPULATE_CHUNK;
@@ -264,7 +261,7 @@ static int region_map(region_t *r, const region_log_t *log, const region_tuning_
   void *p = osl_mmap(NULL, r->size, PROT_READ | PROT_WRITE, flags, r->fd, 0);
   if (p == MAP_FAILED) {
     char s1[32];
-    region_logf(log, LOG_ERR, "mmap of %s: %s", fmt_size(r->size, s1), strerror(errno));
+    region_logf(log, LOG_ERR, "mmap of %s: %s", region_fmt_size(r->size, s1), strerror(errno));
     return PP_EOS;
   }
   r->base = p;
@@ -273,25 +270,62 @@ static int region_map(region_t *r, const region_log_t *log, const region_tuning_
     if (rc != 0) return rc;
   }
   /* Hugetlb pages are never swapped; mlock would only charge RLIMIT_MEMLOCK (and fail
-   * for large regions) without pinning anything more.  So only 4 KiB pages are locked. */
+   * for large regions) without keeping anything more in memory.  So only 4 KiB pages are
+   * locked. */
   if (!r->hugepages) region_lock(r, log);
-  int rc = physmap_read(&r->map, r->base);
-  if (rc != 0)
+  /* The long-term pin, before the addresses are read: pinning may migrate a page out of
+   * ZONE_MOVABLE first, and what we record must be the page we hold. */
+  if (pin_region(&r->pin, r->base, r->size, r->pin_budget) != 0)
+    region_logf(log, LOG_WARNING,
+                "no long-term pin (%s): a holder of the fd can hand pages back to the kernel "
+                "while their physical addresses are in use",
+                r->pin.why_not);
+  if (region_pagemap(r) < 0) {
+    char why[160];
+    snprintf(why, sizeof why, "cannot open /proc/self/pagemap: %s", strerror(errno));
+    physmap_forget(&r->map, why);
+  } else {
+    physmap_read(&r->map, r->pagemap_fd, r->base);
+  }
+  if (!physmap_known(&r->map))
     region_logf(log, LOG_NOTICE, "physical addresses unknown: %s", r->map.why_unknown);
+  if (r->map.nr_lost)
+    region_logf(log, LOG_WARNING,
+                "%" PRIu64 " pages not present after populating: punched by another holder "
+                "of the fd; see region_scan_holes",
+                r->map.nr_lost);
   return 0;
 }
 
-static region_t *region_alloc(void) {
+int region_pagemap(region_t *r) {
+  if (r->pagemap_fd < 0) r->pagemap_fd = osl_open("/proc/self/pagemap", O_RDONLY);
+  return r->pagemap_fd;
+}
+
+/* An empty region with its log sink; the caller sets the geometry and calls
+ * region_init_map. */
+static region_t *region_alloc(const region_config_t *cfg) {
   region_t *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->fd = -1;
+  r->pagemap_fd = -1;
+  pin_init(&r->pin);
+  if (cfg) r->log = (region_log_t){cfg->log, cfg->log_ctx};
   return r;
+}
+
+/* The geometry is set: allocate the table.  0 or PP_ENOPRIVMEM. */
+static int region_init_map(region_t *r) {
+  r->nr_pages = r->size / r->page_size;
+  return physmap_init(&r->map, r->size, r->page_size);
 }
 
 void region_destroy(region_t *r) {
   if (!r) return;
+  pin_fini(&r->pin); /* first: punched pages held only by the pin go back now */
   if (r->base && osl_munmap(r->base, r->size) != 0)
     fprintf(stderr, "pinpool region: warning: munmap: %s\n", strerror(errno));
+  if (r->pagemap_fd >= 0) osl_close(r->pagemap_fd);
   if (r->fd >= 0) osl_close(r->fd);
   physmap_fini(&r->map);
   free(r);
@@ -336,16 +370,16 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
     region_logf(&log, level, "%s", why);
   }
 
-  region_t *r = region_alloc();
+  region_t *r = region_alloc(cfg);
   if (!r) return PP_ENOPRIVMEM;
   r->page_size = ps;
   r->size = div_round_up(cfg->size, ps) * ps;
-  r->nr_pages = r->size / ps;
-  physmap_init(&r->map, r->size, ps);
   r->hugepages = huge;
+  r->pin_budget = t && t->pin_budget ? t->pin_budget : 2 * r->size;
+  if ((rc = region_init_map(r)) != 0) goto fail;
   if (r->size != cfg->size)
     region_logf(&log, LOG_INFO, "region size rounded up from %" PRIu64 " B to %s (page %s)",
-                cfg->size, fmt_size(r->size, s1), fmt_size(ps, s2));
+                cfg->size, region_fmt_size(r->size, s1), region_fmt_size(ps, s2));
 
   unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
   if (huge) flags |= MFD_HUGETLB | ((unsigned)__builtin_ctzll(ps) << MFD_HUGE_SHIFT);
@@ -359,7 +393,8 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
     goto fail;
   }
   if (osl_ftruncate(r->fd, r->size) != 0) {
-    region_logf(&log, LOG_ERR, "ftruncate to %s: %s", fmt_size(r->size, s1), strerror(errno));
+    region_logf(&log, LOG_ERR, "ftruncate to %s: %s", region_fmt_size(r->size, s1),
+                strerror(errno));
     rc = PP_EOS;
     goto fail;
   }
@@ -371,8 +406,9 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
   }
   r->seals = REGION_SEALS;
   if ((rc = region_map(r, &log, t)) != 0) goto fail;
-  region_logf(&log, LOG_INFO, "region: %s in %" PRIu64 " pages of %s%s", fmt_size(r->size, s1),
-              r->nr_pages, fmt_size(ps, s2), huge ? " (hugetlb)" : "");
+  region_logf(&log, LOG_INFO, "region: %s in %" PRIu64 " pages of %s%s",
+              region_fmt_size(r->size, s1), r->nr_pages, region_fmt_size(ps, s2),
+              huge ? " (hugetlb)" : "");
   *ret = r;
   return 0;
 fail:
@@ -389,7 +425,7 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
   region_log_t log = {cfg->log, cfg->log_ctx};
   char s1[32], s2[32];
   int rc;
-  region_t *r = region_alloc();
+  region_t *r = region_alloc(cfg);
   if (!r) return PP_ENOPRIVMEM;
   struct stat st;
   struct statfs sfs;
@@ -407,8 +443,8 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
     rc = PP_EINVAL;
     goto fail;
   }
-  r->nr_pages = r->size / r->page_size;
-  physmap_init(&r->map, r->size, r->page_size);
+  r->pin_budget = 2 * r->size;
+  if ((rc = region_init_map(r)) != 0) goto fail;
   uint64_t want_ps = cfg->policy == REGION_PAGE_4K   ? osl_base_page_size()
                      : cfg->policy == REGION_PAGE_2M ? 2ull << 20
                      : cfg->policy == REGION_PAGE_1G ? 1ull << 30
@@ -417,7 +453,7 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
       cfg->size ? div_round_up(cfg->size, r->page_size) * r->page_size : r->size;
   if (want_ps != r->page_size || want_size != r->size) {
     region_logf(&log, LOG_ERR, "adopt fd %d: it holds %s in pages of %s, not what was asked",
-                fd, fmt_size(r->size, s1), fmt_size(r->page_size, s2));
+                fd, region_fmt_size(r->size, s1), region_fmt_size(r->page_size, s2));
     rc = PP_EINVAL;
     goto fail;
   }
@@ -445,7 +481,7 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
   if ((rc = region_reserve(r, &log)) != 0) goto fail;
   if ((rc = region_map(r, &log, NULL)) != 0) goto fail;
   region_logf(&log, LOG_INFO, "adopted region: %s in %" PRIu64 " pages of %s",
-              fmt_size(r->size, s1), r->nr_pages, fmt_size(r->page_size, s2));
+              region_fmt_size(r->size, s1), r->nr_pages, region_fmt_size(r->page_size, s2));
   *ret = r;
   return 0;
 fail:
@@ -458,20 +494,17 @@ int region_from_phys(uint64_t size, uint64_t page_size, const uint64_t *phys, re
   if (!ret || page_size == 0 || (page_size & (page_size - 1)) || size == 0 ||
       size % page_size || size > REGION_MAX_SIZE)
     return PP_EINVAL;
-  region_t *r = region_alloc();
+  region_t *r = region_alloc(NULL);
   if (!r) return PP_ENOPRIVMEM;
   r->size = size;
   r->page_size = page_size;
-  r->nr_pages = size / page_size;
   r->hugepages = page_size > osl_base_page_size();
-  physmap_init(&r->map, size, page_size);
-  physmap_forget(&r->map, "no table given");
-  if (phys) {
-    int rc = physmap_set(&r->map, phys);
-    if (rc != 0) {
-      region_destroy(r);
-      return rc;
-    }
+  int rc = region_init_map(r);
+  if (rc == 0) physmap_forget(&r->map, "no table given");
+  if (rc == 0 && phys) rc = physmap_set(&r->map, phys);
+  if (rc != 0) {
+    region_destroy(r);
+    return rc;
   }
   *ret = r;
   return 0;
@@ -524,6 +557,15 @@ int region_check(const region_t *r, char *why, size_t why_len) {
     return pp_corrupt(why, why_len, "nr_pages %" PRIu64 " wrong", r->nr_pages);
   if (r->map.page_size != r->page_size || r->map.nr_pages != r->nr_pages)
     return pp_corrupt(why, why_len, "the table's geometry differs from the region's");
+  if (pin_active(&r->pin)) {
+    if (r->pin.used > r->pin.nr_slots || r->pin.pinned_bytes > r->pin.budget)
+      return pp_corrupt(why, why_len, "pins past their slots or budget");
+    if (r->pin.pinned_bytes < r->size)
+      return pp_corrupt(why, why_len, "pinned %" PRIu64 " bytes of %" PRIu64,
+                        r->pin.pinned_bytes, r->size);
+  } else if (r->pin.used || r->pin.pinned_bytes || !r->pin.why_not[0]) {
+    return pp_corrupt(why, why_len, "no pin, yet slots or bytes counted, or no reason");
+  }
   return physmap_check(&r->map, why, why_len);
 }
 
@@ -532,8 +574,8 @@ int region_check(const region_t *r, char *why, size_t why_len) {
 void region_describe(const region_t *r, FILE *out) {
   char s1[32], s2[32];
   if (!r || !out) return;
-  fprintf(out, "region: %s = %" PRIu64 " pages of %s, %s%s\n", fmt_size(r->size, s1),
-          r->nr_pages, fmt_size(r->page_size, s2),
+  fprintf(out, "region: %s = %" PRIu64 " pages of %s, %s%s\n", region_fmt_size(r->size, s1),
+          r->nr_pages, region_fmt_size(r->page_size, s2),
           r->hugepages ? "hugetlb memfd" : "shmem memfd", r->adopted ? " (adopted)" : "");
   if (r->fd >= 0)
     fprintf(out, "  fd %d, sealed:%s%s%s\n", r->fd, r->seals & F_SEAL_SHRINK ? " shrink" : "",
@@ -543,5 +585,15 @@ void region_describe(const region_t *r, FILE *out) {
           : r->mlocked ? "yes (mlock)"
           : r->base    ? "NO (mlock failed; pages can be swapped)"
                        : "-");
-  physmap_describe(&r->map, r->hugepages, out);
+  if (pin_active(&r->pin))
+    fprintf(out,
+            "  long-term pin: yes (io_uring fixed buffers: %" PRIu32 " of %" PRIu32
+            " slots, %s pinned of a %s budget); punched pages stay ours\n",
+            r->pin.used, r->pin.nr_slots, region_fmt_size(r->pin.pinned_bytes, s1),
+            region_fmt_size(r->pin.budget, s2));
+  else if (r->base)
+    fprintf(out,
+            "  long-term pin: NO (%s); a holder of the fd can hand pages back to the kernel\n",
+            r->pin.why_not);
+  physmap_describe(&r->map, r->hugepages || pin_active(&r->pin), out);
 }

@@ -9,10 +9,13 @@
 #include "region.h"
 
 /* Regions larger than populate_above are populated chunk by chunk, each chunk logged, so
- * an operator watching a 64 GiB start-up sees progress instead of a silent minute. */
+ * an operator watching a 64 GiB start-up sees progress instead of a silent minute.  The
+ * pin budget bounds what punched-and-repaired pages may cost (see pin.c). */
 typedef struct region_tuning {
   uint64_t populate_above; /* bytes; 0 = REGION_POPULATE_ABOVE */
   uint64_t populate_chunk; /* bytes per chunk, rounded up to the page size; 0 = default */
+  uint64_t pin_budget;     /* bytes the long-term pins may hold over the region's life,
+                              repairs included (at least the size); 0 = twice the size */
 } region_tuning_t;
 
 #define REGION_POPULATE_ABOVE (1ull << 30)
