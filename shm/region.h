@@ -32,7 +32,8 @@ typedef struct region_config {
   region_page_policy_t policy;
   const char *name; /* memfd name (shows in /proc/PID/fd); NULL = "pinpool" */
   void (*log)(void *ctx, int level, const char *msg); /* syslog levels; NULL = stderr */
-  void *log_ctx;
+  void *log_ctx; /* log and log_ctx are kept: scans, repairs and region_zero log through
+                    them too, so they must outlive the region */
 } region_config_t;
 
 /* One hugepage size and its pool (shm/hugetlb.h). */
