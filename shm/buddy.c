@@ -330,14 +330,12 @@ int buddy_order_for_size(uint64_t size, unsigned *ret_order) {
 
 int buddy_create(uint64_t size, uint64_t page_size, buddy_contig_fn contig, void *ctx,
                  buddy_t **ret) {
-  int rc = PP_ENOMEM;
+  int rc = PP_ENOPRIVMEM;
   if (!ret || size == 0 || (size & (BUDDY_MIN_SIZE - 1))) return PP_EINVAL;
   if (page_size < BUDDY_MIN_SIZE || (page_size & (page_size - 1))) return PP_EINVAL;
   uint64_t npages = size >> BUDDY_MIN_SHIFT;
   if (npages > BUDDY_MAX_PAGES) return PP_ERANGE;
 
-  /* Metadata allocation failure is reported as PP_ENOMEM: the daemon cannot manage the
-   * region without it, and no other code of the table fits better. */
   buddy_t *b = calloc(1, sizeof *b);
   if (!b) goto out;
   b->pg = calloc(npages, sizeof *b->pg);

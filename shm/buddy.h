@@ -44,7 +44,7 @@ typedef struct buddy buddy_t;
  * page size (blocks no larger are contiguous by construction).  contig may be NULL: then
  * contiguous blocks larger than page_size are never available (PP_ENOCONTIG). */
 int buddy_create(uint64_t size, uint64_t page_size, buddy_contig_fn contig, void *ctx,
-                 buddy_t **ret);
+                 buddy_t **ret); /* PP_EINVAL, PP_ERANGE, PP_ENOPRIVMEM (the metadata) */
 void buddy_destroy(buddy_t *b);
 
 /* Smallest order whose block holds size bytes; PP_ERANGE for 0 or too large. */
@@ -53,7 +53,8 @@ static inline uint64_t buddy_order_size(unsigned order) {
   return BUDDY_MIN_SIZE << order;
 }
 
-/* Errors: PP_ERANGE (order too big for this region), PP_ENOMEM, PP_ENOCONTIG. */
+/* Errors: PP_ERANGE (order too big for this region), PP_ENOMEM (no free block of that
+ * order: the region is full), PP_ENOCONTIG. */
 int buddy_alloc(buddy_t *b, unsigned order, unsigned flags, uint64_t *ret_offset);
 /* Errors: PP_ERANGE (outside the region), PP_ENOTBLOCK (not the start of an allocated
  * block), PP_EDOUBLEFREE (the start of a free block).  State unchanged on error. */

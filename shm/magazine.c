@@ -243,10 +243,10 @@ int mag_depot_create(slab_cache_t *cache, unsigned mag_size, bool locked_mode,
   if (mag_size == 0) mag_size = MAG_SIZE_DEFAULT;
   if (mag_size < MAG_SIZE_MIN || mag_size > MAG_SIZE_MAX) return PP_ERANGE;
   mag_depot_t *d = calloc(1, sizeof *d);
-  if (!d) return PP_ENOMEM;
+  if (!d) return PP_ENOPRIVMEM;
   if (pthread_mutex_init(&d->lock, NULL) != 0) {
     free(d);
-    return PP_ENOMEM;
+    return PP_EOS;
   }
   d->cache = cache;
   d->locked_mode = locked_mode;
@@ -271,7 +271,7 @@ slab_cache_t *mag_depot_cache(mag_depot_t *d) {
 int mag_cpu_create(mag_depot_t *d, mag_cpu_t **ret) {
   if (!d || !ret) return PP_EINVAL;
   mag_cpu_t *m = line_alloc(sizeof *m);
-  if (!m) return PP_ENOMEM;
+  if (!m) return PP_ENOPRIVMEM;
   memset(m, 0, sizeof *m);
   m->d = d;
   atomic_init(&m->held, 0);
@@ -285,7 +285,7 @@ int mag_cpu_create(mag_depot_t *d, mag_cpu_t **ret) {
       free(m->loaded);
       free(m->prev);
       free(m);
-      return PP_ENOMEM;
+      return PP_ENOPRIVMEM;
     }
   }
   depot_lock(d);

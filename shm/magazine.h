@@ -35,12 +35,14 @@ typedef struct mag_stats {
 } mag_stats_t;
 
 /* locked_mode: no magazines at all; every operation takes the cache's one lock (kept for
- * benchmarks).  mag_size 0 picks the default. */
+ * benchmarks).  mag_size 0 picks the default.  PP_ERANGE for a bad mag_size,
+ * PP_ENOPRIVMEM when the depot cannot be allocated. */
 int mag_depot_create(slab_cache_t *cache, unsigned mag_size, bool locked_mode,
                      mag_depot_t **ret);
 /* Drains everything to the slabs first; every mag_cpu_t must already be destroyed. */
 void mag_depot_destroy(mag_depot_t *d);
 
+/* PP_ENOPRIVMEM when the per-thread state or its two magazines cannot be allocated. */
 int mag_cpu_create(mag_depot_t *d, mag_cpu_t **ret);
 /* Flushes the loaded and previous magazines to the depot, then frees. */
 void mag_cpu_destroy(mag_cpu_t *m);

@@ -1,6 +1,6 @@
 /*
- * osl.c — the OS seam: thin wrappers over the system calls shm/region makes, each one
- * preceded by a fault-injection check.
+ * osl.c — the OS seam: thin wrappers over the system calls shm/ makes (region, hugetlb,
+ * physmap, pin, memguard), each one preceded by a fault-injection check.
  *
  * Why a seam at all: the region's error paths (a memfd that cannot be created, a
  * hugepage pool that runs dry in fallocate, an mmap or a pagemap read that fails) are
@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -47,6 +48,9 @@ static const char *const osl_names[OSL_NR_CALLS] = {
     [OSL_OPEN] = "open",
     [OSL_PREAD] = "pread",
     [OSL_CLOSE] = "close",
+    [OSL_IO_URING_SETUP] = "io_uring_setup",
+    [OSL_IO_URING_REGISTER] = "io_uring_register",
+    [OSL_SIGACTION] = "sigaction",
 };
 
 /* True when this call must fail; errno is then set.  Counts every call. */
@@ -100,7 +104,14 @@ int osl_ftruncate(int fd, uint64_t size) {
 
 int osl_fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
   if (osl_inject(OSL_FALLOCATE)) return -1;
-  return fallocate(fd, mode, (off_t)offset, (off_t)len);
+  /* hugetlbfs stops at any pending signal with EINTR, keeping the pages it got; a retry
+   * goes on from there.  (Closing an io_uring ring makes one "pending": its exit work
+   * queues task work on us with TWA_SIGNAL.) */
+  int rc;
+  do {
+    rc = fallocate(fd, mode, (off_t)offset, (off_t)len);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
 }
 
 int osl_add_seals(int fd, int seals) {
@@ -167,6 +178,44 @@ ssize_t osl_pread(int fd, void *buf, size_t len, off_t offset) {
 int osl_close(int fd) {
   if (osl_inject(OSL_CLOSE)) return -1;
   return close(fd);
+}
+
+int osl_io_uring_setup(unsigned entries, void *params) {
+  if (osl_inject(OSL_IO_URING_SETUP)) return -1;
+  return (int)syscall(SYS_io_uring_setup, entries, params);
+}
+
+int osl_io_uring_register(int ring, unsigned opcode, const void *arg, unsigned nr_args) {
+  if (osl_inject(OSL_IO_URING_REGISTER)) return -1;
+  return (int)syscall(SYS_io_uring_register, ring, opcode, arg, nr_args);
+}
+
+int osl_sigaction(int sig, const struct sigaction *act, struct sigaction *ret_old) {
+  if (osl_inject(OSL_SIGACTION)) return -1;
+  return sigaction(sig, act, ret_old);
+}
+
+int osl_read_u64(const char *path, uint64_t *ret) {
+  char buf[32];
+  int fd = osl_open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = osl_pread(fd, buf, sizeof buf - 1, 0);
+  int err = errno;
+  osl_close(fd);
+  if (n < 0) {
+    errno = err;
+    return -1;
+  }
+  buf[n] = '\0';
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(buf, &end, 10);
+  if (errno || end == buf) {
+    errno = EINVAL;
+    return -1;
+  }
+  *ret = v;
+  return 0;
 }
 
 uint64_t osl_base_page_size(void) {

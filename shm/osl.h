@@ -15,6 +15,7 @@
 #ifndef PP_OSL_H
 #define PP_OSL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/resource.h>
@@ -38,11 +39,15 @@ typedef enum osl_call {
   OSL_OPEN,
   OSL_PREAD,
   OSL_CLOSE,
+  OSL_IO_URING_SETUP,
+  OSL_IO_URING_REGISTER,
+  OSL_SIGACTION,
   OSL_NR_CALLS
 } osl_call_t;
 
 int osl_memfd_create(const char *name, unsigned flags);
 int osl_ftruncate(int fd, uint64_t size);
+/* fallocate(2), retried on EINTR. */
 int osl_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 int osl_add_seals(int fd, int seals);
 /* The seals (>= 0), or -1 with errno. */
@@ -59,6 +64,15 @@ int osl_open(const char *path, int flags);
 /* pread(2), retried on EINTR; may return fewer bytes than asked (the caller checks). */
 ssize_t osl_pread(int fd, void *buf, size_t len, off_t offset);
 int osl_close(int fd);
+/* The raw io_uring system calls (no liburing): the ring fd / register's result, or -1
+ * with errno. */
+int osl_io_uring_setup(unsigned entries, void *params);
+int osl_io_uring_register(int ring, unsigned opcode, const void *arg, unsigned nr_args);
+int osl_sigaction(int sig, const struct sigaction *act, struct sigaction *ret_old);
+
+/* A small decimal file (sysfs, procfs) through osl_open/osl_pread/osl_close: 0, or -1
+ * with errno (EINVAL when it holds no number). */
+int osl_read_u64(const char *path, uint64_t *ret);
 
 /* The base page size (sysconf(_SC_PAGESIZE)); never fails, not injectable. */
 uint64_t osl_base_page_size(void);

@@ -1,8 +1,12 @@
 /*
  * region.h — the shared region: one sealed memfd, hugepage-backed when possible,
- * reserved up front, mapped and populated once, with the physical address of each
- * page recorded when /proc/self/pagemap gives it.  Everything the allocators hand
- * out is an offset into this region.  See region.c for the essay.
+ * reserved up front, mapped and populated once, its pages held by a long-term pin, with
+ * the physical address of each page recorded when /proc/self/pagemap gives it.
+ * Everything the allocators hand out is an offset into this region.  A client that
+ * punches pages out of the memfd cannot take them from us: the region finds the holes,
+ * repairs them and never reports an address it lost.  See region.c for the essay; the
+ * page-size policy lives in hugetlb.c, the physical-address table in physmap.c, the pins
+ * in pin.c, holes in holes.c.
  */
 #ifndef PP_REGION_H
 #define PP_REGION_H
@@ -12,6 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "hugetlb.h"
+#include "physmap.h"
 #include "pinpool_err.h"
 
 typedef enum region_page_policy {
@@ -26,25 +32,19 @@ typedef struct region_config {
   region_page_policy_t policy;
   const char *name; /* memfd name (shows in /proc/PID/fd); NULL = "pinpool" */
   void (*log)(void *ctx, int level, const char *msg); /* syslog levels; NULL = stderr */
-  void *log_ctx;
+  void *log_ctx; /* log and log_ctx are kept: scans, repairs and region_zero log through
+                    them too, so they must outlive the region */
 } region_config_t;
 
-/* One hugepage size as the kernel reports it under /sys/kernel/mm/hugepages. */
-typedef struct region_hugepage_info {
-  uint64_t page_size;
-  uint64_t total_pages;
-  uint64_t free_pages;
-  uint64_t resv_pages; /* promised to existing mappings though not yet faulted in: a new
-                          region can have free_pages - resv_pages of them */
-} region_hugepage_info_t;
+/* One hugepage size and its pool (shm/hugetlb.h). */
+typedef hugetlb_info_t region_hugepage_info_t;
 
-/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length).
- */
-typedef struct region_run {
-  uint64_t offset;
-  uint64_t phys;
-  uint64_t length;
-} region_run_t;
+/* A run of physically consecutive pages: [offset, offset+length) maps to [phys, phys+length)
+ * (shm/physmap.h). */
+typedef physmap_run_t region_run_t;
+
+/* A range of the region: [offset, offset+length) (shm/physmap.h). */
+typedef physmap_range_t region_range_t;
 
 typedef struct region region_t;
 
@@ -52,18 +52,22 @@ typedef struct region region_t;
 int region_parse_policy(const char *s, region_page_policy_t *ret);
 const char *region_policy_name(region_page_policy_t p);
 
-/* Fill up to n entries with the hugepage sizes this kernel offers; returns how many. */
+/* Fill up to n entries with the hugepage sizes this kernel offers, smallest first;
+ * returns how many (hugetlb_sizes). */
 int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);
 
-/* Create, reserve (ftruncate + fallocate), seal, map with MAP_POPULATE, read pagemap.
+/* Create, reserve (ftruncate + fallocate), seal, map with MAP_POPULATE, pin, read pagemap.
  * Errors: PP_EINVAL (bad size/policy), PP_ENOHUGE (explicit size unavailable or the pool
  * too short; the log says how many pages were needed and free, and the sysctl that fixes
- * it), PP_EOS (another OS failure; the log names the call and errno). *ret untouched on
- * failure; nothing leaks. */
+ * it), PP_EOS (another OS failure; the log names the call and errno), PP_ENOPRIVMEM.
+ * The long-term pin and the addresses are best effort: without them the region works,
+ * the log says why (a warning for the pin) and region_describe shows it.  *ret untouched
+ * on failure; nothing leaks. */
 int region_create(const region_config_t *cfg, region_t **ret);
 /* Take over an existing region memfd (after a restart, from systemd's fd store): check
- * that it is a sealed memfd whose size cannot change, reserve (fallocate) and map it as
- * region_create does; its contents are kept.  cfg->size 0 and REGION_PAGE_AUTO accept
+ * that it is a sealed memfd whose size cannot change, reserve (fallocate: holes punched
+ * while no daemon held it are filled), map and pin it as region_create does; its contents
+ * are kept.  The previous daemon's pins died with it.  cfg->size 0 and REGION_PAGE_AUTO accept
  * what the fd has; other values must match it (PP_EINVAL otherwise).  On success the
  * region owns fd (region_destroy closes it); on failure fd is left open to the caller. */
 int region_adopt(int fd, const region_config_t *cfg, region_t **ret);
@@ -76,16 +80,62 @@ uint64_t region_page_size(const region_t *r);
 bool region_hugepages(const region_t *r);
 bool region_phys_known(const region_t *r);
 
-/* Physical address of the byte at offset; PP_ENOENT when unknown, PP_ERANGE when out of
- * the region. */
+/* Physical address of the byte at offset; PP_ENOENT when unknown or the page is lost,
+ * PP_ERANGE when out of the region. */
 int region_phys(const region_t *r, uint64_t offset, uint64_t *ret_phys);
-/* True when [offset, offset+len) is physically contiguous: within one page, or spanning
- * pages whose physical addresses are known and consecutive. */
+/* True when [offset, offset+len) is physically contiguous: no page of it lost, and within
+ * one page, or spanning pages whose physical addresses are known and consecutive. */
 bool region_is_contiguous(const region_t *r, uint64_t offset, uint64_t len);
-/* The physically contiguous runs; fills up to n, returns the total count (0 when unknown). */
+/* The physically contiguous runs (lost pages are in none); fills up to n, returns the
+ * total count (0 when unknown).  A copy is stale once region_generation() moves. */
 size_t region_runs(const region_t *r, region_run_t *out, size_t n);
 /* Length of the longest run (the page size when addresses are unknown). */
 uint64_t region_largest_run(const region_t *r);
+
+/* ---- a region no client can un-pin -------------------------------------------------
+ * Every client holds the memfd read-write and can punch holes in it.  The functions below
+ * change the region's table (lost pages, addresses, runs); call them from the thread that
+ * owns the region (pinpoold's loop), never concurrently with each other or with the
+ * queries above.  region_phys/region_runs/region_is_contiguous never describe a lost page.
+ */
+
+/* True when every page is held by a long-term pin (io_uring fixed buffers), so a punched
+ * page stays allocated to us; false when pinning could not be had. */
+bool region_pinned(const region_t *r);
+/* "" when pinned; else why not and the fix (io_uring disabled, RLIMIT_MEMLOCK, ...). */
+const char *region_pin_status(const region_t *r);
+/* Bumped whenever addresses, runs or lost pages change: refresh copies of region_runs(). */
+uint64_t region_generation(const region_t *r);
+
+/* Find pages that no longer back the region as recorded — not present in our mapping any
+ * more (punched), or present at another physical address (punched and faulted in again) —
+ * and mark them lost.  Then call cb (may be NULL) once per maximal lost range, old and
+ * new, in offset order, and return how many there are (>= 0).  PP_EOS when
+ * /proc/self/pagemap cannot be read (nothing changed), PP_EINVAL for a table-only region.
+ * Cost: one pread per 512 4 KiB pages or per hugepage (1 GiB: ~0.4 ms with 2 MiB pages,
+ * ~17 ms with 4 KiB pages). */
+int region_scan_holes(region_t *r, void (*cb)(void *ctx, uint64_t offset, uint64_t len),
+                      void *ctx);
+/* Back the lost pages of [offset, offset+len) again: fallocate, fault in through our
+ * mapping, pin in fresh slots (the punched pages keep their pins), re-read the addresses.
+ * Repaired pages are no longer lost and may have new addresses (the generation moves).
+ * 0 when no page of the range is lost any more; else the first failure, its pages still
+ * lost: PP_ENOHUGE (the hugepage pool has no page for it), PP_EQUOTA (the pin budget —
+ * twice the region — or the pin slots are spent), PP_EOS (another failure; logged),
+ * PP_ENOPRIVMEM.  Never SIGBUS.  PP_ERANGE outside the region. */
+int region_repair(region_t *r, uint64_t offset, uint64_t len);
+/* The lost ranges, in offset order; fills up to n, returns the total count. */
+size_t region_lost(const region_t *r, region_range_t *out, size_t n);
+uint64_t region_lost_bytes(const region_t *r);
+
+/* memset(base + offset, 0, len) that cannot kill the process: 0 when the range was zeroed
+ * in the pages the table records.  PP_EOS, with nothing written past the missing page,
+ * when a page of the range is lost, is found punched (before or after the write; it is
+ * then marked lost), or the write hit SIGBUS (a hugetlb page punched with no page left to
+ * replace it).  PP_ERANGE outside the region, PP_EINVAL for a table-only region.  Costs
+ * two pagemap reads of the range around the memset.  Installs a process-wide SIGBUS
+ * handler the first time (memguard.h: chains to the one installed before). */
+int region_zero(region_t *r, uint64_t offset, uint64_t len);
 
 /* Print what `pinpoold --probe` prints. */
 void region_describe(const region_t *r, FILE *out);

@@ -313,7 +313,7 @@ static int cache_grow_unsafe(slab_cache_t *c, slab_blk_t **ret) {
   slab_blk_t *b = calloc(1, blk_alloc_size(c));
   if (!b) {
     buddy_free(c->buddy, base);
-    return PP_ENOMEM;
+    return PP_ENOPRIVMEM;
   }
   PP_IASSERT((base & (c->slab_bytes - 1)) == 0);
   b->base = base;
@@ -519,18 +519,22 @@ static int cache_check_unsafe(slab_cache_t *c, char *why, size_t why_len) {
 int slab_create(buddy_t *buddy, slab_t **ret) {
   if (!buddy || !ret) return PP_EINVAL;
   slab_t *s = calloc(1, sizeof *s);
-  if (!s) return PP_ENOMEM;
+  if (!s) return PP_ENOPRIVMEM;
+  int rc = PP_ENOPRIVMEM;
   s->names = calloc(SLAB_NAME_HASH_MIN, sizeof *s->names);
   if (!s->names) goto fail;
   s->nnames = SLAB_NAME_HASH_MIN;
-  if (pthread_mutex_init(&s->lock, NULL) != 0) goto fail;
+  if (pthread_mutex_init(&s->lock, NULL) != 0) {
+    rc = PP_EOS;
+    goto fail;
+  }
   s->buddy = buddy;
   *ret = s;
   return 0;
 fail:
   free(s->names);
   free(s);
-  return PP_ENOMEM;
+  return rc;
 }
 
 static void cache_destroy(slab_cache_t *c) {
@@ -601,9 +605,12 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
       *ret = old;
     goto out;
   }
-  rc = PP_ENOMEM;
-  if (s->ncaches == UINT32_MAX) goto out;
+  rc = PP_ENOPRIVMEM;
   if (s->ncaches == s->cap) {
+    if (s->cap > UINT32_MAX / 2) { /* ids are uint32: the array cannot double again */
+      rc = PP_ERANGE;
+      goto out;
+    }
     uint32_t cap = s->cap ? s->cap * 2 : 16;
     slab_cache_t **nc = realloc(s->caches, cap * sizeof *nc);
     if (!nc) goto out;

@@ -17,9 +17,10 @@
 
 #define SLAB_NAME_MAX 64u /* including the NUL */
 #define SLAB_MIN_OBJECT 8u
-#define SLAB_MAX_ORDER 5u      /* largest slab: a buddy block of 2^5 pages = 128 KiB */
-#define SLAB_MAX_OBJECT 16384u /* an eighth of the largest slab; bigger belongs to the buddy   \
-                                */
+#define SLAB_MAX_ORDER 5u /* largest slab: a buddy block of 2^5 pages = 128 KiB */
+#define SLAB_MAX_OBJECT                                                                        \
+  16384u /* an eighth of the largest slab; bigger belongs to the buddy                         \
+          */
 
 typedef struct slab_info { /* one /proc/slabinfo row, plus pinpool's extras */
   char name[SLAB_NAME_MAX];
@@ -48,16 +49,19 @@ void slab_destroy(slab_t *s);
 
 /* Create or find a cache.  align: a power of two, 0 means 8.  object_size: 8 bytes up to
  * an eighth of the largest slab (PP_ERANGE beyond).  The same name with the same geometry
- * returns the existing cache; with another geometry PP_EGEOMETRY. */
+ * returns the existing cache; with another geometry PP_EGEOMETRY.  PP_ENOPRIVMEM when the
+ * cache's private metadata cannot be allocated. */
 int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
                       slab_cache_t **ret);
 slab_cache_t *slab_cache_find(slab_t *s, const char *name);
 slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id);
 
 /* One object: from a partial slab, else an empty one, else a new slab from the buddy.
- * Errors: PP_ENOMEM. */
+ * Errors: PP_ENOMEM (the buddy has no block for a new slab: the region is full),
+ * PP_ENOPRIVMEM (no private memory for the new slab's descriptor). */
 int slab_cache_alloc(slab_cache_t *c, uint64_t *ret_offset);
-/* Up to n objects under one lock acquisition; returns how many (>0), or PP_ENOMEM. */
+/* Up to n objects under one lock acquisition; returns how many (>0), or an error of
+ * slab_cache_alloc when not even one could be had. */
 int slab_cache_alloc_bulk(slab_cache_t *c, uint64_t *offsets, unsigned n);
 /* Errors: PP_ENOTALLOC (in no slab of this cache: another cache's object, or nobody's),
  * PP_ENOTBLOCK (inside one of this cache's slabs but not an object start), PP_EDOUBLEFREE

@@ -16,7 +16,7 @@
 
 #include "region.h"
 #include "units.h"
-#include "region_internal.h"
+#include "hugetlb.h"
 
 static void parse_size_reads_binary_suffixes(void **state) {
   static const struct {
@@ -127,69 +127,71 @@ static void policy_name_parses_back_to_the_same_policy(void **state) {
 
 #define MIB (1ull << 20)
 #define GIB (1ull << 30)
+#define PS4K ((uint64_t)sysconf(_SC_PAGESIZE))
 
 static void explicit_hugepage_size_is_chosen_only_when_offered(void **state) {
-  region_hugepage_info_t hp[] = {{.page_size = 2 * MIB, .total_pages = 0, .free_pages = 0}};
+  hugetlb_info_t hp[] = {{.page_size = 2 * MIB, .total_pages = 0, .free_pages = 0}};
   uint64_t ps = 0;
   /* offered, even with no free pages: fallocate is the authority on availability */
-  assert_int_equal(region_choose_page(REGION_PAGE_2M, 64 * MIB, hp, 1, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(2 * MIB, 64 * MIB, hp, 1, &ps), 0);
   assert_int_equal(ps, 2 * MIB);
   ps = 0;
-  assert_int_equal(region_choose_page(REGION_PAGE_1G, 64 * MIB, hp, 1, &ps), PP_ENOHUGE);
+  assert_int_equal(hugetlb_choose_page(1 * GIB, 64 * MIB, hp, 1, &ps), PP_ENOHUGE);
   assert_int_equal(ps, 0);
-  assert_int_equal(region_choose_page(REGION_PAGE_2M, 64 * MIB, NULL, 0, &ps), PP_ENOHUGE);
-  assert_int_equal(region_choose_page(REGION_PAGE_4K, 64 * MIB, hp, 1, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(2 * MIB, 64 * MIB, NULL, 0, &ps), PP_ENOHUGE);
+  assert_int_equal(hugetlb_choose_page(PS4K, 64 * MIB, hp, 1, &ps), 0);
   assert_int_equal(ps, (uint64_t)sysconf(_SC_PAGESIZE));
 }
 
 static void auto_takes_the_largest_size_with_enough_free_pages(void **state) {
-  region_hugepage_info_t hp[] = {
+  hugetlb_info_t hp[] = {
       {.page_size = 2 * MIB, .total_pages = 1000, .free_pages = 1000},
       {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
   };
   uint64_t ps;
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 3 * GIB, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 3 * GIB, hp, 2, &ps), 0);
   assert_int_equal(ps, 1 * GIB);
   /* 5 GiB: 5 one-GiB pages needed, 4 free; 2560 two-MiB pages needed, 1000 free */
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 5 * GIB, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 5 * GIB, hp, 2, &ps), 0);
   assert_int_equal(ps, (uint64_t)sysconf(_SC_PAGESIZE));
   /* 1.5 GiB: 2 one-GiB pages (rounded up) are free, so the larger size wins */
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 3 * GIB / 2, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 3 * GIB / 2, hp, 2, &ps), 0);
   assert_int_equal(ps, 1 * GIB);
   /* 1 GiB pages all taken: 2 MiB pages it is (1.5 GiB = 768 pages, 1000 free) */
   hp[1].free_pages = 0;
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 3 * GIB / 2, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 3 * GIB / 2, hp, 2, &ps), 0);
   assert_int_equal(ps, 2 * MIB);
 }
 
 static void auto_never_picks_a_page_larger_than_the_region(void **state) {
-  region_hugepage_info_t hp[] = {
+  hugetlb_info_t hp[] = {
       {.page_size = 2 * MIB, .total_pages = 100, .free_pages = 100},
       {.page_size = 1 * GIB, .total_pages = 4, .free_pages = 4},
   };
   uint64_t ps;
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 64 * MIB, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 64 * MIB, hp, 2, &ps), 0);
   assert_int_equal(ps, 2 * MIB);
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 1 * MIB, hp, 2, &ps), 0);
+  assert_int_equal(hugetlb_choose_page(0, 1 * MIB, hp, 2, &ps), 0);
   assert_int_equal(ps, (uint64_t)sysconf(_SC_PAGESIZE));
 }
 
 static void auto_counts_reserved_pages_as_taken(void **state) {
-  region_hugepage_info_t hp[] = {
+  hugetlb_info_t hp[] = {
       {.page_size = 2 * MIB, .total_pages = 40, .free_pages = 40, .resv_pages = 10},
   };
   uint64_t ps;
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 60 * MIB, hp, 1, &ps), 0); /* 30 */
+  assert_int_equal(hugetlb_choose_page(0, 60 * MIB, hp, 1, &ps), 0); /* 30 */
   assert_int_equal(ps, 2 * MIB);
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 62 * MIB, hp, 1, &ps), 0); /* 31 */
+  assert_int_equal(hugetlb_choose_page(0, 62 * MIB, hp, 1, &ps), 0); /* 31 */
   assert_int_equal(ps, (uint64_t)sysconf(_SC_PAGESIZE));
 }
 
 static void choose_page_rejects_bad_arguments(void **state) {
   uint64_t ps = 9;
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 0, NULL, 0, &ps), PP_EINVAL);
-  assert_int_equal(region_choose_page((region_page_policy_t)7, 1, NULL, 0, &ps), PP_EINVAL);
-  assert_int_equal(region_choose_page(REGION_PAGE_AUTO, 1, NULL, 0, NULL), PP_EINVAL);
+  assert_int_equal(hugetlb_choose_page(0, 0, NULL, 0, &ps), PP_EINVAL);
+  assert_int_equal(hugetlb_choose_page(3 * MIB, 1, NULL, 0, &ps), PP_EINVAL);
+  assert_int_equal(hugetlb_choose_page(512, 1, NULL, 0, &ps), PP_EINVAL);
+  assert_int_equal(hugetlb_choose_page(0, 1, NULL, 0, NULL), PP_EINVAL);
   assert_int_equal(ps, 9);
 }
 
@@ -218,8 +220,8 @@ static void hugepage_sizes_reads_sysfs_layout_sorted_by_size(void **state) {
   put(dir, "not-hugepages", "nr_hugepages", "5\n");
   put(dir, "hugepages-64kB", "nr_hugepages", "garbage"); /* unreadable counts read as 0 */
 
-  region_hugepage_info_t hp[4];
-  assert_int_equal(region_hugepage_sizes_at(dir, hp, 4), 3);
+  hugetlb_info_t hp[4];
+  assert_int_equal(hugetlb_sizes_at(dir, hp, 4), 3);
   assert_int_equal(hp[0].page_size, 64 << 10);
   assert_int_equal(hp[0].total_pages, 0);
   assert_int_equal(hp[0].free_pages, 0);
@@ -231,18 +233,18 @@ static void hugepage_sizes_reads_sysfs_layout_sorted_by_size(void **state) {
   assert_int_equal(hp[2].total_pages, 2);
   assert_int_equal(hp[2].free_pages, 1);
 
-  region_hugepage_info_t one[1];
-  assert_int_equal(region_hugepage_sizes_at(dir, one, 1), 1);
+  hugetlb_info_t one[1];
+  assert_int_equal(hugetlb_sizes_at(dir, one, 1), 1);
   assert_int_equal(one[0].page_size, 64 << 10); /* the smallest first */
 
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   assert_int_equal(system(cmd), 0);
-  assert_int_equal(region_hugepage_sizes_at(dir, hp, 4), 0); /* no such directory: none */
+  assert_int_equal(hugetlb_sizes_at(dir, hp, 4), 0); /* no such directory: none */
 }
 
 static void hugepage_sizes_of_this_kernel_are_sorted_hugepages(void **state) {
-  region_hugepage_info_t hp[16];
+  hugetlb_info_t hp[16];
   int n = region_hugepage_sizes(hp, 16);
   assert_true(n >= 0);
   for (int i = 0; i < n; i++) {

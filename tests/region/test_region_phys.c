@@ -1,6 +1,7 @@
 /*
  * test_region_phys.c — the physical-address queries (region_phys, region_is_contiguous,
- * region_runs, region_largest_run) on regions built from known tables.
+ * region_runs, region_largest_run) on regions built from known tables, and the table's
+ * lost pages (physmap.h: what a punched page does to the runs, and what a repair undoes).
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "physmap.h"
 #include "region.h"
 #include "region_internal.h"
 
@@ -193,6 +195,110 @@ static void describe_summarises_many_runs_by_length(void **state) {
   region_destroy(r);
 }
 
+/* ---- lost pages (physmap) ----------------------------------------------------------- */
+
+static physmap_t table_of(const uint64_t *phys, uint64_t n) {
+  physmap_t pm;
+  assert_int_equal(physmap_init(&pm, n * PS, PS), 0);
+  assert_int_equal(physmap_set(&pm, phys), 0);
+  return pm;
+}
+
+static void pm_check(const physmap_t *pm) {
+  char why[256] = "";
+  if (physmap_check(pm, why, sizeof why) != 0) fail_msg("physmap_check: %s", why);
+}
+
+static void a_lost_page_has_no_address_and_splits_its_run(void **state) {
+  uint64_t phys[6];
+  for (int i = 0; i < 6; i++)
+    phys[i] = A + (uint64_t)i * PS; /* one run of six */
+  physmap_t pm = table_of(phys, 6);
+  uint64_t gen = pm.generation;
+  physmap_mark_lost(&pm, 2, 1);
+  pm_check(&pm);
+  assert_true(pm.generation != gen);
+  uint64_t p;
+  assert_int_equal(physmap_phys(&pm, 2 * PS + 1, &p), PP_ENOENT);
+  assert_int_equal(physmap_phys(&pm, 3 * PS, &p), 0);
+  assert_int_equal(p, A + 3 * PS);
+  physmap_run_t runs[4];
+  assert_int_equal(physmap_runs(&pm, runs, 4), 2); /* the lost page is in no run */
+  assert_int_equal(runs[0].offset, 0);
+  assert_int_equal(runs[0].length, 2 * PS);
+  assert_int_equal(runs[1].offset, 3 * PS);
+  assert_int_equal(runs[1].length, 3 * PS);
+  assert_int_equal(physmap_largest_run(&pm), 3 * PS);
+  assert_false(physmap_is_contiguous(&pm, 2 * PS, 1)); /* not even within the page */
+  assert_false(physmap_is_contiguous(&pm, PS, 2 * PS));
+  assert_true(physmap_is_contiguous(&pm, 3 * PS, 3 * PS));
+  assert_true(physmap_range_lost(&pm, 2 * PS - 1, 2));
+  assert_false(physmap_range_lost(&pm, 3 * PS, 3 * PS));
+  physmap_fini(&pm);
+}
+
+static void restoring_a_page_at_its_old_address_merges_the_runs_again(void **state) {
+  uint64_t phys[6];
+  for (int i = 0; i < 6; i++)
+    phys[i] = A + (uint64_t)i * PS;
+  physmap_t pm = table_of(phys, 6);
+  physmap_mark_lost(&pm, 1, 3);
+  physmap_range_t lost[2];
+  assert_int_equal(physmap_lost_ranges(&pm, lost, 2), 1);
+  assert_int_equal(lost[0].offset, PS);
+  assert_int_equal(lost[0].length, 3 * PS);
+  uint64_t elsewhere = C; /* page 2 comes back somewhere else: three runs */
+  assert_int_equal(physmap_restore(&pm, 2, 1, &elsewhere), 0);
+  pm_check(&pm);
+  assert_int_equal(physmap_lost_ranges(&pm, NULL, 0), 2);
+  assert_int_equal(physmap_runs(&pm, NULL, 0), 3);
+  uint64_t back[2] = {A + PS, A + 3 * PS}; /* pages 1 and 3 where they were */
+  assert_int_equal(physmap_restore(&pm, 1, 1, &back[0]), 0);
+  assert_int_equal(physmap_restore(&pm, 3, 1, &back[1]), 0);
+  pm_check(&pm);
+  assert_int_equal(pm.nr_lost, 0);
+  assert_int_equal(physmap_runs(&pm, NULL, 0), 3); /* [0,1] at A, [2] at C, [3..5] at A */
+  assert_false(physmap_is_contiguous(&pm, PS, 2 * PS));
+  physmap_fini(&pm);
+}
+
+static void lost_pages_are_tracked_even_when_addresses_are_unknown(void **state) {
+  physmap_t pm;
+  assert_int_equal(physmap_init(&pm, 8 * PS, PS), 0);
+  physmap_forget(&pm, "hidden");
+  physmap_mark_lost(&pm, 7, 1);
+  pm_check(&pm);
+  assert_false(physmap_is_contiguous(&pm, 7 * PS, 1));
+  assert_true(physmap_is_contiguous(&pm, 6 * PS, PS));
+  assert_int_equal(physmap_restore(&pm, 7, 1, NULL), 0);
+  assert_int_equal(pm.nr_lost, 0);
+  assert_true(physmap_is_contiguous(&pm, 7 * PS, 1));
+  physmap_fini(&pm);
+}
+
+static void when_every_page_is_lost_there_are_no_runs(void **state) {
+  physmap_t pm = table_of(three_runs, 6);
+  physmap_mark_lost(&pm, 0, 6);
+  pm_check(&pm);
+  assert_int_equal(physmap_runs(&pm, NULL, 0), 0);
+  assert_int_equal(physmap_largest_run(&pm), 0);
+  assert_int_equal(physmap_lost_ranges(&pm, NULL, 0), 1);
+  physmap_fini(&pm);
+}
+
+static void the_validator_finds_a_lost_page_inside_a_run(void **state) {
+  physmap_t pm = table_of(three_runs, 6);
+  char why[256] = "";
+  pm.lost[0] |= 1u << 1; /* behind the table's back: page 1 lost, still in run 0 */
+  pm.nr_lost = 1;
+  assert_int_equal(physmap_check(&pm, why, sizeof why), PP_ECORRUPT);
+  assert_non_null(strstr(why, "lost page 1"));
+  pm.nr_lost = 0; /* and a count that disagrees with the bitmap */
+  assert_int_equal(physmap_check(&pm, why, sizeof why), PP_ECORRUPT);
+  assert_non_null(strstr(why, "marked lost"));
+  physmap_fini(&pm);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(phys_of_an_offset_adds_the_offset_within_its_page),
@@ -207,6 +313,11 @@ int main(void) {
       cmocka_unit_test(hugepage_runs_use_the_hugepage_size),
       cmocka_unit_test(from_phys_rejects_bad_geometry),
       cmocka_unit_test(describe_summarises_many_runs_by_length),
+      cmocka_unit_test(a_lost_page_has_no_address_and_splits_its_run),
+      cmocka_unit_test(restoring_a_page_at_its_old_address_merges_the_runs_again),
+      cmocka_unit_test(lost_pages_are_tracked_even_when_addresses_are_unknown),
+      cmocka_unit_test(when_every_page_is_lost_there_are_no_runs),
+      cmocka_unit_test(the_validator_finds_a_lost_page_inside_a_run),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
