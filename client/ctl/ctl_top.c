@@ -150,12 +150,12 @@ int ctl_top_run(ctl_conn_t *c, unsigned interval_ms) {
   int rc = 0;
 
   if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
-    snprintf(c->why, sizeof c->why, "top needs a terminal on stdin and stdout");
+    snprintf(c->rpc.why, sizeof c->rpc.why, "top needs a terminal on stdin and stdout");
     return PP_EINVAL;
   }
   screen = newterm(NULL, stdout, stdin);
   if (!screen) {
-    snprintf(c->why, sizeof c->why, "cannot drive the terminal (TERM=%s)",
+    snprintf(c->rpc.why, sizeof c->rpc.why, "cannot drive the terminal (TERM=%s)",
              getenv("TERM") ? getenv("TERM") : "unset");
     return PP_EINVAL;
   }

@@ -93,13 +93,13 @@ static int usage_error(const char *fmt, const char *arg) {
 /* Map a failure to its message and exit status. */
 static int report(const ctl_conn_t *c, int err) {
   if (ctl_err_is_transport(err)) {
-    fprintf(stderr, "pinpoolctl: cannot reach pinpoold at %s: %s\n", c->path, c->why);
+    fprintf(stderr, "pinpoolctl: cannot reach pinpoold at %s: %s\n", c->path, c->rpc.why);
     if (err == PP_ECONNECT)
       fprintf(stderr, "pinpoolctl: is pinpoold running? --socket PATH or $PINPOOL_SOCKET "
                       "chooses another socket\n");
     return EXIT_UNREACHABLE;
   }
-  fprintf(stderr, "pinpoolctl: %s: %s\n", pp_status_name(err), c->why);
+  fprintf(stderr, "pinpoolctl: %s: %s\n", pp_status_name(err), c->rpc.why);
   if (err == PP_EPERM)
     fprintf(stderr, "pinpoolctl: this command needs root or membership in pinpoold's admin "
                     "group (pinpoold --admin-group)\n");
@@ -247,7 +247,7 @@ int main(int argc, char **argv) {
   case CMD_TOP:
     rc = ctl_top_run(&conn, CTL_TOP_INTERVAL_MS);
     if (rc == PP_EINVAL) {
-      fprintf(stderr, "pinpoolctl: %s\n", conn.why);
+      fprintf(stderr, "pinpoolctl: %s\n", conn.rpc.why);
       status = EXIT_USAGE;
     } else {
       status = rc < 0 ? report(&conn, rc) : 0;

@@ -19,19 +19,17 @@
 
 #include "frame.h"
 #include "pinpool.h"
+#include "rpc.h"
 
 struct cmag_thread_cache;
 
 struct pp_client {
-  int fd;               /* the connection; -1 once closed */
   pthread_mutex_t lock; /* see above */
-  uint64_t next_id;     /* (lock) id of the next request; ids start at 1 */
-  int broken;           /* (lock) 0, or the error that ended the connection */
-  uint32_t max_frame;   /* from Welcome */
-  frame_rx_t rx;        /* (lock) buffered receiving of responses */
+  rpc_t rpc;            /* (lock) the connection: socket, request ids, receive buffer;
+                           rpc.fd stays valid until pp_disconnect */
   uint8_t *base;        /* the whole region, mapped MAP_SHARED once */
   uint64_t region_size;
-  uint64_t page_size;
+  uint64_t page_size; /* bytes per page of the region's memory (Welcome.page_size) */
   uint64_t session_id;
   bool hugepages;
   bool phys_known;
@@ -58,12 +56,12 @@ struct pp_cache {
   struct cmag_thread_cache *threads; /* (cmag_lock) every thread's magazines for it */
 };
 
-/* One request/response exchange under c->lock.  req->id is assigned here.  On success
- * (status OK and the body case `want`) *ret_resp is the response (free it with
- * frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
- * marks the connection broken and returns PP_EIO / PP_EDISCONNECTED / PP_EPROTO. */
-int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__BodyCase want,
-               Pinpool__V1__Response **ret_resp);
+/* rpc_call (proto/rpc.h) under c->lock: send body as the request body_case, receive the
+ * response.  On success (status OK and body `want`) *ret_resp is the response (free it
+ * with frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
+ * breaks the connection for good (every later call returns the same code). */
+int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
+               Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp);
 
 /* cache_alloc of up to n (1..1024) objects: their pointers into ptrs; returns how many
  * the daemon gave (> 0) or a negative code. */
