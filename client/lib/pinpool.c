@@ -21,7 +21,8 @@
  *     call only fills its body message and reads the reply's body.
  *   - Nothing the daemon says is trusted blindly: offsets and sizes are checked against
  *     the region before a pointer is formed from them, the memfd's size against the
- *     announced region size, and responses are unpacked with a bounded budget.
+ *     announced region size, a cache's announced slab geometry against its objects, and
+ *     responses are unpacked with a bounded budget.
  *   - Private memory that runs out (malloc) is PP_ENOPRIVMEM; PP_ENOMEM is the daemon's
  *     region being full.
  *
@@ -101,8 +102,15 @@ static int client_handshake(pp_client *c, const char *client_name, int *ret_memf
     rc = PP_EPROTO;
     goto out;
   }
+  /* A daemon older than Welcome.min_block sends 0; its unit was 4 KiB too. */
+  uint64_t min_block = w->min_block ? w->min_block : CLIENT_MIN_BLOCK_DEFAULT;
+  if ((min_block & (min_block - 1)) != 0 || min_block > w->region_size) {
+    rc = PP_EPROTO;
+    goto out;
+  }
   c->region_size = w->region_size;
   c->page_size = w->page_size;
+  c->min_block = min_block;
   c->hugepages = w->hugepages;
   c->phys_known = w->physical_addresses;
   c->session_id = w->session_id;
@@ -185,6 +193,9 @@ uint64_t pp_region_size(pp_client *c) {
 }
 uint64_t pp_page_size(pp_client *c) {
   return c ? c->page_size : 0;
+}
+uint64_t pp_min_block(pp_client *c) {
+  return c ? c->min_block : 0;
 }
 bool pp_hugepages(pp_client *c) {
   return c && c->hugepages;
@@ -286,18 +297,38 @@ static uint32_t cmag_rounds_for(uint32_t object_size) {
   return 8;
 }
 
-/* The slab a valid object lies in is a naturally aligned buddy block of a power of two
- * 4 KiB pages holding objs_per_slab objects, with less than one stride left over (the
- * daemon fills its slabs).  The smallest such block that holds objs_per_slab * stride
- * bytes is that slab: a block twice as large would hold at least twice as many objects.
- * 0 when the numbers do not allow the inference. */
-static uint64_t slab_bytes_for(uint32_t stride, uint32_t objs_per_slab) {
+/* The slab size of a daemon that does not announce it (CacheInfo.slab_bytes 0): a valid
+ * object lies in a naturally aligned buddy block of a power of two min blocks holding
+ * objs_per_slab objects, with less than one stride left over (the daemon fills its
+ * slabs).  The smallest such block that holds objs_per_slab * stride bytes is that slab:
+ * a block twice as large would hold at least twice as many objects.  0 when the numbers
+ * do not allow the inference. */
+static uint64_t slab_bytes_inferred(uint64_t min_block, uint32_t stride,
+                                    uint32_t objs_per_slab) {
   if (stride == 0 || objs_per_slab == 0) return 0;
   uint64_t need = (uint64_t)stride * objs_per_slab;
-  uint64_t s = 4096;
+  uint64_t s = min_block;
   while (s < need)
     s <<= 1;
-  return s <= (1ull << 31) ? s : 0;
+  return s <= CLIENT_SLAB_MAX ? s : 0;
+}
+
+/* The slab size the boundary check uses: the daemon's when it announces one, else the
+ * inference.  PP_EPROTO for an announced size that cannot be a slab of these objects (not
+ * a power of two, smaller than the objects it holds or than a min block, larger than the
+ * region or than the check can handle). */
+static int client_slab_bytes(const pp_client *c, const Pinpool__V1__CacheInfo *ci,
+                             uint32_t stride, uint64_t *ret) {
+  uint64_t s = ci->slab_bytes;
+  if (s == 0) {
+    *ret = slab_bytes_inferred(c->min_block, stride, ci->objects_per_slab);
+    return 0;
+  }
+  if ((s & (s - 1)) != 0 || s < c->min_block || s > c->region_size || s > CLIENT_SLAB_MAX ||
+      s < (uint64_t)stride * ci->objects_per_slab)
+    return PP_EPROTO;
+  *ret = s;
+  return 0;
 }
 
 int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
@@ -320,8 +351,15 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
     rc = PP_EPROTO;
     goto out;
   }
-  uint32_t stride = (ci->object_size + ca - 1) & ~(ca - 1);
-  uint64_t slab = slab_bytes_for(stride, ci->objects_per_slab);
+  uint64_t stride64 = ((uint64_t)ci->object_size + ca - 1) & ~((uint64_t)ca - 1);
+  if (stride64 > UINT32_MAX) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  uint32_t stride = (uint32_t)stride64;
+  uint64_t slab;
+  rc = client_slab_bytes(c, ci, stride, &slab);
+  if (rc < 0) goto out;
 
   pthread_mutex_lock(&c->lock);
   /* Idempotent like the daemon's cache_open: the same cache, the same handle (and the
@@ -389,10 +427,11 @@ int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
     ptrs[i] = k->base + ob->offsets[i];
     layout_ok = layout_ok && client_obj_valid(k, ptrs[i]);
   }
-  /* The exact boundary check in pp_cache_free rests on an inference about slab layout
-   * (slab_bytes_for).  Should the daemon ever hand out an object the inference calls
-   * invalid, the inference is wrong, not the daemon: fall back to checking alignment
-   * only, so that a valid free is never refused. */
+  /* The exact boundary check in pp_cache_free rests on the slab size: announced by the
+   * daemon, or inferred for an older one (slab_bytes_inferred).  Should the daemon ever
+   * hand out an object the check calls invalid, the check's premise is wrong, not the
+   * object: fall back to checking alignment only, so that a valid free is never
+   * refused. */
   if (!layout_ok) atomic_store_explicit(&k->slab_bytes, 0, memory_order_relaxed);
   rc = (int)ob->n_offsets;
 out:

@@ -73,6 +73,7 @@ static void connect_maps_the_whole_region_and_reports_its_geometry(void **state)
   assert_non_null(pp_base(c));
   assert_int_equal(pp_region_size(c), REGION);
   assert_int_equal(pp_page_size(c), 4096);
+  assert_int_equal(pp_min_block(c), 4096);
   assert_false(pp_hugepages(c));
   assert_int_not_equal(pp_session_id(c), 0);
   assert_ptr_equal(pp_ptr(c, 4096), (uint8_t *)pp_base(c) + 4096);

@@ -291,6 +291,35 @@ static void cache_open_without_private_memory_is_enoprivmem(void **state) {
   assert_int_equal(pthread_join(f->t, NULL), 0);
 }
 
+static void cache_free_checks_objects_against_the_slab_size_the_daemon_announces(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_CACHE_INFO);
+  pp_client *c = NULL;
+  pp_cache *k = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_int_equal(pp_cache_open(c, "objs", FAKE_OBJ_SIZE, 0, &k), 0);
+  uint8_t *base = pp_base(c);
+  /* A slab of 16 KiB holds its 8 objects in its first 8 KiB: the second half holds no
+   * object, however the 8 objects would fit in a slab of that size. */
+  for (uint32_t off = FAKE_OBJS_PER_SLAB * FAKE_OBJ_SIZE; off < FAKE_SLAB_BYTES;
+       off += FAKE_OBJ_SIZE)
+    assert_int_equal(pp_cache_free(k, base + off), PP_EINVAL);
+  /* The next slab's first object is one (it goes to this thread's magazine). */
+  assert_int_equal(pp_cache_free(k, base + FAKE_SLAB_BYTES), 0);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+static void an_older_daemons_welcome_means_4_kib_blocks(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_NONE); /* Welcome.min_block 0, as before the field */
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_int_equal(pp_min_block(c), 4096);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup,
@@ -305,6 +334,11 @@ int main(void) {
                                       fake_teardown),
       cmocka_unit_test_setup_teardown(cache_open_without_private_memory_is_enoprivmem,
                                       fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(
+          cache_free_checks_objects_against_the_slab_size_the_daemon_announces, fake_setup,
+          fake_teardown),
+      cmocka_unit_test_setup_teardown(an_older_daemons_welcome_means_4_kib_blocks, fake_setup,
+                                      fake_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);

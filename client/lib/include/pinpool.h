@@ -90,7 +90,10 @@ PP_API void pp_disconnect(pp_client *c);
 /* The region as mapped in this process, and its geometry as the daemon announced it. */
 PP_API void *pp_base(pp_client *c);
 PP_API uint64_t pp_region_size(pp_client *c);
-PP_API uint64_t pp_page_size(pp_client *c);  /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+PP_API uint64_t pp_page_size(pp_client *c); /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+/* The allocation unit (4 KiB): every buffer is this times a power of two, whatever the
+ * page size. */
+PP_API uint64_t pp_min_block(pp_client *c);
 PP_API bool pp_hugepages(pp_client *c);      /* the region is backed by hugepages */
 PP_API bool pp_phys_known(pp_client *c);     /* buffers report physical addresses */
 PP_API uint64_t pp_session_id(pp_client *c); /* as pinpoolctl lists it */
