@@ -774,6 +774,7 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, missing));
   assert_non_null(strstr(r.err, "No such file or directory"));
+  assert_non_null(strstr(r.err, "is pinpoold running?"));
   assert_string_equal(r.out, "");
   run_free(&r);
 
@@ -787,6 +788,7 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, dead));
   assert_non_null(strstr(r.err, "Connection refused"));
+  assert_non_null(strstr(r.err, "is pinpoold running?"));
   run_free(&r);
   close(fd);
   unlink(dead);
@@ -798,6 +800,48 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, missing));
   run_free(&r);
+}
+
+/* A user outside the socket's group is told so — the socket, its group, how to join it —
+ * not that the daemon may not be running. */
+static void not_allowed_to_connect_names_the_sockets_group_and_exits_3(void **state) {
+  struct group *gr;
+  struct stat st;
+  char want[128];
+  testd_t d;
+  run_t r;
+
+  NEED_DAEMON();
+  if (geteuid() != 0) {
+    print_message("skipped: becoming nobody (uid 65534) needs root\n");
+    skip();
+  }
+  assert_int_equal(testd_start(&d, "--socket-mode", "0660", NULL), 0);
+  assert_int_equal(stat(d.sock, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0660);
+  gr = getgrgid(st.st_gid);
+  assert_non_null(gr);
+
+  run_ctl(&r, true, "--socket", d.sock, "status", NULL);
+  if (r.status != 3) fprintf(stderr, "exit %d\n%s%s", r.status, r.out, r.err);
+  assert_int_equal(r.status, 3);
+  assert_string_equal(r.out, "");
+  assert_non_null(strstr(r.err, "not allowed to connect"));
+  assert_non_null(strstr(r.err, d.sock));
+  snprintf(want, sizeof want, "belongs to group '%s' (mode 0660)", gr->gr_name);
+  if (!strstr(r.err, want)) fail_msg("no \"%s\" in:\n%s", want, r.err);
+  snprintf(want, sizeof want, "usermod -aG %s ", gr->gr_name);
+  assert_non_null(strstr(r.err, want));
+  assert_null(strstr(r.err, "is pinpoold running"));
+  run_free(&r);
+
+  /* The same for --json: the message is the same, stdout stays empty. */
+  run_ctl(&r, true, "--socket", d.sock, "--json", "buddyinfo", NULL);
+  assert_int_equal(r.status, 3);
+  assert_string_equal(r.out, "");
+  assert_non_null(strstr(r.err, "join the group"));
+  run_free(&r);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void usage_errors_exit_2(void **state) {
@@ -912,6 +956,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(shrink_releases_the_slabs_nobody_uses),
       cmocka_unit_test(non_admin_is_refused_with_a_clear_message),
       cmocka_unit_test(unreachable_socket_exits_3_naming_the_path),
+      cmocka_unit_test(not_allowed_to_connect_names_the_sockets_group_and_exits_3),
       cmocka_unit_test(usage_errors_exit_2),
   };
   if (argc > 1 && !strcmp(argv[1], "2M")) {
