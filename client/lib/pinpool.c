@@ -6,7 +6,9 @@
  * pinpool.proto, docs/PROTOCOL.md) over the daemon's Unix stream socket.
  *
  * How:
- *   - pp_connect: socket + connect, Hello{protocol_version 1, client_name}, then one
+ *   - pp_connect: socket + connect (a refusal for permissions is PP_EACCES — the user is
+ *     not in the socket's group — and anything else, no socket or nobody listening,
+ *     PP_ECONNECT), Hello{protocol_version 1, client_name}, then one
  *     Welcome frame that carries the region's memfd as SCM_RIGHTS.  The whole region is
  *     mapped MAP_SHARED once and the fd closed at once: the mapping keeps the memory
  *     alive, and a client that holds no fd cannot ftruncate or reseal it (the daemon
