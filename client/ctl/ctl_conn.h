@@ -1,7 +1,6 @@
 /*
  * ctl_conn.h — pinpoolctl's connection to pinpoold: connect, Hello/Welcome, then the
- * admin requests (StatsRequest, ShrinkRequest), speaking the protocol through ppproto.
- * See ctl_conn.c for the essay.
+ * admin requests (StatsRequest, ShrinkRequest), through proto/rpc.h.  See ctl_conn.c.
  */
 #ifndef PP_CTL_CONN_H
 #define PP_CTL_CONN_H
@@ -12,28 +11,29 @@
 
 #include "pinpool.pb-c.h"
 #include "pinpool_err.h"
+#include "rpc.h"
 
 #define CTL_CLIENT_NAME "pinpoolctl"
 #define CTL_RECV_TIMEOUT_S 10 /* a daemon that does not answer within this is unreachable */
 
 typedef struct ctl_conn {
-  int fd; /* connected stream socket, -1 when closed */
+  rpc_t rpc; /* the connection; after a failure rpc.why says what happened */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* where we connected (or tried) */
-  uint32_t max_frame;   /* the daemon's limit for our frames, from Welcome */
-  uint64_t next_id;     /* Request.id of the next request */
-  uint64_t region_size; /* from Welcome */
-  char why[256];        /* after a failure: the daemon's message, or what the OS said */
+  uint64_t region_size;                                   /* from Welcome */
 } ctl_conn_t;
 
-/* Is this failure the daemon's answer (exit 1) or a failure to reach it (exit 3)? */
+/* Is this failure a failure to reach the daemon (exit 3) rather than its answer (exit 1)?
+ * PP_EACCES: the socket is there but this user may not connect to it. */
 static inline bool ctl_err_is_transport(int err) {
-  return err == PP_ECONNECT || err == PP_EDISCONNECTED || err == PP_EIO;
+  return err == PP_ECONNECT || err == PP_EACCES || err == PP_EDISCONNECTED || err == PP_EIO;
 }
 
 /* Connect to path, send Hello (client_name "pinpoolctl"), read Welcome and close the memfd
- * it carries (pinpoolctl never maps the region).  Fills *c; on failure c->fd is -1 and
- * c->why says what happened: PP_ECONNECT (socket/connect failed), PP_EDISCONNECTED,
- * PP_EIO, PP_EPROTO, or the daemon's status (e.g. PP_ETOOMANY) as a negative code. */
+ * it carries (pinpoolctl never maps the region).  Fills *c; on failure the connection is
+ * closed and c->rpc.why says what happened: PP_ECONNECT (no socket there, nobody
+ * listening, or the path unusable), PP_EACCES (connect refused for permissions; errno
+ * kept), PP_EDISCONNECTED, PP_EIO, PP_EPROTO, or the daemon's status (e.g. PP_ETOOMANY)
+ * as a negative code. */
 int ctl_conn_open(ctl_conn_t *c, const char *path);
 void ctl_conn_close(ctl_conn_t *c);
 

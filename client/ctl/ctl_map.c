@@ -7,9 +7,11 @@
  *
  * Layout: a row is a power of two of cells (so every row starts at a round offset, shown
  * as a hex label), the widest that fits the terminal next to its label; the cell size is
- * the smallest power of two, at least the page size, that gets the whole region into
- * max_rows rows.  Buddy blocks are naturally aligned powers of two, so once cells are
- * smaller than a block, the block covers whole cells and its picture is exact.
+ * the smallest power of two, at least the allocation unit (Stats.min_block, 4 KiB; not
+ * the page size, which on a hugepage region would hide every block below 2 MiB), that
+ * gets the whole region into max_rows rows.  Buddy blocks are naturally aligned powers of two,
+ * so once cells are smaller than a block, the block covers whole cells and its picture is
+ * exact.
  *
  * A cell's character: the kind covering most of the cell's bytes wins (ties go to the
  * allocated kind, so small allocations do not vanish in a tie).  Slabs are split three
@@ -105,7 +107,7 @@ int ctl_map_build(const Pinpool__V1__Stats *s, unsigned columns, unsigned max_ro
   while ((uint64_t)m.cells_per_row * 2 <= avail && m.cells_per_row < (1u << 16))
     m.cells_per_row *= 2;
 
-  m.cell_bytes = pow2_at_least(s->page_size ? s->page_size : 4096);
+  m.cell_bytes = pow2_at_least(ctl_min_block(s));
   while ((s->region_size + m.cell_bytes - 1) / m.cell_bytes >
          (uint64_t)m.cells_per_row * max_rows)
     m.cell_bytes <<= 1;

@@ -19,8 +19,7 @@
 #define CTL_MAP_MIXED ':'    /* mostly free, but something is allocated in it */
 #define CTL_MAP_BUFFER 'B'   /* a buddy block handed out as a buffer */
 #define CTL_MAP_SLAB 'S'     /* a slab whose objects are held by clients */
-#define CTL_MAP_MAGAZINE 'm' /* a slab whose allocated objects mostly sit in daemon magazines  \
-                              */
+#define CTL_MAP_MAGAZINE 'm' /* a slab whose objects mostly sit in daemon magazines */
 #define CTL_MAP_EMPTY 's'    /* a slab with no object allocated: `shrink` would release it */
 #define CTL_MAP_OTHER 'o'    /* allocated for another reason */
 #define CTL_MAP_UNKNOWN '?'  /* not described by the snapshot */

@@ -55,11 +55,14 @@ static void top_line(int y, int attr, const char *fmt, ...) {
   }
 }
 
-/* Slabs occupy num_slabs * pages_per_slab pages of one common page size: compare that. */
+/* The snapshot being sorted: qsort's comparator has no context argument. */
+static const Pinpool__V1__Stats *cmp_stats;
+
+/* Largest first by the bytes the cache's slabs occupy. */
 static int cache_cmp(const void *a, const void *b) {
   const Pinpool__V1__SlabInfo *x = *(Pinpool__V1__SlabInfo *const *)a;
   const Pinpool__V1__SlabInfo *y = *(Pinpool__V1__SlabInfo *const *)b;
-  uint64_t px = x->num_slabs * x->pages_per_slab, py = y->num_slabs * y->pages_per_slab;
+  uint64_t px = ctl_cache_bytes(cmp_stats, x), py = ctl_cache_bytes(cmp_stats, y);
 
   if (px != py) return px > py ? -1 : 1;
   return strcmp(x->name ? x->name : "", y->name ? y->name : "");
@@ -76,7 +79,7 @@ static int client_cmp(const void *a, const void *b) {
 static void top_draw(const Pinpool__V1__Stats *s, unsigned refreshes) {
   Pinpool__V1__SlabInfo **caches = NULL;
   Pinpool__V1__ClientInfo **clients = NULL;
-  char a[32], b[32], c[32], d[32], clock[16];
+  char a[32], b[32], c[32], d[32], e[32], clock[16];
   time_t t = time(NULL);
   struct tm tm;
   int y = 0, room, cache_rows;
@@ -87,14 +90,16 @@ static void top_draw(const Pinpool__V1__Stats *s, unsigned refreshes) {
            s->version ? s->version : "?", ctl_fmt_duration(a, sizeof a, s->uptime_ms), clock,
            refreshes);
   top_line(y++, 0,
-           "region %s, page %s, hugepages %s, physical addresses %s, largest contiguous %s",
+           "region %s, page %s, unit %s, hugepages %s, physical addresses %s (longest run %s)",
            ctl_fmt_size(a, sizeof a, s->region_size), ctl_fmt_size(b, sizeof b, s->page_size),
-           s->hugepages ? "yes" : "no", s->physical_addresses ? "yes" : "no",
-           ctl_fmt_size(c, sizeof c, s->largest_contiguous_run));
-  top_line(y++, 0, "used %s, free %s, cached %s, largest free block %s",
+           ctl_fmt_size(c, sizeof c, ctl_min_block(s)), s->hugepages ? "yes" : "no",
+           s->physical_addresses ? "yes" : "no",
+           ctl_fmt_size(d, sizeof d, s->largest_contiguous_run));
+  top_line(y++, 0, "used %s, free %s, cached %s, largest free block %s (contiguous %s)",
            ctl_fmt_size(a, sizeof a, s->used_bytes), ctl_fmt_size(b, sizeof b, s->free_bytes),
            ctl_fmt_size(c, sizeof c, s->cached_bytes),
-           ctl_fmt_size(d, sizeof d, s->largest_free_block));
+           ctl_fmt_size(d, sizeof d, s->largest_free_block),
+           ctl_fmt_size(e, sizeof e, s->largest_free_contiguous));
   top_line(y++, 0, "clients %" PRIu32 "%s%s, buffers %" PRIu64 ", caches %zu", s->nr_clients,
            s->max_clients ? "/" : "",
            s->max_clients ? (snprintf(d, sizeof d, "%" PRIu32, s->max_clients), d) : "",
@@ -104,6 +109,7 @@ static void top_draw(const Pinpool__V1__Stats *s, unsigned refreshes) {
   /* Whatever the allocations cannot get, the screen shows without sorting. */
   if (s->n_caches && (caches = malloc(s->n_caches * sizeof *caches))) {
     memcpy(caches, s->caches, s->n_caches * sizeof *caches);
+    cmp_stats = s;
     qsort(caches, s->n_caches, sizeof *caches, cache_cmp);
   }
   if (s->n_clients && (clients = malloc(s->n_clients * sizeof *clients))) {
@@ -150,12 +156,12 @@ int ctl_top_run(ctl_conn_t *c, unsigned interval_ms) {
   int rc = 0;
 
   if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
-    snprintf(c->why, sizeof c->why, "top needs a terminal on stdin and stdout");
+    snprintf(c->rpc.why, sizeof c->rpc.why, "top needs a terminal on stdin and stdout");
     return PP_EINVAL;
   }
   screen = newterm(NULL, stdout, stdin);
   if (!screen) {
-    snprintf(c->why, sizeof c->why, "cannot drive the terminal (TERM=%s)",
+    snprintf(c->rpc.why, sizeof c->rpc.why, "cannot drive the terminal (TERM=%s)",
              getenv("TERM") ? getenv("TERM") : "unset");
     return PP_EINVAL;
   }

@@ -16,6 +16,17 @@
  * Sizes read in binary units (KiB, MiB, GiB); where a test or a script needs the exact
  * figure, the text carries the byte count too ("14.5 MiB (15204352 bytes)").
  *
+ * Two sizes, never mixed: the region's page size (the memory's pages: 4 KiB, 2 MiB,
+ * 1 GiB) and the allocation unit, order 0 of the buddy (Stats.min_block, 4 KiB on every
+ * region).  Order sizes, slab sizes and slabinfo's <pagesperslab> count in the unit —
+ * the kernel's slabinfo counts 4 KiB pages too — so a region of 2 MiB pages labels order
+ * 0 "4K".  Slab bytes come from SlabInfo.slab_bytes.  An older daemon that sends neither
+ * field gets the 4 KiB unit it used (ctl_min_block, ctl_slab_bytes).
+ *
+ * Contiguity, also two figures: the largest free block a CONTIGUOUS allocation gets now
+ * (Stats.largest_free_contiguous) and the longest physically contiguous run of the
+ * region, free or not (Stats.largest_contiguous_run): a ceiling, not a promise.
+ *
  * JSON: one object per command, field names copied from proto/pinpool.proto so a script
  * can be written against the schema; byte counts are exact integers, never rounded.
  *
@@ -80,8 +91,19 @@ const char *ctl_fmt_frag(char *buf, size_t len, int32_t milli) {
   return buf;
 }
 
+/* The buddy's unit before Stats.min_block existed. */
+#define CTL_MIN_BLOCK_DEFAULT 4096u
+
+uint64_t ctl_min_block(const Pinpool__V1__Stats *s) {
+  return s->min_block ? s->min_block : CTL_MIN_BLOCK_DEFAULT;
+}
+
+uint64_t ctl_slab_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k) {
+  return k->slab_bytes ? k->slab_bytes : (uint64_t)k->pages_per_slab * ctl_min_block(s);
+}
+
 uint64_t ctl_cache_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k) {
-  return k->num_slabs * (uint64_t)k->pages_per_slab * s->page_size;
+  return k->num_slabs * ctl_slab_bytes(s, k);
 }
 
 bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filter_t *f) {
@@ -101,32 +123,49 @@ static const char *yes_no(bool b) {
 
 /* ---- text ---------------------------------------------------------------------------- */
 
+/* "label      value (N bytes)": status and buddyinfo put their labels in one column. */
+#define VIEW_LABEL "%-31s"
+
+static void view_bytes(FILE *out, const char *label, uint64_t bytes) {
+  char a[32];
+  fprintf(out, VIEW_LABEL "%s (%" PRIu64 " bytes)\n", label, ctl_fmt_size(a, sizeof a, bytes),
+          bytes);
+}
+
+/* The largest block a CONTIGUOUS allocation gets now.  Any free block is contiguous up to
+ * the page size, so a daemon with free memory that reports 0 predates the field. */
+static void view_largest_free_contiguous(FILE *out, const Pinpool__V1__Stats *s) {
+  if (s->largest_free_contiguous == 0 && s->free_bytes > 0)
+    fprintf(out, VIEW_LABEL "unknown (pinpoold too old to say)\n",
+            "largest free contiguous block");
+  else
+    view_bytes(out, "largest free contiguous block", s->largest_free_contiguous);
+}
+
 void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
-  char a[32], b[32];
+  char a[32];
 
   fprintf(out, "pinpoold %s, up %s\n", s->version && s->version[0] ? s->version : "?",
           ctl_fmt_duration(a, sizeof a, s->uptime_ms));
-  fprintf(out, "region              %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->region_size), s->region_size);
-  fprintf(out, "page size           %s\n", ctl_fmt_size(a, sizeof a, s->page_size));
-  fprintf(out, "hugepages           %s\n", yes_no(s->hugepages));
-  fprintf(out, "physical addresses  %s\n", yes_no(s->physical_addresses));
-  fprintf(out, "largest contiguous  %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->largest_contiguous_run), s->largest_contiguous_run);
-  fprintf(out, "used                %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->used_bytes), s->used_bytes);
-  fprintf(out, "free                %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->free_bytes), s->free_bytes);
-  fprintf(out, "cached              %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->cached_bytes), s->cached_bytes);
-  fprintf(out, "largest free block  %s\n", ctl_fmt_size(b, sizeof b, s->largest_free_block));
+  view_bytes(out, "region", s->region_size);
+  fprintf(out, VIEW_LABEL "%s\n", "page size", ctl_fmt_size(a, sizeof a, s->page_size));
+  view_bytes(out, "allocation unit", ctl_min_block(s));
+  fprintf(out, VIEW_LABEL "%s\n", "hugepages", yes_no(s->hugepages));
+  fprintf(out, VIEW_LABEL "%s\n", "physical addresses", yes_no(s->physical_addresses));
+  view_bytes(out, "used", s->used_bytes);
+  view_bytes(out, "free", s->free_bytes);
+  view_bytes(out, "cached", s->cached_bytes);
+  view_bytes(out, "largest free block", s->largest_free_block);
+  view_largest_free_contiguous(out, s);
+  /* What the pages allow, free or not: a ceiling for CONTIGUOUS, not what one gets now. */
+  view_bytes(out, "longest physical run", s->largest_contiguous_run);
   if (s->max_clients)
-    fprintf(out, "clients             %" PRIu32 " (max %" PRIu32 ")\n", s->nr_clients,
+    fprintf(out, VIEW_LABEL "%" PRIu32 " (max %" PRIu32 ")\n", "clients", s->nr_clients,
             s->max_clients);
   else
-    fprintf(out, "clients             %" PRIu32 "\n", s->nr_clients);
-  fprintf(out, "buffers             %" PRIu64 "\n", s->nr_buffers);
-  fprintf(out, "caches              %zu\n", s->n_caches);
+    fprintf(out, VIEW_LABEL "%" PRIu32 "\n", "clients", s->nr_clients);
+  fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "buffers", s->nr_buffers);
+  fprintf(out, VIEW_LABEL "%zu\n", "caches", s->n_caches);
 }
 
 /* One label column, then one column per order: /proc/buddyinfo's row with heads. */
@@ -135,7 +174,7 @@ void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
 
 void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s) {
   size_t orders = s->n_free_per_order;
-  char a[32], b[32];
+  char a[32];
 
   fprintf(out, BUDDY_LABEL, "order");
   for (size_t o = 0; o < orders; o++) {
@@ -144,17 +183,16 @@ void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s) {
   }
   fprintf(out, "\n" BUDDY_LABEL, "block size");
   for (size_t o = 0; o < orders; o++)
-    fprintf(out, BUDDY_COL, ctl_fmt_block(a, sizeof a, s->page_size << o));
+    fprintf(out, BUDDY_COL, ctl_fmt_block(a, sizeof a, ctl_min_block(s) << o));
   fprintf(out, "\n" BUDDY_LABEL, "Region 0, zone pinpool");
   for (size_t o = 0; o < orders; o++) {
     snprintf(a, sizeof a, "%" PRIu64, s->free_per_order[o]);
     fprintf(out, BUDDY_COL, a);
   }
   fprintf(out, "\n\n");
-  fprintf(out, "free bytes          %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(a, sizeof a, s->free_bytes), s->free_bytes);
-  fprintf(out, "largest free block  %s (%" PRIu64 " bytes)\n",
-          ctl_fmt_size(b, sizeof b, s->largest_free_block), s->largest_free_block);
+  view_bytes(out, "free bytes", s->free_bytes);
+  view_bytes(out, "largest free block", s->largest_free_block);
+  view_largest_free_contiguous(out, s);
   fprintf(out, "\nfragmentation index per order (-1.000: a block is free; near 0: short of "
                "memory; near 1: fragmented)\n");
   fprintf(out, BUDDY_LABEL, "frag index");
@@ -268,13 +306,15 @@ json_object *ctl_json_status(const Pinpool__V1__Stats *s) {
   put_u64(o, "uptime_ms", s->uptime_ms);
   put_u64(o, "region_size", s->region_size);
   put_u64(o, "page_size", s->page_size);
+  put_u64(o, "min_block", ctl_min_block(s));
   put_bool(o, "hugepages", s->hugepages);
   put_bool(o, "physical_addresses", s->physical_addresses);
-  put_u64(o, "largest_contiguous_run", s->largest_contiguous_run);
   put_u64(o, "used_bytes", s->used_bytes);
   put_u64(o, "free_bytes", s->free_bytes);
   put_u64(o, "cached_bytes", s->cached_bytes);
   put_u64(o, "largest_free_block", s->largest_free_block);
+  put_u64(o, "largest_free_contiguous", s->largest_free_contiguous);
+  put_u64(o, "largest_contiguous_run", s->largest_contiguous_run);
   put_u64(o, "nr_clients", s->nr_clients);
   put_u64(o, "max_clients", s->max_clients);
   put_u64(o, "nr_buffers", s->nr_buffers);
@@ -287,12 +327,13 @@ json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s) {
 
   if (!o || !orders) goto fail;
   put_u64(o, "page_size", s->page_size);
+  put_u64(o, "min_block", ctl_min_block(s));
   put_u64(o, "max_order", s->max_order);
   for (size_t i = 0; i < s->n_free_per_order; i++) {
     json_object *e = json_object_new_object();
     if (!e) goto fail;
     put_u64(e, "order", i);
-    put_u64(e, "block_size", s->page_size << i);
+    put_u64(e, "block_size", ctl_min_block(s) << i);
     put_u64(e, "free_blocks", s->free_per_order[i]);
     if (i < s->n_frag_index) {
       put_i64(e, "frag_index_milli", s->frag_index[i]);
@@ -305,6 +346,7 @@ json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s) {
   orders = NULL;
   put_u64(o, "free_bytes", s->free_bytes);
   put_u64(o, "largest_free_block", s->largest_free_block);
+  put_u64(o, "largest_free_contiguous", s->largest_free_contiguous);
   return o;
 fail:
   json_object_put(orders);
@@ -317,6 +359,7 @@ json_object *ctl_json_slabinfo(const Pinpool__V1__Stats *s) {
 
   if (!o || !caches) goto fail;
   put_u64(o, "page_size", s->page_size);
+  put_u64(o, "min_block", ctl_min_block(s));
   for (size_t i = 0; i < s->n_caches; i++) {
     const Pinpool__V1__SlabInfo *k = s->caches[i];
     json_object *e = json_object_new_object();
@@ -329,6 +372,7 @@ json_object *ctl_json_slabinfo(const Pinpool__V1__Stats *s) {
     put_u64(e, "align", k->align);
     put_u64(e, "objs_per_slab", k->objs_per_slab);
     put_u64(e, "pages_per_slab", k->pages_per_slab);
+    put_u64(e, "slab_bytes", ctl_slab_bytes(s, k));
     put_u64(e, "active_slabs", k->active_slabs);
     put_u64(e, "num_slabs", k->num_slabs);
     put_u64(e, "full_slabs", k->full_slabs);

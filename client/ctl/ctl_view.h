@@ -47,7 +47,16 @@ json_object *ctl_json_clients(const Pinpool__V1__Stats *s);
 json_object *ctl_json_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f);
 json_object *ctl_json_shrink(const Pinpool__V1__ShrinkResult *r);
 
-/* Bytes a cache's slabs occupy (num_slabs * pages_per_slab * page_size). */
+/* Two sizes that are easy to confuse on a hugepage region: the page size of the region's
+ * memory (Stats.page_size: 4 KiB, 2 MiB, 1 GiB) and the allocation unit, order 0 of the
+ * buddy allocator (Stats.min_block: 4 KiB everywhere).  Order sizes, slab sizes and
+ * /proc/slabinfo's "pages" count in the unit, never in the page size. */
+/* Stats.min_block, or 4096 from a daemon that predates the field (its unit was 4 KiB). */
+uint64_t ctl_min_block(const Pinpool__V1__Stats *s);
+/* Bytes per slab of a cache: SlabInfo.slab_bytes, or pages_per_slab * the unit from a
+ * daemon that predates the field. */
+uint64_t ctl_slab_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k);
+/* Bytes a cache's slabs occupy (num_slabs * ctl_slab_bytes). */
 uint64_t ctl_cache_bytes(const Pinpool__V1__Stats *s, const Pinpool__V1__SlabInfo *k);
 
 #endif /* PP_CTL_VIEW_H */

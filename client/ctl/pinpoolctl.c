@@ -9,19 +9,24 @@
  * Exit status is part of the interface, for scripts:
  *   0 success; 1 the daemon answered with an error (we print its status name and message;
  *   PERMISSION_DENIED also says that root or the admin group is needed); 2 usage error;
- *   3 the daemon cannot be reached (we print the path we tried and why).
+ *   3 the daemon cannot be reached (we print the path we tried and why: "is pinpoold
+ *   running?" when nobody is there, the socket's group and how to join it when this user
+ *   may not connect).
  *
  * Options may come before or after the command (`pinpoolctl buffers --client 42 --json`);
  * --client/--name belong to `buffers` only, and `top` has no JSON form.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -80,7 +85,8 @@ static void usage(FILE *out) {
       "  -h, --help         print this help\n"
       "  -V, --version      print the version\n"
       "\n"
-      "exit status: 0 ok, 1 error from the daemon, 2 usage error, 3 daemon unreachable\n");
+      "exit status: 0 ok, 1 error from the daemon, 2 usage error, 3 daemon unreachable (or\n"
+      "             not allowed to connect to its socket)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -90,16 +96,64 @@ static int usage_error(const char *fmt, const char *arg) {
   return EXIT_USAGE;
 }
 
+/* connect() said EACCES/EPERM: say who may connect and how to become one of them, from
+ * the socket's owner, group and mode — or, when even stat() is refused, from the directory
+ * that does not let us through. */
+static void explain_access(const char *path) {
+  const struct passwd *pw = getpwuid(geteuid());
+  const char *user = pw ? pw->pw_name : "USER";
+  char dir[sizeof(((ctl_conn_t *)0)->path)], gname[64], *slash;
+  struct group *gr;
+  struct stat st;
+
+  if (stat(path, &st) == 0) {
+    gr = getgrgid(st.st_gid);
+    if (gr)
+      snprintf(gname, sizeof gname, "%s", gr->gr_name);
+    else
+      snprintf(gname, sizeof gname, "%u", (unsigned)st.st_gid);
+    if (st.st_mode & S_IWGRP) {
+      fprintf(stderr,
+              "pinpoolctl: the socket belongs to group '%s' (mode %04o), and %s (uid %u) is "
+              "not in it\n"
+              "pinpoolctl: to connect, join the group (as root: usermod -aG %s %s) and log in "
+              "again, or run pinpoolctl as root\n",
+              gname, (unsigned)(st.st_mode & 07777), user, (unsigned)geteuid(), gname, user);
+    } else {
+      fprintf(stderr,
+              "pinpoolctl: the socket (owner uid %u, group '%s', mode %04o) lets only its "
+              "owner connect\n"
+              "pinpoolctl: run pinpoolctl as root or as that owner, or give the group access "
+              "(pinpoold --socket-mode 0660) and join the group '%s'\n",
+              (unsigned)st.st_uid, gname, (unsigned)(st.st_mode & 07777), gname);
+    }
+    return;
+  }
+  snprintf(dir, sizeof dir, "%s", path);
+  slash = strrchr(dir, '/');
+  if (slash && slash != dir) *slash = '\0';
+  fprintf(stderr,
+          "pinpoolctl: %s (uid %u) may not even look at the socket: a directory on the way, "
+          "%s or above, does not let this user through\n",
+          user, (unsigned)geteuid(), slash ? dir : ".");
+}
+
 /* Map a failure to its message and exit status. */
 static int report(const ctl_conn_t *c, int err) {
+  if (err == PP_EACCES) {
+    fprintf(stderr, "pinpoolctl: not allowed to connect to pinpoold's socket %s: %s\n", c->path,
+            c->rpc.why);
+    explain_access(c->path);
+    return EXIT_UNREACHABLE;
+  }
   if (ctl_err_is_transport(err)) {
-    fprintf(stderr, "pinpoolctl: cannot reach pinpoold at %s: %s\n", c->path, c->why);
+    fprintf(stderr, "pinpoolctl: cannot reach pinpoold at %s: %s\n", c->path, c->rpc.why);
     if (err == PP_ECONNECT)
       fprintf(stderr, "pinpoolctl: is pinpoold running? --socket PATH or $PINPOOL_SOCKET "
                       "chooses another socket\n");
     return EXIT_UNREACHABLE;
   }
-  fprintf(stderr, "pinpoolctl: %s: %s\n", pp_status_name(err), c->why);
+  fprintf(stderr, "pinpoolctl: %s: %s\n", pp_status_name(err), c->rpc.why);
   if (err == PP_EPERM)
     fprintf(stderr, "pinpoolctl: this command needs root or membership in pinpoold's admin "
                     "group (pinpoold --admin-group)\n");
@@ -247,7 +301,7 @@ int main(int argc, char **argv) {
   case CMD_TOP:
     rc = ctl_top_run(&conn, CTL_TOP_INTERVAL_MS);
     if (rc == PP_EINVAL) {
-      fprintf(stderr, "pinpoolctl: %s\n", conn.why);
+      fprintf(stderr, "pinpoolctl: %s\n", conn.rpc.why);
       status = EXIT_USAGE;
     } else {
       status = rc < 0 ? report(&conn, rc) : 0;

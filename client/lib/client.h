@@ -19,19 +19,23 @@
 
 #include "frame.h"
 #include "pinpool.h"
+#include "rpc.h"
 
 struct cmag_thread_cache;
 
+/* Welcome.min_block of a daemon that predates the field: the buddy's unit was 4 KiB. */
+#define CLIENT_MIN_BLOCK_DEFAULT 4096u
+/* The largest slab client_obj_valid handles (its offsets within a slab are 32-bit). */
+#define CLIENT_SLAB_MAX (1ull << 31)
+
 struct pp_client {
-  int fd;               /* the connection; -1 once closed */
   pthread_mutex_t lock; /* see above */
-  uint64_t next_id;     /* (lock) id of the next request; ids start at 1 */
-  int broken;           /* (lock) 0, or the error that ended the connection */
-  uint32_t max_frame;   /* from Welcome */
-  frame_rx_t rx;        /* (lock) buffered receiving of responses */
+  rpc_t rpc;            /* (lock) the connection: socket, request ids, receive buffer;
+                           rpc.fd stays valid until pp_disconnect */
   uint8_t *base;        /* the whole region, mapped MAP_SHARED once */
   uint64_t region_size;
-  uint64_t page_size;
+  uint64_t page_size; /* bytes per page of the region's memory (Welcome.page_size) */
+  uint64_t min_block; /* the allocation unit, order 0 of the buddy (Welcome.min_block) */
   uint64_t session_id;
   bool hugepages;
   bool phys_known;
@@ -53,17 +57,19 @@ struct pp_cache {
   uint32_t slab_tail;                /* slab_bytes - objs_per_slab * stride: room for color */
   int stride_shift;                  /* log2(stride) when a power of two, else -1 */
   uint32_t cmag_rounds;              /* objects per magazine = cache_alloc batch size */
-  _Atomic uint64_t slab_bytes;       /* inferred slab size for the object-boundary check;
-                                        0 = layout unknown, check alignment only */
+  _Atomic uint64_t slab_bytes;       /* bytes per slab (CacheInfo.slab_bytes, or inferred
+                                        from an older daemon's geometry) for the
+                                        object-boundary check; 0 = layout unknown, check
+                                        alignment only */
   struct cmag_thread_cache *threads; /* (cmag_lock) every thread's magazines for it */
 };
 
-/* One request/response exchange under c->lock.  req->id is assigned here.  On success
- * (status OK and the body case `want`) *ret_resp is the response (free it with
- * frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
- * marks the connection broken and returns PP_EIO / PP_EDISCONNECTED / PP_EPROTO. */
-int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__BodyCase want,
-               Pinpool__V1__Response **ret_resp);
+/* rpc_call (proto/rpc.h) under c->lock: send body as the request body_case, receive the
+ * response.  On success (status OK and body `want`) *ret_resp is the response (free it
+ * with frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
+ * breaks the connection for good (every later call returns the same code). */
+int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
+               Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp);
 
 /* cache_alloc of up to n (1..1024) objects: their pointers into ptrs; returns how many
  * the daemon gave (> 0) or a negative code. */
@@ -80,7 +86,7 @@ int client_cache_return(pp_cache *k, void *const *ptrs, unsigned n);
  * slab splits into i = rel / stride and color = rel % stride with color <= tail: an
  * exact test for power-of-two strides (no tail, no color), and for other strides one
  * that still refuses every pointer farther than the tail into an object.  See
- * client_cache_fetch for how the slab-size inference is kept honest. */
+ * client_cache_fetch for how the slab size is kept honest. */
 static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
   uint64_t off = (uint64_t)((uintptr_t)obj - (uintptr_t)k->base);
   if (off >= k->region_size || (off & (k->align - 1)) != 0) return false;

@@ -117,7 +117,8 @@ static void cmag_sweep_locked(cmag_thread_t *self) {
   }
 }
 
-/* This thread's pair for k, registering one on first use; NULL when out of memory. */
+/* This thread's pair for k, registering one on first use; NULL when out of memory, or
+ * when the process has no pthread key for the magazines (cmag_key_rc != 0). */
 static cmag_tc_t *cmag_find_slow(pp_cache *k) {
   cmag_thread_t *self = t_self;
   if (self) {
@@ -263,7 +264,7 @@ int pp_cache_alloc_bulk(pp_cache *k, void **objs, unsigned n) {
   if (!k || (n > 0 && !objs)) return PP_EINVAL;
   if (n > INT_MAX) return PP_ERANGE;
   cmag_tc_t *tc = cmag_find(k);
-  if (!tc) return PP_EOS;
+  if (!tc) return cmag_key_rc ? PP_EOS : PP_ENOPRIVMEM;
   unsigned got = 0;
   int rc = 0;
   while (got < n) {

@@ -6,27 +6,32 @@
  * pinpool.proto, docs/PROTOCOL.md) over the daemon's Unix stream socket.
  *
  * How:
- *   - pp_connect: socket + connect, Hello{protocol_version 1, client_name}, then one
+ *   - pp_connect: socket + connect (a refusal for permissions is PP_EACCES — the user is
+ *     not in the socket's group — and anything else, no socket or nobody listening,
+ *     PP_ECONNECT), Hello{protocol_version 1, client_name}, then one
  *     Welcome frame that carries the region's memfd as SCM_RIGHTS.  The whole region is
  *     mapped MAP_SHARED once and the fd closed at once: the mapping keeps the memory
  *     alive, and a client that holds no fd cannot ftruncate or reseal it (the daemon
  *     sealed it anyway).  From then on everything is an offset into that mapping.
- *   - Every other call is one synchronous request/response exchange (client_rpc):
- *     requests are small, the daemon answers in order, so a mutex around the exchange
- *     is all the thread safety the connection needs.  Ids increase from 1 and the
- *     echoed id is checked; any framing or transport failure marks the client broken
- *     and every later request fails fast with the same error (the mapping stays valid
- *     until pp_disconnect, so memory the program still touches does not vanish).
- *   - Response.status is the protocol status, whose numbers are the negated PP_E* codes
- *     (one table, pinpool_err.h); a status outside the table is a protocol error.
+ *   - Every other call is one synchronous request/response exchange through proto/rpc.c
+ *     (client_rpc): requests are small, the daemon answers in order, so a mutex around
+ *     the exchange is all the thread safety the connection needs.  rpc.c numbers the
+ *     requests, checks the echoed id, maps the status through the one error table, and
+ *     marks the connection broken at the first framing or transport failure, after which
+ *     every request fails fast with the same error (the mapping stays valid until
+ *     pp_disconnect, so memory the program still touches does not vanish).  Each pp_*
+ *     call only fills its body message and reads the reply's body.
  *   - Nothing the daemon says is trusted blindly: offsets and sizes are checked against
  *     the region before a pointer is formed from them, the memfd's size against the
- *     announced region size, and responses are unpacked with a bounded budget.
+ *     announced region size, a cache's announced slab geometry against its objects, and
+ *     responses are unpacked with a bounded budget.
+ *   - Private memory that runs out (malloc) is PP_ENOPRIVMEM; PP_ENOMEM is the daemon's
+ *     region being full.
  *
- * Invariants: c->fd >= 0 and c->base maps c->region_size bytes from pp_connect until
+ * Invariants: c->rpc.fd >= 0 and c->base maps c->region_size bytes from pp_connect until
  * pp_disconnect; every pp_cache of c is on c->caches and is freed only by pp_disconnect.
  *
- * Locks: c->lock serializes exchanges on c->fd and guards next_id, broken and caches.
+ * Locks: c->lock serializes exchanges on c->rpc and guards c->caches.
  * The magazine lock of cmag.c, when both are needed, is taken first (client.h).
  *
  * References: Bonwick & Adams, "Magazines and Vmem", USENIX 2001 (the client-side
@@ -48,135 +53,46 @@
 
 #include "endpoint.h"
 
-#define CLIENT_NAME_MAX 64u /* what Hello.client_name may carry */
 /* A daemon that accepts but never answers Hello (stopped, wedged, or not pinpoold at
  * all) must not hang pp_connect forever.  Later requests have no deadline: a busy
  * daemon is slow, not wrong. */
-#define CLIENT_HANDSHAKE_TIMEOUT_S 10
+#define CLIENT_HANDSHAKE_TIMEOUT_MS 10000
 
-/* Status (the negated code, on the wire) -> PP_E*; anything outside the table is a
- * protocol error rather than a number the caller could misread. */
-static int status_to_err(int status) {
-  if (status == 0) return 0;
-  if (status > 0 && status < PP__ERR_MAX) return -status;
-  return PP_EPROTO;
-}
+/* The values travel unchanged as Alloc.flags. */
+_Static_assert(PP_CONTIGUOUS == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS,
+               "PP_CONTIGUOUS is the protocol's ALLOC_FLAG_CONTIGUOUS");
+_Static_assert(PP_ZERO == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO,
+               "PP_ZERO is the protocol's ALLOC_FLAG_ZERO");
 
-int client_rpc(pp_client *c, Pinpool__V1__Request *req, Pinpool__V1__Response__BodyCase want,
-               Pinpool__V1__Response **ret_resp) {
-  Pinpool__V1__Response *resp = NULL;
-  int rc;
-
+int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
+               Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp) {
   pthread_mutex_lock(&c->lock);
-  if (c->broken) {
-    rc = c->broken;
-    goto out;
-  }
-  req->id = c->next_id++;
-  rc = frame_send(c->fd, &req->base, c->max_frame, -1);
-  /* A request too large for a frame (PP_ERANGE) or no memory to pack it (PP_EOS) never
-   * reached the socket: the stream is intact and only this call fails. */
-  if (rc < 0 && rc != PP_EIO && rc != PP_EDISCONNECTED) goto out;
-  if (rc < 0) goto broken;
-  /* One recvmsg per reply, after poll (frame.c says why).  The daemon sends nothing
-   * unasked, so anything buffered past this reply would be a frame nobody asked for, and
-   * the id check below catches it. */
-  rc = frame_rx_response(c->fd, &c->rx, c->max_frame, -1, &resp, NULL);
-  if (rc < 0) goto broken;
-  if (resp->id != req->id) {
-    /* A reply to some other request: the stream is out of step and nothing later on it
-     * can be matched any more. */
-    rc = PP_EPROTO;
-    goto broken;
-  }
-  rc = status_to_err((int)resp->status);
-  if (rc < 0) goto out;
-  if (want != PINPOOL__V1__RESPONSE__BODY__NOT_SET && resp->body_case != want) {
-    rc = PP_EPROTO;
-    goto out;
-  }
-  *ret_resp = resp;
-  resp = NULL;
-  rc = 0;
-  goto out;
-
-broken:
-  /* Half a frame may have gone out or come in: nothing later on this stream could be
-   * trusted, so the first such error is the one every later call reports. */
-  c->broken = rc;
-out:
+  int rc = rpc_call(&c->rpc, body_case, body, want, ret_resp, NULL);
   pthread_mutex_unlock(&c->lock);
-  if (resp) frame_free_response(resp);
   return rc;
 }
 
 /* ---- connect / disconnect ---------------------------------------------------------- */
 
-static int client_open_socket(const char *path, int *ret_fd) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  size_t len = strlen(path);
-  if (len == 0 || len >= sizeof sa.sun_path) return PP_EINVAL;
-  memcpy(sa.sun_path, path, len + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return PP_EOS;
-  int rc;
-  do {
-    rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-  } while (rc < 0 && errno == EINTR);
-  if (rc < 0) {
-    int e = errno;
-    close(fd);
-    errno = e;
-    return PP_ECONNECT;
-  }
-  *ret_fd = fd;
-  return 0;
-}
-
-/* Copies name into buf (CLIENT_NAME_MAX + 1), cut at CLIENT_NAME_MAX bytes on a UTF-8
- * character boundary so the string stays valid for protobuf. */
-static void client_name_copy(char *buf, const char *name) {
-  size_t n = strlen(name);
-  if (n > CLIENT_NAME_MAX) {
-    n = CLIENT_NAME_MAX;
-    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
-      n--;
-  }
-  memcpy(buf, name, n);
-  buf[n] = '\0';
-}
-
-/* Hello, then Welcome with the memfd; fills c's geometry and *ret_memfd. */
+/* Hello, then Welcome with the memfd; fills c's geometry and *ret_memfd.  The send
+ * timeout bounds the Hello as the receive timeout bounds the Welcome; both go once the
+ * handshake is over. */
 static int client_handshake(pp_client *c, const char *client_name, int *ret_memfd) {
-  char name[CLIENT_NAME_MAX + 1];
-  client_name_copy(name, client_name);
-
-  Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
-  hello.protocol_version = PROTOCOL_VERSION;
-  hello.client_name = name;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.id = c->next_id++;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_HELLO;
-  req.hello = &hello;
-
+  struct timeval tv = {.tv_sec = CLIENT_HANDSHAKE_TIMEOUT_MS / 1000};
   Pinpool__V1__Response *resp = NULL;
-  int memfd = -1;
-  int rc = frame_send(c->fd, &req.base, FRAME_MAX_DEFAULT, -1);
-  if (rc < 0) goto out;
-  rc = frame_recv_response(c->fd, FRAME_MAX_DEFAULT, &resp, &memfd);
-  if (rc < 0) goto out;
-  rc = status_to_err((int)resp->status);
-  if (rc < 0) goto out;
-  if (resp->id != req.id || resp->body_case != PINPOOL__V1__RESPONSE__BODY_WELCOME ||
-      memfd < 0) {
-    rc = PP_EPROTO;
+  int memfd = -1, rc;
+
+  setsockopt(c->rpc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  c->rpc.timeout_ms = CLIENT_HANDSHAKE_TIMEOUT_MS;
+  rc = rpc_hello(&c->rpc, client_name, &resp, &memfd);
+  c->rpc.timeout_ms = -1;
+  if (rc < 0) return rc;
+  tv.tv_sec = 0;
+  if (setsockopt(c->rpc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
+    rc = PP_EOS;
     goto out;
   }
   const Pinpool__V1__Welcome *w = resp->welcome;
-  if (w->protocol_version != PROTOCOL_VERSION) {
-    rc = PP_EVERSION;
-    goto out;
-  }
   struct stat st;
   if (fstat(memfd, &st) < 0) {
     rc = PP_EOS;
@@ -188,22 +104,24 @@ static int client_handshake(pp_client *c, const char *client_name, int *ret_memf
     rc = PP_EPROTO;
     goto out;
   }
-  c->region_size = w->region_size;
-  c->page_size = w->page_size;
-  c->hugepages = w->hugepages;
-  c->phys_known = w->physical_addresses;
-  c->session_id = w->session_id;
-  c->max_frame = w->max_frame ? w->max_frame : FRAME_MAX_DEFAULT;
-  if (c->max_frame < 256u || c->max_frame > FRAME_MAX_LIMIT) {
+  /* A daemon older than Welcome.min_block sends 0; its unit was 4 KiB too. */
+  uint64_t min_block = w->min_block ? w->min_block : CLIENT_MIN_BLOCK_DEFAULT;
+  if ((min_block & (min_block - 1)) != 0 || min_block > w->region_size) {
     rc = PP_EPROTO;
     goto out;
   }
+  c->region_size = w->region_size;
+  c->page_size = w->page_size;
+  c->min_block = min_block;
+  c->hugepages = w->hugepages;
+  c->phys_known = w->physical_addresses;
+  c->session_id = w->session_id;
   *ret_memfd = memfd;
   memfd = -1;
   rc = 0;
 out:
   if (memfd >= 0) close(memfd);
-  if (resp) frame_free_response(resp);
+  frame_free_response(resp);
   return rc;
 }
 
@@ -222,29 +140,18 @@ int pp_connect(const char *socket_path, const char *client_name, pp_client **ret
   if (!client_name) client_name = program_invocation_short_name;
 
   c = calloc(1, sizeof *c);
-  if (!c) return PP_EOS;
-  c->fd = -1;
-  frame_rx_init(&c->rx);
-  c->next_id = 1;
+  if (!c) return PP_ENOPRIVMEM;
+  rpc_init(&c->rpc, -1);
   c->base = MAP_FAILED;
   if (pthread_mutex_init(&c->lock, NULL) != 0) {
     free(c);
     return PP_EOS;
   }
 
-  rc = client_open_socket(socket_path, &c->fd);
+  rc = rpc_connect(&c->rpc, socket_path);
   if (rc < 0) goto fail;
-  struct timeval tv = {.tv_sec = CLIENT_HANDSHAKE_TIMEOUT_S};
-  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   rc = client_handshake(c, client_name, &memfd);
   if (rc < 0) goto fail;
-  tv.tv_sec = 0;
-  if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-      setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
-    rc = PP_EOS;
-    goto fail;
-  }
   c->base = mmap(NULL, (size_t)c->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (c->base == MAP_FAILED) {
     rc = PP_EOS;
@@ -256,8 +163,7 @@ int pp_connect(const char *socket_path, const char *client_name, pp_client **ret
 
 fail:
   if (memfd >= 0) close(memfd);
-  if (c->fd >= 0) close(c->fd);
-  frame_rx_free(&c->rx);
+  rpc_close(&c->rpc);
   pthread_mutex_destroy(&c->lock);
   free(c);
   return rc;
@@ -269,14 +175,13 @@ void pp_disconnect(pp_client *c) {
    * through them, and the daemon reclaims the objects they held when the socket closes,
    * which is cheaper than sending them back one magazine at a time. */
   cmag_orphan_client(c);
-  close(c->fd);
+  rpc_close(&c->rpc);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   for (pp_cache *k = c->caches, *next; k; k = next) {
     next = k->next;
     free(k);
   }
   pthread_mutex_destroy(&c->lock);
-  frame_rx_free(&c->rx);
   free(c);
 }
 
@@ -290,6 +195,9 @@ uint64_t pp_region_size(pp_client *c) {
 }
 uint64_t pp_page_size(pp_client *c) {
   return c ? c->page_size : 0;
+}
+uint64_t pp_min_block(pp_client *c) {
+  return c ? c->min_block : 0;
 }
 bool pp_hugepages(pp_client *c) {
   return c && c->hugepages;
@@ -334,11 +242,9 @@ static int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned 
   a.size = size;
   a.flags = flags;
   if (name) a.name = (char *)name;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
-  req.alloc = &a;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_ALLOC, &a.base,
+                      PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
   if (rc < 0) return rc;
   rc = client_buffer_out(c, resp->buffer, ret);
   frame_free_response(resp);
@@ -359,11 +265,9 @@ int pp_lookup(pp_client *c, const char *name, pp_buffer *ret) {
   if (!c || !name || !*name || !ret) return PP_EINVAL;
   Pinpool__V1__Lookup l = PINPOOL__V1__LOOKUP__INIT;
   l.name = (char *)name;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
-  req.lookup = &l;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_LOOKUP, &l.base,
+                      PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
   if (rc < 0) return rc;
   rc = client_buffer_out(c, resp->buffer, ret);
   frame_free_response(resp);
@@ -374,11 +278,9 @@ int pp_free(pp_client *c, uint64_t handle) {
   if (!c) return PP_EINVAL;
   Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
   f.handle = handle;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_FREE;
-  req.free = &f;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_FREE, &f.base,
+                      PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
   if (rc < 0) return rc;
   frame_free_response(resp);
   return 0;
@@ -397,18 +299,38 @@ static uint32_t cmag_rounds_for(uint32_t object_size) {
   return 8;
 }
 
-/* The slab a valid object lies in is a naturally aligned buddy block of a power of two
- * 4 KiB pages holding objs_per_slab objects, with less than one stride left over (the
- * daemon fills its slabs).  The smallest such block that holds objs_per_slab * stride
- * bytes is that slab: a block twice as large would hold at least twice as many objects.
- * 0 when the numbers do not allow the inference. */
-static uint64_t slab_bytes_for(uint32_t stride, uint32_t objs_per_slab) {
+/* The slab size of a daemon that does not announce it (CacheInfo.slab_bytes 0): a valid
+ * object lies in a naturally aligned buddy block of a power of two min blocks holding
+ * objs_per_slab objects, with less than one stride left over (the daemon fills its
+ * slabs).  The smallest such block that holds objs_per_slab * stride bytes is that slab:
+ * a block twice as large would hold at least twice as many objects.  0 when the numbers
+ * do not allow the inference. */
+static uint64_t slab_bytes_inferred(uint64_t min_block, uint32_t stride,
+                                    uint32_t objs_per_slab) {
   if (stride == 0 || objs_per_slab == 0) return 0;
   uint64_t need = (uint64_t)stride * objs_per_slab;
-  uint64_t s = 4096;
+  uint64_t s = min_block;
   while (s < need)
     s <<= 1;
-  return s <= (1ull << 31) ? s : 0;
+  return s <= CLIENT_SLAB_MAX ? s : 0;
+}
+
+/* The slab size the boundary check uses: the daemon's when it announces one, else the
+ * inference.  PP_EPROTO for an announced size that cannot be a slab of these objects (not
+ * a power of two, smaller than the objects it holds or than a min block, larger than the
+ * region or than the check can handle). */
+static int client_slab_bytes(const pp_client *c, const Pinpool__V1__CacheInfo *ci,
+                             uint32_t stride, uint64_t *ret) {
+  uint64_t s = ci->slab_bytes;
+  if (s == 0) {
+    *ret = slab_bytes_inferred(c->min_block, stride, ci->objects_per_slab);
+    return 0;
+  }
+  if ((s & (s - 1)) != 0 || s < c->min_block || s > c->region_size || s > CLIENT_SLAB_MAX ||
+      s < (uint64_t)stride * ci->objects_per_slab)
+    return PP_EPROTO;
+  *ret = s;
+  return 0;
 }
 
 int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
@@ -421,11 +343,9 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   o.name = (char *)name;
   o.object_size = object_size;
   o.align = align;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
-  req.cache_open = &o;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(c, &req, PINPOOL__V1__RESPONSE__BODY_CACHE, &resp);
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_CACHE_OPEN, &o.base,
+                      PINPOOL__V1__RESPONSE__BODY_CACHE, &resp);
   if (rc < 0) return rc;
   const Pinpool__V1__CacheInfo *ci = resp->cache;
   uint32_t ca = ci->align ? ci->align : 8;
@@ -433,6 +353,15 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
     rc = PP_EPROTO;
     goto out;
   }
+  uint64_t stride64 = ((uint64_t)ci->object_size + ca - 1) & ~((uint64_t)ca - 1);
+  if (stride64 > UINT32_MAX) {
+    rc = PP_EPROTO;
+    goto out;
+  }
+  uint32_t stride = (uint32_t)stride64;
+  uint64_t slab;
+  rc = client_slab_bytes(c, ci, stride, &slab);
+  if (rc < 0) goto out;
 
   pthread_mutex_lock(&c->lock);
   /* Idempotent like the daemon's cache_open: the same cache, the same handle (and the
@@ -448,7 +377,7 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   pp_cache *k = calloc(1, sizeof *k);
   if (!k) {
     pthread_mutex_unlock(&c->lock);
-    rc = PP_EOS;
+    rc = PP_ENOPRIVMEM;
     goto out;
   }
   k->c = c;
@@ -458,10 +387,9 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   k->id = ci->cache_id;
   k->object_size = ci->object_size;
   k->align = ca;
-  k->stride = (ci->object_size + ca - 1) & ~(ca - 1);
+  k->stride = stride;
   k->objs_per_slab = ci->objects_per_slab;
   k->cmag_rounds = cmag_rounds_for(k->object_size);
-  uint64_t slab = slab_bytes_for(k->stride, k->objs_per_slab);
   k->slab_tail = slab ? (uint32_t)(slab - (uint64_t)k->stride * k->objs_per_slab) : 0;
   k->stride_shift = (k->stride & (k->stride - 1)) == 0 ? __builtin_ctz(k->stride) : -1;
   atomic_init(&k->slab_bytes, slab);
@@ -483,11 +411,9 @@ int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
   Pinpool__V1__CacheAlloc a = PINPOOL__V1__CACHE_ALLOC__INIT;
   a.cache_id = k->id;
   a.count = n;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC;
-  req.cache_alloc = &a;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(k->c, &req, PINPOOL__V1__RESPONSE__BODY_OBJECTS, &resp);
+  int rc = client_rpc(k->c, PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC, &a.base,
+                      PINPOOL__V1__RESPONSE__BODY_OBJECTS, &resp);
   if (rc < 0) return rc;
   const Pinpool__V1__Objects *ob = resp->objects;
   if (ob->n_offsets == 0 || ob->n_offsets > n) {
@@ -503,10 +429,11 @@ int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
     ptrs[i] = k->base + ob->offsets[i];
     layout_ok = layout_ok && client_obj_valid(k, ptrs[i]);
   }
-  /* The exact boundary check in pp_cache_free rests on an inference about slab layout
-   * (slab_bytes_for).  Should the daemon ever hand out an object the inference calls
-   * invalid, the inference is wrong, not the daemon: fall back to checking alignment
-   * only, so that a valid free is never refused. */
+  /* The exact boundary check in pp_cache_free rests on the slab size: announced by the
+   * daemon, or inferred for an older one (slab_bytes_inferred).  Should the daemon ever
+   * hand out an object the check calls invalid, the check's premise is wrong, not the
+   * object: fall back to checking alignment only, so that a valid free is never
+   * refused. */
   if (!layout_ok) atomic_store_explicit(&k->slab_bytes, 0, memory_order_relaxed);
   rc = (int)ob->n_offsets;
 out:
@@ -524,20 +451,18 @@ static int client_cache_return_batch(pp_cache *k, void *const *ptrs, unsigned n)
   f.cache_id = k->id;
   f.n_offsets = n;
   f.offsets = offs;
-  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_FREE;
-  req.cache_free = &f;
   Pinpool__V1__Response *resp;
-  int rc = client_rpc(k->c, &req, PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
+  int rc = client_rpc(k->c, PINPOOL__V1__REQUEST__BODY_CACHE_FREE, &f.base,
+                      PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
   if (rc < 0) return rc;
   frame_free_response(resp);
   return 0;
 }
 
-/* Errors that describe the connection rather than the objects: retrying object by
- * object would only repeat them. */
+/* Errors that describe the connection or this process rather than the objects: retrying
+ * object by object would only repeat them. */
 static bool err_is_transport(int rc) {
-  return rc == PP_EIO || rc == PP_EDISCONNECTED || rc == PP_EPROTO || rc == PP_EOS;
+  return rc == PP_EIO || rc == PP_EDISCONNECTED || rc == PP_EPROTO || rc == PP_ENOPRIVMEM;
 }
 
 int client_cache_return(pp_cache *k, void *const *ptrs, unsigned n) {

@@ -19,7 +19,8 @@ typedef struct bench_result {
 } bench_result_t;
 
 typedef struct bench_opts {
-  bool json;            /* --json: one JSON object on stdout, progress on stderr */
+  bool json;            /* --json: JSON Lines on stdout (one object per benchmark, one
+                           line each), progress on stderr */
   unsigned reps;        /* --reps N: repetitions; the median is reported */
   uint64_t iters;       /* --iters N: operations per repetition (0 = each bench's default) */
   unsigned max_threads; /* --threads N (scale) */
@@ -35,7 +36,8 @@ void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int bench_eal_init(void);
 
 /* Print the results: a table with ratios of `subject` to every other entry of the same size
- * (or the JSON object {"bench": name, "results": [...], "ratios": {...}}) */
+ * (or, with --json, one line holding the object {"bench": name, "results": [...],
+ * "ratios": [...]}) */
 void bench_report(const char *bench, const bench_opts_t *o, const bench_result_t *r, size_t n);
 
 int bench_buddy(const bench_opts_t *o);

@@ -104,30 +104,52 @@ static bool is_pinpool(const bench_result_t *r) {
   return strncmp(r->name, "pinpool.", 8) == 0;
 }
 
+/* s as a JSON string (quotes, backslashes and control characters escaped). */
+static void print_json_string(const char *s) {
+  putchar('"');
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20)
+      printf("\\u%04x", *p);
+    else
+      putchar(*p);
+  }
+  putchar('"');
+}
+
+/* JSON Lines: one benchmark, one line, one object {"bench", "results", "ratios"}, so that
+ * `pinpool-bench all --json` is a stream a reader takes line by line (jq, json.loads per
+ * line) and each benchmark's figures arrive as soon as it is done. */
 static void print_json(const char *bench, const bench_result_t *r, size_t n) {
-  printf("{\"bench\": \"%s\", \"results\": [", bench);
+  printf("{\"bench\": ");
+  print_json_string(bench);
+  printf(", \"results\": [");
   for (size_t i = 0; i < n; i++) {
-    printf("%s\n  {\"name\": \"%s\", \"size\": %llu, \"threads\": %u, \"ns_per_op\": %.2f",
-           i ? "," : "", r[i].name, (unsigned long long)r[i].size, r[i].threads,
-           r[i].ns_per_op);
+    printf("%s{\"name\": ", i ? ", " : "");
+    print_json_string(r[i].name);
+    printf(", \"size\": %llu, \"threads\": %u, \"ns_per_op\": %.2f",
+           (unsigned long long)r[i].size, r[i].threads, r[i].ns_per_op);
     if (r[i].ops_per_sec > 0) printf(", \"ops_per_sec\": %.0f", r[i].ops_per_sec);
     printf("}");
   }
-  printf("\n], \"ratios\": [");
+  printf("], \"ratios\": [");
   bool first = true;
   for (size_t i = 0; i < n; i++) {
     if (!is_pinpool(&r[i])) continue;
     for (size_t j = 0; j < n; j++) {
       if (i == j || is_pinpool(&r[j]) || !same_point(&r[i], &r[j]) || r[j].ns_per_op <= 0)
         continue;
-      printf("%s\n  {\"subject\": \"%s\", \"peer\": \"%s\", \"size\": %llu, \"threads\": %u, "
-             "\"ratio\": %.4f}",
-             first ? "" : ",", r[i].name, r[j].name, (unsigned long long)r[i].size,
-             r[i].threads, r[i].ns_per_op / r[j].ns_per_op);
+      printf("%s{\"subject\": ", first ? "" : ", ");
+      print_json_string(r[i].name);
+      printf(", \"peer\": ");
+      print_json_string(r[j].name);
+      printf(", \"size\": %llu, \"threads\": %u, \"ratio\": %.4f}",
+             (unsigned long long)r[i].size, r[i].threads, r[i].ns_per_op / r[j].ns_per_op);
       first = false;
     }
   }
-  printf("\n]}\n");
+  printf("]}\n");
 }
 
 static void print_table(const char *bench, const bench_result_t *r, size_t n) {

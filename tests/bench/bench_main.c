@@ -1,6 +1,7 @@
 /*
  * pinpool-bench — benchmarks that compare pinpool with its peers in the same run.
  *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|all
+ * --json writes JSON Lines: one object per benchmark, each on one line (bench_common.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,9 @@ static int usage(FILE *f) {
   for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
     fprintf(f, "  %-6s %s\n", benches[i].name, benches[i].what);
   fprintf(f, "  all    each of the above in turn\n");
+  fprintf(f, "--json prints JSON Lines: one object per benchmark on a line of its own,\n"
+             "  {\"bench\": NAME, \"results\": [...], \"ratios\": [...]}; progress goes to "
+             "stderr\n");
   return f == stderr ? 2 : 0;
 }
 

@@ -26,7 +26,7 @@
  *   under the cache's one mutex).  Threads are pinned to CPUs i % ncpu, so T <= cores
  * measures scaling and not the scheduler.  Targets: magazines at 2 threads on 2 cores
  * >= 1.7x one thread; locked <= 1.1x.  The speedups are printed after the table (on
- * stderr with --json, which keeps stdout one JSON object).
+ * stderr with --json, which keeps stdout pure JSON Lines).
  *
  * Build with -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPP_DEBUG=0: validators after every state
  * change would measure slab_cache_check, not the allocator.

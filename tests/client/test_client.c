@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,6 +76,7 @@ static void connect_maps_the_whole_region_and_reports_its_geometry(void **state)
   assert_non_null(pp_base(c));
   assert_int_equal(pp_region_size(c), REGION);
   assert_int_equal(pp_page_size(c), 4096);
+  assert_int_equal(pp_min_block(c), 4096);
   assert_false(pp_hugepages(c));
   assert_int_not_equal(pp_session_id(c), 0);
   assert_ptr_equal(pp_ptr(c, 4096), (uint8_t *)pp_base(c) + 4096);
@@ -89,6 +93,48 @@ static void connect_to_a_missing_socket_is_econnect(void **state) {
   snprintf(path, sizeof path, "%s/nobody-here.sock", g_d.dir);
   assert_int_equal(pp_connect(path, "x", &c), PP_ECONNECT);
   assert_ptr_equal(c, (pp_client *)0x1); /* untouched on failure */
+}
+
+static void connect_to_a_socket_nobody_listens_on_is_econnect(void **state) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  pp_client *c = NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s/deaf.sock", g_d.dir);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0); /* no listen() */
+  assert_int_equal(pp_connect(sa.sun_path, "x", &c), PP_ECONNECT);
+  assert_null(c);
+  close(fd);
+  unlink(sa.sun_path);
+}
+
+/* A socket this user may not write is a permission problem with its own code, not "is
+ * pinpoold running?".  The child becomes nobody (uid 65534, no groups) and reports the
+ * code as its exit status. */
+static void connect_outside_the_sockets_group_is_eacces(void **state) {
+  testd_t d;
+  int st;
+
+  if (geteuid() != 0) {
+    print_message("skipped: becoming nobody (uid 65534) needs root\n");
+    skip();
+  }
+  assert_int_equal(testd_start(&d, "--socket-mode", "0660", NULL), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    pp_client *c = NULL;
+    if (setgroups(0, NULL) || setgid(65534) || setuid(65534)) _exit(125);
+    int rc = pp_connect(d.sock, "outsider", &c);
+    _exit(rc < 0 ? -rc : 100);
+  }
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) != -PP_EACCES)
+    fail_msg("pp_connect as nobody: exit %d (%s), want PP_EACCES", WEXITSTATUS(st),
+             pp_err_name(-WEXITSTATUS(st)));
+  assert_string_equal(pp_strerror(PP_EACCES), "no permission to connect to pinpoold's socket");
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void connect_rejects_bad_arguments(void **state) {
@@ -609,6 +655,8 @@ int main(void) {
       cmocka_unit_test(strerror_and_err_name_cover_every_code),
       cmocka_unit_test(connect_maps_the_whole_region_and_reports_its_geometry),
       cmocka_unit_test(connect_to_a_missing_socket_is_econnect),
+      cmocka_unit_test(connect_to_a_socket_nobody_listens_on_is_econnect),
+      cmocka_unit_test(connect_outside_the_sockets_group_is_eacces),
       cmocka_unit_test(connect_rejects_bad_arguments),
       cmocka_unit_test(connect_without_a_path_follows_PINPOOL_SOCKET),
       cmocka_unit_test(a_long_client_name_is_cut_not_refused),

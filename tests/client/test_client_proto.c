@@ -4,9 +4,11 @@
  * with exactly the bytes a test wants, so that each defensive check of the client is
  * seen to fire: bad frames, a Welcome without the memfd or with a region the memfd
  * cannot back, unknown versions and statuses, a reply to the wrong request, a buffer
- * outside the region.  No real pinpoold is involved.
+ * outside the region; and libpinpool's own memory running out (a calloc that fails on
+ * demand).  No real pinpoold is involved.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -29,6 +31,21 @@
 
 #define FAKE_REGION (1u << 20)
 
+/* Private memory running out, on demand: this program's calloc (which libpinpool's calls
+ * reach, the executable coming first in symbol lookup) fails while the calling thread has
+ * armed it, and otherwise forwards to the next calloc — libc's, or a sanitizer's. */
+static _Thread_local int calloc_fails;
+static void *(*next_calloc)(size_t, size_t);
+
+__attribute__((constructor)) static void find_next_calloc(void) {
+  next_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+}
+
+__attribute__((visibility("default"))) void *calloc(size_t n, size_t size) {
+  if (calloc_fails || !next_calloc) return NULL;
+  return next_calloc(n, size);
+}
+
 typedef enum {
   WELCOME_OK, /* a proper Welcome with a 1 MiB memfd */
   WELCOME_NO_FD,
@@ -44,7 +61,15 @@ typedef enum {
   NEXT_WRONG_ID,       /* answer the next request with another id */
   NEXT_BUFFER_OUTSIDE, /* a Buffer that ends past the region */
   NEXT_CLOSE,          /* hang up instead of answering */
+  NEXT_CACHE_INFO,     /* a CacheInfo with FAKE_SLAB_BYTES per slab */
 } fake_next_t;
+
+/* The cache NEXT_CACHE_INFO announces: 8 objects of 1 KiB in a 16 KiB slab.  pinpoold
+ * would make that slab 8 KiB; a client that infers the slab size from the objects instead
+ * of reading CacheInfo.slab_bytes gets it wrong. */
+#define FAKE_OBJ_SIZE 1024u
+#define FAKE_OBJS_PER_SLAB 8u
+#define FAKE_SLAB_BYTES 16384u
 
 typedef struct fake {
   char dir[64], sock[96];
@@ -117,10 +142,20 @@ static void *fake_main(void *arg) {
   id = fake_read_request(fd);
   if (id == 0 || f->next == NEXT_CLOSE) goto out;
   Pinpool__V1__Buffer b = PINPOOL__V1__BUFFER__INIT;
+  Pinpool__V1__CacheInfo ci = PINPOOL__V1__CACHE_INFO__INIT;
   Pinpool__V1__Response r2 = PINPOOL__V1__RESPONSE__INIT;
   r2.id = id;
   r2.body_case = PINPOOL__V1__RESPONSE__BODY_BUFFER;
   r2.buffer = &b;
+  if (f->next == NEXT_CACHE_INFO) {
+    ci.cache_id = 3;
+    ci.object_size = FAKE_OBJ_SIZE;
+    ci.align = 8;
+    ci.objects_per_slab = FAKE_OBJS_PER_SLAB;
+    ci.slab_bytes = FAKE_SLAB_BYTES;
+    r2.body_case = PINPOOL__V1__RESPONSE__BODY_CACHE;
+    r2.cache = &ci;
+  }
   b.handle = 1;
   b.offset = FAKE_REGION - 4096;
   b.size = 4096;
@@ -230,6 +265,61 @@ static void a_hang_up_mid_session_is_disconnected(void **state) {
   assert_int_equal(pthread_join(f->t, NULL), 0);
 }
 
+static void connect_without_private_memory_is_enoprivmem(void **state) {
+  fake_t *f = *state;
+  pp_client *c = (pp_client *)0x1;
+  /* No server thread: the client fails before it connects. */
+  calloc_fails = 1;
+  int rc = pp_connect(f->sock, "victim", &c);
+  calloc_fails = 0;
+  assert_int_equal(rc, PP_ENOPRIVMEM);
+  assert_ptr_equal(c, (pp_client *)0x1);
+}
+
+static void cache_open_without_private_memory_is_enoprivmem(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_CACHE_INFO);
+  pp_client *c = NULL;
+  pp_cache *k = (pp_cache *)0x1;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  calloc_fails = 1;
+  int rc = pp_cache_open(c, "objs", FAKE_OBJ_SIZE, 0, &k);
+  calloc_fails = 0;
+  assert_int_equal(rc, PP_ENOPRIVMEM);
+  assert_ptr_equal(k, (pp_cache *)0x1);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+static void cache_free_checks_objects_against_the_slab_size_the_daemon_announces(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_CACHE_INFO);
+  pp_client *c = NULL;
+  pp_cache *k = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_int_equal(pp_cache_open(c, "objs", FAKE_OBJ_SIZE, 0, &k), 0);
+  uint8_t *base = pp_base(c);
+  /* A slab of 16 KiB holds its 8 objects in its first 8 KiB: the second half holds no
+   * object, however the 8 objects would fit in a slab of that size. */
+  for (uint32_t off = FAKE_OBJS_PER_SLAB * FAKE_OBJ_SIZE; off < FAKE_SLAB_BYTES;
+       off += FAKE_OBJ_SIZE)
+    assert_int_equal(pp_cache_free(k, base + off), PP_EINVAL);
+  /* The next slab's first object is one (it goes to this thread's magazine). */
+  assert_int_equal(pp_cache_free(k, base + FAKE_SLAB_BYTES), 0);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
+static void an_older_daemons_welcome_means_4_kib_blocks(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_NONE); /* Welcome.min_block 0, as before the field */
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_int_equal(pp_min_block(c), 4096);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup,
@@ -239,6 +329,15 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_buffer_outside_the_region_is_refused, fake_setup,
                                       fake_teardown),
       cmocka_unit_test_setup_teardown(a_hang_up_mid_session_is_disconnected, fake_setup,
+                                      fake_teardown),
+      cmocka_unit_test_setup_teardown(connect_without_private_memory_is_enoprivmem, fake_setup,
+                                      fake_teardown),
+      cmocka_unit_test_setup_teardown(cache_open_without_private_memory_is_enoprivmem,
+                                      fake_setup, fake_teardown),
+      cmocka_unit_test_setup_teardown(
+          cache_free_checks_objects_against_the_slab_size_the_daemon_announces, fake_setup,
+          fake_teardown),
+      cmocka_unit_test_setup_teardown(an_older_daemons_welcome_means_4_kib_blocks, fake_setup,
                                       fake_teardown),
   };
   signal(SIGPIPE, SIG_IGN);

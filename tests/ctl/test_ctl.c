@@ -1,15 +1,23 @@
 /*
  * test_ctl.c — pinpoolctl against a real pinpoold.
  *
+ * Run twice by ctest: `test_ctl` on a region of 4 KiB pages, `test_ctl_huge` (argument
+ * "2M") on one of 2 MiB hugepages, where the region's page (2 MiB) and the allocation
+ * unit (4 KiB) differ and every figure derived from one must not be scaled by the other.
+ * The hugepage run reserves 8 pages through tests/common/hugepages.h and skips every test,
+ * saying why, when it cannot have them (not root, no pool, memory too fragmented).
+ *
  * The group setup starts $PP_BIN_DIR/pinpoold on a socket in a fresh temporary folder
- * (tests/common/testd.h: 16 MiB region, 4 KiB pages, mode 0666 so `nobody` can connect),
+ * (tests/common/testd.h: 16 MiB region, mode 0666 so `nobody` can connect),
  * then this process connects as "ctl-holder" (wire.h) and takes known holdings: a 64 KiB
  * buffer published as "ctl-frames", a 256 KiB unnamed buffer, 100 objects of 192 bytes
  * from cache "ctl-objs", and 200 objects of cache "ctl-drop" that it frees again (their
  * slabs stay cached until `shrink`).  Each test runs $PP_BIN_DIR/pinpoolctl as a child, with
  * stdout and stderr captured, and checks that the output shows those holdings, that the JSON
- * parses and says the same as the text, and the exit codes: 1 daemon error (non-admin),
- * 2 usage, 3 unreachable.  `top` runs under a pty (forkpty) and must refresh and quit on q.
+ * parses and says the same as the text, that the figures add up (free blocks per order to
+ * the free bytes, slab bytes to the slabs in the map, used + free + cached to the region),
+ * and the exit codes: 1 daemon error (non-admin), 2 usage, 3 unreachable or not allowed
+ * to connect.  `top` runs under a pty (forkpty) and must refresh and quit on q.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,21 +47,36 @@
 #include <json-c/json.h>
 
 #include "ctl_view.h"
+#include "hugepages.h"
 #include "testd.h"
 #include "wire.h"
 
 #define KiB 1024ull
+#define MiB (1024ull * 1024)
+#define REGION (16 * MiB)
+#define MIN_BLOCK 4096ull /* the allocation unit, whatever the page size */
 #define OBJ_SIZE 192u
 #define OBJ_COUNT 100u
 #define DROP_COUNT 200u
 
 static struct {
+  uint64_t page_size;   /* the region's page size in this run */
+  const char *skip_why; /* set when this run cannot have its daemon */
   testd_t d;
   wire_t holder; /* the connection that holds everything below */
   uint64_t frames_off, frames_size, big_off, big_size;
   uint32_t objs_cache, drop_cache;
   uint64_t obj_offs[OBJ_COUNT];
-} T = {.holder = {.fd = -1, .memfd = -1}};
+} T = {.page_size = 4096, .holder = {.fd = -1, .memfd = -1}};
+
+/* Every test starts with this: the hugepage run skips, visibly, without its pages. */
+#define NEED_DAEMON()                                                                          \
+  do {                                                                                         \
+    if (T.skip_why) {                                                                          \
+      print_message("skipped: %s\n", T.skip_why);                                              \
+      skip();                                                                                  \
+    }                                                                                          \
+  } while (0)
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -227,9 +250,18 @@ static uint64_t text_bytes(const char *text, const char *label) {
 
 static int group_setup(void **state) {
   uint64_t drop[DROP_COUNT];
+  const char *why = NULL;
   int rc;
 
-  if (testd_start(&T.d, NULL)) return -1;
+  if (T.page_size == HP_SIZE) {
+    if (!hp_make_available(REGION / HP_SIZE, &why)) {
+      T.skip_why = why;
+      return 0;
+    }
+    if (testd_start(&T.d, "--page-size", "2M", NULL)) return -1;
+  } else if (testd_start(&T.d, NULL)) {
+    return -1;
+  }
   if ((rc = wire_open(&T.holder, T.d.sock, "ctl-holder")) ||
       (rc = holder_alloc(64 * KiB, "ctl-frames", &T.frames_off, &T.frames_size)) ||
       (rc = holder_alloc(256 * KiB, NULL, &T.big_off, &T.big_size)) ||
@@ -248,6 +280,7 @@ static int group_setup(void **state) {
 }
 
 static int group_teardown(void **state) {
+  if (T.skip_why) return 0;
   wire_close(&T.holder);
   return testd_stop(&T.d);
 }
@@ -258,36 +291,119 @@ static uint64_t holder_bytes(void) {
   return T.frames_size + T.big_size + (uint64_t)OBJ_COUNT * OBJ_SIZE;
 }
 
+/* The text after a status label ("largest free block" ...), which is padded to one
+ * column; NULL when the line is missing. */
+static char *status_value(const char *text, const char *label) {
+  char *line = line_with(text, label, false), *v;
+  if (!line) return NULL;
+  v = line + strlen(label);
+  if (*v != ' ') { /* a longer label that starts with this one */
+    free(line);
+    return NULL;
+  }
+  while (*v == ' ')
+    v++;
+  memmove(line, v, strlen(v) + 1);
+  return line;
+}
+
 static void status_shows_region_and_agrees_with_json(void **state) {
+  char page[32], *v;
   json_object *j;
   run_t r;
 
+  NEED_DAEMON();
   run_ok(&r, "status", NULL);
-  assert_non_null(strstr(r.out, "region              16 MiB (16777216 bytes)"));
-  assert_non_null(strstr(r.out, "page size           4 KiB"));
-  assert_non_null(strstr(r.out, "hugepages           no"));
+  v = status_value(r.out, "region");
+  assert_non_null(v);
+  assert_string_equal(v, "16 MiB (16777216 bytes)");
+  free(v);
+  v = status_value(r.out, "page size");
+  assert_non_null(v);
+  assert_string_equal(v, ctl_fmt_size(page, sizeof page, T.page_size));
+  free(v);
+  /* The unit every buffer is a power-of-two multiple of: 4 KiB on every region. */
+  v = status_value(r.out, "allocation unit");
+  if (!v) fail_msg("no 'allocation unit' in:\n%s", r.out);
+  assert_string_equal(v, "4 KiB (4096 bytes)");
+  free(v);
+  v = status_value(r.out, "hugepages");
+  assert_non_null(v);
+  assert_string_equal(v, T.page_size > 4096 ? "yes" : "no");
+  free(v);
   /* The holder's buffers and objects are used; nothing else is. */
   assert_int_equal(text_bytes(r.out, "used"), holder_bytes());
+  /* Every byte of the region is used, free, or cached in a slab. */
+  assert_int_equal(text_bytes(r.out, "used") + text_bytes(r.out, "free") +
+                       text_bytes(r.out, "cached"),
+                   REGION);
 
   j = run_json("status", NULL);
-  assert_int_equal(jget_u64(j, "region_size"), 16 * 1024 * KiB);
-  assert_int_equal(jget_u64(j, "page_size"), 4096);
+  assert_int_equal(jget_u64(j, "region_size"), REGION);
+  assert_int_equal(jget_u64(j, "page_size"), T.page_size);
+  assert_int_equal(jget_u64(j, "min_block"), MIN_BLOCK);
   assert_int_equal(jget_u64(j, "used_bytes"), text_bytes(r.out, "used"));
   assert_int_equal(jget_u64(j, "free_bytes"), text_bytes(r.out, "free"));
   assert_int_equal(jget_u64(j, "cached_bytes"), text_bytes(r.out, "cached"));
+  assert_int_equal(jget_u64(j, "largest_free_block"), text_bytes(r.out, "largest free block"));
+  assert_int_equal(jget_u64(j, "largest_free_contiguous"),
+                   text_bytes(r.out, "largest free contiguous block"));
+  assert_int_equal(jget_u64(j, "largest_contiguous_run"),
+                   text_bytes(r.out, "longest physical run"));
   assert_int_equal(jget_u64(j, "nr_buffers"), 2);
   assert_true(jget_u64(j, "nr_caches") >= 2);
   json_object_put(j);
   run_free(&r);
 }
 
+/* What status calls the largest free contiguous block is what a CONTIGUOUS allocation
+ * gets now: that size is granted, twice that is refused for want of contiguity (where the
+ * region has a free block that large at all). */
+static void status_largest_free_contiguous_block_is_what_a_contiguous_alloc_gets(void **state) {
+  uint64_t lfc, largest;
+  json_object *j;
+  resp_t *resp;
+  run_t r;
+  int rc;
+
+  NEED_DAEMON();
+  j = run_json("status", NULL);
+  if (!json_object_get_boolean(jget(j, "physical_addresses"))) {
+    json_object_put(j);
+    print_message("skipped: pinpoold knows no physical addresses (needs root)\n");
+    skip();
+  }
+  json_object_put(j);
+  run_ok(&r, "status", NULL);
+  lfc = text_bytes(r.out, "largest free contiguous block");
+  largest = text_bytes(r.out, "largest free block");
+  run_free(&r);
+  assert_true(lfc >= MIN_BLOCK && lfc <= largest);
+
+  rc = wire_alloc(&T.holder, lfc, PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS, NULL, &resp);
+  if (rc != 0) fail_msg("CONTIGUOUS alloc of %" PRIu64 " bytes: %s", lfc, pp_err_name(rc));
+  assert_true(resp->buffer->contiguous);
+  assert_int_equal(wire_free(&T.holder, resp->buffer->handle), 0);
+  frame_free_response(resp);
+
+  if (2 * lfc <= largest) {
+    rc = wire_alloc(&T.holder, 2 * lfc, PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS, NULL,
+                    &resp);
+    frame_free_response(resp);
+    if (rc != PP_ENOCONTIG)
+      fail_msg("CONTIGUOUS alloc of %" PRIu64 " bytes: %s, not PP_ENOCONTIG", 2 * lfc,
+               pp_err_name(rc));
+  }
+}
+
 static void buddyinfo_free_counts_add_up_to_free_bytes(void **state) {
-  char *heads, *sizes, *counts, *tok, *save = NULL;
+  char *heads, *sizes, *counts, *tok, *save = NULL, want[16];
   uint64_t sum = 0, free_bytes, jsum = 0;
   json_object *j, *orders;
   unsigned order = 0;
   run_t r;
 
+  NEED_DAEMON();
   run_ok(&r, "buddyinfo", NULL);
   heads = line_with(r.out, "order ", false);
   sizes = line_with(r.out, "block size ", false);
@@ -295,31 +411,39 @@ static void buddyinfo_free_counts_add_up_to_free_bytes(void **state) {
   assert_non_null(heads);
   assert_non_null(sizes);
   assert_non_null(counts);
-  /* Labels are compact sizes: order 0 is one 4 KiB page, order 12 the 16 MiB region. */
-  assert_non_null(strstr(sizes, " 4K "));
-  assert_non_null(strstr(sizes, " 16M"));
+  /* Order k is 4 KiB << k, whatever the page size: 4K, 8K, ... up to the 16 MiB region. */
+  for (tok = strtok_r(sizes + strlen("block size"), " ", &save); tok;
+       tok = strtok_r(NULL, " ", &save), order++)
+    assert_string_equal(tok, ctl_fmt_block(want, sizeof want, MIN_BLOCK << order));
+  assert_int_equal(order, 13);
+  order = 0;
+  save = NULL;
   for (tok = strtok_r(counts + strlen("Region 0, zone pinpool"), " ", &save); tok;
        tok = strtok_r(NULL, " ", &save), order++)
-    sum += strtoull(tok, NULL, 10) * (4096ull << order);
+    sum += strtoull(tok, NULL, 10) * (MIN_BLOCK << order);
   assert_int_equal(order, 13);
   free_bytes = text_bytes(r.out, "free bytes");
   assert_int_equal(sum, free_bytes);
   /* The holder's 320 KiB of buffers and its slabs are not free. */
-  assert_true(free_bytes <= 16 * 1024 * KiB - T.frames_size - T.big_size);
+  assert_true(free_bytes <= REGION - T.frames_size - T.big_size);
   assert_non_null(strstr(r.out, "frag index"));
 
   j = run_json("buddyinfo", NULL);
+  assert_int_equal(jget_u64(j, "min_block"), MIN_BLOCK);
+  assert_int_equal(jget_u64(j, "page_size"), T.page_size);
   orders = jget(j, "orders");
   assert_int_equal(json_object_array_length(orders), 13);
   for (size_t i = 0; i < json_object_array_length(orders); i++) {
     json_object *e = json_object_array_get_idx(orders, i);
     assert_int_equal(jget_u64(e, "order"), i);
-    assert_int_equal(jget_u64(e, "block_size"), 4096ull << i);
+    assert_int_equal(jget_u64(e, "block_size"), MIN_BLOCK << i);
     jsum += jget_u64(e, "free_blocks") * jget_u64(e, "block_size");
   }
   assert_int_equal(jsum, free_bytes);
   assert_int_equal(jget_u64(j, "free_bytes"), free_bytes);
   assert_int_equal(jget_u64(j, "largest_free_block"), text_bytes(r.out, "largest free block"));
+  assert_int_equal(jget_u64(j, "largest_free_contiguous"),
+                   text_bytes(r.out, "largest free contiguous block"));
   json_object_put(j);
   free(heads);
   free(sizes);
@@ -334,8 +458,10 @@ static void slabinfo_shows_caches_in_proc_shape_and_agrees_with_json(void **stat
   char name[64], *row;
   bool found = false;
   double waste;
+  uint64_t cache_bytes = 0, map_slab_bytes = 0;
   run_t r;
 
+  NEED_DAEMON();
   run_ok(&r, "slabinfo", NULL);
   assert_non_null(strstr(r.out, "# name            <active_objs> <num_objs> <objsize> "
                                 "<objperslab> <pagesperslab> : slabdata <active_slabs> "
@@ -374,6 +500,25 @@ static void slabinfo_shows_caches_in_proc_shape_and_agrees_with_json(void **stat
     assert_int_equal(jget_u64(e, "cache_id"), T.objs_cache);
   }
   assert_true(found);
+  /* Slab bytes: the daemon's figure, pages_per_slab counting 4 KiB units, and what each
+   * cache's slabs occupy adds up to the slab blocks of the region's map. */
+  for (size_t i = 0; i < json_object_array_length(caches); i++) {
+    json_object *e = json_object_array_get_idx(caches, i);
+    uint64_t slab = jget_u64(e, "slab_bytes");
+    assert_int_equal(slab, jget_u64(e, "pages_per_slab") * MIN_BLOCK);
+    assert_true(slab >= jget_u64(e, "objs_per_slab") * jget_u64(e, "object_size"));
+    assert_int_equal(jget_u64(e, "cache_bytes"), jget_u64(e, "num_slabs") * slab);
+    cache_bytes += jget_u64(e, "cache_bytes");
+  }
+  json_object_put(j);
+  j = run_json("map", NULL);
+  caches = jget(j, "blocks");
+  for (size_t i = 0; i < json_object_array_length(caches); i++) {
+    json_object *b = json_object_array_get_idx(caches, i);
+    if (!strcmp(json_object_get_string(jget(b, "kind")), "slab"))
+      map_slab_bytes += jget_u64(b, "size");
+  }
+  assert_int_equal(cache_bytes, map_slab_bytes);
   free(row);
   row = line_with(r.out, "ctl-drop ", false);
   assert_non_null(row);
@@ -388,6 +533,7 @@ static void clients_lists_holder_by_pid_with_bytes_held(void **state) {
   bool found = false;
   run_t r;
 
+  NEED_DAEMON();
   snprintf(pid, sizeof pid, " %d ", (int)getpid());
   ctl_fmt_size(size, sizeof size, holder_bytes());
   run_ok(&r, "clients", NULL);
@@ -421,6 +567,7 @@ static void buffers_lists_holdings_and_filters_by_client_and_name(void **state) 
   json_object *j, *list;
   run_t r;
 
+  NEED_DAEMON();
   snprintf(pid, sizeof pid, "%d", (int)getpid());
   snprintf(off, sizeof off, "0x%012" PRIx64, T.frames_off);
   run_ok(&r, "buffers", NULL);
@@ -464,6 +611,7 @@ static void map_draws_buffers_and_slabs_at_their_offsets(void **state) {
   size_t ncells = 0;
   run_t r;
 
+  NEED_DAEMON();
   run_ok(&r, "map", NULL);
   cell = text_bytes(r.out, "region 16 MiB");
   assert_true(cell >= 4096 && (cell & (cell - 1)) == 0);
@@ -478,10 +626,12 @@ static void map_draws_buffers_and_slabs_at_their_offsets(void **state) {
     }
   }
   free(text);
-  assert_int_equal(ncells, 16 * 1024 * KiB / cell);
-  /* The 64 KiB buffer covers whole cells at this scale (16 KiB cells at 80 columns). */
+  assert_int_equal(ncells, REGION / cell);
+  /* Cells are sized to the terminal, not to the page: 16 KiB cells at 80 columns, so the
+   * 64 KiB buffer covers whole cells on a region of 2 MiB pages too. */
+  assert_int_equal(cell, 16 * KiB);
   for (uint64_t o = T.frames_off; o < T.frames_off + T.frames_size; o += cell)
-    if (cell <= T.frames_size) assert_int_equal(cells[o / cell], 'B');
+    assert_int_equal(cells[o / cell], 'B');
   for (size_t i = 0; i < ncells; i++)
     if (strchr("Sm:", cells[i])) slab_visible = true;
   assert_true(slab_visible);
@@ -531,6 +681,17 @@ static uint64_t slabs_of(json_object *slabinfo, const char *name, uint64_t *ret_
   return n;
 }
 
+/* Bytes all caches' slabs occupy, by the slab size the daemon reports for each. */
+static uint64_t slab_bytes_total(json_object *slabinfo) {
+  json_object *caches = jget(slabinfo, "caches");
+  uint64_t total = 0;
+  for (size_t i = 0; i < json_object_array_length(caches); i++) {
+    json_object *e = json_object_array_get_idx(caches, i);
+    total += jget_u64(e, "num_slabs") * jget_u64(e, "slab_bytes");
+  }
+  return total;
+}
+
 static void shrink_releases_the_slabs_nobody_uses(void **state) {
   uint64_t total_before, total_after, drop_before, released = 0, bytes = 0;
   uint64_t free_before, free_after;
@@ -538,6 +699,7 @@ static void shrink_releases_the_slabs_nobody_uses(void **state) {
   char *line;
   run_t r;
 
+  NEED_DAEMON();
   before = run_json("slabinfo", NULL);
   st = run_json("status", NULL);
   free_before = jget_u64(st, "free_bytes");
@@ -567,6 +729,7 @@ static void shrink_releases_the_slabs_nobody_uses(void **state) {
   assert_true(released >= drop_before);
   assert_int_equal(released, total_before - total_after);
   assert_int_equal(free_after - free_before, bytes);
+  assert_int_equal(bytes, slab_bytes_total(before) - slab_bytes_total(after));
   /* The holder's objects keep their slabs. */
   assert_true(slabs_of(after, "ctl-objs", &total_after) > 0);
 
@@ -582,6 +745,7 @@ static void non_admin_is_refused_with_a_clear_message(void **state) {
   const char *cmds[] = {"status", "slabinfo", "shrink"};
   run_t r;
 
+  NEED_DAEMON();
   if (geteuid() != 0) {
     fprintf(stderr, "skipped: becoming nobody (uid 65534) needs root\n");
     skip();
@@ -604,11 +768,13 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   int fd;
   run_t r;
 
+  NEED_DAEMON();
   snprintf(missing, sizeof missing, "%s/no-such.sock", T.d.dir);
   run_ctl(&r, false, "--socket", missing, "status", NULL);
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, missing));
   assert_non_null(strstr(r.err, "No such file or directory"));
+  assert_non_null(strstr(r.err, "is pinpoold running?"));
   assert_string_equal(r.out, "");
   run_free(&r);
 
@@ -622,6 +788,7 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, dead));
   assert_non_null(strstr(r.err, "Connection refused"));
+  assert_non_null(strstr(r.err, "is pinpoold running?"));
   run_free(&r);
   close(fd);
   unlink(dead);
@@ -633,6 +800,48 @@ static void unreachable_socket_exits_3_naming_the_path(void **state) {
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, missing));
   run_free(&r);
+}
+
+/* A user outside the socket's group is told so — the socket, its group, how to join it —
+ * not that the daemon may not be running. */
+static void not_allowed_to_connect_names_the_sockets_group_and_exits_3(void **state) {
+  struct group *gr;
+  struct stat st;
+  char want[128];
+  testd_t d;
+  run_t r;
+
+  NEED_DAEMON();
+  if (geteuid() != 0) {
+    print_message("skipped: becoming nobody (uid 65534) needs root\n");
+    skip();
+  }
+  assert_int_equal(testd_start(&d, "--socket-mode", "0660", NULL), 0);
+  assert_int_equal(stat(d.sock, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0660);
+  gr = getgrgid(st.st_gid);
+  assert_non_null(gr);
+
+  run_ctl(&r, true, "--socket", d.sock, "status", NULL);
+  if (r.status != 3) fprintf(stderr, "exit %d\n%s%s", r.status, r.out, r.err);
+  assert_int_equal(r.status, 3);
+  assert_string_equal(r.out, "");
+  assert_non_null(strstr(r.err, "not allowed to connect"));
+  assert_non_null(strstr(r.err, d.sock));
+  snprintf(want, sizeof want, "belongs to group '%s' (mode 0660)", gr->gr_name);
+  if (!strstr(r.err, want)) fail_msg("no \"%s\" in:\n%s", want, r.err);
+  snprintf(want, sizeof want, "usermod -aG %s ", gr->gr_name);
+  assert_non_null(strstr(r.err, want));
+  assert_null(strstr(r.err, "is pinpoold running"));
+  run_free(&r);
+
+  /* The same for --json: the message is the same, stdout stays empty. */
+  run_ctl(&r, true, "--socket", d.sock, "--json", "buddyinfo", NULL);
+  assert_int_equal(r.status, 3);
+  assert_string_equal(r.out, "");
+  assert_non_null(strstr(r.err, "join the group"));
+  run_free(&r);
+  assert_int_equal(testd_stop(&d), 0);
 }
 
 static void usage_errors_exit_2(void **state) {
@@ -648,6 +857,7 @@ static void usage_errors_exit_2(void **state) {
   };
   run_t r;
 
+  NEED_DAEMON();
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     run_ctl(&r, false, "--socket", T.d.sock, bad[i][0], bad[i][1], bad[i][2], NULL);
     if (r.status != 2)
@@ -678,6 +888,7 @@ static void top_refreshes_every_second_and_quits_on_q(void **state) {
   uint64_t deadline;
   pid_t pid;
 
+  NEED_DAEMON();
   testd_bin(path, sizeof path, "pinpoolctl");
   pid = forkpty(&master, NULL, NULL, &ws);
   assert_true(pid >= 0);
@@ -732,9 +943,10 @@ static void top_refreshes_every_second_and_quits_on_q(void **state) {
   free(seen);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(status_shows_region_and_agrees_with_json),
+      cmocka_unit_test(status_largest_free_contiguous_block_is_what_a_contiguous_alloc_gets),
       cmocka_unit_test(buddyinfo_free_counts_add_up_to_free_bytes),
       cmocka_unit_test(slabinfo_shows_caches_in_proc_shape_and_agrees_with_json),
       cmocka_unit_test(clients_lists_holder_by_pid_with_bytes_held),
@@ -744,7 +956,14 @@ int main(void) {
       cmocka_unit_test(shrink_releases_the_slabs_nobody_uses),
       cmocka_unit_test(non_admin_is_refused_with_a_clear_message),
       cmocka_unit_test(unreachable_socket_exits_3_naming_the_path),
+      cmocka_unit_test(not_allowed_to_connect_names_the_sockets_group_and_exits_3),
       cmocka_unit_test(usage_errors_exit_2),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  if (argc > 1 && !strcmp(argv[1], "2M")) {
+    T.page_size = HP_SIZE;
+    return cmocka_run_group_tests_name("test_ctl on 2 MiB hugepages", tests, group_setup,
+                                       group_teardown);
+  }
+  return cmocka_run_group_tests_name("test_ctl on 4 KiB pages", tests, group_setup,
+                                     group_teardown);
 }

@@ -106,6 +106,22 @@ static void map_scale_fits_80_columns_in_16_rows(void **state) {
   ctl_map_free(&m);
 }
 
+/* A region of 2 MiB pages is drawn as finely as one of 4 KiB pages: a cell is at least
+ * the allocation unit, not a page. */
+static void map_cells_follow_the_terminal_not_the_page_size(void **state) {
+  map_fixture_t f;
+  ctl_map_t m;
+
+  fx_init(&f, 16 * MiB, 2 * MiB);
+  f.s.min_block = 4096;
+  fx_block(&f, 0, 64 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__BUFFER, 0, 0, 0);
+  fx_block(&f, 64 * KiB, 16 * MiB - 64 * KiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  assert_int_equal(m.cell_bytes, 16 * KiB);
+  assert_memory_equal(m.cells, "BBBB.", 5);
+  ctl_map_free(&m);
+}
+
 static void map_never_cuts_cells_below_a_page(void **state) {
   map_fixture_t f;
   ctl_map_t m;
@@ -237,19 +253,53 @@ static void buddyinfo_has_a_labelled_column_per_order(void **state) {
   char *text;
 
   s.page_size = 4096;
+  s.min_block = 4096;
   s.free_per_order = counts;
   s.n_free_per_order = 3;
   s.frag_index = frag;
   s.n_frag_index = 3;
   s.free_bytes = 4096 + 2 * 16384;
   s.largest_free_block = 16384;
+  s.largest_free_contiguous = 8192;
   text = render(ctl_view_buddyinfo, &s);
   assert_non_null(strstr(text, "order                        0       1       2\n"));
   assert_non_null(strstr(text, "block size                  4K      8K     16K\n"));
   assert_non_null(strstr(text, "Region 0, zone pinpool       1       0       2\n"));
-  assert_non_null(strstr(text, "free bytes          36 KiB (36864 bytes)\n"));
-  assert_non_null(strstr(text, "largest free block  16 KiB (16384 bytes)\n"));
+  assert_non_null(strstr(text, "free bytes                     36 KiB (36864 bytes)\n"));
+  assert_non_null(strstr(text, "largest free block             16 KiB (16384 bytes)\n"));
+  assert_non_null(strstr(text, "largest free contiguous block  8 KiB (8192 bytes)\n"));
   assert_non_null(strstr(text, "frag index              -1.000   0.250  -1.000\n"));
+  free(text);
+}
+
+/* On a region of 2 MiB pages order 0 is still the 4 KiB unit, not a page; a daemon that
+ * predates Stats.min_block (0) used 4 KiB too. */
+static void buddyinfo_orders_count_in_the_unit_not_the_page(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  uint64_t counts[] = {0, 0, 1};
+  json_object *o, *orders, *v;
+  char *text;
+
+  s.page_size = 2 * MiB;
+  s.min_block = 4096;
+  s.hugepages = true;
+  s.free_per_order = counts;
+  s.n_free_per_order = 3;
+  text = render(ctl_view_buddyinfo, &s);
+  assert_non_null(strstr(text, "block size                  4K      8K     16K\n"));
+  free(text);
+  o = ctl_json_buddyinfo(&s);
+  assert_true(json_object_object_get_ex(o, "orders", &orders));
+  assert_true(
+      json_object_object_get_ex(json_object_array_get_idx(orders, 2), "block_size", &v));
+  assert_int_equal(json_object_get_uint64(v), 16 * KiB);
+  assert_true(json_object_object_get_ex(o, "min_block", &v));
+  assert_int_equal(json_object_get_uint64(v), 4096);
+  json_object_put(o);
+
+  s.min_block = 0;
+  text = render(ctl_view_buddyinfo, &s);
+  assert_non_null(strstr(text, "block size                  4K      8K     16K\n"));
   free(text);
 }
 
@@ -284,6 +334,39 @@ static void slabinfo_row_has_the_proc_slabinfo_shape(void **state) {
   free(text);
 }
 
+/* A slab's bytes are SlabInfo.slab_bytes; from a daemon that predates it, pages_per_slab
+ * 4 KiB units — never pages of the region, which may be 2 MiB each. */
+static void slab_bytes_come_from_the_daemon_or_the_unit_never_the_page(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__SlabInfo k = PINPOOL__V1__SLAB_INFO__INIT, *kp = &k;
+  json_object *o, *caches, *v;
+
+  s.page_size = 2 * MiB;
+  s.min_block = 4096;
+  s.caches = &kp;
+  s.n_caches = 1;
+  k.name = "frames";
+  k.pages_per_slab = 2;
+  k.slab_bytes = 8192;
+  k.num_slabs = 3;
+  assert_int_equal(ctl_slab_bytes(&s, &k), 8192);
+  assert_int_equal(ctl_cache_bytes(&s, &k), 3 * 8192);
+  o = ctl_json_slabinfo(&s);
+  assert_true(json_object_object_get_ex(o, "caches", &caches));
+  assert_true(
+      json_object_object_get_ex(json_object_array_get_idx(caches, 0), "cache_bytes", &v));
+  assert_int_equal(json_object_get_uint64(v), 3 * 8192);
+  assert_true(
+      json_object_object_get_ex(json_object_array_get_idx(caches, 0), "slab_bytes", &v));
+  assert_int_equal(json_object_get_uint64(v), 8192);
+  json_object_put(o);
+
+  k.slab_bytes = 0;
+  s.min_block = 0;
+  assert_int_equal(ctl_slab_bytes(&s, &k), 8192);
+  assert_int_equal(ctl_cache_bytes(&s, &k), 3 * 8192);
+}
+
 static void buffer_filter_matches_holder_pid_and_name(void **state) {
   Pinpool__V1__BufferInfo b = PINPOOL__V1__BUFFER_INFO__INIT;
   uint32_t pids[] = {10, 20};
@@ -304,6 +387,40 @@ static void buffer_filter_matches_holder_pid_and_name(void **state) {
   assert_true(ctl_buffer_matches(&b, &both));
   b.name = "";
   assert_false(ctl_buffer_matches(&b, &named));
+}
+
+/* Two contiguity figures, labelled for what they are: what a CONTIGUOUS allocation gets
+ * now, and the longest physical run of the region, free or not. */
+static void status_tells_allocatable_contiguity_from_the_regions_longest_run(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  json_object *o, *v;
+  char *text;
+
+  s.region_size = 64 * MiB;
+  s.page_size = 4096;
+  s.min_block = 4096;
+  s.free_bytes = 32 * MiB;
+  s.largest_free_block = 32 * MiB;
+  s.largest_free_contiguous = 4096;
+  s.largest_contiguous_run = 64 * KiB;
+  text = render(ctl_view_status, &s);
+  assert_non_null(strstr(text, "largest free contiguous block  4 KiB (4096 bytes)\n"));
+  assert_non_null(strstr(text, "longest physical run           64 KiB (65536 bytes)\n"));
+  assert_non_null(strstr(text, "allocation unit                4 KiB (4096 bytes)\n"));
+  assert_null(strstr(text, "largest contiguous "));
+  free(text);
+  o = ctl_json_status(&s);
+  assert_true(json_object_object_get_ex(o, "largest_free_contiguous", &v));
+  assert_int_equal(json_object_get_uint64(v), 4096);
+  assert_true(json_object_object_get_ex(o, "largest_contiguous_run", &v));
+  assert_int_equal(json_object_get_uint64(v), 64 * KiB);
+  json_object_put(o);
+
+  /* A daemon with free memory and no figure predates the field: say so, not "0 B". */
+  s.largest_free_contiguous = 0;
+  text = render(ctl_view_status, &s);
+  assert_non_null(strstr(text, "largest free contiguous block  unknown"));
+  free(text);
 }
 
 static void status_json_keeps_exact_byte_counts(void **state) {
@@ -335,6 +452,7 @@ int main(void) {
       cmocka_unit_test(block_labels_and_durations_are_compact),
       cmocka_unit_test(frag_index_prints_like_linux_extfrag),
       cmocka_unit_test(map_scale_fits_80_columns_in_16_rows),
+      cmocka_unit_test(map_cells_follow_the_terminal_not_the_page_size),
       cmocka_unit_test(map_never_cuts_cells_below_a_page),
       cmocka_unit_test(map_cell_shows_the_kind_of_its_block),
       cmocka_unit_test(map_coarse_cell_shows_majority_and_marks_partly_used_free),
@@ -342,8 +460,11 @@ int main(void) {
       cmocka_unit_test(slab_is_parked_when_most_allocated_objects_sit_in_magazines),
       cmocka_unit_test(map_text_rows_fit_the_width_with_labels_and_legend),
       cmocka_unit_test(buddyinfo_has_a_labelled_column_per_order),
+      cmocka_unit_test(buddyinfo_orders_count_in_the_unit_not_the_page),
       cmocka_unit_test(slabinfo_row_has_the_proc_slabinfo_shape),
+      cmocka_unit_test(slab_bytes_come_from_the_daemon_or_the_unit_never_the_page),
       cmocka_unit_test(buffer_filter_matches_holder_pid_and_name),
+      cmocka_unit_test(status_tells_allocatable_contiguity_from_the_regions_longest_run),
       cmocka_unit_test(status_json_keeps_exact_byte_counts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* proto_status — the wire Status enum and the PP_ERRNO_MAP error table agree one for one. */
+/* proto_status — the wire Status enum and the PP_ERRNO_MAP error table agree one for one,
+ * and libpinpool's allocation flags are the wire's AllocFlag values. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <cmocka.h>
 
 #include "frame.h"
+#include "pinpool.h"
 
 struct row {
   const char *status;
@@ -60,11 +62,30 @@ static void error_max_is_one_past_the_largest_number(void **state) {
   assert_int_equal(PP__ERR_MAX, max + 1);
 }
 
+/* pp_alloc passes its flags to the daemon as they are: PP_CONTIGUOUS and PP_ZERO must be
+ * the AllocFlag values, and every AllocFlag must have its PP_ flag. */
+static void libpinpool_alloc_flags_are_the_wire_alloc_flags(void **state) {
+  const ProtobufCEnumDescriptor *d = &pinpool__v1__alloc_flag__descriptor;
+  const ProtobufCEnumValue *v;
+
+  assert_int_equal(PP_CONTIGUOUS, PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS);
+  assert_int_equal(PP_ZERO, PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO);
+  v = protobuf_c_enum_descriptor_get_value_by_name(d, "ALLOC_FLAG_CONTIGUOUS");
+  assert_non_null(v);
+  assert_int_equal(v->value, PP_CONTIGUOUS);
+  v = protobuf_c_enum_descriptor_get_value_by_name(d, "ALLOC_FLAG_ZERO");
+  assert_non_null(v);
+  assert_int_equal(v->value, PP_ZERO);
+  /* NONE, CONTIGUOUS, ZERO: a new flag in the schema needs a PP_ flag (and a test here). */
+  assert_int_equal(d->n_values, 3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_table_row_is_a_status_with_the_same_number),
       cmocka_unit_test(every_status_is_a_table_row_with_the_same_number),
       cmocka_unit_test(error_max_is_one_past_the_largest_number),
+      cmocka_unit_test(libpinpool_alloc_flags_are_the_wire_alloc_flags),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

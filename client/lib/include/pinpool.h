@@ -20,7 +20,9 @@
  *
  * Conventions (those of the whole project):
  *   - every function that can fail returns int: 0 (or a count) on success, a negative
- *     PP_E* code of pinpool_err.h on failure; pp_strerror() and pp_err_name() name it;
+ *     PP_E* code of pinpool_err.h on failure; pp_strerror() and pp_err_name() name it.
+ *     PP_ENOMEM is the daemon's region being full, PP_ENOPRIVMEM this process's own
+ *     memory (malloc) running out;
  *   - output parameters are left untouched on failure;
  *   - a pp_client is thread-safe: requests on its connection are serialized by a mutex;
  *     pp_cache_alloc()/pp_cache_free() are served from per-thread magazines and take
@@ -72,10 +74,12 @@ typedef struct pp_buffer {
 /* Connect to pinpoold at socket_path (NULL: $PINPOOL_SOCKET, else
  * /run/pinpool/pinpool.sock as root, else $XDG_RUNTIME_DIR/pinpool.sock), say hello as
  * client_name (NULL: the program's name; at most 64 bytes are sent), receive the
- * region and map it.  Errors: PP_EINVAL, PP_ECONNECT (no daemon there), PP_EVERSION,
- * PP_ETOOMANY, PP_EPROTO, PP_EIO (also: no answer to the handshake within 10 s),
- * PP_EDISCONNECTED, PP_EOS (socket, mmap, malloc).  Later calls block until the daemon
- * answers; they fail only when the connection does. */
+ * region and map it.  Errors: PP_EINVAL, PP_ECONNECT (no daemon there: no such socket,
+ * or nobody listening), PP_EACCES (the socket is there but this user may not connect:
+ * typically not in the socket's group), PP_EVERSION, PP_ETOOMANY, PP_EPROTO, PP_EIO
+ * (also: no answer to the handshake within 10 s), PP_EDISCONNECTED, PP_ENOPRIVMEM
+ * (malloc failed), PP_EOS (socket, mmap).  Later calls block until the daemon answers;
+ * they fail only when the connection does. */
 PP_API int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client);
 /* Close the session: the daemon takes back every buffer and object it held (objects in
  * any thread's magazines included), and every pp_cache of c becomes invalid.  No other
@@ -86,7 +90,10 @@ PP_API void pp_disconnect(pp_client *c);
 /* The region as mapped in this process, and its geometry as the daemon announced it. */
 PP_API void *pp_base(pp_client *c);
 PP_API uint64_t pp_region_size(pp_client *c);
-PP_API uint64_t pp_page_size(pp_client *c);  /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+PP_API uint64_t pp_page_size(pp_client *c); /* the region's page size (4 KiB, 2 MiB, 1 GiB) */
+/* The allocation unit (4 KiB): every buffer is this times a power of two, whatever the
+ * page size. */
+PP_API uint64_t pp_min_block(pp_client *c);
 PP_API bool pp_hugepages(pp_client *c);      /* the region is backed by hugepages */
 PP_API bool pp_phys_known(pp_client *c);     /* buffers report physical addresses */
 PP_API uint64_t pp_session_id(pp_client *c); /* as pinpoolctl lists it */
