@@ -345,7 +345,7 @@ int handlers_serve(handlers_t *hs, session_t *s, const req_t *req, uint8_t **ret
   if (rc) {
     resp_t err = PINPOOL__V1__RESPONSE__INIT;
     err.id = req->id;
-    err.status = (Pinpool__V1__Status)(-PP_EINTERNAL);
+    err.status = (Pinpool__V1__Status)(rc == PP_ENOPRIVMEM ? -PP_ENOPRIVMEM : -PP_EINTERNAL);
     err.message = (char *)"reply could not be encoded";
     log_err("packing a reply failed: %s", pp_strerror(rc));
     rc = frame_pack(&err.base, hs->cfg.max_frame, ret_buf, ret_len);

@@ -86,7 +86,7 @@ static int frame__reserve(frame_reader_t *r, uint32_t want) {
     ncap = ncap > UINT32_MAX / 2 ? UINT32_MAX : ncap * 2;
   if (ncap > r->need) ncap = r->need;
   uint8_t *nbuf = realloc(r->buf, ncap);
-  if (!nbuf) return PP_EOS;
+  if (!nbuf) return PP_ENOPRIVMEM;
   r->buf = nbuf;
   r->cap = ncap;
   return 0;
@@ -145,7 +145,7 @@ int frame_pack(const ProtobufCMessage *msg, uint32_t max_frame, uint8_t **ret_bu
   if (body > max_frame) return PP_ERANGE;
 
   uint8_t *buf = malloc(FRAME_HEADER_SIZE + body);
-  if (!buf) return PP_EOS;
+  if (!buf) return PP_ENOPRIVMEM;
   buf[0] = (uint8_t)body;
   buf[1] = (uint8_t)(body >> 8);
   buf[2] = (uint8_t)(body >> 16);
@@ -388,7 +388,7 @@ int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_
   }
   payload = malloc(n);
   if (!payload) {
-    rc = PP_EOS;
+    rc = PP_ENOPRIVMEM;
     goto fail;
   }
   rc = frame__recv_exact(fd, payload, n, ret_fd ? &got_fd : NULL);
@@ -482,7 +482,7 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
       while (ncap < want)
         ncap *= 2;
       uint8_t *nbuf = realloc(rx->buf, ncap);
-      if (!nbuf) return PP_EOS;
+      if (!nbuf) return PP_ENOPRIVMEM;
       rx->buf = nbuf;
       rx->cap = ncap;
     }

@@ -51,7 +51,7 @@ void frame_reader_free(frame_reader_t *r);
 /* Consume up to len bytes.  Returns the number consumed (>= 0); when a frame completes,
  * stops there and sets *ret_frame / *ret_len (valid until the next call), else sets
  * *ret_frame = NULL.  PP_EPROTO for a zero or oversized length (sticky: every later call
- * fails too; drop the connection), PP_EOS when the payload buffer cannot grow. */
+ * fails too; drop the connection), PP_ENOPRIVMEM when the payload buffer cannot grow. */
 int frame_reader_feed(frame_reader_t *r, const uint8_t *data, size_t len,
                       const uint8_t **ret_frame, size_t *ret_len);
 

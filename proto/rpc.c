@@ -25,8 +25,8 @@
  * its own status and message, and breaks the stream too.
  *
  * Memory.  Nothing here allocates besides frame_send's packed frame and the unpacked
- * response the caller frees; the receive buffer grows once and is reused.  frame.c reports
- * a failed malloc as PP_EOS (its only use of that code); it reaches callers as PP_ENOPRIVMEM.
+ * response the caller frees; the receive buffer grows once and is reused.  A failed malloc
+ * is PP_ENOPRIVMEM, here as in frame.c.
  *
  * Locks: none.  An rpc_t is one connection used by one thread at a time; libpinpool holds
  * its client mutex around each call.
@@ -199,13 +199,13 @@ int rpc_call(rpc_t *r, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessag
   r->why[0] = '\0';
 
   rc = frame_send(r->fd, &req.base, r->send_max, -1);
-  if (rc == PP_EOS) return rpc_fail(r, PP_ENOPRIVMEM, "no memory to pack the request");
+  if (rc == PP_ENOPRIVMEM) return rpc_fail(r, rc, "no memory to pack the request");
   if (rc == PP_ERANGE)
     return rpc_fail(r, rc, "the request does not fit a frame of %u bytes", r->send_max);
   if (rc < 0) return rpc_break(r, rc);
 
   rc = frame_rx_response(r->fd, &r->rx, r->recv_max, r->timeout_ms, &resp, ret_fd ? &fd : NULL);
-  if (rc == PP_EOS) {
+  if (rc == PP_ENOPRIVMEM) {
     rpc_fail(r, PP_ENOPRIVMEM, "no memory to receive the reply");
     return rpc_break(r, PP_ENOPRIVMEM);
   }
