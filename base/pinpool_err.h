@@ -51,7 +51,8 @@ extern "C" {
   XX(EDISCONNECTED, 23, DISCONNECTED,        "connection to pinpoold lost")           \
   XX(EIO,         24, IO_ERROR,              "I/O error on the connection")           \
   XX(ENOPRIVMEM,  25, NO_PRIVATE_MEMORY,     "out of private memory (malloc failed)") \
-  XX(EACCES,      26, SOCKET_ACCESS_DENIED,  "no permission to connect to pinpoold's socket")
+  XX(EACCES,      26, SOCKET_ACCESS_DENIED,  "no permission to connect to pinpoold's socket") \
+  XX(ESTATELOST,  27, STATE_LOST,            "the daemon restarted and this session's state is gone")
 /* clang-format on */
 
 /* One past the largest number in the table (the numbers run 1, 2, ... without gaps;
