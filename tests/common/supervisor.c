@@ -838,8 +838,8 @@ static void main_exited(sup_t *s, int code, int status) {
     if (do_start(s, false) < 0) s->state = SUP_FAILED;
   } else if (ex.restarting) {
     s->state = SUP_AUTO_RESTART;
+    /* RestartSec=infinity holds the restart until sup_start() (deadline 0: none). */
     s->deadline_restart = deadline_after(s->restart_usec);
-    if (!s->deadline_restart) s->deadline_restart = now_ns(); /* "infinity": treat as 0 */
     ev_add(s, SUP_EV_RESTART, 0, (long long)s->restart_usec, "Restart= applies to result %s",
            sup_result_name(ex.result));
   } else {
@@ -1691,9 +1691,13 @@ int sup_kill_random(sup_t *s, int sig, uint64_t min_uptime_us, uint64_t window_u
     }
   }
   gen = s->gen;
-  delay_ns = usec_to_ns(min_uptime_us) +
-             (window_us ? usec_to_ns(rng_next(&s->rng) % (window_us + 1)) : 0);
-  target = s->start_ns + delay_ns;
+  delay_ns = rng_next(&s->rng);
+  if (window_us < UINT64_MAX) delay_ns %= window_us + 1;
+  delay_ns = usec_to_ns(delay_ns);
+  delay_ns = usec_to_ns(min_uptime_us) > UINT64_MAX - delay_ns
+                 ? UINT64_MAX
+                 : usec_to_ns(min_uptime_us) + delay_ns;
+  target = delay_ns > UINT64_MAX - s->start_ns ? UINT64_MAX : s->start_ns + delay_ns;
   while (s->gen == gen && process_alive(s) && now_ns() < target) {
     uint64_t until = deadline && deadline < target ? deadline : target;
     if (!wait_cond(s, until) && until == deadline) {

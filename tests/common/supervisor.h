@@ -130,7 +130,9 @@ typedef struct sup_config {
   uint64_t timeout_abort_usec;
 
   sup_restart_t restart; /* Restart= (default no) */
-  uint64_t restart_usec; /* RestartSec= (default 0: at once) */
+  /* RestartSec= (default 0: at once).  SUP_INFINITY holds every restart in
+   * SUP_AUTO_RESTART until sup_start(): a test can look at the world without a daemon. */
+  uint64_t restart_usec;
 
   /* Seed of sup_kill_random()'s generator; 0: one from the clock, printed to stderr so
    * that a failing run can be repeated. */

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -854,7 +855,7 @@ static void restart_sec_holds_the_restart_and_start_or_stop_cut_it_short(void **
   sup_exit_t ex;
 
   f->cfg.restart = SUP_RESTART_ALWAYS;
-  f->cfg.restart_usec = 600ull * 1000000; /* never reached in this test */
+  f->cfg.restart_usec = SUP_INFINITY; /* held until started by hand */
   fx_start(f);
   assert_int_equal(sup_kill(f->s, SIGKILL, WAIT_MS, &ex), 0);
   assert_int_equal(state_of(f->s), SUP_AUTO_RESTART);
@@ -965,6 +966,83 @@ static void free_leaves_no_daemon_no_fds_no_zombies_and_no_socket(void **state) 
   assert_int_equal(access(f->sock, F_OK), -1);
 }
 
+static void a_test_process_that_dies_takes_its_daemon_along(void **state) {
+  fx_t *f = *state;
+  pid_t helper, daemon = 0;
+  int p[2], st;
+
+  /* A test process starts a daemon and dies without sup_free(). */
+  assert_int_equal(pipe(p), 0);
+  helper = fork();
+  assert_true(helper >= 0);
+  if (helper == 0) {
+    sup_info_t info;
+    sup_t *s;
+    close(p[0]);
+    if (sup_new(&f->cfg, &s) || sup_start(s) || sup_wait_ready(s, WAIT_MS)) _exit(1);
+    sup_info(s, &info);
+    _exit(write(p[1], &info.main_pid, sizeof info.main_pid) == sizeof info.main_pid ? 0 : 1);
+  }
+  close(p[1]);
+  assert_int_equal(read(p[0], &daemon, sizeof daemon), sizeof daemon);
+  close(p[0]);
+  assert_int_equal(waitpid(helper, &st, 0), helper);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+  /* PR_SET_PDEATHSIG: gone, or a zombie left for init to reap. */
+  for (int i = 0; i < WAIT_MS / 5; i++) {
+    char path[64], buf[512], *q, c = '?';
+    FILE *stat;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)daemon);
+    if (!(stat = fopen(path, "r"))) break;
+    if (fgets(buf, sizeof buf, stat) && (q = strrchr(buf, ')'))) sscanf(q + 1, " %c", &c);
+    fclose(stat);
+    if (c == 'Z' || c == 'X') break;
+    nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    assert_true(i + 1 < WAIT_MS / 5);
+  }
+}
+
+typedef struct killer {
+  sup_t *s;
+  int fd;
+} killer_t;
+
+static void *kill_then_write(void *arg) {
+  killer_t *k = arg;
+  sup_exit_t ex;
+  if (sup_kill(k->s, SIGKILL, WAIT_MS, &ex) == 0 && write(k->fd, "k", 1) != 1)
+    perror("kill_then_write");
+  return NULL;
+}
+
+static void a_daemon_s_death_does_not_interrupt_the_test_s_system_calls(void **state) {
+  fx_t *f = *state;
+  struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+  killer_t k;
+  pthread_t t;
+  int sv[2];
+
+  f->cfg.restart = SUP_RESTART_ON_FAILURE;
+  fx_start(f);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  /* With a timeout a signal's wake-up is EINTR instead of a silent restart. */
+  assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  k = (killer_t){.s = f->s, .fd = sv[1]};
+  for (int i = 0; i < 6; i++) {
+    char c;
+    ssize_t r;
+    assert_int_equal(pthread_create(&t, NULL, kill_then_write, &k), 0);
+    r = recv(sv[0], &c, 1, 0);
+    if (r != 1) fprintf(stderr, "recv while the daemon died: %s\n", strerror(errno));
+    assert_int_equal(r, 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    fx_ready(f);
+  }
+  close(sv[0]);
+  close(sv[1]);
+}
+
 static void pp_supervise_survives_its_chaos_rounds(void **state) {
   fx_t *f = *state;
   const char *argv[] = {PP_SUPERVISE, "--quiet",   "--socket",   f->sock,   "--fd-store-max",
@@ -1018,6 +1096,8 @@ int main(void) {
       T(restart_replaces_the_process_and_keeps_the_store),
       T(fifty_random_kills_keep_the_stored_state_every_time),
       T(free_leaves_no_daemon_no_fds_no_zombies_and_no_socket),
+      T(a_test_process_that_dies_takes_its_daemon_along),
+      T(a_daemon_s_death_does_not_interrupt_the_test_s_system_calls),
       T(pp_supervise_survives_its_chaos_rounds),
   };
   /* A daemon that closes a connection early must not kill the test with SIGPIPE. */
