@@ -628,6 +628,7 @@ static int do_start(sup_t *s, bool automatic) {
   size_t n_owned = 0, names_len = 0;
   int rc = 0, pidfd = -1;
   struct epoll_event ev;
+  uint64_t start_ns;
   pid_t pid;
 
   if (process_alive(s))
@@ -704,6 +705,7 @@ static int do_start(sup_t *s, bool automatic) {
   getrlimit(RLIMIT_CORE, &sp.core);
   sp.core.rlim_cur = 0;
 
+  start_ns = now_ns(); /* uptimes and kill moments count from the fork */
   pid = fork();
   if (pid < 0) {
     rc = fail(s, PP_EOS, "fork: %s", strerror(errno));
@@ -727,7 +729,7 @@ static int do_start(sup_t *s, bool automatic) {
   s->child_pid = s->main_pid = pid;
   s->child_pidfd = pidfd;
   s->main_pidfd = -1;
-  s->start_ns = now_ns();
+  s->start_ns = start_ns;
   s->state = SUP_STARTING;
   s->has_pending_result = false;
   s->stop_requested = s->restart_requested = false;
