@@ -374,7 +374,10 @@ static void magazine_size_grows_under_depot_contention(void **state) {
   /* the walk needs one slab to call back on */
   assert_int_equal(slab_cache_alloc(f->cache, &x), 0);
   mag_stats_t s = stats(d);
-  for (int i = 0; i < 200 && s.resizes < 2; i++) {
+  /* The sleeps order the threads only on a quiet machine; under load a cycle may find the
+   * depot lock free.  So cycle until M has doubled twice (bounded), and assert what the
+   * behaviour is — the doubling — not the share of contended cycles. */
+  for (int i = 0; i < 2000 && s.resizes < 2; i++) {
     slab_cache_walk(f->cache, hold_cache_lock_while_depot_is_contended, &c);
     if (c.checker_started) pthread_join(c.checker, NULL);
     if (c.visitor_started) pthread_join(c.visitor, NULL);
@@ -386,7 +389,7 @@ static void magazine_size_grows_under_depot_contention(void **state) {
                 (unsigned long long)s.depot_lock_acquires,
                 (unsigned long long)s.depot_lock_contended, (unsigned long long)s.resizes,
                 s.mag_size);
-  assert_true(s.depot_lock_contended * 4 >= s.depot_lock_acquires);
+  assert_true(s.depot_lock_contended > 0);
   assert_true(s.resizes >= 2);
   assert_int_equal(s.mag_size, MAG_SIZE_MIN << s.resizes);
   /* a new cpu's magazines have the new size: its first slab trip fetches M objects */
