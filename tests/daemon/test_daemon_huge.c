@@ -4,7 +4,8 @@
  *
  * With sorting (the default), the region's hugepages ascend physically: the longest run the
  * daemon reports is the longest the pool's free pages make at all, and a PP_CONTIGUOUS
- * buffer of up to 8 MiB is granted from it and checked page by page.
+ * buffer of up to 8 MiB is granted from it and checked page by page; --sort-pages no leaves
+ * the pages in the order the pool gives them.
  *
  * Needs root (pagemap shows PFNs only with CAP_SYS_ADMIN; hugepages need the sysctl).
  * The hugepage tests size the 2 MiB pool through tests/common/hugepages.h, which locks it
@@ -199,6 +200,17 @@ static void contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page(
  * is often scattered (pairs at best) while 256 hold long runs on a typical machine. */
 #define SORT_POOL 256
 
+/* Does the daemon's log (stdout and stderr) hold this text yet? */
+static bool log_has(const testd_t *d, const char *text) {
+  static char buf[1 << 16];
+  FILE *f = fopen(d->log, "r");
+  if (!f) return false;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strstr(buf, text) != NULL;
+}
+
 static void
 contiguous_8m_buffer_from_sorted_hugepages_is_contiguous_page_by_page(void **state) {
   const char *why = NULL;
@@ -222,6 +234,7 @@ contiguous_8m_buffer_from_sorted_hugepages_is_contiguous_page_by_page(void **sta
   assert_int_equal(testd_start(&d, "--size", "512M", "--page-size", "2M", NULL), 0);
   assert_int_equal(wire_open(&c, d.sock, "sorted"), 0);
   need_pagemap_pfns(&c);
+  assert_true(log_has(&d, "hugepages sorted by physical address (256 of 256 pages"));
   assert_int_equal(wire_stats(&c, false, false, &st), 0);
   uint64_t run = st->stats->largest_contiguous_run;
   frame_free_response(st);
@@ -260,12 +273,33 @@ contiguous_8m_buffer_from_sorted_hugepages_is_contiguous_page_by_page(void **sta
   assert_int_equal(testd_stop(&d), 0);
 }
 
+static void sort_pages_no_keeps_the_order_the_pool_gives(void **state) {
+  const char *why = NULL;
+  testd_t d;
+  wire_t c;
+  (void)state;
+
+  if (!hp_make_available(8, &why)) {
+    print_message("skipped: %s\n", why);
+    skip();
+  }
+  assert_int_equal(
+      testd_start(&d, "--size", "16M", "--page-size", "2M", "--sort-pages", "no", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "unsorted"), 0);
+  need_pagemap_pfns(&c);
+  assert_true(log_has(&d, "region: 16 MiB in 8 pages of 2 MiB (hugetlb)"));
+  assert_false(log_has(&d, "sorted by physical address"));
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(buffer_phys_and_contiguous_blocks_match_pagemap_with_4k_pages),
       cmocka_unit_test(buffer_phys_equals_pagemap_with_2m_hugepages),
       cmocka_unit_test(contiguous_buffer_larger_than_a_hugepage_is_contiguous_page_by_page),
       cmocka_unit_test(contiguous_8m_buffer_from_sorted_hugepages_is_contiguous_page_by_page),
+      cmocka_unit_test(sort_pages_no_keeps_the_order_the_pool_gives),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
