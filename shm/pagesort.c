@@ -5,9 +5,9 @@
  * pages are physically consecutive (region_is_contiguous), and the hugepage pool hands
  * pages to a memfd in an order unrelated to their addresses: its free list is last-in,
  * first-out, so a pool that was just used comes back in the order it was freed — for a
- * region freed front to back, exactly descending.  32 pages faulted in in file order gave
- * 31 separate runs on a 6.18 VM, and every contiguous request above 2 MiB failed, although
- * the pool's pages held long physically consecutive stretches.  DPDK sorts its hugepages
+ * region freed front to back, exactly descending.  256 pages faulted in in file order gave
+ * 256 separate runs on a 6.18 VM, and every contiguous request above 2 MiB failed, although
+ * the same pages, sorted, hold a run of 64.  DPDK sorts its hugepages
  * by physical address for the same reason (lib/eal/linux/eal_memory.c); DPDK remaps them,
  * we cannot (one memfd, offsets are what clients see), so we choose which page each offset
  * of the file gets.
@@ -32,11 +32,13 @@
  *      free list only for the instant between two system calls;
  *   5. closes the staging memfd.
  * The region's pages are then the very pages the pool would have given it, in ascending
- * order.  Measured on a 6.18 VM (256 free 2 MiB pages, freshly reserved): 256 pages in the
- * pool's order formed 256 runs of 1 page; sorted, 113 runs, the longest 64 pages
- * (128 MiB).  Cost: each page is zeroed twice (when staged, and when the region takes it)
- * — about 150 ms for 256 pages of 2 MiB, 400 ms for 4 pages of 1 GiB here, against 30 ms
- * and 200 ms for the plain fallocate; the summary line logs what it took.
+ * order: runs as long as those pages allow, never longer (size the pool to the region; a
+ * larger pool hands out only some of its pages).  Measured on a 6.18 VM with 256 free
+ * 2 MiB pages, the pool reused: 256 runs of 1 page in the pool's order (exactly
+ * descending); sorted, 117 runs, the longest 64 pages (128 MiB).  Cost: each page is
+ * zeroed twice (when staged, and when the region takes it) — the whole region creation
+ * took about 100 ms instead of 50 ms for 256 pages of 2 MiB, 175 ms instead of 110 ms for
+ * 2 pages of 1 GiB; the summary line logs what it took.
  *
  * When the pool changes underneath.  Another process may fault a page in between our
  * release and our take.  If it had a reservation it may take our page, and ours gets the
