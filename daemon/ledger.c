@@ -482,6 +482,7 @@ static bool ledger_contig_cb(void *ctx, uint64_t offset, uint64_t len) {
 int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
   region_config_t rc = {.size = cfg->size,
                         .policy = cfg->policy,
+                        .no_sort = cfg->no_sort_pages,
                         .name = "pinpool",
                         .log = log_region_cb,
                         .log_ctx = NULL};

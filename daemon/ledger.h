@@ -26,6 +26,7 @@
 typedef struct ledger_config {
   uint64_t size; /* region bytes */
   region_page_policy_t policy;
+  bool no_sort_pages;   /* region_config_t.no_sort: hugepages in the pool's order */
   uint64_t quota;       /* pinned bytes per uid (buffers + objects); 0 = unlimited */
   uint32_t max_buffers; /* buffer references per holder; 0 = unlimited */
   bool zero_on_free;    /* zero blocks and objects when they go back */

@@ -38,6 +38,7 @@ typedef struct options {
   char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
   uint64_t size;
   region_page_policy_t policy;
+  bool sort_pages;
   uint32_t max_clients;
   uint64_t quota;
   uint32_t max_buffers;
@@ -76,6 +77,7 @@ typedef enum {
   OPT_SOCKET,
   OPT_SIZE,
   OPT_PAGE_SIZE,
+  OPT_SORT_PAGES,
   OPT_MAX_CLIENTS,
   OPT_QUOTA,
   OPT_MAX_BUFFERS,
@@ -99,6 +101,9 @@ static const struct option_def {
     {"size", OPT_SIZE, false, "SIZE  region size, suffixes K/M/G (default 64M)"},
     {"page-size", OPT_PAGE_SIZE, false,
      "auto|4K|2M|1G  page size of the region (default auto)"},
+    {"sort-pages", OPT_SORT_PAGES, false,
+     "yes|no  lay hugepages out in ascending physical order when addresses are readable, "
+     "for long contiguous runs (default yes)"},
     {"max-clients", OPT_MAX_CLIENTS, false, "N  clients at once (default 256)"},
     {"quota", OPT_QUOTA, false, "SIZE  pinned bytes per uid, 0 = unlimited (default 0)"},
     {"max-buffers", OPT_MAX_BUFFERS, false,
@@ -141,6 +146,7 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     if (!rc && o->size == 0) rc = PP_EINVAL;
     break;
   case OPT_PAGE_SIZE: rc = region_parse_policy(val, &o->policy); break;
+  case OPT_SORT_PAGES: rc = parse_bool(val, &o->sort_pages); break;
   case OPT_MAX_CLIENTS:
     rc = parse_u32(val, &o->max_clients);
     if (!rc && o->max_clients == 0) rc = PP_EINVAL;
@@ -228,7 +234,7 @@ static int load_config(options_t *o, const char *path) {
 
 static void usage(FILE *out) {
   fprintf(out, "usage: pinpoold [--config FILE] [OPTIONS]\n"
-               "       pinpoold --probe [--size SIZE] [--page-size P]\n\n"
+               "       pinpoold --probe [--size SIZE] [--page-size P] [--sort-pages yes|no]\n\n"
                "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
     fprintf(out, "  --%-13s %s\n", option_defs[i].name, option_defs[i].help);
@@ -313,6 +319,7 @@ static int resolve_group(const char *name, gid_t *ret) {
 int main(int argc, char **argv) {
   options_t o = {.size = 64ull << 20,
                  .policy = REGION_PAGE_AUTO,
+                 .sort_pages = true,
                  .max_clients = 256,
                  .max_buffers = 65536,
                  .socket_mode = 0660,
@@ -344,6 +351,7 @@ int main(int argc, char **argv) {
   sc.started_ms = handlers_now_ms();
   lc.size = o.size;
   lc.policy = o.policy;
+  lc.no_sort_pages = !o.sort_pages;
   lc.quota = o.quota;
   lc.max_buffers = o.max_buffers;
   lc.zero_on_free = o.zero_on_free;

@@ -1,12 +1,16 @@
 /*
- * probe.c — `pinpoold --probe [--size S] [--page-size P]`: the preflight check.
+ * probe.c — `pinpoold --probe [--size S] [--page-size P] [--sort-pages yes|no]`: the
+ * preflight check.
  *
  * An operator runs it before the daemon (and `make run` runs it until the daemon exists)
  * to learn what region this machine would give: the hugepage sizes the kernel offers
  * with their total, free and reserved pages; the page size the policy picks; whether
- * physical addresses are readable; and the physically contiguous runs found.  It does
- * so by really creating the region (memfd, fallocate, seals, mapping, pagemap) with the
- * daemon's own code and then releasing it, so a "yes" here is the daemon's "yes".
+ * physical addresses are readable; whether the hugepages could be laid out in physical
+ * order; and the physically contiguous runs found — their number, the longest, and a
+ * histogram of their lengths in pages, beside the same for the pool's own order when the
+ * pages were sorted (so the gain is visible).  It does so by really creating the region
+ * (memfd, fallocate, sort, seals, mapping, pagemap) with the daemon's own code and then
+ * releasing it, so a "yes" here is the daemon's "yes".
  *
  * Exit status: 0 when the region could be had; 1 when not (the reason is printed, with
  * the fix when there is one); 2 for a usage error.
@@ -16,6 +20,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 
 #include "region.h"
@@ -26,10 +31,12 @@
 
 static void probe_usage(FILE *out) {
   fprintf(out,
-          "usage: pinpoold --probe [--size S] [--page-size auto|4K|2M|1G]\n"
+          "usage: pinpoold --probe [--size S] [--page-size auto|4K|2M|1G] "
+          "[--sort-pages yes|no]\n"
           "  --size S        region size, e.g. 64M, 2G (binary units; default 64M)\n"
           "  --page-size P   page-size policy (default auto: the largest hugepage size with\n"
-          "                  enough free pages, else 4 KiB)\n");
+          "                  enough free pages, else 4 KiB)\n"
+          "  --sort-pages B  lay hugepages out in ascending physical order (default yes)\n");
 }
 
 /* Log lines from region.c, indented under the probe's own output. */
@@ -74,6 +81,15 @@ int probe_main(int argc, char **argv) {
                 v);
         return 2;
       }
+    } else if ((v = probe_opt(argc, argv, &i, "--sort-pages"))) {
+      if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+        cfg.no_sort = false;
+      else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+        cfg.no_sort = true;
+      else {
+        fprintf(stderr, "pinpoold --probe: bad --sort-pages '%s' (want yes or no)\n", v);
+        return 2;
+      }
     } else {
       fprintf(stderr, "pinpoold --probe: unknown option '%s'\n", argv[i]);
       probe_usage(stderr);
@@ -84,7 +100,8 @@ int probe_main(int argc, char **argv) {
   char s1[32], s2[32];
   units_format_size(cfg.size, s1, sizeof s1);
   printf("pinpoold --probe: what region would this machine give?\n");
-  printf("requested: %s, page size policy %s\n\n", s1, region_policy_name(cfg.policy));
+  printf("requested: %s, page size policy %s, sorting %s\n\n", s1,
+         region_policy_name(cfg.policy), cfg.no_sort ? "off" : "on");
 
   region_hugepage_info_t hp[PROBE_MAX_SIZES];
   int n = region_hugepage_sizes(hp, PROBE_MAX_SIZES);

@@ -440,11 +440,79 @@ int physmap_check(const physmap_t *pm, char *why, size_t why_len) {
   return 0;
 }
 
+/* ---- summaries (operators, Stats, pinpoold --probe) --------------------------------- */
+
+static void stats_begin(physmap_run_stats_t *st, uint64_t page_size, bool known) {
+  *st = (physmap_run_stats_t){.known = known, .page_size = page_size};
+  if (!known) st->longest = page_size;
+}
+
+/* One more run of len bytes starting at phys, after a run that ended at prev_last (the
+ * frame of its last page; has_prev false for the first run). */
+static void stats_add(physmap_run_stats_t *st, uint64_t phys, uint64_t len, bool has_prev,
+                      uint64_t prev_last) {
+  uint64_t pages = len / st->page_size;
+  unsigned k = 63u - (unsigned)__builtin_clzll(pages);
+  if (k >= PHYSMAP_RUN_BUCKETS) k = PHYSMAP_RUN_BUCKETS - 1;
+  st->buckets[k]++;
+  if (k + 1 > st->nr_buckets) st->nr_buckets = k + 1;
+  st->nr_runs++;
+  st->pages += pages;
+  if (len > st->longest) st->longest = len;
+  if (has_prev && phys < prev_last) st->descents++;
+}
+
+void physmap_run_stats(const physmap_t *pm, physmap_run_stats_t *ret) {
+  stats_begin(ret, pm->page_size, pm->runs != NULL);
+  if (!pm->runs) return;
+  for (size_t k = 0; k < pm->nr_runs; k++) {
+    const physmap_run_t *prev = k ? &pm->runs[k - 1] : NULL;
+    stats_add(ret, pm->runs[k].phys, pm->runs[k].length, prev != NULL,
+              prev ? prev->phys + prev->length - pm->page_size : 0);
+  }
+}
+
+void physmap_run_stats_of(const uint64_t *phys, uint64_t nr_pages, uint64_t page_size,
+                          physmap_run_stats_t *ret) {
+  stats_begin(ret, page_size, phys != NULL && page_size != 0);
+  if (!ret->known) return;
+  uint64_t start = 0; /* first page of the run being measured */
+  for (uint64_t i = 1; i <= nr_pages; i++) {
+    if (i < nr_pages && phys[i] == phys[i - 1] + page_size) continue;
+    stats_add(ret, phys[start], (i - start) * page_size, start > 0,
+              start > 0 ? phys[start - 1] : 0);
+    start = i;
+  }
+}
+
 /* ---- description (pinpoold --probe) ----------------------------------------------- */
 
-#define DESCRIBE_RUNS 8 /* runs listed one by one; beyond that, a histogram by length */
+#define DESCRIBE_RUNS 8 /* runs listed one by one; the histogram says the rest */
 
-void physmap_describe(const physmap_t *pm, bool stable, FILE *out) {
+/* "1", "2-3", ..., "2^39+" : the page counts of bucket k. */
+static void bucket_label(unsigned k, char *buf, size_t len) {
+  uint64_t lo = physmap_bucket_min(k), hi = physmap_bucket_max(k);
+  if (lo == hi)
+    snprintf(buf, len, "%" PRIu64, lo);
+  else if (hi == UINT64_MAX)
+    snprintf(buf, len, "%" PRIu64 "+", lo);
+  else
+    snprintf(buf, len, "%" PRIu64 "-%" PRIu64, lo, hi);
+}
+
+/* "  what: N, largest X (P pages); pages out of physical order: D" */
+static void describe_summary(const char *what, const physmap_run_stats_t *st, FILE *out) {
+  char s1[32];
+  uint64_t pages = st->longest / st->page_size;
+  units_format_size(st->longest, s1, sizeof s1);
+  fprintf(out,
+          "  %s: %" PRIu64 ", largest %s (%" PRIu64 " page%s); pages out of physical order: "
+          "%" PRIu64 "\n",
+          what, st->nr_runs, s1, pages, pages == 1 ? "" : "s", st->descents);
+}
+
+void physmap_describe(const physmap_t *pm, bool stable, const physmap_run_stats_t *before,
+                      FILE *out) {
   char s1[32], s2[32];
   if (pm->nr_lost) {
     units_format_size(pm->nr_lost * pm->page_size, s1, sizeof s1);
@@ -457,25 +525,38 @@ void physmap_describe(const physmap_t *pm, bool stable, FILE *out) {
     fprintf(out, "  contiguous: only within one page (%s)\n", s1);
     return;
   }
-  units_format_size(pm->largest_run, s1, sizeof s1);
+  physmap_run_stats_t st;
+  physmap_run_stats(pm, &st);
+  if (before && (!before->known || before->page_size != st.page_size)) before = NULL;
   fprintf(out, "  physical addresses: readable (/proc/self/pagemap)%s\n",
           stable ? "" : "; 4 KiB pages may move under compaction");
-  fprintf(out, "  contiguous runs: %zu, largest %s\n", pm->nr_runs, s1);
+  describe_summary("contiguous runs", &st, out);
   for (size_t k = 0; k < pm->nr_runs && k < DESCRIBE_RUNS; k++) {
     units_format_size(pm->runs[k].length, s2, sizeof s2);
     fprintf(out, "    offset %#14" PRIx64 "  phys %#14" PRIx64 "  %s\n", pm->runs[k].offset,
             pm->runs[k].phys, s2);
   }
-  if (pm->nr_runs <= DESCRIBE_RUNS) return;
-  fprintf(out, "    ... %zu more; runs by length:\n", pm->nr_runs - DESCRIBE_RUNS);
-  /* Histogram by power-of-two length class: [2^k, 2^(k+1)). */
-  uint64_t hist[64] = {0};
-  for (size_t k = 0; k < pm->nr_runs; k++)
-    hist[63 - __builtin_clzll(pm->runs[k].length)]++;
-  for (unsigned b = 0; b < 64; b++)
-    if (hist[b]) {
-      units_format_size(1ull << b, s1, sizeof s1);
-      if (b < 63) units_format_size(1ull << (b + 1), s2, sizeof s2);
-      fprintf(out, "      %s .. < %s: %" PRIu64 "\n", s1, b < 63 ? s2 : "-", hist[b]);
-    }
+  if (pm->nr_runs > DESCRIBE_RUNS)
+    fprintf(out, "    ... %zu more\n", pm->nr_runs - DESCRIBE_RUNS);
+  if (st.nr_runs == 0) return;
+  unsigned nb = st.nr_buckets;
+  if (before) {
+    if (before->nr_buckets > nb) nb = before->nr_buckets;
+    describe_summary("contiguous runs in the pool's order", before, out);
+    fprintf(out, "  runs by length:   %12s %12s\n", "before", "after");
+  } else {
+    fprintf(out, "  runs by length:   %12s\n", "runs");
+  }
+  for (unsigned k = 0; k < nb; k++) {
+    char label[48];
+    bucket_label(k, label, sizeof label);
+    strncat(label,
+            physmap_bucket_min(k) == 1 && physmap_bucket_max(k) == 1 ? " page" : " pages",
+            sizeof label - strlen(label) - 1);
+    if (before)
+      fprintf(out, "    %-14s %12" PRIu64 " %12" PRIu64 "\n", label, before->buckets[k],
+              st.buckets[k]);
+    else
+      fprintf(out, "    %-14s %12" PRIu64 "\n", label, st.buckets[k]);
+  }
 }

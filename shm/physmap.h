@@ -30,6 +30,34 @@ typedef struct physmap_range {
 
 #define PHYSMAP_NO_RUN UINT32_MAX /* page_run of a lost page */
 
+/* Run lengths in power-of-two classes of pages: bucket k counts the runs of 2^k to
+ * 2^(k+1)-1 pages (1, 2-3, 4-7, 8-15, ...).  40 classes hold any region (at most 2^34
+ * pages); a longer run would be counted in the last. */
+#define PHYSMAP_RUN_BUCKETS 40
+
+/* What an operator asks of the runs: how many, the longest, how their lengths spread, and
+ * whether the pages ascend physically.  Plain values: copy it, print it, send it. */
+typedef struct physmap_run_stats {
+  bool known;          /* physical addresses readable; when not, everything below is 0
+                          except page_size and longest (one page: all that is certain) */
+  uint64_t page_size;  /* bytes */
+  uint64_t pages;      /* pages in runs: the region's pages that are not lost */
+  uint64_t nr_runs;    /* maximal runs of physically consecutive pages */
+  uint64_t longest;    /* bytes of the longest run (0 when every page is lost) */
+  uint64_t descents;   /* pages whose frame lies below that of the page before them (lost
+                          pages skipped): 0 when the region's pages ascend physically */
+  uint32_t nr_buckets; /* highest non-empty bucket + 1; 0 when there are no runs */
+  uint64_t buckets[PHYSMAP_RUN_BUCKETS]; /* runs per length class, see above */
+} physmap_run_stats_t;
+
+/* The page counts bucket k covers: [physmap_bucket_min(k), physmap_bucket_max(k)]. */
+static inline uint64_t physmap_bucket_min(unsigned k) {
+  return 1ull << k;
+}
+static inline uint64_t physmap_bucket_max(unsigned k) {
+  return k + 1 >= PHYSMAP_RUN_BUCKETS ? UINT64_MAX : (2ull << k) - 1;
+}
+
 /* Fields are read by region.c only through the functions below; they are in the header so
  * that a region can embed the table. */
 typedef struct physmap {
@@ -111,6 +139,12 @@ bool physmap_is_contiguous(const physmap_t *pm, uint64_t offset, uint64_t len);
 size_t physmap_runs(const physmap_t *pm, physmap_run_t *out, size_t n);
 /* Length of the longest run (the page size when unknown; 0 when every page is lost). */
 uint64_t physmap_largest_run(const physmap_t *pm);
+/* The table's runs summarised (O(runs)). */
+void physmap_run_stats(const physmap_t *pm, physmap_run_stats_t *ret);
+/* The same for nr_pages addresses in the order a region would lay them out (none lost):
+ * the runs that layout has.  phys NULL: unknown. */
+void physmap_run_stats_of(const uint64_t *phys, uint64_t nr_pages, uint64_t page_size,
+                          physmap_run_stats_t *ret);
 
 /* Validator: nr_lost counts the bitmap; the runs are sorted, maximal, cover exactly the
  * pages not lost and agree with the per-page addresses and index.  0, or PP_ECORRUPT with
@@ -118,8 +152,11 @@ uint64_t physmap_largest_run(const physmap_t *pm);
 int physmap_check(const physmap_t *pm, char *why, size_t why_len);
 
 /* The physical-address lines of `pinpoold --probe`: readable or why not, lost pages, and
- * the runs (listed, then a histogram by length).  stable: the pages cannot migrate
- * (hugetlb, or long-term pinned); otherwise the text warns that compaction may move them. */
-void physmap_describe(const physmap_t *pm, bool stable, FILE *out);
+ * the runs (the first listed, then the histogram of lengths in pages).  stable: the pages
+ * cannot migrate (hugetlb, or long-term pinned); otherwise the text warns that compaction
+ * may move them.  before (may be NULL): the runs of another layout of the same pages — the
+ * order the pool gave them before sorting — printed beside the table's own. */
+void physmap_describe(const physmap_t *pm, bool stable, const physmap_run_stats_t *before,
+                      FILE *out);
 
 #endif /* PP_PHYSMAP_H */

@@ -13,6 +13,10 @@
  *   3. ftruncate, then fallocate: every page is taken from the pool now, so a short
  *      hugepage pool fails here with ENOSPC — reported with the pages needed, the pages
  *      free and the command that fixes it — and never as a SIGBUS in a client later.
+ *      Hugepages are first faulted in one by one in ascending physical order when the
+ *      frames are readable (pagesort.c; region_config_t.no_sort turns it off), so that
+ *      consecutive pages of the region are physically consecutive wherever the pool's
+ *      pages are; the plain fallocate then takes whatever sorting did not place.
  *   4. Seals F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL: clients receive this fd; none of
  *      them can shrink it under the daemon (which would SIGBUS everyone) or grow it.
  *   5. mmap(MAP_SHARED | MAP_POPULATE).  Regions above REGION_POPULATE_ABOVE are mapped
@@ -157,14 +161,18 @@ int region_hugepage_sizes(region_hugepage_info_t *out, size_t n) {
 
 /* ---- create, adopt, destroy ------------------------------------------------------- */
 
-/* Step 3: take every page from the pool now.  For hugetlb, ENOSPC/ENOMEM means the pool
- * is short: PP_ENOHUGE with the numbers and the fix. */
-static int region_reserve(region_t *r, const region_log_t *log) {
+/* Step 3: take every page from the pool now — first in physical order when sort_name is
+ * given (the staging memfd's name; NULL: no sorting), then whatever is left as the pool
+ * gives it.  For hugetlb, ENOSPC/ENOMEM means the pool is short: PP_ENOHUGE with the
+ * numbers and the fix. */
+static int region_reserve(region_t *r, const region_log_t *log, const char *sort_name,
+                          const region_tuning_t *t) {
   char s1[32], s2[32], fix[320];
   /* The pool as it was before: a failed fallocate keeps the pages it got until the fd is
    * closed, so counting afterwards would report them as not free. */
   hugetlb_info_t hp[HUGETLB_MAX_SIZES];
   int n = r->hugepages ? hugetlb_sizes(hp, HUGETLB_MAX_SIZES) : 0;
+  if (sort_name) region_sort_pages(r, sort_name, log, t);
   if (osl_fallocate(r->fd, 0, 0, r->size) == 0) return 0;
   int err = errno;
   if (r->hugepages && (err == ENOSPC || err == ENOMEM)) {
@@ -297,6 +305,25 @@ static int region_map(region_t *r, const region_log_t *log, const region_tuning_
   return 0;
 }
 
+/* After creation: what sorting achieved, with the runs before and after, in one line. */
+static void region_log_sorted(const region_t *r, const region_log_t *log) {
+  const region_sort_info_t *si = &r->sort;
+  if (si->state != REGION_SORT_DONE && !(si->state == REGION_SORT_INCOMPLETE && si->placed))
+    return;
+  char s1[32], s2[32];
+  physmap_run_stats_t after;
+  physmap_run_stats(&r->map, &after);
+  if (!after.known) return;
+  region_logf(log, LOG_INFO,
+              "hugepages %s by physical address (%" PRIu64 " of %" PRIu64 " pages, %" PRIu64
+              " ms): %" PRIu64 " runs, largest %s; in the pool's order "
+              "%" PRIu64 " runs, largest %s; %" PRIu64 " pages out of order",
+              si->state == REGION_SORT_DONE ? "sorted" : "partly sorted", si->placed,
+              r->nr_pages, si->elapsed_ns / 1000000, after.nr_runs,
+              region_fmt_size(after.longest, s1), si->before.nr_runs,
+              region_fmt_size(si->before.longest, s2), after.descents);
+}
+
 int region_pagemap(region_t *r) {
   if (r->pagemap_fd < 0) r->pagemap_fd = osl_open("/proc/self/pagemap", O_RDONLY);
   return r->pagemap_fd;
@@ -398,7 +425,11 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
     rc = PP_EOS;
     goto fail;
   }
-  if ((rc = region_reserve(r, &log)) != 0) goto fail;
+  if (!huge)
+    r->sort.state = REGION_SORT_NOT_HUGE;
+  else if (cfg->no_sort)
+    r->sort.state = REGION_SORT_OFF;
+  if ((rc = region_reserve(r, &log, huge && !cfg->no_sort ? name : NULL, t)) != 0) goto fail;
   if (osl_add_seals(r->fd, REGION_SEALS) != 0) {
     region_logf(&log, LOG_ERR, "fcntl(F_ADD_SEALS): %s", strerror(errno));
     rc = PP_EOS;
@@ -409,6 +440,7 @@ int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, re
   region_logf(&log, LOG_INFO, "region: %s in %" PRIu64 " pages of %s%s",
               region_fmt_size(r->size, s1), r->nr_pages, region_fmt_size(ps, s2),
               huge ? " (hugetlb)" : "");
+  region_log_sorted(r, &log);
   *ret = r;
   return 0;
 fail:
@@ -477,8 +509,9 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
   }
   r->seals = seals;
   r->adopted = true;
+  r->sort.state = REGION_SORT_ADOPTED;
   r->fd = fd;
-  if ((rc = region_reserve(r, &log)) != 0) goto fail;
+  if ((rc = region_reserve(r, &log, NULL, NULL)) != 0) goto fail;
   if ((rc = region_map(r, &log, NULL)) != 0) goto fail;
   region_logf(&log, LOG_INFO, "adopted region: %s in %" PRIu64 " pages of %s",
               region_fmt_size(r->size, s1), r->nr_pages, region_fmt_size(r->page_size, s2));
@@ -548,6 +581,30 @@ uint64_t region_largest_run(const region_t *r) {
   return r ? physmap_largest_run(&r->map) : 0;
 }
 
+int region_run_stats(const region_t *r, region_run_stats_t *ret) {
+  if (!r || !ret) return PP_EINVAL;
+  physmap_run_stats(&r->map, ret);
+  return 0;
+}
+
+int region_sort_info(const region_t *r, region_sort_info_t *ret) {
+  if (!r || !ret) return PP_EINVAL;
+  *ret = r->sort;
+  return 0;
+}
+
+const char *region_sort_state_name(region_sort_state_t s) {
+  switch (s) {
+  case REGION_SORT_OFF: return "off";
+  case REGION_SORT_NOT_HUGE: return "4 KiB pages";
+  case REGION_SORT_ADOPTED: return "adopted";
+  case REGION_SORT_UNKNOWN: return "addresses unknown";
+  case REGION_SORT_INCOMPLETE: return "incomplete";
+  case REGION_SORT_DONE: return "done";
+  }
+  return "?";
+}
+
 int region_check(const region_t *r, char *why, size_t why_len) {
   if (!r) return pp_corrupt(why, why_len, "no region");
   if (r->page_size == 0 || r->size == 0 || r->size % r->page_size)
@@ -570,6 +627,34 @@ int region_check(const region_t *r, char *why, size_t why_len) {
 }
 
 /* ---- description (pinpoold --probe) ----------------------------------------------- */
+
+/* The "sorted by physical address" line. */
+static void describe_sort(const region_t *r, FILE *out) {
+  const region_sort_info_t *si = &r->sort;
+  switch (si->state) {
+  case REGION_SORT_OFF: fprintf(out, "  sorted by physical address: no (turned off)\n"); break;
+  case REGION_SORT_NOT_HUGE:
+    fprintf(out, "  sorted by physical address: no (4 KiB pages are placed by the kernel's "
+                 "page allocator)\n");
+    break;
+  case REGION_SORT_ADOPTED:
+    fprintf(out, "  sorted by physical address: no (adopted: its pages are kept)\n");
+    break;
+  case REGION_SORT_UNKNOWN:
+    fprintf(out, "  sorted by physical address: no (%s)\n", si->why);
+    break;
+  case REGION_SORT_INCOMPLETE:
+    fprintf(out,
+            "  sorted by physical address: %s %" PRIu64 " of %" PRIu64
+            " pages (%s); the rest in the pool's order\n",
+            si->placed ? "partly," : "no,", si->placed, r->nr_pages, si->why);
+    break;
+  case REGION_SORT_DONE:
+    fprintf(out, "  sorted by physical address: yes, %" PRIu64 " pages in %" PRIu64 " ms\n",
+            si->placed, si->elapsed_ns / 1000000);
+    break;
+  }
+}
 
 void region_describe(const region_t *r, FILE *out) {
   char s1[32], s2[32];
@@ -595,5 +680,7 @@ void region_describe(const region_t *r, FILE *out) {
     fprintf(out,
             "  long-term pin: NO (%s); a holder of the fd can hand pages back to the kernel\n",
             r->pin.why_not);
-  physmap_describe(&r->map, r->hugepages || pin_active(&r->pin), out);
+  if (r->fd >= 0) describe_sort(r, out); /* a table-only region was never laid out */
+  physmap_describe(&r->map, r->hugepages || pin_active(&r->pin),
+                   r->sort.before.known ? &r->sort.before : NULL, out);
 }

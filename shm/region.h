@@ -6,7 +6,7 @@
  * punches pages out of the memfd cannot take them from us: the region finds the holes,
  * repairs them and never reports an address it lost.  See region.c for the essay; the
  * page-size policy lives in hugetlb.c, the physical-address table in physmap.c, the pins
- * in pin.c, holes in holes.c.
+ * in pin.c, holes in holes.c, the layout of hugepages in physical order in pagesort.c.
  */
 #ifndef PP_REGION_H
 #define PP_REGION_H
@@ -34,6 +34,9 @@ typedef struct region_config {
   void (*log)(void *ctx, int level, const char *msg); /* syslog levels; NULL = stderr */
   void *log_ctx; /* log and log_ctx are kept: scans, repairs and region_zero log through
                     them too, so they must outlive the region */
+  bool no_sort;  /* hugepages: keep the order the pool hands pages out in instead of laying
+                    them out in ascending physical order (for comparison; default false:
+                    sort whenever physical addresses are readable; see region_sort_info) */
 } region_config_t;
 
 /* One hugepage size and its pool (shm/hugetlb.h). */
@@ -46,6 +49,36 @@ typedef physmap_run_t region_run_t;
 /* A range of the region: [offset, offset+length) (shm/physmap.h). */
 typedef physmap_range_t region_range_t;
 
+/* The runs summarised for an operator (shm/physmap.h): known, page_size, pages, nr_runs,
+ * longest (bytes), descents (pages out of physical order), and buckets[k] = the number of
+ * runs of 2^k .. 2^(k+1)-1 pages for k < nr_buckets (REGION_RUN_BUCKETS in all). */
+typedef physmap_run_stats_t region_run_stats_t;
+#define REGION_RUN_BUCKETS PHYSMAP_RUN_BUCKETS
+
+/* What became of the hugepage sort at creation (region_sort_info). */
+typedef enum region_sort_state {
+  REGION_SORT_OFF = 0,    /* turned off (region_config_t.no_sort), or a table-only region */
+  REGION_SORT_NOT_HUGE,   /* 4 KiB pages: their order is the page allocator's, not ours */
+  REGION_SORT_ADOPTED,    /* an adopted memfd: its pages and contents are kept as they are */
+  REGION_SORT_UNKNOWN,    /* physical addresses unreadable (no CAP_SYS_ADMIN): nothing to
+                             sort by, the pool's order is kept */
+  REGION_SORT_INCOMPLETE, /* placed < all pages: the pool was too short to stage them, a
+                             call failed, or the pool changed underneath; the rest came in
+                             the pool's order (why says which) */
+  REGION_SORT_DONE,       /* every page was faulted in in ascending physical order */
+} region_sort_state_t;
+
+typedef struct region_sort_info {
+  region_sort_state_t state;
+  uint64_t placed;           /* pages faulted in in physical order */
+  uint64_t elapsed_ns;       /* what sorting added to the start-up (staging, reading the
+                                frames, placing); 0 when it did not run */
+  region_run_stats_t before; /* the runs of the same pages in the order the pool gave them
+                                (what the region would have had unsorted); known only when
+                                the frames were read (DONE, and INCOMPLETE after that) */
+  char why[160];             /* INCOMPLETE and UNKNOWN: why; else "" */
+} region_sort_info_t;
+
 typedef struct region region_t;
 
 /* Parse "auto", "4K", "2M", "1G" (case-insensitive). */
@@ -56,7 +89,9 @@ const char *region_policy_name(region_page_policy_t p);
  * returns how many (hugetlb_sizes). */
 int region_hugepage_sizes(region_hugepage_info_t *out, size_t n);
 
-/* Create, reserve (ftruncate + fallocate), seal, map with MAP_POPULATE, pin, read pagemap.
+/* Create, reserve (ftruncate + fallocate, hugepages in ascending physical order when the
+ * frames are readable and cfg->no_sort is false), seal, map with MAP_POPULATE, pin, read
+ * pagemap.
  * Errors: PP_EINVAL (bad size/policy), PP_ENOHUGE (explicit size unavailable or the pool
  * too short; the log says how many pages were needed and free, and the sysctl that fixes
  * it), PP_EOS (another OS failure; the log names the call and errno), PP_ENOPRIVMEM.
@@ -91,6 +126,16 @@ bool region_is_contiguous(const region_t *r, uint64_t offset, uint64_t len);
 size_t region_runs(const region_t *r, region_run_t *out, size_t n);
 /* Length of the longest run (the page size when addresses are unknown). */
 uint64_t region_largest_run(const region_t *r);
+/* The runs summarised: their number, the longest, the histogram of lengths in pages and
+ * how many pages are out of physical order (O(runs)).  With addresses unknown, known is
+ * false, nr_runs 0 and longest one page.  0, or PP_EINVAL for NULL arguments.  Stale once
+ * region_generation() moves, like region_runs. */
+int region_run_stats(const region_t *r, region_run_stats_t *ret);
+/* How the hugepages were laid out at creation: sorted by physical address, or why not,
+ * with the runs they would have had unsorted and the time it took.  0, or PP_EINVAL. */
+int region_sort_info(const region_t *r, region_sort_info_t *ret);
+/* "off", "4 KiB pages", "adopted", "addresses unknown", "incomplete", "done". */
+const char *region_sort_state_name(region_sort_state_t s);
 
 /* ---- a region no client can un-pin -------------------------------------------------
  * Every client holds the memfd read-write and can punch holes in it.  The functions below

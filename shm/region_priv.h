@@ -1,7 +1,8 @@
 /*
  * region_priv.h — the region's struct and the helpers its two source files share:
- * region.c (the memfd's lifecycle) and holes.c (finding, repairing and surviving pages a
- * client punched out).  Nothing outside those two files includes this.
+ * region.c (the memfd's lifecycle), pagesort.c (laying hugepages out in physical order) and
+ * holes.c (finding, repairing and surviving pages a client punched out).  Nothing outside
+ * those files includes this.
  */
 #ifndef PP_REGION_PRIV_H
 #define PP_REGION_PRIV_H
@@ -12,6 +13,7 @@
 #include "physmap.h"
 #include "pin.h"
 #include "region.h"
+#include "region_internal.h"
 
 /* Where a region's messages go: the sink given at create/adopt (NULL fn: stderr). */
 typedef struct region_log {
@@ -34,6 +36,7 @@ struct region {
   uint64_t pin_budget; /* bytes the pins may hold over the region's life (pin_region) */
   physmap_t map;       /* physical addresses, runs, lost pages (physmap.c) */
   pin_t pin;           /* long-term pins on every page (pin.c) */
+  region_sort_info_t sort; /* how the pages were laid out at creation (pagesort.c) */
   region_log_t log;
 };
 
@@ -47,5 +50,13 @@ int region_pagemap(region_t *r);
  * (MADV_POPULATE_WRITE; MAP_FIXED | MAP_POPULATE on kernels before 5.14, mlocked again
  * when the region was).  0, or -1 with errno (EFAULT / ENOMEM: a page could not be had). */
 int region_populate_range(region_t *r, uint64_t off, uint64_t len);
+/* Fault the pages of a fresh hugetlb region (sized, not yet reserved, mapped or sealed)
+ * into its memfd in ascending physical order (pagesort.c), recording the outcome in
+ * r->sort; the staging memfd is called "<name>.sort".  Best effort, never a failure: pages it
+ * could not place are left to the reserve's plain fallocate, which takes them as the pool gives
+ * them; nothing of the attempt (staging memfd, mapping, pages) outlives the call.  t may be
+ * NULL. */
+void region_sort_pages(region_t *r, const char *name, const region_log_t *log,
+                       const region_tuning_t *t);
 
 #endif /* PP_REGION_PRIV_H */

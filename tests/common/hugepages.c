@@ -1,14 +1,20 @@
 /*
  * hugepages.c — see hugepages.h.
  */
+#define _GNU_SOURCE /* memfd_create, fallocate */
 #include "hugepages.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21u << 26)
+#endif
 
 static long hp_saved = -1; /* the pool's size when hp_begin() first ran */
 static int hp_lock_fd = -1;
@@ -79,4 +85,44 @@ bool hp_make_available(long n, const char **why) {
            false;
   }
   return true;
+}
+
+static int frame_cmp(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+bool hp_free_frames(long n, uint64_t *frames, const char **why) {
+  bool ok = false;
+  char *p = MAP_FAILED;
+  int pm = -1, fd = memfd_create("pp-test-frames", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+  if (n <= 0) return *why = "no pages asked for", false;
+  if (fd < 0) return *why = "memfd_create(MFD_HUGETLB) failed", false;
+  if (ftruncate(fd, (off_t)(n * HP_SIZE)) != 0 || fallocate(fd, 0, 0, (off_t)(n * HP_SIZE))) {
+    *why = "the pool has fewer pages available than asked";
+    goto out;
+  }
+  p = mmap(NULL, n * HP_SIZE, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (p == MAP_FAILED || pm < 0) {
+    *why = "cannot map the pages or open /proc/self/pagemap";
+    goto out;
+  }
+  long ps = sysconf(_SC_PAGESIZE);
+  for (long i = 0; i < n; i++) {
+    uint64_t e = 0, va = (uint64_t)(uintptr_t)(p + i * HP_SIZE);
+    if (pread(pm, &e, sizeof e, (off_t)(va / (uint64_t)ps * sizeof e)) != sizeof e ||
+        !(e >> 63) || (e & ((1ull << 55) - 1)) == 0) {
+      *why = "/proc/self/pagemap hides frame numbers (needs CAP_SYS_ADMIN)";
+      goto out;
+    }
+    frames[i] = (e & ((1ull << 55) - 1)) * (uint64_t)ps;
+  }
+  qsort(frames, (size_t)n, sizeof *frames, frame_cmp);
+  ok = true;
+out:
+  if (p != MAP_FAILED) munmap(p, n * HP_SIZE);
+  if (pm >= 0) close(pm);
+  close(fd);
+  return ok;
 }

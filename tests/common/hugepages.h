@@ -19,6 +19,7 @@
 #define PP_TEST_HUGEPAGES_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define HP_POOL "/sys/kernel/mm/hugepages/hugepages-2048kB"
 #define HP_LOCK_PATH "/run/lock/pinpool-test-hugepages.lock"
@@ -33,5 +34,10 @@ bool hp_begin(const char **why);
 bool hp_make_available(long n, const char **why);
 /* Put the recorded size back (also run at exit).  false when the write failed. */
 bool hp_restore(void);
+/* Take n available 2 MiB pages into a memfd of our own, read their physical addresses from
+ * /proc/self/pagemap into frames[0..n) in ascending order, and give the pages back.  With
+ * n = hp_available() this is the pool's free set: the pages a region of n pages gets, in
+ * some order.  false with why when it cannot (not root: frames hidden; pool too short). */
+bool hp_free_frames(long n, uint64_t *frames, const char **why);
 
 #endif /* PP_TEST_HUGEPAGES_H */

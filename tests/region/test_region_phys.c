@@ -187,10 +187,14 @@ static void describe_summarises_many_runs_by_length(void **state) {
   FILE *f = open_memstream(&text, &len);
   region_describe(r, f);
   fclose(f);
-  assert_non_null(strstr(text, "contiguous runs: 19, largest 8 KiB"));
-  assert_non_null(strstr(text, "... 11 more; runs by length:"));
-  assert_non_null(strstr(text, "4 KiB .. < 8 KiB: 18"));
-  assert_non_null(strstr(text, "8 KiB .. < 16 KiB: 1"));
+  assert_non_null(strstr(text, "contiguous runs: 19, largest 8 KiB (2 pages); pages out of "
+                               "physical order: 18\n"));
+  assert_non_null(strstr(text, "... 11 more\n"));
+  assert_non_null(strstr(text, "  runs by length:           runs\n"
+                               "    1 page                   18\n"
+                               "    2-3 pages                 1\n"));
+  assert_null(strstr(text, "4-7 pages"));    /* the table ends at the longest run */
+  assert_null(strstr(text, "pool's order")); /* no sort, no before column */
   free(text);
   region_destroy(r);
 }
@@ -299,6 +303,119 @@ static void the_validator_finds_a_lost_page_inside_a_run(void **state) {
   physmap_fini(&pm);
 }
 
+/* ---- run statistics (region_run_stats) --------------------------------------------- */
+
+static void run_stats_count_runs_longest_and_lengths_by_powers_of_two(void **state) {
+  /* Runs of 1, 2, 3, 4 and 9 pages, ascending: buckets 1 | 2-3 | 4-7 | 8-15. */
+  static const unsigned lens[] = {1, 2, 3, 4, 9};
+  uint64_t phys[19], at = A;
+  size_t i = 0;
+  for (size_t k = 0; k < 5; k++) {
+    for (unsigned j = 0; j < lens[k]; j++)
+      phys[i++] = at + j * PS;
+    at += (lens[k] + 1) * PS; /* a gap: the next run is separate */
+  }
+  region_t *r = from(19 * PS, PS, phys);
+  region_run_stats_t st;
+  assert_int_equal(region_run_stats(r, &st), 0);
+  assert_true(st.known);
+  assert_int_equal(st.page_size, PS);
+  assert_int_equal(st.pages, 19);
+  assert_int_equal(st.nr_runs, 5);
+  assert_int_equal(st.longest, 9 * PS);
+  assert_int_equal(st.descents, 0);
+  assert_int_equal(st.nr_buckets, 4);
+  assert_int_equal(st.buckets[0], 1); /* 1 page */
+  assert_int_equal(st.buckets[1], 2); /* 2-3 */
+  assert_int_equal(st.buckets[2], 1); /* 4-7 */
+  assert_int_equal(st.buckets[3], 1); /* 8-15 */
+  for (unsigned k = 4; k < REGION_RUN_BUCKETS; k++)
+    assert_int_equal(st.buckets[k], 0);
+  assert_int_equal(physmap_bucket_min(2), 4);
+  assert_int_equal(physmap_bucket_max(2), 7);
+  assert_int_equal(physmap_bucket_max(REGION_RUN_BUCKETS - 1), UINT64_MAX);
+  region_destroy(r);
+}
+
+static void run_stats_count_the_pages_out_of_physical_order(void **state) {
+  /* three_runs: A.. then B.. (ascending), then C below B: one descent. */
+  region_t *r = from(6 * PS, PS, three_runs);
+  region_run_stats_t st;
+  assert_int_equal(region_run_stats(r, &st), 0);
+  assert_int_equal(st.nr_runs, 3);
+  assert_int_equal(st.descents, 1);
+  region_destroy(r);
+  uint64_t down[4] = {A + 3 * PS, A + 2 * PS, A + PS, A};
+  r = from(4 * PS, PS, down);
+  assert_int_equal(region_run_stats(r, &st), 0);
+  assert_int_equal(st.nr_runs, 4);
+  assert_int_equal(st.descents, 3);
+  assert_int_equal(st.buckets[0], 4);
+  region_destroy(r);
+}
+
+static void run_stats_of_unknown_addresses_promise_one_page(void **state) {
+  region_t *r = from(6 * PS, PS, NULL);
+  region_run_stats_t st;
+  memset(&st, 0xff, sizeof st);
+  assert_int_equal(region_run_stats(r, &st), 0);
+  assert_false(st.known);
+  assert_int_equal(st.nr_runs, 0);
+  assert_int_equal(st.pages, 0);
+  assert_int_equal(st.longest, PS);
+  assert_int_equal(st.nr_buckets, 0);
+  assert_int_equal(st.buckets[0], 0);
+  assert_int_equal(region_run_stats(NULL, &st), PP_EINVAL);
+  assert_int_equal(region_run_stats(r, NULL), PP_EINVAL);
+  region_sort_info_t si;
+  assert_int_equal(region_sort_info(r, &si), 0);
+  assert_int_equal(si.state, REGION_SORT_OFF); /* a table-only region was never sorted */
+  assert_int_equal(region_sort_info(NULL, &si), PP_EINVAL);
+  region_destroy(r);
+}
+
+static void run_stats_leave_lost_pages_out(void **state) {
+  uint64_t phys[6];
+  for (int i = 0; i < 6; i++)
+    phys[i] = A + (uint64_t)i * PS;
+  physmap_t pm = table_of(phys, 6);
+  physmap_mark_lost(&pm, 2, 1);
+  physmap_run_stats_t st;
+  physmap_run_stats(&pm, &st);
+  assert_int_equal(st.pages, 5);
+  assert_int_equal(st.nr_runs, 2);
+  assert_int_equal(st.longest, 3 * PS);
+  assert_int_equal(st.descents, 0);   /* page 3 is above page 1, the page before it not lost */
+  assert_int_equal(st.buckets[1], 2); /* runs of 2 and 3 pages */
+  physmap_fini(&pm);
+}
+
+static void run_stats_of_an_address_list_equal_those_of_its_table(void **state) {
+  enum { N = 300 };
+  uint64_t phys[N];
+  uint64_t x = 12345;
+  for (int i = 0; i < N; i++) { /* a deterministic jumble of runs, ups and downs */
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    phys[i] = i && (x >> 60) < 10 ? phys[i - 1] + PS : B + (x >> 40) * PS;
+  }
+  physmap_t pm = table_of(phys, N);
+  physmap_run_stats_t a, b;
+  physmap_run_stats(&pm, &a);
+  physmap_run_stats_of(phys, N, PS, &b);
+  assert_true(a.known && b.known);
+  assert_int_equal(a.page_size, b.page_size);
+  assert_int_equal(a.pages, b.pages);
+  assert_int_equal(a.nr_runs, b.nr_runs);
+  assert_int_equal(a.longest, b.longest);
+  assert_int_equal(a.descents, b.descents);
+  assert_int_equal(a.nr_buckets, b.nr_buckets);
+  assert_memory_equal(a.buckets, b.buckets, sizeof a.buckets);
+  assert_true(a.nr_runs > 10 && a.nr_runs < N);
+  physmap_run_stats_of(NULL, N, PS, &b);
+  assert_false(b.known);
+  physmap_fini(&pm);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(phys_of_an_offset_adds_the_offset_within_its_page),
@@ -313,6 +430,11 @@ int main(void) {
       cmocka_unit_test(hugepage_runs_use_the_hugepage_size),
       cmocka_unit_test(from_phys_rejects_bad_geometry),
       cmocka_unit_test(describe_summarises_many_runs_by_length),
+      cmocka_unit_test(run_stats_count_runs_longest_and_lengths_by_powers_of_two),
+      cmocka_unit_test(run_stats_count_the_pages_out_of_physical_order),
+      cmocka_unit_test(run_stats_of_unknown_addresses_promise_one_page),
+      cmocka_unit_test(run_stats_leave_lost_pages_out),
+      cmocka_unit_test(run_stats_of_an_address_list_equal_those_of_its_table),
       cmocka_unit_test(a_lost_page_has_no_address_and_splits_its_run),
       cmocka_unit_test(restoring_a_page_at_its_old_address_merges_the_runs_again),
       cmocka_unit_test(lost_pages_are_tracked_even_when_addresses_are_unknown),
