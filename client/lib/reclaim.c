@@ -6,10 +6,10 @@
  * store; a daemon that restarts (crash, kill, stop and start) adopts the same region —
  * the same memfd, so every client's mapping stays valid — replays the journal, and keeps
  * each session for a grace period (Welcome.grace_ms) in which its client may say Hello
- * with the session's token and carry on (docs/PROTOCOL.md, "Restarts").  This file makes
- * that invisible to the program: a call whose connection fails under it re-claims the
- * session on a new connection and sends its request again, and returns that request's
- * answer as if nothing had happened.
+ * with the session's token and carry on (docs/PROTOCOL.md, section 4, "Re-claiming a
+ * session after a restart").  This file makes that invisible to the program: a call
+ * whose connection fails under it re-claims the session on a new connection, sends its
+ * request again, and returns that request's answer as if nothing had happened.
  *
  * When: only when the connection failed under the request — rpc.c's r->lost: EOF, a reset,
  * an I/O error while sending or receiving (PP_EDISCONNECTED, PP_EIO).  A refusal is an

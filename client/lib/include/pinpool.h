@@ -35,6 +35,9 @@
  *
  * Everything a client holds is owned by its session: when the process exits or dies,
  * or calls pp_disconnect(), the daemon takes all of it back, buffers and objects alike.
+ * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
+ * thread and cache) are held too: they count against the uid's quota and show in
+ * pinpoolctl until the thread exits or the client disconnects.
  *
  * A daemon restart is not the end of a session.  pinpoold keeps its region and a journal
  * of who holds what across a restart (under systemd), and keeps each session for a grace
@@ -48,13 +51,11 @@
  * without its journal, the grace period ran out, or another region), PP_EDISCONNECTED
  * (no daemon took the session back within the grace period plus 2 s) or PP_EACCES (this
  * user may no longer connect).  Then pp_disconnect() and pp_connect() again.  Turn it off
- * with PINPOOL_RECLAIM=0 in the environment or PP_CONNECT_NO_RECLAIM
+ * with PINPOOL_RECLAIM=0 in the environment (read by pp_connect) or PP_CONNECT_NO_RECLAIM
  * (pp_connect_opts()): the first broken connection is then final.  A daemon that does not
  * offer it (no region id or grace period in its Welcome: an older pinpoold) is treated
- * the same way.
- * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
- * thread and cache) are held too: they count against the uid's quota and show in
- * pinpoolctl until the thread exits or the client disconnects.
+ * the same way.  A live daemon that closes a connection (the client did not read its
+ * replies, say) releases the session at once: the re-claim then ends in PP_ESTATELOST.
  */
 #ifndef PINPOOL_H
 #define PINPOOL_H
