@@ -1159,6 +1159,45 @@ static void a_thread_exiting_while_a_reclaim_fails_neither_crashes_nor_leaks(voi
   thread_exit_during_reclaim(*state, BACK_STATE_LOST, PP_ESTATELOST);
 }
 
+static void *disconnect_main(void *arg) {
+  pp_disconnect(arg);
+  return NULL;
+}
+
+/* A thread's exit meets the daemon's death and re-claims, for as long as the grace period
+ * allows, since the daemon never comes back; meanwhile another thread disconnects.  The
+ * disconnect must wait for the exiting thread (which holds the client) and then free
+ * everything: under ASan a client freed beneath the re-claim, or anything left behind,
+ * fails the test. */
+static void
+disconnect_while_an_exiting_thread_reclaims_waits_for_it_and_frees_everything(void **state) {
+  fake_t *f = *state;
+  pp_cache *k;
+  worker_t w;
+  pthread_t th, d;
+  f->back = BACK_NEVER;
+  f->grace_ms = 50;
+  fake_start(f);
+  pp_client *c = connect_victim(f);
+  assert_int_equal(pp_cache_open(c, "objs", FAKE_OBJ_SIZE, FAKE_OBJ_SIZE, &k), 0);
+  worker_init(&w, k);
+  assert_int_equal(pthread_create(&th, NULL, worker_main, &w), 0);
+  worker_wait(&w, 1);
+  worker_go(&w, 2);
+  worker_wait(&w, 2);
+  pthread_mutex_lock(&f->mu);
+  f->kill_at = f->requests + 1; /* the worker's exit returning its magazines */
+  f->die = DIE_AFTER_READ;
+  pthread_mutex_unlock(&f->mu);
+  worker_go(&w, 3);
+  fake_wait_deaths(f, 1); /* the exiting worker is re-claiming now, for about 2 s */
+  assert_int_equal(pthread_create(&d, NULL, disconnect_main, c), 0);
+  assert_int_equal(pthread_join(d, NULL), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(w.failures, 0);
+  worker_destroy(&w);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fake_setup, fake_teardown)
 
 int main(void) {
@@ -1182,6 +1221,7 @@ int main(void) {
       T(a_thread_exit_that_meets_the_restart_returns_its_objects_to_the_new_daemon),
       T(a_thread_exiting_while_another_reclaims_returns_its_objects_afterwards),
       T(a_thread_exiting_while_a_reclaim_fails_neither_crashes_nor_leaks),
+      T(disconnect_while_an_exiting_thread_reclaims_waits_for_it_and_frees_everything),
   };
   /* SIGPIPE stays fatal here: libpinpool must never raise it. */
   signal(SIGPIPE, SIG_DFL);
