@@ -18,11 +18,17 @@
  * next frame.  A reply carrying another id means the stream is out of step; a transport
  * error may have left half a frame behind.  Either way nothing later on the connection can
  * be trusted, so the first such error is recorded in r->broken and every later call
- * returns it at once without I/O.  A request that never reached the socket (too large for
- * a frame, no memory to pack it) fails alone, and so does a refusal: the daemon answered,
- * the stream is intact.  One exception to the id rule: a refusal that carries another id
- * (the daemon answers a frame it could not read with id 0, then closes) is reported with
- * its own status and message, and breaks the stream too.
+ * returns it at once without I/O.  When the break is the connection itself failing (EOF,
+ * a reset, an I/O error or timeout while sending or receiving) r->lost says so: the
+ * daemon went away rather than misbehaved, and a caller that can (libpinpool) connects
+ * again, says Hello with its session token (rpc_hello_session) on a connection reset with
+ * rpc_reset — ids keep counting across connections — and sends the lost request again
+ * with the id it first had (rpc_call_id), which lets a daemon that had already carried it
+ * out answer from its records instead of doing it twice.  A request that never reached the
+ * socket (too large for a frame, no memory to pack it) fails alone, and so does a refusal: the
+ * daemon answered, the stream is intact.  One exception to the id rule: a refusal that carries
+ * another id (the daemon answers a frame it could not read with id 0, then closes) is reported
+ * with its own status and message, and breaks the stream too.
  *
  * Memory.  Nothing here allocates besides frame_send's packed frame and the unpacked
  * response the caller frees; the receive buffer grows once and is reused.  A failed malloc
@@ -89,6 +95,12 @@ void rpc_close(rpc_t *r) {
   rpc_init(r, timeout_ms);
 }
 
+void rpc_reset(rpc_t *r) {
+  uint64_t next_id = r->next_id;
+  rpc_close(r);
+  r->next_id = next_id;
+}
+
 int rpc_connect(rpc_t *r, const char *path) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   size_t len = path ? strlen(path) : 0;
@@ -115,13 +127,13 @@ int rpc_connect(rpc_t *r, const char *path) {
   }
   r->fd = fd;
   r->broken = 0;
+  r->lost = 0;
   r->why[0] = '\0';
   return 0;
 }
 
-/* Copies name into buf (RPC_CLIENT_NAME_MAX + 1 bytes), cut at RPC_CLIENT_NAME_MAX bytes on
- * a UTF-8 character boundary so that the string stays valid for protobuf. */
-static void rpc_name_copy(char *buf, const char *name) {
+/* Cut on a UTF-8 character boundary so that the string stays valid for protobuf. */
+void rpc_name_cut(char *buf, const char *name) {
   size_t n = strlen(name);
   if (n > RPC_CLIENT_NAME_MAX) {
     n = RPC_CLIENT_NAME_MAX;
@@ -134,14 +146,23 @@ static void rpc_name_copy(char *buf, const char *name) {
 
 int rpc_hello(rpc_t *r, const char *client_name, Pinpool__V1__Response **ret_resp,
               int *ret_fd) {
+  return rpc_hello_session(r, client_name, NULL, 0, ret_resp, ret_fd);
+}
+
+int rpc_hello_session(rpc_t *r, const char *client_name, const uint8_t *token, size_t token_len,
+                      Pinpool__V1__Response **ret_resp, int *ret_fd) {
   char name[RPC_CLIENT_NAME_MAX + 1];
   Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
   Pinpool__V1__Response *resp = NULL;
   int memfd = -1, rc;
 
-  rpc_name_copy(name, client_name ? client_name : "");
+  rpc_name_cut(name, client_name ? client_name : "");
   hello.protocol_version = PROTOCOL_VERSION;
   hello.client_name = name;
+  if (token && token_len) {
+    hello.session_token.data = (uint8_t *)token;
+    hello.session_token.len = token_len;
+  }
   rc = rpc_call(r, PINPOOL__V1__REQUEST__BODY_HELLO, &hello.base,
                 PINPOOL__V1__RESPONSE__BODY_WELCOME, &resp, ret_fd ? &memfd : NULL);
   if (rc < 0) return rc;
@@ -184,9 +205,16 @@ static int rpc_set_body(Pinpool__V1__Request *req, Pinpool__V1__Request__BodyCas
   return 0;
 }
 
-int rpc_call(rpc_t *r, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
-             Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp,
-             int *ret_fd) {
+/* The connection failed under a request: the daemon went away (see r->lost). */
+static int rpc_lose(rpc_t *r, int err) {
+  if (err == PP_EDISCONNECTED || err == PP_EIO) r->lost = 1;
+  return rpc_break(r, err);
+}
+
+/* rpc_call and rpc_call_id: id 0 takes a fresh one once the body is known to be right. */
+static int rpc_exchange(rpc_t *r, uint64_t id, Pinpool__V1__Request__BodyCase body_case,
+                        ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
+                        Pinpool__V1__Response **ret_resp, int *ret_fd) {
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
   Pinpool__V1__Response *resp = NULL;
   int fd = -1, rc;
@@ -195,21 +223,21 @@ int rpc_call(rpc_t *r, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessag
   if (r->fd < 0) return rpc_fail(r, PP_EDISCONNECTED, "not connected to pinpoold");
   if (rpc_set_body(&req, body_case, body) < 0)
     return rpc_fail(r, PP_EINVAL, "request body %d of the wrong type", (int)body_case);
-  req.id = r->next_id++;
+  req.id = id ? id : r->next_id++;
   r->why[0] = '\0';
 
   rc = frame_send(r->fd, &req.base, r->send_max, -1);
   if (rc == PP_ENOPRIVMEM) return rpc_fail(r, rc, "no memory to pack the request");
   if (rc == PP_ERANGE)
     return rpc_fail(r, rc, "the request does not fit a frame of %u bytes", r->send_max);
-  if (rc < 0) return rpc_break(r, rc);
+  if (rc < 0) return rpc_lose(r, rc);
 
   rc = frame_rx_response(r->fd, &r->rx, r->recv_max, r->timeout_ms, &resp, ret_fd ? &fd : NULL);
   if (rc == PP_ENOPRIVMEM) {
     rpc_fail(r, PP_ENOPRIVMEM, "no memory to receive the reply");
     return rpc_break(r, PP_ENOPRIVMEM);
   }
-  if (rc < 0) return rpc_break(r, rc);
+  if (rc < 0) return rpc_lose(r, rc);
 
   rc = rpc_status_to_err((int)resp->status);
   if (rc < 0)
@@ -235,4 +263,17 @@ out:
   if (fd >= 0) close(fd);
   if (resp) frame_free_response(resp);
   return rc;
+}
+
+int rpc_call(rpc_t *r, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
+             Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp,
+             int *ret_fd) {
+  return rpc_exchange(r, 0, body_case, body, want, ret_resp, ret_fd);
+}
+
+int rpc_call_id(rpc_t *r, uint64_t id, Pinpool__V1__Request__BodyCase body_case,
+                ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
+                Pinpool__V1__Response **ret_resp, int *ret_fd) {
+  if (id == 0) return rpc_fail(r, PP_EINVAL, "request id 0");
+  return rpc_exchange(r, id, body_case, body, want, ret_resp, ret_fd);
 }

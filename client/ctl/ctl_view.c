@@ -12,7 +12,10 @@
  *     memory, towards 1 for fragmentation);
  *   - slabinfo: /proc/slabinfo's header and row (mm/slab_common.c, cache_show), without
  *     the tunables pinpool does not have, plus pinpool's own columns after ": pinpool";
- *   - status / clients / buffers: labelled values and plain tables.
+ *   - status / clients / buffers: labelled values and plain tables.  A session whose
+ *     connection broke while pinpoold restarted is "detached" until its client re-claims
+ *     it or its deadline passes; clients says how long it has left (the one view that
+ *     reads the clock: ctl_view_clients_at takes the time for tests).
  * Sizes read in binary units (KiB, MiB, GiB); where a test or a script needs the exact
  * figure, the text carries the byte count too ("14.5 MiB (15204352 bytes)").
  *
@@ -227,19 +230,48 @@ static const char *fmt_since(char *buf, size_t len, uint64_t unix_ms) {
   return buf;
 }
 
-void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s) {
-  char a[32], b[32];
+const char *ctl_fmt_session_state(char *buf, size_t len, const Pinpool__V1__ClientInfo *c,
+                                  uint64_t now_unix_ms) {
+  char d[32];
+  uint64_t deadline = c->detached_deadline_unix_ms;
 
-  fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %8s %8s %9s\n", "SESSION", "PID", "UID", "NAME",
-          "CONNECTED", "HELD", "BUFFERS", "OBJECTS", "REQUESTS");
+  if (!c->detached)
+    snprintf(buf, len, "connected");
+  else if (deadline == 0)
+    snprintf(buf, len, "detached");
+  else if (deadline <= now_unix_ms)
+    snprintf(buf, len, "detached, grace period over");
+  else /* rounded up: "0s" left would read as over */
+    snprintf(buf, len, "detached, re-claimable for %s",
+             ctl_fmt_duration(d, sizeof d, (deadline - now_unix_ms + 999) / 1000 * 1000));
+  return buf;
+}
+
+static uint64_t now_unix_ms(void) {
+  struct timespec ts;
+
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s) {
+  ctl_view_clients_at(out, s, now_unix_ms());
+}
+
+void ctl_view_clients_at(FILE *out, const Pinpool__V1__Stats *s, uint64_t now_ms) {
+  char a[32], b[32], st[64];
+
+  fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %8s %8s %9s  %s\n", "SESSION", "PID", "UID",
+          "NAME", "CONNECTED", "HELD", "BUFFERS", "OBJECTS", "REQUESTS", "STATE");
   for (size_t i = 0; i < s->n_clients; i++) {
     const Pinpool__V1__ClientInfo *c = s->clients[i];
     fprintf(out,
             "%8" PRIu64 " %8" PRIu32 " %6" PRIu32 "  %-16s %-19s %12s %8" PRIu64 " %8" PRIu64
-            " %9" PRIu64 "\n",
+            " %9" PRIu64 "  %s\n",
             c->session_id, c->pid, c->uid, c->name && c->name[0] ? c->name : "-",
             fmt_since(a, sizeof a, c->connected_since_unix_ms),
-            ctl_fmt_size(b, sizeof b, c->bytes_held), c->buffers, c->objects, c->requests);
+            ctl_fmt_size(b, sizeof b, c->bytes_held), c->buffers, c->objects, c->requests,
+            ctl_fmt_session_state(st, sizeof st, c, now_ms));
   }
 }
 
@@ -409,6 +441,8 @@ json_object *ctl_json_clients(const Pinpool__V1__Stats *s) {
     put_u64(e, "buffers", c->buffers);
     put_u64(e, "objects", c->objects);
     put_u64(e, "requests", c->requests);
+    put_bool(e, "detached", c->detached);
+    put_u64(e, "detached_deadline_unix_ms", c->detached_deadline_unix_ms);
     json_object_array_add(list, e);
   }
   json_object_object_add(o, "clients", list);

@@ -36,6 +36,14 @@ void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_slabinfo(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s);
+/* The same at a given wall-clock time (ms since the epoch): how long a detached session
+ * stays re-claimable is its deadline minus now. */
+void ctl_view_clients_at(FILE *out, const Pinpool__V1__Stats *s, uint64_t now_unix_ms);
+/* A session's STATE column: "connected"; "detached, re-claimable for 12s" (the time left
+ * before its deadline, rounded up to the second); "detached, grace period over" once the
+ * deadline has passed; "detached" without a deadline.  Returns buf. */
+const char *ctl_fmt_session_state(char *buf, size_t len, const Pinpool__V1__ClientInfo *c,
+                                  uint64_t now_unix_ms);
 void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f);
 void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r);
 

@@ -4,9 +4,11 @@
  *
  * Locks, in the order they may be taken:
  *   1. cmag_lock (cmag.c, one per process): links between threads' magazines and
- *      caches, and the "orphaned" mark pp_disconnect() leaves on them;
- *   2. pp_client.lock: one request/response exchange at a time on the connection, and
- *      the fields marked (lock) below.
+ *      caches, the "orphaned" mark pp_disconnect() leaves on them, and the count of
+ *      exiting threads returning objects to a client (marked (cmag_lock) below);
+ *   2. pp_client.lock: one request/response exchange at a time on the connection (a
+ *      re-claim after a daemon restart included: reclaim.c), and the fields marked
+ *      (lock) below.
  * Nothing takes cmag_lock while holding a client lock.
  */
 #ifndef PP_CLIENT_INTERNAL_H
@@ -16,6 +18,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 
 #include "frame.h"
 #include "pinpool.h"
@@ -27,6 +31,15 @@ struct cmag_thread_cache;
 #define CLIENT_MIN_BLOCK_DEFAULT 4096u
 /* The largest slab client_obj_valid handles (its offsets within a slab are 32-bit). */
 #define CLIENT_SLAB_MAX (1ull << 31)
+/* A daemon that accepts but never answers Hello (stopped, wedged, or not pinpoold at
+ * all) must not hang pp_connect forever.  Later requests have no deadline: a busy
+ * daemon is slow, not wrong.  (A re-claim's Hello waits as long as the grace period
+ * leaves: reclaim.c.) */
+#define CLIENT_HANDSHAKE_TIMEOUT_MS 10000
+/* Welcome.session_token and Welcome.region_id are 16 bytes; longer ones than this are
+ * not kept, and a session without them cannot be re-claimed. */
+#define CLIENT_TOKEN_MAX 64u
+#define CLIENT_REGION_ID_MAX 64u
 
 struct pp_client {
   pthread_mutex_t lock; /* see above */
@@ -40,6 +53,21 @@ struct pp_client {
   bool hugepages;
   bool phys_known;
   struct pp_cache *caches; /* (lock) every cache opened, freed by pp_disconnect */
+
+  /* Re-claim (reclaim.c): what finding the session again after a daemon restart takes. */
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* the socket connected to */
+  char name[RPC_CLIENT_NAME_MAX + 1];                     /* Hello.client_name */
+  bool reclaim;      /* (lock) on: the knobs allow it and the last Welcome offered it */
+  uint32_t grace_ms; /* (lock) Welcome.grace_ms: how long a broken session waits for us */
+  uint8_t token[CLIENT_TOKEN_MAX]; /* (lock) Welcome.session_token */
+  size_t token_len;
+  uint8_t region_id[CLIENT_REGION_ID_MAX]; /* Welcome.region_id of pp_connect's Welcome */
+  size_t region_id_len;
+  dev_t region_dev; /* the memfd's file: a re-claim's Welcome must carry the same one */
+  ino_t region_ino;
+  uint64_t rng;              /* (lock) xorshift state for the backoff's jitter */
+  _Atomic uint64_t reclaims; /* successful re-claims, for pp_reclaims() */
+  unsigned cmag_returning;   /* (cmag_lock) exiting threads returning objects to c */
 };
 
 struct pp_cache {
@@ -64,12 +92,31 @@ struct pp_cache {
   struct cmag_thread_cache *threads; /* (cmag_lock) every thread's magazines for it */
 };
 
-/* rpc_call (proto/rpc.h) under c->lock: send body as the request body_case, receive the
- * response.  On success (status OK and body `want`) *ret_resp is the response (free it
- * with frame_free_response).  A non-OK status returns its PP_E* code; a transport failure
- * breaks the connection for good (every later call returns the same code). */
+/* Welcome.min_block, or the 4 KiB of a daemon that predates the field (it sends 0). */
+static inline uint64_t client_min_block(const Pinpool__V1__Welcome *w) {
+  return w->min_block ? w->min_block : CLIENT_MIN_BLOCK_DEFAULT;
+}
+
+/* pinpool.c: on c->rpc, connected: Hello as c->name presenting token (NULL / 0: a new
+ * session), then the Welcome and its memfd, both within timeout_ms.  Checks what every
+ * Welcome must satisfy (the memfd backs region_size; a sane min_block) and hands over the
+ * response (free with frame_free_response), the memfd and its fstat. */
+int client_hello(pp_client *c, const uint8_t *token, size_t token_len, int timeout_ms,
+                 Pinpool__V1__Response **ret_resp, int *ret_memfd, struct stat *ret_st);
+
+/* reclaim.c: one exchange under c->lock — rpc_call_id (proto/rpc.h) with body as the
+ * request body_case.  On success (status OK and body `want`) *ret_resp is the response
+ * (free it with frame_free_response).  A non-OK status returns its PP_E* code.  When the
+ * connection fails under the request and re-claim is on, the session is re-claimed on a
+ * new connection and the request sent again with its id; otherwise, or when the re-claim
+ * fails, the connection is broken for good (every later call returns the same code:
+ * PP_EDISCONNECTED, PP_EIO, PP_EPROTO, PP_ENOPRIVMEM, PP_ESTATELOST or PP_EACCES). */
 int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
                Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp);
+/* reclaim.c: pp_connect's Welcome w (memfd st) names what a re-claim must find again;
+ * allowed: the program did not turn re-claim off (PINPOOL_RECLAIM is read here). */
+void client_reclaim_init(pp_client *c, const Pinpool__V1__Welcome *w, const struct stat *st,
+                         bool allowed);
 
 /* cache_alloc of up to n (1..1024) objects: their pointers into ptrs; returns how many
  * the daemon gave (> 0) or a negative code. */
@@ -104,7 +151,8 @@ static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
 }
 
 /* cmag.c: pp_disconnect() calls this first, so that no thread touches k again
- * through its magazines (they are orphaned; the daemon reclaims their objects). */
+ * through its magazines (they are orphaned; the daemon reclaims their objects).  It
+ * returns once no exiting thread is still returning objects through c. */
 void cmag_orphan_client(pp_client *c);
 
 #endif /* PP_CLIENT_INTERNAL_H */

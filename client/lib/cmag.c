@@ -27,7 +27,12 @@
  * Lifetimes:
  *   - A pair belongs to its thread: only that thread reads or frees its magazines.
  *   - Thread exit: a pthread key destructor returns every pair's objects to the daemon
- *     (cache_free) and frees the pairs.
+ *     (cache_free) and frees the pairs.  It unlinks them under cmag_lock but returns the
+ *     objects without it: a return may wait for the client's lock while another thread
+ *     re-claims the session after a daemon restart (reclaim.c: up to the grace period),
+ *     and cmag_lock is the whole process's.  Meanwhile the client's cmag_returning
+ *     counts the thread, and pp_disconnect waits for the count to drop to 0 before it
+ *     closes the connection under the returns.
  *   - pp_disconnect: cannot touch other threads' magazines (they may be mid-pop), so it
  *     marks their pairs orphaned (k = NULL) under cmag_lock; the daemon reclaims the
  *     objects when the socket closes.  An orphaned pair is freed by its thread the next
@@ -41,11 +46,12 @@
  *     duplicate is dropped, and the pp_cache_free that triggered the return reports the
  *     daemon's error.  Allocator state in the daemon is never harmed.
  *
- * Locks: cmag_lock (one per process) guards pair.k, pair.next_in_cache and every
- * pp_cache.threads list; it is taken when a thread first uses a cache, at thread exit
- * and by pp_disconnect — never on the fast paths.  Order: cmag_lock, then a client's
- * lock (thread exit returns objects under cmag_lock so that pp_disconnect cannot close
- * the connection beneath it).
+ * Locks: cmag_lock (one per process) guards pair.k, pair.next_in_cache, every
+ * pp_cache.threads list and every pp_client.cmag_returning; it is taken when a thread
+ * first uses a cache, at thread exit and by pp_disconnect — never on the fast paths.
+ * cmag_cond (with cmag_lock) wakes pp_disconnect when a client's cmag_returning drops to
+ * 0.  Order: cmag_lock, then a client's lock (pp_disconnect orphans the pairs of each
+ * cache under both).
  *
  * References: Bonwick & Adams, "Magazines and Vmem: Extending the Slab Allocator to Many
  * CPUs and Arbitrary Resources", USENIX 2001, sections 3.1-3.3.
@@ -81,6 +87,7 @@ typedef struct cmag_thread {
 } cmag_thread_t;
 
 static pthread_mutex_t cmag_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cmag_cond = PTHREAD_COND_INITIALIZER;
 static pthread_once_t cmag_once = PTHREAD_ONCE_INIT;
 static pthread_key_t cmag_key;
 static int cmag_key_rc = -1;
@@ -173,19 +180,36 @@ static inline cmag_tc_t *cmag_find(pp_cache *k) {
 /* Thread exit: every pair that is not orphaned sends its objects home. */
 static void cmag_thread_exit(void *arg) {
   cmag_thread_t *self = arg;
+  cmag_tc_t *home = NULL; /* pairs with objects to return, through next_in_thread */
   t_hot = NULL;
   t_self = NULL;
   pthread_mutex_lock(&cmag_lock);
   for (cmag_tc_t *tc = self->head, *next; tc; tc = next) {
     next = tc->next_in_thread;
-    if (tc->k) {
-      /* Errors are nobody's to hear any more; what could not go back the daemon takes
-       * back at disconnect. */
-      (void)client_cache_return(tc->k, tc->loaded, tc->loaded_n);
-      (void)client_cache_return(tc->k, tc->prev, tc->prev_n);
-      *tc->pprev_in_cache = tc->next_in_cache;
-      if (tc->next_in_cache) tc->next_in_cache->pprev_in_cache = tc->pprev_in_cache;
+    if (!tc->k) {
+      free(tc);
+      continue;
     }
+    *tc->pprev_in_cache = tc->next_in_cache;
+    if (tc->next_in_cache) tc->next_in_cache->pprev_in_cache = tc->pprev_in_cache;
+    tc->k->c->cmag_returning++;
+    tc->next_in_thread = home;
+    home = tc;
+  }
+  pthread_mutex_unlock(&cmag_lock);
+
+  /* Without cmag_lock (see the essay): the pairs are off their caches' lists, and
+   * cmag_returning keeps pp_disconnect from freeing their clients.  Errors are nobody's
+   * to hear any more; what could not go back the daemon takes back at disconnect. */
+  for (cmag_tc_t *tc = home; tc; tc = tc->next_in_thread) {
+    (void)client_cache_return(tc->k, tc->loaded, tc->loaded_n);
+    (void)client_cache_return(tc->k, tc->prev, tc->prev_n);
+  }
+
+  pthread_mutex_lock(&cmag_lock);
+  for (cmag_tc_t *tc = home, *next; tc; tc = next) {
+    next = tc->next_in_thread;
+    if (--tc->k->c->cmag_returning == 0) pthread_cond_broadcast(&cmag_cond);
     free(tc);
   }
   pthread_mutex_unlock(&cmag_lock);
@@ -202,6 +226,10 @@ void cmag_orphan_client(pp_client *c) {
   }
   pthread_mutex_unlock(&c->lock);
   if (t_self) cmag_sweep_locked(t_self);
+  /* Threads that were exiting before the pairs were orphaned may still be returning
+   * objects through c: they finish before c goes. */
+  while (c->cmag_returning > 0)
+    pthread_cond_wait(&cmag_cond, &cmag_lock);
   pthread_mutex_unlock(&cmag_lock);
 }
 

@@ -14,11 +14,13 @@
  *     alive, and a client that holds no fd cannot ftruncate or reseal it (the daemon
  *     sealed it anyway).  From then on everything is an offset into that mapping.
  *   - Every other call is one synchronous request/response exchange through proto/rpc.c
- *     (client_rpc): requests are small, the daemon answers in order, so a mutex around
- *     the exchange is all the thread safety the connection needs.  rpc.c numbers the
- *     requests, checks the echoed id, maps the status through the one error table, and
- *     marks the connection broken at the first framing or transport failure, after which
- *     every request fails fast with the same error (the mapping stays valid until
+ *     (client_rpc, reclaim.c): requests are small, the daemon answers in order, so a
+ *     mutex around the exchange is all the thread safety the connection needs.  rpc.c
+ *     numbers the requests, checks the echoed id, maps the status through the one error
+ *     table, and marks the connection broken at the first framing or transport failure.
+ *     When the daemon went away under a request (a restart), reclaim.c finds the session
+ *     again on a new connection and sends the request again; otherwise, or when that
+ *     fails, every request fails fast with the same error (the mapping stays valid until
  *     pp_disconnect, so memory the program still touches does not vanish).  Each pp_*
  *     call only fills its body message and reads the reply's body.
  *   - Nothing the daemon says is trusted blindly: offsets and sizes are checked against
@@ -28,10 +30,12 @@
  *   - Private memory that runs out (malloc) is PP_ENOPRIVMEM; PP_ENOMEM is the daemon's
  *     region being full.
  *
- * Invariants: c->rpc.fd >= 0 and c->base maps c->region_size bytes from pp_connect until
- * pp_disconnect; every pp_cache of c is on c->caches and is freed only by pp_disconnect.
+ * Invariants: c->base maps c->region_size bytes from pp_connect until pp_disconnect — a
+ * re-claim keeps it, so every pointer ever handed out stays valid; c->rpc.fd >= 0 unless
+ * a re-claim is under way or failed (c->rpc.broken then says why); every pp_cache of c
+ * is on c->caches and is freed only by pp_disconnect.
  *
- * Locks: c->lock serializes exchanges on c->rpc and guards c->caches.
+ * Locks: c->lock serializes exchanges on c->rpc (a re-claim is one) and guards c->caches.
  * The magazine lock of cmag.c, when both are needed, is taken first (client.h).
  *
  * References: Bonwick & Adams, "Magazines and Vmem", USENIX 2001 (the client-side
@@ -53,41 +57,27 @@
 
 #include "endpoint.h"
 
-/* A daemon that accepts but never answers Hello (stopped, wedged, or not pinpoold at
- * all) must not hang pp_connect forever.  Later requests have no deadline: a busy
- * daemon is slow, not wrong. */
-#define CLIENT_HANDSHAKE_TIMEOUT_MS 10000
-
 /* The values travel unchanged as Alloc.flags. */
 _Static_assert(PP_CONTIGUOUS == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_CONTIGUOUS,
                "PP_CONTIGUOUS is the protocol's ALLOC_FLAG_CONTIGUOUS");
 _Static_assert(PP_ZERO == PINPOOL__V1__ALLOC_FLAG__ALLOC_FLAG_ZERO,
                "PP_ZERO is the protocol's ALLOC_FLAG_ZERO");
 
-int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
-               Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp) {
-  pthread_mutex_lock(&c->lock);
-  int rc = rpc_call(&c->rpc, body_case, body, want, ret_resp, NULL);
-  pthread_mutex_unlock(&c->lock);
-  return rc;
-}
-
 /* ---- connect / disconnect ---------------------------------------------------------- */
 
-/* Hello, then Welcome with the memfd; fills c's geometry and *ret_memfd.  The send
- * timeout bounds the Hello as the receive timeout bounds the Welcome; both go once the
- * handshake is over. */
-static int client_handshake(pp_client *c, const char *client_name, int *ret_memfd) {
-  struct timeval tv = {.tv_sec = CLIENT_HANDSHAKE_TIMEOUT_MS / 1000};
+int client_hello(pp_client *c, const uint8_t *token, size_t token_len, int timeout_ms,
+                 Pinpool__V1__Response **ret_resp, int *ret_memfd, struct stat *ret_st) {
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
   Pinpool__V1__Response *resp = NULL;
   int memfd = -1, rc;
 
   setsockopt(c->rpc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  c->rpc.timeout_ms = CLIENT_HANDSHAKE_TIMEOUT_MS;
-  rc = rpc_hello(&c->rpc, client_name, &resp, &memfd);
+  c->rpc.timeout_ms = timeout_ms;
+  rc = rpc_hello_session(&c->rpc, c->name, token, token_len, &resp, &memfd);
   c->rpc.timeout_ms = -1;
   if (rc < 0) return rc;
   tv.tv_sec = 0;
+  tv.tv_usec = 0;
   if (setsockopt(c->rpc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
     rc = PP_EOS;
     goto out;
@@ -104,20 +94,16 @@ static int client_handshake(pp_client *c, const char *client_name, int *ret_memf
     rc = PP_EPROTO;
     goto out;
   }
-  /* A daemon older than Welcome.min_block sends 0; its unit was 4 KiB too. */
-  uint64_t min_block = w->min_block ? w->min_block : CLIENT_MIN_BLOCK_DEFAULT;
+  uint64_t min_block = client_min_block(w);
   if ((min_block & (min_block - 1)) != 0 || min_block > w->region_size) {
     rc = PP_EPROTO;
     goto out;
   }
-  c->region_size = w->region_size;
-  c->page_size = w->page_size;
-  c->min_block = min_block;
-  c->hugepages = w->hugepages;
-  c->phys_known = w->physical_addresses;
-  c->session_id = w->session_id;
+  *ret_resp = resp;
+  resp = NULL;
   *ret_memfd = memfd;
   memfd = -1;
+  *ret_st = st;
   rc = 0;
 out:
   if (memfd >= 0) close(memfd);
@@ -126,12 +112,24 @@ out:
 }
 
 int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client) {
+  return pp_connect_opts(socket_path, client_name, NULL, ret_client);
+}
+
+int pp_connect_opts(const char *socket_path, const char *client_name,
+                    const pp_connect_options *opts, pp_client **ret_client) {
   char path[sizeof((struct sockaddr_un *)0)->sun_path];
+  Pinpool__V1__Response *resp = NULL;
+  struct stat st;
   pp_client *c = NULL;
   int memfd = -1;
   int rc;
 
   if (!ret_client) return PP_EINVAL;
+  /* The sizes of the options this library knows (one so far): a program built against a
+   * later header, with fields this library would ignore, is told so. */
+  if (opts && (opts->size != sizeof(pp_connect_options) ||
+               (opts->flags & ~(uint32_t)PP_CONNECT_NO_RECLAIM) != 0))
+    return PP_EINVAL;
   if (!socket_path) {
     rc = endpoint_default_path(path, sizeof path);
     if (rc < 0) return rc;
@@ -147,22 +145,39 @@ int pp_connect(const char *socket_path, const char *client_name, pp_client **ret
     free(c);
     return PP_EOS;
   }
+  /* Kept for re-claim, which connects again to the same path under the same name. */
+  if (strlen(socket_path) >= sizeof c->path) {
+    rc = PP_EINVAL;
+    goto fail;
+  }
+  strcpy(c->path, socket_path);
+  rpc_name_cut(c->name, client_name);
 
-  rc = rpc_connect(&c->rpc, socket_path);
+  rc = rpc_connect(&c->rpc, c->path);
   if (rc < 0) goto fail;
-  rc = client_handshake(c, client_name, &memfd);
+  rc = client_hello(c, NULL, 0, CLIENT_HANDSHAKE_TIMEOUT_MS, &resp, &memfd, &st);
   if (rc < 0) goto fail;
+  const Pinpool__V1__Welcome *w = resp->welcome;
+  c->region_size = w->region_size;
+  c->page_size = w->page_size;
+  c->min_block = client_min_block(w);
+  c->hugepages = w->hugepages;
+  c->phys_known = w->physical_addresses;
+  c->session_id = w->session_id;
   c->base = mmap(NULL, (size_t)c->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (c->base == MAP_FAILED) {
     rc = PP_EOS;
     goto fail;
   }
+  client_reclaim_init(c, w, &st, !(opts && (opts->flags & PP_CONNECT_NO_RECLAIM)));
   close(memfd);
+  frame_free_response(resp);
   *ret_client = c;
   return 0;
 
 fail:
   if (memfd >= 0) close(memfd);
+  frame_free_response(resp);
   rpc_close(&c->rpc);
   pthread_mutex_destroy(&c->lock);
   free(c);
@@ -175,6 +190,7 @@ void pp_disconnect(pp_client *c) {
    * through them, and the daemon reclaims the objects they held when the socket closes,
    * which is cheaper than sending them back one magazine at a time. */
   cmag_orphan_client(c);
+  /* fd -1 after a re-claim that failed: nothing to close, the mapping is still here. */
   rpc_close(&c->rpc);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   for (pp_cache *k = c->caches, *next; k; k = next) {
@@ -207,6 +223,9 @@ bool pp_phys_known(pp_client *c) {
 }
 uint64_t pp_session_id(pp_client *c) {
   return c ? c->session_id : 0;
+}
+uint64_t pp_reclaims(pp_client *c) {
+  return c ? atomic_load_explicit(&c->reclaims, memory_order_relaxed) : 0;
 }
 
 void *pp_ptr(pp_client *c, uint64_t offset) {

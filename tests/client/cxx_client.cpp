@@ -29,6 +29,18 @@ int main(int argc, char **argv) {
     bad = check(3, std::strcmp(pp_status_name(PP_ECONNECT), "CONNECT_FAILED") == 0,
                 "pp_status_name");
   if (!bad) bad = check(4, rc == PP_ECONNECT && c == nullptr, "pp_connect to a missing socket");
+  // The options struct and its initializer compile as C++ (no narrowing), and reach the
+  // library: a flag it does not know is refused before any connect.
+  pp_connect_options o = PP_CONNECT_OPTIONS_INIT;
+  o.flags = PP_CONNECT_NO_RECLAIM;
+  if (!bad)
+    bad = check(5, pp_connect_opts(missing, "cxx-client", &o, &c) == PP_ECONNECT,
+                "pp_connect_opts with PP_CONNECT_NO_RECLAIM");
+  o.flags = 0x80;
+  if (!bad)
+    bad = check(6, pp_connect_opts(missing, "cxx-client", &o, &c) == PP_EINVAL && c == nullptr,
+                "pp_connect_opts with an unknown flag");
+  if (!bad) bad = check(7, pp_reclaims(nullptr) == 0, "pp_reclaims");
   if (!bad)
     std::printf("C++ client: pp_connect(%s): %s (%s)\n", missing, pp_strerror(rc),
                 pp_err_name(rc));

@@ -5,6 +5,7 @@
  * where the daemon tests (test_ctl.c) check that real snapshots come out right.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -246,6 +247,16 @@ static char *render(void (*fn)(FILE *, const Pinpool__V1__Stats *),
   return text;
 }
 
+static char *render_at(void (*fn)(FILE *, const Pinpool__V1__Stats *, uint64_t),
+                       const Pinpool__V1__Stats *s, uint64_t now_unix_ms) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  fn(out, s, now_unix_ms);
+  fclose(out);
+  return text;
+}
+
 static void buddyinfo_has_a_labelled_column_per_order(void **state) {
   Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
   uint64_t counts[] = {1, 0, 2};
@@ -446,6 +457,65 @@ static void status_json_keeps_exact_byte_counts(void **state) {
   json_object_put(o);
 }
 
+/* Does the line of text that starts with start end with end? */
+static bool line_ends(const char *text, const char *start, const char *end) {
+  const char *p = strstr(text, start);
+  if (!p || (p != text && p[-1] != '\n')) return false;
+  const char *e = strchr(p, '\n');
+  size_t n = e ? (size_t)(e - p) : strlen(p), m = strlen(end);
+  return n >= m && memcmp(p + n - m, end, m) == 0;
+}
+
+/* A session whose connection broke while pinpoold restarted is detached until its client
+ * re-claims it or its deadline passes: clients says how long it has left, rounded up to
+ * the second, and the JSON carries the schema's two fields. */
+static void clients_show_detached_sessions_and_how_long_they_stay_reclaimable(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__ClientInfo live = PINPOOL__V1__CLIENT_INFO__INIT,
+                          gone = PINPOOL__V1__CLIENT_INFO__INIT, *list[] = {&live, &gone};
+  const uint64_t now = 1700000000000ull;
+  json_object *o, *clients, *v;
+  char *text, st[64];
+
+  live.session_id = 1;
+  live.pid = 100;
+  live.name = "app";
+  gone.session_id = 2;
+  gone.pid = 200;
+  gone.name = "worker";
+  gone.detached = true;
+  gone.detached_deadline_unix_ms = now + 11500;
+  s.clients = list;
+  s.n_clients = 2;
+
+  text = render_at(ctl_view_clients_at, &s, now);
+  assert_non_null(strstr(text, " REQUESTS  STATE\n"));
+  assert_true(line_ends(text, "       1      100", "  connected"));
+  assert_true(line_ends(text, "       2      200", "  detached, re-claimable for 12s"));
+  free(text);
+
+  assert_string_equal(ctl_fmt_session_state(st, sizeof st, &gone, now + 11001),
+                      "detached, re-claimable for 1s");
+  assert_string_equal(ctl_fmt_session_state(st, sizeof st, &gone, now - 90000),
+                      "detached, re-claimable for 1m 42s");
+  assert_string_equal(ctl_fmt_session_state(st, sizeof st, &gone, now + 11500),
+                      "detached, grace period over");
+  gone.detached_deadline_unix_ms = 0;
+  assert_string_equal(ctl_fmt_session_state(st, sizeof st, &gone, now), "detached");
+  gone.detached_deadline_unix_ms = now + 11500;
+
+  o = ctl_json_clients(&s);
+  assert_true(json_object_object_get_ex(o, "clients", &clients));
+  assert_true(json_object_object_get_ex(json_object_array_get_idx(clients, 0), "detached", &v));
+  assert_false(json_object_get_boolean(v));
+  assert_true(json_object_object_get_ex(json_object_array_get_idx(clients, 1), "detached", &v));
+  assert_true(json_object_get_boolean(v));
+  assert_true(json_object_object_get_ex(json_object_array_get_idx(clients, 1),
+                                        "detached_deadline_unix_ms", &v));
+  assert_int_equal(json_object_get_uint64(v), now + 11500);
+  json_object_put(o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(size_format_uses_binary_units),
@@ -466,6 +536,7 @@ int main(void) {
       cmocka_unit_test(buffer_filter_matches_holder_pid_and_name),
       cmocka_unit_test(status_tells_allocatable_contiguity_from_the_regions_longest_run),
       cmocka_unit_test(status_json_keeps_exact_byte_counts),
+      cmocka_unit_test(clients_show_detached_sessions_and_how_long_they_stay_reclaimable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,24 @@
  * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
  * thread and cache) are held too: they count against the uid's quota and show in
  * pinpoolctl until the thread exits or the client disconnects.
+ *
+ * A daemon restart is not the end of a session.  pinpoold keeps its region and a journal
+ * of who holds what across a restart (under systemd), and keeps each session for a grace
+ * period (pinpoold --grace, 30 s by default).  When a call finds the connection gone
+ * (EOF, reset, I/O error) it connects again, re-claims the session with the token of its
+ * first Welcome, and sends its request again under the same request id, which the daemon
+ * answers exactly once.  The caller sees only a slower call: the mapping, every pointer,
+ * buffer handle, name, pp_cache and magazine stay valid, and other threads' calls wait
+ * and then carry on.  If the session cannot be had back, that call and every later one
+ * fail at once with PP_ESTATELOST (the daemon is back without the session: it restarted
+ * without its journal, the grace period ran out, or another region), PP_EDISCONNECTED
+ * (no daemon took the session back within the grace period plus 2 s) or PP_EACCES (this
+ * user may no longer connect).  Then pp_disconnect() and pp_connect() again.  Turn it off
+ * with PINPOOL_RECLAIM=0 in the environment (read by pp_connect) or PP_CONNECT_NO_RECLAIM
+ * (pp_connect_opts()): the first broken connection is then final.  A daemon that does not
+ * offer it (no region id or grace period in its Welcome: an older pinpoold) is treated
+ * the same way.  A live daemon that closes a connection (the client did not read its
+ * replies, say) releases the session at once: the re-claim then ends in PP_ESTATELOST.
  */
 #ifndef PINPOOL_H
 #define PINPOOL_H
@@ -79,12 +97,31 @@ typedef struct pp_buffer {
  * typically not in the socket's group), PP_EVERSION, PP_ETOOMANY, PP_EPROTO, PP_EIO
  * (also: no answer to the handshake within 10 s), PP_EDISCONNECTED, PP_ENOPRIVMEM
  * (malloc failed), PP_EOS (socket, mmap).  Later calls block until the daemon answers;
- * they fail only when the connection does. */
+ * they fail only when the connection does and the session cannot be re-claimed (see
+ * above: a call may block for the grace period while the daemon restarts). */
 PP_API int pp_connect(const char *socket_path, const char *client_name, pp_client **ret_client);
+
+/* Options for pp_connect_opts().  Start from PP_CONNECT_OPTIONS_INIT: size tells the
+ * library which version of the struct it is given (a size it does not know is
+ * PP_EINVAL). */
+typedef struct pp_connect_options {
+  uint32_t size;  /* sizeof(pp_connect_options) */
+  uint32_t flags; /* PP_CONNECT_NO_RECLAIM */
+} pp_connect_options;
+/* Never re-claim the session: the first broken connection is final (as with
+ * PINPOOL_RECLAIM=0 in the environment, which turns it off whatever the flags say). */
+#define PP_CONNECT_NO_RECLAIM 0x1u
+#define PP_CONNECT_OPTIONS_INIT                                                                \
+  { sizeof(pp_connect_options), 0u }
+/* pp_connect() with options (NULL: the defaults, which is pp_connect()).  PP_EINVAL also
+ * for an unknown size or flag. */
+PP_API int pp_connect_opts(const char *socket_path, const char *client_name,
+                           const pp_connect_options *opts, pp_client **ret_client);
 /* Close the session: the daemon takes back every buffer and object it held (objects in
  * any thread's magazines included), and every pp_cache of c becomes invalid.  No other
  * thread may be using c (its pp_cache handles included) during or after the call.
- * NULL is a no-op. */
+ * NULL is a no-op.  Also after a failed re-claim: everything is freed.  Threads that are
+ * exiting and returning their magazines' objects through c are waited for. */
 PP_API void pp_disconnect(pp_client *c);
 
 /* The region as mapped in this process, and its geometry as the daemon announced it. */
@@ -97,6 +134,8 @@ PP_API uint64_t pp_min_block(pp_client *c);
 PP_API bool pp_hugepages(pp_client *c);      /* the region is backed by hugepages */
 PP_API bool pp_phys_known(pp_client *c);     /* buffers report physical addresses */
 PP_API uint64_t pp_session_id(pp_client *c); /* as pinpoolctl lists it */
+/* How many times this client re-claimed its session after the daemon went away. */
+PP_API uint64_t pp_reclaims(pp_client *c);
 /* offset <-> pointer within this process's mapping; NULL / UINT64_MAX when outside it. */
 PP_API void *pp_ptr(pp_client *c, uint64_t offset);
 PP_API uint64_t pp_offset(pp_client *c, const void *addr);
