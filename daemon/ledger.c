@@ -808,9 +808,9 @@ static int cache_open(ledger_t *l, const char *name, uint32_t object_size, uint3
   slab_info_t info;
   int rc;
 
-  if (!name || !name[0] || strlen(name) >= SLAB_NAME_MAX)
-    return fail(why, PP_EINVAL, "a cache name has 1 to %u bytes", SLAB_NAME_MAX - 1);
-  if (utf8_prefix(name, SLAB_NAME_MAX) != strlen(name))
+  if (!name || !name[0] || strlen(name) > LEDGER_CACHE_NAME_MAX)
+    return fail(why, PP_EINVAL, "a cache name has 1 to %u bytes", LEDGER_CACHE_NAME_MAX);
+  if (utf8_prefix(name, LEDGER_CACHE_NAME_MAX) != strlen(name))
     return fail(why, PP_EINVAL, "cache name is not valid UTF-8");
   if (align & (align - 1)) return fail(why, PP_EINVAL, "align %u is not a power of two", align);
   rc = slab_cache_create(l->slab, name, object_size, align, &sc);

@@ -15,9 +15,10 @@
 #include "region.h"
 #include "slab.h"
 
-#define LEDGER_NAME_MAX 255u     /* bytes of a published buffer's name */
-#define LEDGER_OBJECTS_MAX 1024u /* objects per ledger_cache_alloc */
-#define LEDGER_WHY_MAX 512u      /* bytes of a refusal's reason, NUL included */
+#define LEDGER_NAME_MAX 255u      /* bytes of a published buffer's name */
+#define LEDGER_CACHE_NAME_MAX 63u /* bytes of a cache's name */
+#define LEDGER_OBJECTS_MAX 1024u  /* objects per ledger_cache_alloc */
+#define LEDGER_WHY_MAX 512u       /* bytes of a refusal's reason, NUL included */
 
 /* ledger_buf_alloc flags (the protocol's AllocFlag values: handlers.c checks) */
 #define LEDGER_ALLOC_CONTIG 0x1u /* physically contiguous, or PP_ENOCONTIG */
