@@ -1033,6 +1033,53 @@ static void config_file_keys_work_and_command_line_wins(void **state) {
   unlink(cfg);
 }
 
+static void cache_limits_and_shared_groups_come_from_options_and_config(void **state) {
+  testd_t d;
+  char cfg[] = "/tmp/ppd-cfg-XXXXXX";
+  char bin[512];
+  wire_t c;
+  int fd, status;
+  pid_t pid;
+  (void)state;
+
+  fd = mkstemp(cfg);
+  assert_true(fd >= 0);
+  dprintf(fd, "shared-group = 4242,4243\nmax-caches-per-uid = 2\n");
+  close(fd);
+  assert_int_equal(
+      testd_start(&d, "--config", cfg, "--max-caches", "4", "--shared-group", "4244", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
+  assert_int_equal(wire_cache_open(&c, "a", 64, 0, NULL), 0);
+  assert_int_equal(wire_cache_open(&c, "b", 64, 0, NULL), 0);
+  assert_int_equal(wire_cache_open(&c, "c", 64, 0, NULL), PP_ELIMIT); /* 2 per scope */
+  if (geteuid() == 0) {
+    /* Root is in every shared group; each group's scope counts on its own, and the
+     * daemon's 4 in all stop the third. */
+    assert_int_equal(wire_cache_open(&c, "~g4243/a", 64, 0, NULL), 0);
+    assert_int_equal(wire_cache_open(&c, "~g4244/a", 64, 0, NULL), 0);
+    assert_int_equal(wire_cache_open(&c, "~g4242/a", 64, 0, NULL), PP_ELIMIT);
+    assert_int_equal(wire_alloc(&c, 4096, 0, "~g4242/ring", NULL), 0);
+  }
+  assert_int_equal(wire_alloc(&c, 4096, 0, "~g4245/ring", NULL), PP_EPERM); /* not shared */
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
+
+  /* A shared group that does not exist stops the daemon with exit status 2. */
+  testd_bin(bin, sizeof bin, "pinpoold");
+  pid = fork();
+  if (pid == 0) {
+    int nul = open("/dev/null", O_WRONLY);
+    dup2(nul, 2);
+    execl(bin, bin, "--shared-group", "no-such-group-here", "--size", "4M", "--page-size", "4K",
+          "--socket", "/nonexistent/x.sock", (char *)NULL);
+    _exit(127);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 2);
+  unlink(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(handshake_passes_a_memfd_that_maps_the_region, setup,
@@ -1089,6 +1136,7 @@ int main(void) {
       cmocka_unit_test(ready_and_stopping_reach_notify_socket),
       cmocka_unit_test(socket_activation_uses_the_passed_socket_and_leaves_it),
       cmocka_unit_test(config_file_keys_work_and_command_line_wins),
+      cmocka_unit_test(cache_limits_and_shared_groups_come_from_options_and_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
