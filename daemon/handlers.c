@@ -221,6 +221,7 @@ static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *
   ci->align = info.align;
   ci->objects_per_slab = info.objs_per_slab;
   ci->slab_bytes = info.slab_bytes;
+  ci->object_charge = info.obj_charge;
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_CACHE;
   resp->cache = ci;
   return 0;

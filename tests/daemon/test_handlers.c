@@ -165,6 +165,7 @@ static void cache_close_drops_one_open_and_then_misses(void **state) {
   co.object_size = 64;
   r = serve(&f, &req);
   assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->cache->object_charge, 64); /* 64 to a 4 KiB slab: no tail */
   cc.cache_id = r->cache->cache_id;
   frame_free_response(r);
   req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_CLOSE;

@@ -495,10 +495,22 @@ static void fill_to_quota(uint32_t size, uint32_t align, uint64_t quota, unsigne
     assert_true(c[k].obj_charge >= stride_of(size, align));
     assert_true(c[k].obj_charge * c[k].objs_per_slab <= c[k].slab_bytes);
   }
-  /* Round robin over the caches, one object at a time, then in batches. */
-  for (unsigned i = 0; rc == 0; i++) {
-    rc = ledger_cache_alloc(l, h, c[i % ncaches].id, 1, offs, &why);
-    if (rc == 0) got++;
+  /* Round robin over the caches in batches, halving the batch whenever a whole round is
+   * refused, down to single objects: until not one more object fits anywhere. */
+  for (uint32_t batch = 256;;) {
+    bool any = false;
+    for (unsigned k = 0; k < ncaches; k++) {
+      rc = ledger_cache_alloc(l, h, c[k].id, batch, offs, &why);
+      if (rc == 0) {
+        got += batch;
+        any = true;
+      } else {
+        assert_int_equal(rc, PP_EQUOTA);
+      }
+    }
+    if (any) continue;
+    if (batch == 1) break;
+    batch /= 2;
   }
   assert_int_equal(rc, PP_EQUOTA);
   spent = before - ledger_free_bytes(l);
@@ -834,15 +846,15 @@ static void every_ownership_change_is_one_counted_primitive(void **state) {
 
 /* ---- model-based randomized test ---------------------------------------------------- */
 
-#define NH 4         /* holders at once */
-#define NNAMES 6     /* buffer names n0..n5 */
-#define NCNAMES 3    /* cache names c0..c2 */
-#define NGEO 4       /* geometries; cache name k is opened with geometry k or k + 1 */
-#define NSCOPES 5    /* how a name is written: own, ~1000/, ~1002/, ~g500/, ~g501/ */
-#define MAXBUFS 600  /* live buffers the model can track */
-#define MAXOBJS 8192 /* live objects */
+#define NH 4           /* holders at once */
+#define NNAMES 6       /* buffer names n0..n5 */
+#define NCNAMES 3      /* cache names c0..c2 */
+#define NGEO 4         /* geometries; cache name k is opened with geometry k or k + 1 */
+#define NSCOPES 5      /* how a name is written: own, ~1000/, ~1002/, ~g500/, ~g501/ */
+#define MAXBUFS 600    /* live buffers the model can track */
+#define MAXOBJS 8192   /* live objects */
 #define MAXCACHES 2048 /* caches ever created in one run */
-#define GROUP 500u   /* the shared group; 501 is not one */
+#define GROUP 500u     /* the shared group; 501 is not one */
 
 static const uid_t model_uid[NH] = {1000, 1000, 1002, 1003}; /* holders 0, 1 share a uid */
 static const bool model_member[NH] = {true, true, false, true};
