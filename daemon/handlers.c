@@ -28,7 +28,11 @@
  * Private memory: when malloc (or the arena's budget) runs out, the reply is
  * NO_PRIVATE_MEMORY and nothing changed — the ledger undoes its half-done work, and a
  * handler that cannot build its reply after the ledger said yes undoes that (a buffer
- * reference taken is dropped again).
+ * reference taken is dropped again, a cache open closed again).
+ *
+ * Names: the ledger scopes them by user (ledger.c).  Here a Buffer reply names the buffer
+ * as the caller would write it (ledger_buf_name_for), and the shared groups a session's
+ * user belongs to are decided the first time it names a group scope (decide_groups).
  *
  * Locks: none; only the loop thread calls in.
  */
