@@ -28,7 +28,11 @@
  * Private memory: when malloc (or the arena's budget) runs out, the reply is
  * NO_PRIVATE_MEMORY and nothing changed — the ledger undoes its half-done work, and a
  * handler that cannot build its reply after the ledger said yes undoes that (a buffer
- * reference taken is dropped again).
+ * reference taken is dropped again, a cache open closed again).
+ *
+ * Names: the ledger scopes them by user (ledger.c).  Here a Buffer reply names the buffer
+ * as the caller would write it (ledger_buf_name_for), and the shared groups a session's
+ * user belongs to are decided the first time it names a group scope (decide_groups).
  *
  * Locks: none; only the loop thread calls in.
  */
@@ -114,7 +118,9 @@ static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b
   m->size = b->size;
   m->phys_addr = b->phys;
   m->contiguous = b->contiguous;
-  if (b->name) m->name = (char *)b->name; /* lives until after packing */
+  /* As the caller wrote it for its own scope, qualified for any other; lives until after
+   * packing. */
+  if (b->qname) m->name = (char *)ledger_buf_name_for(b, s->uid);
   /* Runs intersecting [offset, end): binary search for the first run ending after offset. */
   hi = nruns;
   while (lo < hi) {
@@ -151,13 +157,34 @@ nomem:
   return reply_no_private_memory(resp, a);
 }
 
+/* The shared groups (--shared-group) this session's user belongs to, decided the first
+ * time one of its requests would create a name in a group's scope ("~g..."): the rule of
+ * the admin group (session_is_admin: the primary gid from SO_PEERCRED, the supplementary
+ * groups of the uid's user, root in every group).  Until then the holder is in none,
+ * which is also what it is when no shared group is configured. */
+static int decide_groups(handlers_t *hs, session_t *s, const char *name) {
+  const ledger_config_t *cfg = ledger_config(hs->ledger);
+  gid_t member[LEDGER_SHARED_GROUPS_MAX];
+  size_t n = 0;
+
+  if (!name || name[0] != '~' || name[1] != 'g' || ledger_holder_groups_known(s->holder))
+    return 0;
+  for (uint32_t i = 0; i < cfg->nshared_groups; i++)
+    if (session_is_admin(s->uid, s->gid, cfg->shared_groups[i]))
+      member[n++] = cfg->shared_groups[i];
+  return ledger_holder_set_groups(hs->ledger, s->holder, member, n);
+}
+
 /* ---- the handlers ------------------------------------------------------------------- */
 
 static int h_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
   const Pinpool__V1__Alloc *m = req->alloc;
   ledger_buf_info_t b;
   ledger_why_t why;
-  int rc = ledger_buf_alloc(hs->ledger, s->holder, m->size, m->flags, m->name, &why, &b);
+  int rc;
+
+  if (decide_groups(hs, s, m->name)) return reply_no_private_memory(resp, a);
+  rc = ledger_buf_alloc(hs->ledger, s->holder, m->size, m->flags, m->name, &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
   return reply_buffer(hs, s, &b, resp, a);
 }
@@ -182,21 +209,33 @@ static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *
   Pinpool__V1__CacheInfo *ci;
   ledger_cache_info_t info;
   ledger_why_t why;
-  int rc = ledger_cache_open(hs->ledger, m->name, m->object_size, m->align, &why, &info);
+  int rc;
 
+  if (decide_groups(hs, s, m->name)) return reply_no_private_memory(resp, a);
+  rc = ledger_cache_open(hs->ledger, s->holder, m->name, m->object_size, m->align, &why, &info);
   if (rc) return reply_why(resp, a, rc, &why);
   ci = arena_alloc(a, sizeof *ci);
-  if (!ci)
-    return reply_no_private_memory(resp, a); /* the cache stays open: opening is idempotent */
+  if (!ci) {
+    ledger_cache_close(hs->ledger, s->holder, info.id, NULL); /* the open just taken */
+    return reply_no_private_memory(resp, a);
+  }
   pinpool__v1__cache_info__init(ci);
   ci->cache_id = info.id;
   ci->object_size = info.object_size;
   ci->align = info.align;
   ci->objects_per_slab = info.objs_per_slab;
   ci->slab_bytes = info.slab_bytes;
+  ci->object_charge = info.obj_charge;
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_CACHE;
   resp->cache = ci;
   return 0;
+}
+
+static int h_cache_close(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                         arena_t *a) {
+  ledger_why_t why;
+  int rc = ledger_cache_close(hs->ledger, s->holder, req->cache_close->cache_id, &why);
+  return rc ? reply_why(resp, a, rc, &why) : 0;
 }
 
 static int h_cache_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
@@ -278,6 +317,7 @@ static const struct handler_row {
     [PINPOOL__V1__REQUEST__BODY_CACHE_FREE] = {h_cache_free, false, "cache_free"},
     [PINPOOL__V1__REQUEST__BODY_STATS] = {h_stats, true, "stats"},
     [PINPOOL__V1__REQUEST__BODY_SHRINK] = {h_shrink, true, "shrink"},
+    [PINPOOL__V1__REQUEST__BODY_CACHE_CLOSE] = {h_cache_close, false, "cache_close"},
 };
 
 static void handle(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {

@@ -6,47 +6,124 @@
  * and the result into a Response).  It owns one pool's allocator wiring — the region, the
  * buddy allocator over it, the slab layer, and for each cache a depot with the loop
  * thread's magazine (mag_cpu_t) in front of it (Bonwick & Adams 2001) — and the records of
- * what holders (sessions) hold from them.
+ * what holders (sessions) hold from them.  Clients are untrusted: every rule below is
+ * written against a hostile local user who can connect, guess names and handles, and
+ * choose any geometry.
  *
  * What a holder can hold:
  *   - a *buffer*: one buddy block, named by a 64-bit handle that is never reused within
  *     the ledger's lifetime (a stale handle can only miss, never hit someone else's
  *     block).  alloc rounds the size up to a block and answers with the block's real size.
- *     A buffer may be *published* under a name; lookup takes a reference to it.  Each
- *     holder counts its references (alloc = 1, each lookup +1); free drops one.  The block
- *     goes back to the buddy when the last reference of the last holder goes, and its name
- *     goes with it.
- *   - *objects* of a slab cache, served through the cache's magazine, so a cache_alloc of
- *     a batch mostly moves offsets between arrays.  Every object a holder holds is in its
- *     objs map and in obj_owner, so cache_free accepts exactly the holder's own objects
- *     and a dead holder's objects can all be returned.
+ *     A buffer may be *published* under a scoped name (below); lookup takes a reference to
+ *     it.  Each holder counts its references (alloc = 1, each lookup +1); free drops one.
+ *     The block goes back to the buddy when the last reference of the last holder goes,
+ *     and its name goes with it.
+ *   - *opens* of slab caches, and *objects* of the caches it has open, served through the
+ *     cache's magazine, so a cache_alloc of a batch mostly moves offsets between arrays.
+ *     Every object a holder holds is in its objs map and in obj_owner, so cache_free
+ *     accepts exactly the holder's own objects and a dead holder's objects can all be
+ *     returned.
+ *
+ * Names and scopes.  Every buffer name and cache name belongs to a *scope*: a user's
+ * (its uid) or a shared group's.  A name without a leading '~' is in the caller's own
+ * scope, so names from one uid behave as if scopes did not exist — and nobody else can
+ * squat them.  Another scope is written in front of the name: "~1000/frames" (uid 1000's
+ * "frames"), "~g44/frames" (shared group 44's).  The scope is '~', an optional 'g', a
+ * decimal id without leading zeros and a '/'; everything after that first '/' is the
+ * name, so names may contain '/' and '~' freely (a name that starts with '~' is written
+ * qualified: "~1000/~odd").  The qualified form is canonical — one spelling per (scope,
+ * name) — and is what Stats shows and what the indexes are keyed by.  Anyone may look
+ * up (or open a cache) in any scope; creating a name (publishing a buffer, creating a
+ * cache) is allowed only in the caller's own scope and in the scopes of the shared groups
+ * (cfg.shared_groups) its user belongs to (ledger_holder_set_groups; handlers.c decides
+ * membership like the admin group: primary gid and the supplementary groups of the uid's
+ * user; root belongs to every shared group).  Anything else is PP_EPERM, checked before
+ * existence, so a refusal says nothing about what is there.
+ *
+ * Handles are private to their session.  free of a handle the holder does not hold is
+ * PP_ENOENT with one message, whether someone else holds it, it was freed, or it never
+ * existed; cache_free of an offset the holder does not hold is PP_ENOENT with one message
+ * whoever holds it; a cache id the holder does not have open is PP_ENOENT exactly like an
+ * id that never existed (cache_alloc, cache_free, cache_close).  No answer tells one
+ * session anything about another's holdings.
+ *
+ * The charge (what cfg.quota limits, per uid).  The rule is "what the allocators spend":
+ *   - a buffer: its block (2^k x 4 KiB), charged to one uid at a time — the allocating
+ *     uid, and when the last holder of that uid lets go while other holders remain, the
+ *     uid of the longest-standing remaining holder (holders[] keeps first-reference
+ *     order).  The move is uncharge + charge + buf_set_owner, three primitives.  It may
+ *     push the new uid over its quota: that is allowed (it chose to hold the buffer), and
+ *     the uid then gets PP_EQUOTA until it frees.  So nobody pays for memory it no longer
+ *     holds, and nobody can pin another uid's quota by looking its buffers up.
+ *   - an object of cache c: obj_charge = floor(slab_bytes / objs_per_slab), its stride
+ *     (object size rounded up to the alignment) plus its share of the slab's unused tail.
+ *     Since objs_per_slab x stride <= slab_bytes (slab.c), obj_charge >= stride.
+ *   - for every cache in which a uid holds at least one object: one slab more — the slab
+ *     the cache has partly filled, and the objects a magazine refill takes ahead.
+ * Amplification: the bytes the allocators spend for what a uid holds, over its charge.
+ * Buffers: exactly 1.  Objects: let s = slab_bytes, n = objs_per_slab, q = obj_charge.
+ * slab.c guarantees n >= 8 and n x stride <= s, so q >= stride >= 8 and
+ * s / n < q + 1 <= 9q/8.  The ledger sizes each cache's magazine M = min(n, 256), so a
+ * refill asks the slabs for at most one slab's worth.
+ *   Lemma: a cache never has more slabs than S <= P/n + 1, where P is the most objects
+ *   its holders have held at once (counting a request's objects from its quota check on).
+ *   Proof: the magazine layer asks the slabs only when its magazines and depot are empty,
+ *   and the slab layer grows only when no slab has a free object; so when the cache
+ *   grows, every object of its S slabs is held: S x n <= P.  The refill that grows it
+ *   takes M <= n objects: one new slab.  Slabs only go away after that.
+ *   So while a cache's users allocate, it spends S x s <= P x s/n + s, and they are
+ *   charged at least P x q + s (each uid in it pays one slab, and there is at least one):
+ *   the ratio is at most (s/n)/q < 9/8, whatever the geometry — tiny objects aligned to
+ *   4096 (stride 4096: n = 8, s = 32 KiB, q = 4096), sizes just above a power of two
+ *   (2049 bytes, align 8: stride 2056, n = 15, s = 32 KiB, q = 2184), the largest objects
+ *   (16 KiB: n = 8, s = 128 KiB, q = 16 KiB) — and however many caches a uid fills.  A
+ *   uid allocating until PP_EQUOTA has made the allocators spend less than 9/8 (so at
+ *   most 2x) of its quota.  Before this rule objects were charged at their object size:
+ *   8-byte objects aligned to 4096 cost 512x their charge.
+ *   What the rule does not charge: memory a cache keeps after frees — free slots of
+ *   partly used slabs, objects parked in its magazines, up to two empty slabs.  By the
+ *   lemma it never exceeds what the cache held at its peak, it is what the cache's next
+ *   allocations use first (partial slabs first, magazines before slabs), `shrink` returns
+ *   the empty part, and all of it returns when the cache is destroyed.  A uid that frees
+ *   most of its objects but keeps one per slab (objects cannot move, so such slabs stay)
+ *   can keep a cache at its peak while paying less; it needs a cache per peak, which
+ *   cfg.max_caches_per_uid bounds for its own scope.  That is the residual, stated.
+ *
+ * Caches live while someone has them open.  cache_open counts an open for the holder
+ * (a holder may open a cache several times; cache_close drops one, release drops all);
+ * cache_alloc needs the cache open, and a holder cannot drop its last open while it holds
+ * objects of the cache (PP_EBUSY), so "nobody has it open" means "nobody holds anything
+ * from it".  Then the cache is destroyed at once: the magazine drained, the slabs back to
+ * the buddy (slab_cache_destroy), the private records freed, its id never given again.
+ * Creating a cache is limited per scope (cfg.max_caches_per_uid: a shared group's scope
+ * counts on its own) and in all (cfg.max_caches), PP_ELIMIT.
  *
  * Rules:
  *   - a call that fails leaves every piece of state as it was: each request validates
  *     everything first and only then changes anything (cache_free is all-or-nothing and
  *     names the first bad offset); when private memory runs out half-way, what was done
  *     is undone and the call fails with PP_ENOPRIVMEM;
- *   - a holder cannot free what it does not hold: PP_EPERM when someone else holds it,
- *     PP_ENOENT when nobody does (including "already freed");
- *   - quota: the pinned bytes (blocks + object sizes) charged to a uid never exceed
- *     cfg.quota; a buffer is charged to the uid that allocated it until the block returns;
+ *   - a uid's charge only goes over cfg.quota by a charge move (above);
  *   - per-holder buffer references never exceed cfg.max_buffers;
  *   - CONTIGUOUS is decided by the buddy with region_is_contiguous as its oracle: blocks no
  *     larger than a page are contiguous by alignment; larger ones need known, consecutive
  *     physical pages, else PP_ENOCONTIG;
  *   - release (a disconnect) returns everything at once.  Objects go straight to their
- *     slabs, and the caches the holder used are drained and shrunk, so that after a crash
- *     the buddy's free bytes return to their value from before the client came (what an
- *     operator checks), at the price of re-growing slabs for the next user.
+ *     slabs, the caches the holder used are drained and shrunk, and caches nobody has open
+ *     any more are destroyed, so that after a crash the buddy's free bytes return to their
+ *     value from before the client came (what an operator checks), at the price of
+ *     re-growing slabs for the next user.
  *
  * Primitive mutations.  Every change of ownership is made by one of a few small functions,
  * and nothing else writes the ownership records:
  *   buf_create / buf_destroy      a buffer record for a block (destroy returns the block)
  *   hold_add / hold_drop          a holder's reference count on a buffer
- *   name_publish / name_unpublish a buffer's name
+ *   name_publish / name_unpublish a buffer's scoped name
  *   charge / uncharge             bytes charged to a uid
+ *   buf_set_owner                 the uid a buffer's charge belongs to
  *   obj_take / obj_give           a holder's object
- *   cache_create                  the ledger adopts a slab cache
+ *   cache_create / cache_destroy  the ledger adopts a slab cache in a scope / lets it go
+ *   cache_hold / cache_unhold     a holder's open count on a cache
  * Requests (ledger_buf_alloc, ...) are sequences of them, undone by their inverses on
  * failure; allocator calls (buddy_alloc, mag_alloc, ...) stay outside them.  Each
  * primitive ends in ledger_record(), which counts it (ledger_mutations; ledger_check ties
@@ -55,29 +132,30 @@
  * ownership change that is not written.  Replay after a restart is the same primitives
  * driven from the journal: buddy_reserve() re-takes each buffer's block before its
  * buf_create (whose handle is an argument for that reason), cache_create re-adopts each
- * cache, and each object is re-taken from its slab before obj_take — the slab layer needs
- * a reserve-this-object call for that, which shm/ does not have yet.  Nothing here depends
- * on state that cannot be rebuilt from those records.
+ * cache under its scope, and each object is re-taken from its slab before obj_take — the
+ * slab layer needs a reserve-this-object call for that, which shm/ does not have yet.
+ * Nothing here depends on state that cannot be rebuilt from those records.
  *
- * Room for what comes next.  Per-uid limits: quota_allows() is the one place the limit
- * is read.  Charges that move between holders: a buffer's charge is a separate primitive
- * from its references, with the uid in the buffer (owner_uid), so moving it is uncharge +
- * charge + a new owner.  Names scoped by user: by_name is keyed by a hash of the name
- * alone; scoping hashes (uid, name) instead and compares both.  Several pools per daemon:
- * nothing here is global — each ledger has its own region, buddy, slabs, handle counter and
- * holders; a session would hold one ledger_holder_t per pool, and a handle would be named
- * with its pool (or each pool handed handles from a disjoint range).
+ * Several pools per daemon: nothing here is global — each ledger has its own region,
+ * buddy, slabs, handle counter and holders; a session would hold one ledger_holder_t per
+ * pool, and a handle would be named with its pool.
  *
  * Invariants (ledger_check, run after every request at PP_DEBUG=3):
  *   sum over holders of holds' counts == their buf_refs; every held handle is live and
- *   lists the holder among its holders, and every holder holds it; obj_owner has exactly
- *   the union of the holders' objs; each cache's held == objects mapped to it, and the
- *   magazine layer conserves objects (mag_check); uid_bytes sum == buffer bytes + held
- *   object bytes; creates - destroys == live buffers, publishes - unpublishes == named
- *   buffers, takes - gives == held objects; plus buddy_check and slab_check.
+ *   lists the holder among its holders exactly once, and every holder holds it; a
+ *   buffer's charged uid is the uid of one of its holders; obj_owner has exactly the union
+ *   of the holders' objs; each holder's per-cache object counts match its objects, and
+ *   every cache it holds objects of is open by it; each cache's held and openers match
+ *   the holders, and the magazine layer conserves objects (mag_check); each scope's cache
+ *   count matches the caches; each uid's charge equals, recomputed from scratch, its
+ *   buffers' blocks + its objects' charges + one slab per cache it holds objects in;
+ *   published names are found under their qualified form; creates - destroys == live
+ *   buffers and live caches, publishes - unpublishes == named buffers, takes - gives ==
+ *   held objects; plus buddy_check and slab_check.
  *
  * Locks: none of our own.  Only the loop thread calls in; shm/ takes its internal locks
- * (depot, then cache, then buddy) below us.
+ * (depot, then cache, then buddy) below us.  The daemon is one thread, so a depot never
+ * sees contention and never grows M past what the ledger set.
  *
  * References: Knowlton 1965 / Knuth TAOCP 2.5 (buddy); Bonwick 1994 (slab);
  * Bonwick & Adams 2001 (magazines).
@@ -100,13 +178,15 @@ struct ledger_buf {
   uint64_t offset;
   uint64_t size; /* the buddy block's size: what the client gets */
   unsigned order;
-  uid_t owner_uid; /* charged for the block until it goes back */
+  uid_t owner_uid; /* charged for the block now */
   bool contiguous;
-  uint64_t phys; /* of offset; 0 when unknown */
-  char *name;    /* malloc'd; NULL when unpublished */
+  uint64_t phys;        /* of offset; 0 when unknown */
+  ledger_scope_t scope; /* of the name */
+  char *qname;          /* malloc'd qualified name; NULL when unpublished */
+  const char *name;     /* into qname: the part after the scope */
   uint64_t name_hash;
   struct ledger_buf *name_next; /* chain of buffers whose names share name_hash */
-  ledger_holder_t **holders;    /* distinct holders of a reference */
+  ledger_holder_t **holders;    /* distinct holders, in the order they first took one */
   uint32_t nholders, holders_cap;
 };
 typedef struct ledger_buf lbuf_t;
@@ -118,19 +198,36 @@ typedef struct lcache {
   uint32_t id;
   uint32_t object_size, align, objs_per_slab;
   uint64_t slab_bytes; /* pages_per_slab * 4 KiB: slabs are naturally aligned blocks */
-  uint64_t held;       /* objects held by holders */
-  char name[SLAB_NAME_MAX];
+  uint64_t obj_charge; /* slab_bytes / objs_per_slab, rounded down */
+  ledger_scope_t scope;
+  uint64_t held;            /* objects held by holders */
+  uint32_t openers;         /* holders with it open */
+  char name[SLAB_NAME_MAX]; /* qualified; also the slab cache's name */
 } lcache_t;
+
+/* A uid with at least one holder: its charge.  Every charge goes to such a uid (the
+ * allocating holder's, or a remaining holder's), so charging never needs memory. */
+typedef struct luid {
+  uint64_t charged;
+  uint32_t nholders;
+} luid_t;
 
 struct ledger_holder {
   ledger_ident_t ident;
   /* holds: buffer handle -> references held (alloc and each lookup add one).
-   * objs: object offset -> cache id. */
+   * objs: object offset -> cache id.  opens: cache id -> opens.
+   * cache_objs: cache id -> objects held of it. */
   u64map_t holds;
   u64map_t objs;
+  u64map_t opens;
+  u64map_t cache_objs;
   uint64_t buf_refs;  /* sum of holds' counts (the per-holder buffer limit) */
   uint64_t buf_bytes; /* block bytes of the distinct buffers held */
-  uint64_t obj_bytes; /* object_size bytes of the objects held */
+  uint64_t obj_bytes; /* the objects held, each at its charge */
+  luid_t *u;          /* its uid's record */
+  gid_t *groups;      /* shared groups its user belongs to */
+  uint32_t ngroups;
+  bool groups_known;
   ledger_holder_t *prev, *next;
 };
 
@@ -142,13 +239,15 @@ struct ledger {
   region_run_t *runs; /* physically contiguous runs, in offset order */
   size_t nruns;
 
-  u64map_t by_handle;    /* handle -> lbuf_t* */
-  u64map_t by_offset;    /* block offset -> lbuf_t* */
-  u64map_t by_name;      /* fnv1a(name) -> lbuf_t* (head of a name_next chain) */
-  u64map_t uid_bytes;    /* uid -> pinned bytes charged (quota) */
-  u64map_t obj_owner;    /* object offset -> holding session id */
-  u64map_t caches;       /* cache id -> lcache_t* */
-  lcache_t **cache_list; /* in creation order */
+  u64map_t by_handle;      /* handle -> lbuf_t* */
+  u64map_t by_offset;      /* block offset -> lbuf_t* */
+  u64map_t by_name;        /* fnv1a(qualified name) -> lbuf_t* (head of a name_next chain) */
+  u64map_t uids;           /* uid -> luid_t*, for uids with a holder */
+  u64map_t uid_cache_objs; /* uid << 32 | cache id -> objects the uid's holders hold */
+  u64map_t obj_owner;      /* object offset -> holding session id */
+  u64map_t caches;         /* cache id -> lcache_t* */
+  u64map_t scope_caches;   /* scope -> caches in it */
+  lcache_t **cache_list;   /* live caches in creation order */
   size_t ncaches, caches_cap;
 
   ledger_holder_t *holders; /* newest first */
@@ -157,7 +256,7 @@ struct ledger {
   uint64_t buf_bytes; /* bytes of live buffers */
   uint64_t nbufs;
   uint64_t nnamed;    /* published buffers */
-  uint64_t obj_bytes; /* object_size bytes of objects held */
+  uint64_t obj_bytes; /* objects held, each at its charge */
   uint64_t mutations[LEDGER_OP__COUNT];
 };
 
@@ -186,11 +285,93 @@ static uint64_t name_hash(const char *s) {
   return h == U64MAP_EMPTY ? h - 1 : h;
 }
 
-static lbuf_t *buf_by_name(const ledger_t *l, const char *name) {
+/* ---- names -------------------------------------------------------------------------- */
+
+size_t ledger_scope_prefix(ledger_scope_t scope, char *buf, size_t len) {
+  int n = (scope & LEDGER_SCOPE_GROUP_BIT)
+              ? snprintf(buf, len, "~g%u/", (unsigned)(uint32_t)scope)
+              : snprintf(buf, len, "~%u/", (unsigned)(uint32_t)scope);
+  return n > 0 ? (size_t)n : 0;
+}
+
+/* The canonical qualified name of (scope, rest) into buf (LEDGER_QNAME_MAX bytes); rest
+ * has been checked to fit. */
+static void qualify(ledger_scope_t scope, const char *rest, char *buf) {
+  size_t n = ledger_scope_prefix(scope, buf, LEDGER_SCOPE_PREFIX_MAX + 1);
+  snprintf(buf + n, LEDGER_QNAME_MAX - n, "%s", rest);
+}
+
+int ledger_name_parse(const char *name, uid_t caller, ledger_scope_t *ret_scope,
+                      const char **ret_rest, ledger_why_t *why) {
+  const char *p = name + 1;
+  uint64_t v = 0;
+  unsigned digits = 0;
+  bool group = false;
+
+  if (name[0] != '~') {
+    *ret_scope = LEDGER_SCOPE_USER(caller);
+    *ret_rest = name;
+    return 0;
+  }
+  if (*p == 'g') {
+    group = true;
+    p++;
+  }
+  for (; *p >= '0' && *p <= '9'; p++, digits++) {
+    if (digits && v == 0) break; /* a leading zero */
+    v = v * 10 + (uint64_t)(*p - '0');
+    if (v >= UINT32_MAX) break;
+  }
+  if (!digits || v >= UINT32_MAX || *p != '/')
+    return fail(why, PP_EINVAL,
+                "'%.*s' has no valid scope: write ~UID/NAME or ~gGID/NAME (decimal ids)",
+                (int)LEDGER_NAME_MAX, name);
+  *ret_scope = group ? LEDGER_SCOPE_GROUP(v) : LEDGER_SCOPE_USER(v);
+  *ret_rest = p + 1;
+  return 0;
+}
+
+const char *ledger_buf_name_for(const ledger_buf_info_t *b, uid_t uid) {
+  if (!b->qname) return NULL;
+  return b->scope == LEDGER_SCOPE_USER(uid) ? b->name : b->qname;
+}
+
+static bool in_shared_groups(const ledger_t *l, gid_t g) {
+  for (uint32_t i = 0; i < l->cfg.nshared_groups; i++)
+    if (l->cfg.shared_groups[i] == g) return true;
+  return false;
+}
+
+/* May h create names in scope?  0, or PP_EPERM saying why (what: "publish", ...). */
+static int may_create(const ledger_t *l, const ledger_holder_t *h, ledger_scope_t scope,
+                      const char *what, const char *name, ledger_why_t *why) {
+  uid_t uid = h->ident.uid;
+  gid_t g = (gid_t)(uint32_t)scope;
+
+  if (scope == LEDGER_SCOPE_USER(uid)) return 0;
+  if (!(scope & LEDGER_SCOPE_GROUP_BIT))
+    return fail(why, PP_EPERM,
+                "cannot %s '%.*s': names in ~%u/ are created by uid %u only (uid %u may look "
+                "them up)",
+                what, (int)LEDGER_NAME_MAX, name, (unsigned)(uint32_t)scope,
+                (unsigned)(uint32_t)scope, (unsigned)uid);
+  if (!in_shared_groups(l, g))
+    return fail(why, PP_EPERM,
+                "cannot %s '%.*s': group %u is not a shared group (pinpoold --shared-group)",
+                what, (int)LEDGER_NAME_MAX, name, (unsigned)g);
+  for (uint32_t i = 0; i < h->ngroups; i++)
+    if (h->groups[i] == g) return 0;
+  return fail(why, PP_EPERM, "cannot %s '%.*s': uid %u is not a member of shared group %u",
+              what, (int)LEDGER_NAME_MAX, name, (unsigned)uid, (unsigned)g);
+}
+
+/* ---- lookups ------------------------------------------------------------------------ */
+
+static lbuf_t *buf_by_qname(const ledger_t *l, const char *qname) {
   uint64_t v;
-  if (!u64map_get(&l->by_name, name_hash(name), &v)) return NULL;
+  if (!u64map_get(&l->by_name, name_hash(qname), &v)) return NULL;
   for (lbuf_t *b = (lbuf_t *)(uintptr_t)v; b; b = b->name_next)
-    if (!strcmp(b->name, name)) return b;
+    if (!strcmp(b->qname, qname)) return b;
   return NULL;
 }
 
@@ -204,15 +385,41 @@ static lcache_t *cache_by_id(const ledger_t *l, uint32_t id) {
   return u64map_get(&l->caches, id, &v) ? (lcache_t *)(uintptr_t)v : NULL;
 }
 
-static uint64_t uid_charged(const ledger_t *l, uid_t uid) {
+/* The cache id names for h: one it has open.  Any other id — of someone else's cache, of
+ * a destroyed one, never given out — is the same miss. */
+static lcache_t *cache_of_holder(const ledger_t *l, const ledger_holder_t *h, uint32_t id) {
+  return u64map_get(&h->opens, id, NULL) ? cache_by_id(l, id) : NULL;
+}
+
+static luid_t *uid_rec(const ledger_t *l, uid_t uid) {
+  uint64_t v;
+  return u64map_get(&l->uids, uid, &v) ? (luid_t *)(uintptr_t)v : NULL;
+}
+
+uint64_t ledger_uid_charged(const ledger_t *l, uid_t uid) {
+  const luid_t *u = uid_rec(l, uid);
+  return u ? u->charged : 0;
+}
+
+static uint64_t uid_cache_key(uid_t uid, uint32_t cache_id) {
+  return (uint64_t)(uint32_t)uid << 32 | cache_id;
+}
+
+static uint64_t map_count(const u64map_t *m, uint64_t key) {
   uint64_t v = 0;
-  u64map_get(&l->uid_bytes, uid, &v);
+  u64map_get(m, key, &v);
   return v;
 }
 
 static bool quota_allows(const ledger_t *l, uid_t uid, uint64_t bytes) {
-  uint64_t have = uid_charged(l, uid);
+  uint64_t have = ledger_uid_charged(l, uid);
   return !l->cfg.quota || (bytes <= l->cfg.quota && have <= l->cfg.quota - bytes);
+}
+
+static int fail_quota(const ledger_t *l, uid_t uid, uint64_t bytes, ledger_why_t *why) {
+  return fail(why, PP_EQUOTA,
+              "uid %u has %" PRIu64 " bytes charged; %" PRIu64 " more exceeds quota %" PRIu64,
+              (unsigned)uid, ledger_uid_charged(l, uid), bytes, l->cfg.quota);
 }
 
 static bool buffer_limit_reached(const ledger_t *l, const ledger_holder_t *h) {
@@ -232,7 +439,8 @@ static inline void ledger_record(ledger_t *l, ledger_op_t op) {
 }
 
 /* A record for the block at offset of the given order, which the buddy has already handed
- * out (or, on replay, buddy_reserve re-took), under handle: not held, named or charged. */
+ * out (or, on replay, buddy_reserve re-took), under handle: not held, named or charged;
+ * uid is who will pay for it. */
 static int buf_create(ledger_t *l, uint64_t handle, uint64_t offset, unsigned order, uid_t uid,
                       lbuf_t **ret) {
   lbuf_t *b = calloc(1, sizeof *b);
@@ -267,7 +475,7 @@ fail:
  * Nobody holds it, it has no name, and its charge is gone. */
 static void buf_destroy(ledger_t *l, lbuf_t *b) {
   int rc;
-  PP_IASSERT(b->nholders == 0 && !b->name);
+  PP_IASSERT(b->nholders == 0 && !b->qname);
   u64map_del(&l->by_handle, b->handle);
   u64map_del(&l->by_offset, b->offset);
   zero_if_asked(l, b->offset, b->size);
@@ -282,17 +490,24 @@ static void buf_destroy(ledger_t *l, lbuf_t *b) {
   ledger_record(l, LEDGER_OP_BUF_DESTROY);
 }
 
-static int name_publish(ledger_t *l, lbuf_t *b, const char *name) {
-  uint64_t v = 0, hash = name_hash(name);
-  char *copy = strdup(name);
+/* b is published as rest in scope (rest checked: UTF-8, not too long). */
+static int name_publish(ledger_t *l, lbuf_t *b, ledger_scope_t scope, const char *rest) {
+  char q[LEDGER_QNAME_MAX];
+  uint64_t v = 0, hash;
+  char *copy;
 
+  qualify(scope, rest, q);
+  hash = name_hash(q);
+  copy = strdup(q);
   if (!copy) return PP_ENOPRIVMEM;
   u64map_get(&l->by_name, hash, &v);
   if (u64map_put(&l->by_name, hash, (uint64_t)(uintptr_t)b)) {
     free(copy);
     return PP_ENOPRIVMEM;
   }
-  b->name = copy;
+  b->scope = scope;
+  b->qname = copy;
+  b->name = copy + strlen(q) - strlen(rest);
   b->name_hash = hash;
   b->name_next = (lbuf_t *)(uintptr_t)v;
   l->nnamed++;
@@ -304,7 +519,7 @@ static void name_unpublish(ledger_t *l, lbuf_t *b) {
   uint64_t v;
   lbuf_t **pp, *head;
 
-  PP_ASSERT(b->name != NULL);
+  PP_ASSERT(b->qname != NULL);
   if (u64map_get(&l->by_name, b->name_hash, &v)) {
     head = (lbuf_t *)(uintptr_t)v;
     for (pp = &head; *pp; pp = &(*pp)->name_next)
@@ -317,28 +532,33 @@ static void name_unpublish(ledger_t *l, lbuf_t *b) {
     else
       u64map_del(&l->by_name, b->name_hash);
   }
-  free(b->name);
+  free(b->qname);
+  b->qname = NULL;
   b->name = NULL;
   b->name_next = NULL;
   l->nnamed--;
   ledger_record(l, LEDGER_OP_UNPUBLISH);
 }
 
-/* Only ever called after quota_allows(): a new uid's key is the only allocation. */
-static int charge(ledger_t *l, uid_t uid, uint64_t bytes) {
-  if (u64map_put(&l->uid_bytes, uid, uid_charged(l, uid) + bytes)) return PP_ENOPRIVMEM;
+/* uid has a holder, so its record exists: no allocation, no failure. */
+static void charge(ledger_t *l, uid_t uid, uint64_t bytes) {
+  luid_t *u = uid_rec(l, uid);
+  PP_ASSERT(u != NULL);
+  u->charged += bytes;
   ledger_record(l, LEDGER_OP_CHARGE);
-  return 0;
 }
 
 static void uncharge(ledger_t *l, uid_t uid, uint64_t bytes) {
-  uint64_t have = uid_charged(l, uid);
-  PP_IASSERT(have >= bytes);
-  if (have <= bytes)
-    u64map_del(&l->uid_bytes, uid);
-  else
-    u64map_put(&l->uid_bytes, uid, have - bytes); /* key exists: cannot fail */
+  luid_t *u = uid_rec(l, uid);
+  PP_ASSERT(u != NULL);
+  PP_IASSERT(u->charged >= bytes);
+  u->charged -= bytes;
   ledger_record(l, LEDGER_OP_UNCHARGE);
+}
+
+static void buf_set_owner(ledger_t *l, lbuf_t *b, uid_t uid) {
+  b->owner_uid = uid;
+  ledger_record(l, LEDGER_OP_OWNER);
 }
 
 /* One more reference by h. */
@@ -363,7 +583,8 @@ static int hold_add(ledger_t *l, ledger_holder_t *h, lbuf_t *b) {
 }
 
 /* Drop refs of h's references (all it has when refs == 0 or more than it has).  The
- * buffer may be left with no holders: the caller releases it then. */
+ * buffer may be left with no holders (the caller releases it then), or with none of its
+ * charged uid (the caller moves the charge). */
 static void hold_drop(ledger_t *l, ledger_holder_t *h, lbuf_t *b, uint64_t refs) {
   uint64_t n = 0;
   u64map_get(&h->holds, b->handle, &n);
@@ -376,8 +597,9 @@ static void hold_drop(ledger_t *l, ledger_holder_t *h, lbuf_t *b, uint64_t refs)
     u64map_del(&h->holds, b->handle);
     h->buf_bytes -= b->size;
     for (uint32_t i = 0; i < b->nholders; i++)
-      if (b->holders[i] == h) {
-        b->holders[i] = b->holders[--b->nholders];
+      if (b->holders[i] == h) { /* keep first-reference order: the charge follows it */
+        memmove(&b->holders[i], &b->holders[i + 1], (b->nholders - i - 1) * sizeof *b->holders);
+        b->nholders--;
         break;
       }
   }
@@ -386,32 +608,59 @@ static void hold_drop(ledger_t *l, ledger_holder_t *h, lbuf_t *b, uint64_t refs)
 
 /* h takes the object at off of cache c (already allocated from c's magazine). */
 static int obj_take(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t off) {
+  uint64_t ukey = uid_cache_key(h->ident.uid, c->id);
+  uint64_t hn = map_count(&h->cache_objs, c->id), un = map_count(&l->uid_cache_objs, ukey);
+
   if (u64map_put(&h->objs, off, c->id)) return PP_ENOPRIVMEM;
-  if (u64map_put(&l->obj_owner, off, h->ident.session_id)) {
-    u64map_del(&h->objs, off);
-    return PP_ENOPRIVMEM;
-  }
+  if (u64map_put(&l->obj_owner, off, h->ident.session_id)) goto undo_objs;
+  if (u64map_put(&h->cache_objs, c->id, hn + 1)) goto undo_owner;
+  if (u64map_put(&l->uid_cache_objs, ukey, un + 1)) goto undo_count;
   c->held++;
-  h->obj_bytes += c->object_size;
-  l->obj_bytes += c->object_size;
+  h->obj_bytes += c->obj_charge;
+  l->obj_bytes += c->obj_charge;
   ledger_record(l, LEDGER_OP_OBJ_TAKE);
   return 0;
+undo_count:
+  if (hn)
+    u64map_put(&h->cache_objs, c->id, hn); /* key exists: no alloc */
+  else
+    u64map_del(&h->cache_objs, c->id);
+undo_owner:
+  u64map_del(&l->obj_owner, off);
+undo_objs:
+  u64map_del(&h->objs, off);
+  return PP_ENOPRIVMEM;
+}
+
+static void count_down(u64map_t *m, uint64_t key) {
+  uint64_t n = map_count(m, key);
+  PP_IASSERT(n > 0);
+  if (n <= 1)
+    u64map_del(m, key);
+  else
+    u64map_put(m, key, n - 1); /* key exists: no alloc */
 }
 
 /* h gives the object back (the caller returns it to c's magazine). */
 static void obj_give(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t off) {
   u64map_del(&h->objs, off);
   u64map_del(&l->obj_owner, off);
+  count_down(&h->cache_objs, c->id);
+  count_down(&l->uid_cache_objs, uid_cache_key(h->ident.uid, c->id));
   c->held--;
-  h->obj_bytes -= c->object_size;
-  l->obj_bytes -= c->object_size;
+  h->obj_bytes -= c->obj_charge;
+  l->obj_bytes -= c->obj_charge;
   ledger_record(l, LEDGER_OP_OBJ_GIVE);
 }
 
-/* The ledger adopts slab cache sc: a depot with the loop thread's magazine in front. */
-static int cache_create(ledger_t *l, slab_cache_t *sc, lcache_t **ret) {
+/* The ledger adopts slab cache sc, created for scope: a depot with the loop thread's
+ * magazine in front, M = min(objects per slab, MAG_SIZE_MAX) so a refill never takes
+ * more than one slab (the essay's lemma). */
+static int cache_create(ledger_t *l, slab_cache_t *sc, ledger_scope_t scope, lcache_t **ret) {
   slab_info_t info;
   lcache_t *c;
+  uint64_t nscope = map_count(&l->scope_caches, scope);
+  unsigned m;
   int rc;
 
   slab_cache_info(sc, &info);
@@ -430,10 +679,15 @@ static int cache_create(ledger_t *l, slab_cache_t *sc, lcache_t **ret) {
   c->align = info.align;
   c->objs_per_slab = info.objs_per_slab;
   c->slab_bytes = (uint64_t)info.pages_per_slab * BUDDY_MIN_SIZE;
+  c->obj_charge = c->slab_bytes / info.objs_per_slab;
+  c->scope = scope;
   snprintf(c->name, sizeof c->name, "%s", info.name);
-  rc = mag_depot_create(sc, 0, false, &c->depot);
+  m = info.objs_per_slab < MAG_SIZE_MAX ? info.objs_per_slab : MAG_SIZE_MAX;
+  rc = mag_depot_create(sc, m, false, &c->depot);
   if (!rc) rc = mag_cpu_create(c->depot, &c->mag);
   if (!rc) rc = u64map_put(&l->caches, c->id, (uint64_t)(uintptr_t)c);
+  if (!rc && (rc = u64map_put(&l->scope_caches, scope, nscope + 1)))
+    u64map_del(&l->caches, c->id);
   if (rc) {
     if (c->mag) mag_cpu_destroy(c->mag);
     if (c->depot) mag_depot_destroy(c->depot);
@@ -446,18 +700,80 @@ static int cache_create(ledger_t *l, slab_cache_t *sc, lcache_t **ret) {
   return 0;
 }
 
+/* Nobody has c open (so nobody holds its objects): magazine drained, slabs back to the
+ * buddy, records freed.  Its id is never given out again (slab.c). */
+static void cache_destroy(ledger_t *l, lcache_t *c) {
+  size_t i = 0;
+  int rc;
+
+  PP_IASSERT(c->openers == 0 && c->held == 0);
+  u64map_del(&l->caches, c->id);
+  count_down(&l->scope_caches, c->scope);
+  while (l->cache_list[i] != c)
+    i++;
+  memmove(&l->cache_list[i], &l->cache_list[i + 1],
+          (l->ncaches - i - 1) * sizeof *l->cache_list);
+  l->ncaches--;
+  mag_cpu_destroy(c->mag);     /* its magazines go to the depot */
+  mag_depot_destroy(c->depot); /* which drains them to the slabs */
+  rc = slab_cache_destroy(c->cache);
+  if (rc) log_err("slab_cache_destroy(%s): %s", c->name, pp_strerror(rc));
+  free(c);
+  ledger_record(l, LEDGER_OP_CACHE_DESTROY);
+}
+
+/* h opens c once more. */
+static int cache_hold(ledger_t *l, ledger_holder_t *h, lcache_t *c) {
+  uint64_t n = map_count(&h->opens, c->id);
+  if (u64map_put(&h->opens, c->id, n + 1)) return PP_ENOPRIVMEM;
+  if (n == 0) c->openers++;
+  ledger_record(l, LEDGER_OP_CACHE_OPEN);
+  return 0;
+}
+
+/* h drops opens of c (all it has when opens == 0 or more than it has). */
+static void cache_unhold(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t opens) {
+  uint64_t n = map_count(&h->opens, c->id);
+  PP_IASSERT(n > 0);
+  if (opens == 0 || opens >= n) {
+    u64map_del(&h->opens, c->id);
+    c->openers--;
+  } else {
+    u64map_put(&h->opens, c->id, n - opens); /* key exists: no alloc */
+  }
+  ledger_record(l, LEDGER_OP_CACHE_CLOSE);
+}
+
 /* ---- compositions ------------------------------------------------------------------- */
 
 /* The last holder went: the name is forgotten, the charge lifted, the block returned. */
 static void buf_release(ledger_t *l, lbuf_t *b) {
-  if (b->name) name_unpublish(l, b);
+  if (b->qname) name_unpublish(l, b);
   uncharge(l, b->owner_uid, b->size);
   buf_destroy(l, b);
 }
 
+/* The charged uid has no holder of b left: the longest-standing holder's uid pays. */
+static void charge_follow(ledger_t *l, lbuf_t *b) {
+  uid_t to;
+  for (uint32_t i = 0; i < b->nholders; i++)
+    if (b->holders[i]->ident.uid == b->owner_uid) return;
+  to = b->holders[0]->ident.uid;
+  uncharge(l, b->owner_uid, b->size);
+  charge(l, to, b->size);
+  buf_set_owner(l, b, to);
+}
+
 static void buf_unhold(ledger_t *l, ledger_holder_t *h, lbuf_t *b, uint64_t refs) {
   hold_drop(l, h, b, refs);
-  if (b->nholders == 0) buf_release(l, b);
+  if (b->nholders == 0)
+    buf_release(l, b);
+  else
+    charge_follow(l, b);
+}
+
+static void cache_close_if_unused(ledger_t *l, lcache_t *c) {
+  if (c->openers == 0) cache_destroy(l, c);
 }
 
 static void buf_info(const lbuf_t *b, ledger_buf_info_t *ret) {
@@ -469,8 +785,21 @@ static void buf_info(const lbuf_t *b, ledger_buf_info_t *ret) {
   ret->contiguous = b->contiguous;
   ret->charged_uid = b->owner_uid;
   ret->name = b->name;
+  ret->qname = b->qname;
+  ret->scope = b->scope;
   ret->nholders = b->nholders;
   ret->buf = b;
+}
+
+static void cache_info(const lcache_t *c, ledger_cache_info_t *ret) {
+  ret->id = c->id;
+  ret->object_size = c->object_size;
+  ret->align = c->align;
+  ret->objs_per_slab = c->objs_per_slab;
+  ret->slab_bytes = c->slab_bytes;
+  ret->obj_charge = c->obj_charge;
+  ret->scope = c->scope;
+  ret->name = c->name;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -491,13 +820,17 @@ int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
 
   if (!l) return PP_ENOPRIVMEM;
   l->cfg = *cfg;
+  if (l->cfg.nshared_groups > LEDGER_SHARED_GROUPS_MAX)
+    l->cfg.nshared_groups = LEDGER_SHARED_GROUPS_MAX;
   l->next_handle = 1;
   u64map_init(&l->by_handle);
   u64map_init(&l->by_offset);
   u64map_init(&l->by_name);
-  u64map_init(&l->uid_bytes);
+  u64map_init(&l->uids);
+  u64map_init(&l->uid_cache_objs);
   u64map_init(&l->obj_owner);
   u64map_init(&l->caches);
+  u64map_init(&l->scope_caches);
 
   err = region_create(&rc, &l->region);
   if (err) goto fail;
@@ -533,10 +866,11 @@ void ledger_destroy(ledger_t *l) {
   PP_ASSERT(l->holders == NULL);
   while (u64map_next(&l->by_handle, &it, &k, &v)) {
     lbuf_t *b = (lbuf_t *)(uintptr_t)v;
-    free(b->name);
+    free(b->qname);
     free(b->holders);
     free(b);
   }
+  /* With every holder released no cache is open, so none is left: this is for safety. */
   for (size_t i = 0; i < l->ncaches; i++) {
     lcache_t *c = l->cache_list[i];
     if (c->mag) mag_cpu_destroy(c->mag);
@@ -548,12 +882,17 @@ void ledger_destroy(ledger_t *l) {
   if (l->buddy) buddy_destroy(l->buddy);
   if (l->region) region_destroy(l->region);
   free(l->runs);
+  it = 0;
+  while (u64map_next(&l->uids, &it, &k, &v))
+    free((luid_t *)(uintptr_t)v);
   u64map_fini(&l->by_handle);
   u64map_fini(&l->by_offset);
   u64map_fini(&l->by_name);
-  u64map_fini(&l->uid_bytes);
+  u64map_fini(&l->uids);
+  u64map_fini(&l->uid_cache_objs);
   u64map_fini(&l->obj_owner);
   u64map_fini(&l->caches);
+  u64map_fini(&l->scope_caches);
   free(l);
 }
 
@@ -580,10 +919,25 @@ uint64_t ledger_free_bytes(ledger_t *l) {
 
 int ledger_holder_create(ledger_t *l, const ledger_ident_t *ident, ledger_holder_t **ret) {
   ledger_holder_t *h = calloc(1, sizeof *h);
+  luid_t *u;
+
   if (!h) return PP_ENOPRIVMEM;
+  u = uid_rec(l, ident->uid);
+  if (!u) {
+    u = calloc(1, sizeof *u);
+    if (!u || u64map_put(&l->uids, ident->uid, (uint64_t)(uintptr_t)u)) {
+      free(u);
+      free(h);
+      return PP_ENOPRIVMEM;
+    }
+  }
+  u->nholders++;
+  h->u = u;
   h->ident = *ident;
   u64map_init(&h->holds);
   u64map_init(&h->objs);
+  u64map_init(&h->opens);
+  u64map_init(&h->cache_objs);
   h->next = l->holders;
   if (l->holders) l->holders->prev = h;
   l->holders = h;
@@ -603,6 +957,28 @@ void ledger_holder_totals(const ledger_holder_t *h, ledger_holder_totals_t *ret)
   ret->buf_bytes = h->buf_bytes;
   ret->objects = u64map_len(&h->objs);
   ret->obj_bytes = h->obj_bytes;
+  ret->caches = u64map_len(&h->opens);
+}
+
+int ledger_holder_set_groups(ledger_t *l, ledger_holder_t *h, const gid_t *gids, size_t n) {
+  gid_t *v = NULL;
+  uint32_t m = 0;
+
+  if (n) {
+    v = calloc(n, sizeof *v);
+    if (!v) return PP_ENOPRIVMEM;
+    for (size_t i = 0; i < n; i++)
+      if (in_shared_groups(l, gids[i])) v[m++] = gids[i];
+  }
+  free(h->groups);
+  h->groups = v;
+  h->ngroups = m;
+  h->groups_known = true;
+  return 0;
+}
+
+bool ledger_holder_groups_known(const ledger_holder_t *h) {
+  return h->groups_known;
 }
 
 /* Keys of m, collected before a walk that deletes from m (u64map_next needs m unchanged
@@ -626,6 +1002,8 @@ static uint64_t first_key(const u64map_t *m) {
   return k;
 }
 
+/* One of a releasing holder's objects back to its cache; *bytes collects what its uid
+ * stops paying (the object, and the cache's slab with the uid's last object of it). */
 static void give_object(ledger_t *l, ledger_holder_t *h, uint64_t off, u64map_t *touched,
                         uint64_t *bytes) {
   uint64_t cid = 0;
@@ -636,8 +1014,17 @@ static void give_object(ledger_t *l, ledger_holder_t *h, uint64_t off, u64map_t 
   obj_give(l, h, c, off);
   zero_if_asked(l, off, c->object_size);
   mag_free(c->mag, off);
-  *bytes += c->object_size;
+  *bytes += c->obj_charge;
+  if (!u64map_get(&l->uid_cache_objs, uid_cache_key(h->ident.uid, c->id), NULL))
+    *bytes += c->slab_bytes;
   u64map_put(touched, cid, 1); /* on failure that cache just keeps its empty slabs a while */
+}
+
+static void close_cache_of(ledger_t *l, ledger_holder_t *h, uint64_t id) {
+  lcache_t *c = cache_by_id(l, (uint32_t)id);
+  PP_ASSERT(c != NULL);
+  cache_unhold(l, h, c, 0);
+  cache_close_if_unused(l, c);
 }
 
 void ledger_holder_release(ledger_t *l, ledger_holder_t *h) {
@@ -645,7 +1032,8 @@ void ledger_holder_release(ledger_t *l, ledger_holder_t *h) {
   uint64_t *keys, k, obj_bytes = 0;
   size_t n, it;
 
-  /* Buffers: the last holder's reference returns the block. */
+  /* Buffers: the last holder's reference returns the block; a buffer others still hold
+   * may pass its charge on. */
   keys = collect_keys(&h->holds, &n);
   if (keys) {
     for (size_t i = 0; i < n; i++)
@@ -674,6 +1062,22 @@ void ledger_holder_release(ledger_t *l, ledger_holder_t *h) {
   }
   u64map_fini(&touched);
 
+  /* Opens: a cache nobody has open any more goes. */
+  keys = collect_keys(&h->opens, &n);
+  if (keys) {
+    for (size_t i = 0; i < n; i++)
+      close_cache_of(l, h, keys[i]);
+    free(keys);
+  }
+  while (u64map_len(&h->opens))
+    close_cache_of(l, h, first_key(&h->opens));
+
+  PP_ASSERT(h->u->nholders > 0);
+  if (--h->u->nholders == 0) {
+    PP_ASSERT(h->u->charged == 0); /* its buffers moved on or went, its objects went */
+    u64map_del(&l->uids, h->ident.uid);
+    free(h->u);
+  }
   if (h->prev)
     h->prev->next = h->next;
   else
@@ -682,16 +1086,35 @@ void ledger_holder_release(ledger_t *l, ledger_holder_t *h) {
   l->nholders--;
   u64map_fini(&h->holds);
   u64map_fini(&h->objs);
+  u64map_fini(&h->opens);
+  u64map_fini(&h->cache_objs);
+  free(h->groups);
   free(h);
   PP_VALIDATE(ledger_check, l);
 }
 
 /* ---- buffers ------------------------------------------------------------------------ */
 
+/* A buffer name from a request: its scope and the name proper, checked. */
+static int parse_buf_name(const ledger_holder_t *h, const char *name, ledger_scope_t *scope,
+                          const char **rest, ledger_why_t *why) {
+  int rc = ledger_name_parse(name, h->ident.uid, scope, rest, why);
+  if (rc) return rc;
+  if (!**rest) return fail(why, PP_EINVAL, "'%s' has a scope but no name", name);
+  if (strlen(*rest) > LEDGER_NAME_MAX)
+    return fail(why, PP_EINVAL, "name longer than %u bytes", LEDGER_NAME_MAX);
+  if (utf8_prefix(*rest, LEDGER_NAME_MAX) != strlen(*rest))
+    return fail(why, PP_EINVAL, "name is not valid UTF-8");
+  return 0;
+}
+
 static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
                      const char *name, ledger_why_t *why, ledger_buf_info_t *ret) {
   const unsigned known = LEDGER_ALLOC_CONTIG | LEDGER_ALLOC_ZERO;
   uid_t uid = h->ident.uid;
+  ledger_scope_t scope = 0;
+  const char *rest = NULL;
+  char q[LEDGER_QNAME_MAX];
   unsigned order;
   uint64_t offset, bsize;
   lbuf_t *b;
@@ -700,23 +1123,21 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
   if (name && !name[0]) name = NULL;
   if (flags & ~known) return fail(why, PP_EINVAL, "unknown alloc flags 0x%x", flags & ~known);
   if (size == 0) return fail(why, PP_EINVAL, "size 0");
-  if (name && strlen(name) > LEDGER_NAME_MAX)
-    return fail(why, PP_EINVAL, "name longer than %u bytes", LEDGER_NAME_MAX);
-  if (name && utf8_prefix(name, LEDGER_NAME_MAX) != strlen(name))
-    return fail(why, PP_EINVAL, "name is not valid UTF-8");
+  if (name && (rc = parse_buf_name(h, name, &scope, &rest, why))) return rc;
   if (size > region_size(l->region) || buddy_order_for_size(size, &order))
     return fail(why, PP_ERANGE, "size %" PRIu64 " exceeds the region (%" PRIu64 " bytes)", size,
                 region_size(l->region));
   bsize = buddy_order_size(order);
-  if (name && buf_by_name(l, name))
-    return fail(why, PP_EEXIST, "a buffer named '%s' is already published", name);
+  if (name) {
+    if ((rc = may_create(l, h, scope, "publish", name, why))) return rc;
+    qualify(scope, rest, q);
+    if (buf_by_qname(l, q))
+      return fail(why, PP_EEXIST, "a buffer named '%s' is already published", name);
+  }
   if (buffer_limit_reached(l, h))
     return fail(why, PP_ELIMIT, "this session already holds %" PRIu64 " buffers (limit %u)",
                 h->buf_refs, l->cfg.max_buffers);
-  if (!quota_allows(l, uid, bsize))
-    return fail(why, PP_EQUOTA,
-                "uid %u has %" PRIu64 " bytes pinned; %" PRIu64 " more exceeds quota %" PRIu64,
-                (unsigned)uid, uid_charged(l, uid), bsize, l->cfg.quota);
+  if (!quota_allows(l, uid, bsize)) return fail_quota(l, uid, bsize, why);
 
   rc = buddy_alloc(l->buddy, order, (flags & LEDGER_ALLOC_CONTIG) ? BUDDY_CONTIG : 0, &offset);
   if (rc == PP_ENOCONTIG)
@@ -732,17 +1153,14 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
     buddy_free(l->buddy, offset);
     return fail_nomem(why);
   }
-  if (charge(l, uid, bsize)) {
-    buf_destroy(l, b);
-    return fail_nomem(why);
-  }
+  charge(l, uid, bsize);
   if (hold_add(l, h, b)) {
     uncharge(l, uid, bsize);
     buf_destroy(l, b);
     return fail_nomem(why);
   }
   l->next_handle++;
-  if (name && name_publish(l, b, name)) {
+  if (name && name_publish(l, b, scope, rest)) {
     buf_unhold(l, h, b, 0); /* releases everything above, block included */
     return fail_nomem(why);
   }
@@ -760,9 +1178,18 @@ int ledger_buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
 
 static int buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_why_t *why,
                       ledger_buf_info_t *ret) {
-  lbuf_t *b;
+  ledger_scope_t scope;
+  const char *rest;
+  char q[LEDGER_QNAME_MAX];
+  lbuf_t *b = NULL;
+  int rc;
+
   if (!name || !name[0]) return fail(why, PP_EINVAL, "lookup needs a name");
-  b = buf_by_name(l, name);
+  if ((rc = ledger_name_parse(name, h->ident.uid, &scope, &rest, why))) return rc;
+  if (rest[0] && strlen(rest) <= LEDGER_NAME_MAX) {
+    qualify(scope, rest, q);
+    b = buf_by_qname(l, q);
+  }
   if (!b) return fail(why, PP_ENOENT, "no buffer named '%.*s'", (int)LEDGER_NAME_MAX, name);
   if (buffer_limit_reached(l, h))
     return fail(why, PP_ELIMIT, "this session already holds %" PRIu64 " buffers (limit %u)",
@@ -781,13 +1208,9 @@ int ledger_buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_
 
 static int buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why) {
   lbuf_t *b;
-  if (!u64map_get(&h->holds, handle, NULL)) {
-    if (buf_by_handle(l, handle))
-      return fail(why, PP_EPERM, "buffer %" PRIu64 " is not held by this session", handle);
-    if (handle > 0 && handle < l->next_handle)
-      return fail(why, PP_ENOENT, "buffer %" PRIu64 " was already freed", handle);
-    return fail(why, PP_ENOENT, "no buffer with handle %" PRIu64, handle);
-  }
+  /* One answer for every handle h does not hold: someone else's, freed, never given. */
+  if (!u64map_get(&h->holds, handle, NULL))
+    return fail(why, PP_ENOENT, "this session holds no buffer with handle %" PRIu64, handle);
   b = buf_by_handle(l, handle);
   PP_ASSERT(b != NULL);
   buf_unhold(l, h, b, 1);
@@ -802,45 +1225,100 @@ int ledger_buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why
 
 /* ---- caches and objects ------------------------------------------------------------- */
 
-static int cache_open(ledger_t *l, const char *name, uint32_t object_size, uint32_t align,
-                      ledger_why_t *why, ledger_cache_info_t *ret) {
+static int cache_open(ledger_t *l, ledger_holder_t *h, const char *name, uint32_t object_size,
+                      uint32_t align, ledger_why_t *why, ledger_cache_info_t *ret) {
+  ledger_scope_t scope;
+  const char *rest;
+  char q[LEDGER_QNAME_MAX];
   slab_cache_t *sc;
   lcache_t *c;
-  slab_info_t info;
+  uint32_t want_align = align ? align : 8;
+  uint64_t nscope;
   int rc;
 
-  if (!name || !name[0] || strlen(name) >= SLAB_NAME_MAX)
-    return fail(why, PP_EINVAL, "a cache name has 1 to %u bytes", SLAB_NAME_MAX - 1);
-  if (utf8_prefix(name, SLAB_NAME_MAX) != strlen(name))
+  if (!name || !name[0])
+    return fail(why, PP_EINVAL, "a cache name has 1 to %u bytes", LEDGER_CACHE_NAME_MAX);
+  if ((rc = ledger_name_parse(name, h->ident.uid, &scope, &rest, why))) return rc;
+  if (!rest[0] || strlen(rest) > LEDGER_CACHE_NAME_MAX)
+    return fail(why, PP_EINVAL, "a cache name has 1 to %u bytes", LEDGER_CACHE_NAME_MAX);
+  if (utf8_prefix(rest, LEDGER_CACHE_NAME_MAX) != strlen(rest))
     return fail(why, PP_EINVAL, "cache name is not valid UTF-8");
   if (align & (align - 1)) return fail(why, PP_EINVAL, "align %u is not a power of two", align);
-  rc = slab_cache_create(l->slab, name, object_size, align, &sc);
-  if (rc == PP_EGEOMETRY)
-    return fail(why, rc, "cache '%s' exists with another object size or alignment", name);
+  qualify(scope, rest, q);
+
+  sc = slab_cache_find(l->slab, q);
+  if (sc) {
+    slab_info_t info;
+    slab_cache_info(sc, &info);
+    c = cache_by_id(l, info.id);
+    PP_ASSERT(c != NULL);
+    if (c->object_size != object_size || c->align != want_align)
+      return fail(why, PP_EGEOMETRY, "cache '%s' exists with another object size or alignment",
+                  name);
+    if (cache_hold(l, h, c)) return fail_nomem(why);
+    cache_info(c, ret);
+    return 0;
+  }
+
+  if ((rc = may_create(l, h, scope, "create cache", name, why))) return rc;
+  nscope = map_count(&l->scope_caches, scope);
+  if (l->cfg.max_caches_per_uid && nscope >= l->cfg.max_caches_per_uid) {
+    char p[LEDGER_SCOPE_PREFIX_MAX + 1];
+    ledger_scope_prefix(scope, p, sizeof p);
+    return fail(why, PP_ELIMIT, "%s already has %" PRIu64 " caches (limit %u per uid)", p,
+                nscope, l->cfg.max_caches_per_uid);
+  }
+  if (l->cfg.max_caches && l->ncaches >= l->cfg.max_caches)
+    return fail(why, PP_ELIMIT, "the daemon has %zu caches (limit %u)", l->ncaches,
+                l->cfg.max_caches);
+  rc = slab_cache_create(l->slab, q, object_size, align, &sc);
   if (rc == PP_ERANGE) return fail(why, rc, "object size %u out of range", object_size);
+  if (rc == PP_ENOMEM) return fail_nomem(why); /* the slab registry's own malloc */
   if (rc) return fail(why, rc, "cache '%s': %s", name, pp_strerror(rc));
-  slab_cache_info(sc, &info);
-  c = cache_by_id(l, info.id);
-  if (!c && cache_create(l, sc, &c)) return fail_nomem(why);
-  ret->id = c->id;
-  ret->object_size = c->object_size;
-  ret->align = c->align;
-  ret->objs_per_slab = c->objs_per_slab;
-  ret->slab_bytes = c->slab_bytes;
-  ret->name = c->name;
+  if (cache_create(l, sc, scope, &c)) {
+    slab_cache_destroy(sc);
+    return fail_nomem(why);
+  }
+  if (cache_hold(l, h, c)) {
+    cache_destroy(l, c);
+    return fail_nomem(why);
+  }
+  cache_info(c, ret);
   return 0;
 }
 
-int ledger_cache_open(ledger_t *l, const char *name, uint32_t object_size, uint32_t align,
-                      ledger_why_t *why, ledger_cache_info_t *ret) {
-  int rc = cache_open(l, name, object_size, align, why, ret);
+int ledger_cache_open(ledger_t *l, ledger_holder_t *h, const char *name, uint32_t object_size,
+                      uint32_t align, ledger_why_t *why, ledger_cache_info_t *ret) {
+  int rc = cache_open(l, h, name, object_size, align, why, ret);
+  PP_VALIDATE(ledger_check, l);
+  return rc;
+}
+
+static int cache_close(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, ledger_why_t *why) {
+  lcache_t *c = cache_of_holder(l, h, cache_id);
+  uint64_t held;
+
+  if (!c) return fail(why, PP_ENOENT, "no cache with id %u", cache_id);
+  held = map_count(&h->cache_objs, c->id);
+  if (held && map_count(&h->opens, c->id) == 1)
+    return fail(why, PP_EBUSY,
+                "this session holds %" PRIu64
+                " objects of cache '%s': free them before closing it",
+                held, c->name);
+  cache_unhold(l, h, c, 1);
+  cache_close_if_unused(l, c);
+  return 0;
+}
+
+int ledger_cache_close(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, ledger_why_t *why) {
+  int rc = cache_close(l, h, cache_id, why);
   PP_VALIDATE(ledger_check, l);
   return rc;
 }
 
 static int cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint32_t count,
                        uint64_t *offs, ledger_why_t *why) {
-  lcache_t *c = cache_by_id(l, cache_id);
+  lcache_t *c = cache_of_holder(l, h, cache_id);
   uid_t uid = h->ident.uid;
   uint64_t bytes;
   unsigned got = 0, taken = 0;
@@ -848,11 +1326,10 @@ static int cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint3
   if (!c) return fail(why, PP_ENOENT, "no cache with id %u", cache_id);
   if (count == 0 || count > LEDGER_OBJECTS_MAX)
     return fail(why, PP_ERANGE, "count %u outside 1..%u", count, LEDGER_OBJECTS_MAX);
-  bytes = (uint64_t)count * c->object_size;
-  if (!quota_allows(l, uid, bytes))
-    return fail(why, PP_EQUOTA,
-                "uid %u has %" PRIu64 " bytes pinned; %" PRIu64 " more exceeds quota %" PRIu64,
-                (unsigned)uid, uid_charged(l, uid), bytes, l->cfg.quota);
+  /* The objects at their charge, and the cache's slab with the uid's first object. */
+  bytes = (uint64_t)count * c->obj_charge;
+  if (!u64map_get(&l->uid_cache_objs, uid_cache_key(uid, c->id), NULL)) bytes += c->slab_bytes;
+  if (!quota_allows(l, uid, bytes)) return fail_quota(l, uid, bytes, why);
   if (!offs) return fail_nomem(why);
 
   for (; got < count; got++)
@@ -863,7 +1340,7 @@ static int cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint3
     }
   for (; taken < count; taken++)
     if (obj_take(l, h, c, offs[taken])) goto undo;
-  if (charge(l, uid, bytes)) goto undo;
+  charge(l, uid, bytes);
   return 0;
 
 undo:
@@ -883,23 +1360,22 @@ int ledger_cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint3
 
 static int cache_free(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, const uint64_t *offs,
                       size_t n, ledger_why_t *why) {
-  lcache_t *c = cache_by_id(l, cache_id);
+  lcache_t *c = cache_of_holder(l, h, cache_id);
+  uint64_t bytes;
   u64map_t seen;
   int rc = 0;
 
   if (!c) return fail(why, PP_ENOENT, "no cache with id %u", cache_id);
   u64map_init(&seen);
-  /* Validate everything first: all or nothing. */
+  /* Validate everything first: all or nothing.  An offset h does not hold gets one
+   * answer, whoever else holds it. */
   for (size_t i = 0; i < n && !rc; i++) {
     uint64_t off = offs[i], cid;
     if (!u64map_get(&h->objs, off, &cid)) {
-      if (u64map_get(&l->obj_owner, off, NULL))
-        rc = fail(why, PP_EPERM, "offset %" PRIu64 " (index %zu) is held by another session",
-                  off, i);
-      else
-        rc = fail(why, PP_ENOENT,
-                  "offset %" PRIu64 " (index %zu) is not an object held in cache '%s'", off, i,
-                  c->name);
+      rc = fail(why, PP_ENOENT,
+                "offset %" PRIu64
+                " (index %zu) is not an object this session holds in cache '%s'",
+                off, i, c->name);
     } else if (cid != c->id) {
       rc = fail(why, PP_EINVAL,
                 "offset %" PRIu64 " (index %zu) belongs to cache %" PRIu64 ", not %u", off, i,
@@ -912,14 +1388,17 @@ static int cache_free(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, const 
     }
   }
   u64map_fini(&seen);
-  if (rc) return rc;
+  if (rc || !n) return rc;
 
   for (size_t i = 0; i < n; i++) {
     obj_give(l, h, c, offs[i]);
     zero_if_asked(l, offs[i], c->object_size);
     mag_free(c->mag, offs[i]);
   }
-  if (n) uncharge(l, h->ident.uid, (uint64_t)n * c->object_size);
+  bytes = (uint64_t)n * c->obj_charge;
+  if (!u64map_get(&l->uid_cache_objs, uid_cache_key(h->ident.uid, c->id), NULL))
+    bytes += c->slab_bytes; /* the uid's last object of c went */
+  uncharge(l, h->ident.uid, bytes);
   return 0;
 }
 
@@ -964,6 +1443,7 @@ void ledger_get_totals(const ledger_t *l, ledger_totals_t *ret) {
   ret->nbufs = l->nbufs;
   ret->obj_bytes = l->obj_bytes;
   ret->nholders = l->nholders;
+  ret->ncaches = (uint32_t)l->ncaches;
 }
 
 void ledger_buddy_stats(ledger_t *l, buddy_stats_t *ret) {
@@ -981,6 +1461,8 @@ size_t ledger_ncaches(const ledger_t *l) {
 void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret) {
   lcache_t *c = l->cache_list[i];
   ret->name = c->name;
+  ret->openers = c->openers;
+  ret->held = c->held;
   slab_cache_info(c->cache, &ret->slab);
   mag_get_stats(c->depot, &ret->mag);
 }
@@ -1099,25 +1581,37 @@ out:
 
 /* ---- validator ---------------------------------------------------------------------- */
 
+static bool has_prefix(const char *s, ledger_scope_t scope) {
+  char p[LEDGER_SCOPE_PREFIX_MAX + 1];
+  size_t n = ledger_scope_prefix(scope, p, sizeof p);
+  return !strncmp(s, p, n);
+}
+
 static int check_holder(ledger_t *l, const ledger_holder_t *h, uint64_t *nobjs, char *why,
                         size_t why_len) {
   uint64_t k, v, refs = 0, bytes = 0, obytes = 0;
   uint64_t sid = h->ident.session_id;
+  u64map_t per_cache;
   size_t it = 0;
+  int rc = 0;
 
+  if (h->u != uid_rec(l, h->ident.uid))
+    return pp_corrupt(why, why_len, "session %" PRIu64 " is not on uid %u's record", sid,
+                      (unsigned)h->ident.uid);
   while (u64map_next(&h->holds, &it, &k, &v)) {
     lbuf_t *b = buf_by_handle(l, k);
-    bool listed = false;
+    uint32_t listed = 0;
     if (!b)
       return pp_corrupt(why, why_len, "session %" PRIu64 " holds dead handle %" PRIu64, sid, k);
     if (v == 0)
       return pp_corrupt(why, why_len, "session %" PRIu64 " holds handle %" PRIu64 " zero times",
                         sid, k);
     for (uint32_t i = 0; i < b->nholders; i++)
-      listed |= b->holders[i] == h;
-    if (!listed)
+      listed += b->holders[i] == h;
+    if (listed != 1)
       return pp_corrupt(why, why_len,
-                        "buffer %" PRIu64 " does not list holder session %" PRIu64, k, sid);
+                        "buffer %" PRIu64 " lists holder session %" PRIu64 " %u times", k, sid,
+                        listed);
     refs += v;
     bytes += b->size;
   }
@@ -1127,30 +1621,156 @@ static int check_holder(ledger_t *l, const ledger_holder_t *h, uint64_t *nobjs, 
                       sid, refs, h->buf_refs);
   if (bytes != h->buf_bytes)
     return pp_corrupt(why, why_len, "session %" PRIu64 ": buffer bytes disagree", sid);
+
   it = 0;
-  while (u64map_next(&h->objs, &it, &k, &v)) {
+  while (u64map_next(&h->opens, &it, &k, &v))
+    if (!cache_by_id(l, (uint32_t)k) || v == 0)
+      return pp_corrupt(why, why_len,
+                        "session %" PRIu64 " has cache %" PRIu64 " open %" PRIu64
+                        " times, and it is %s",
+                        sid, k, v, cache_by_id(l, (uint32_t)k) ? "live" : "gone");
+
+  u64map_init(&per_cache);
+  it = 0;
+  while (!rc && u64map_next(&h->objs, &it, &k, &v)) {
     uint64_t owner;
     lcache_t *c = cache_by_id(l, (uint32_t)v);
     if (!c)
-      return pp_corrupt(
-          why, why_len,
-          "session %" PRIu64 " holds object %" PRIu64 " of unknown cache %" PRIu64, sid, k, v);
-    if (!u64map_get(&l->obj_owner, k, &owner) || owner != sid)
-      return pp_corrupt(why, why_len,
-                        "object %" PRIu64 " of session %" PRIu64 " not owned in obj_owner", k,
-                        sid);
-    if (!slab_cache_owns(c->cache, k))
-      return pp_corrupt(why, why_len, "object %" PRIu64 " not allocated in cache %u", k, c->id);
-    obytes += c->object_size;
+      rc = pp_corrupt(why, why_len,
+                      "session %" PRIu64 " holds object %" PRIu64 " of unknown cache %" PRIu64,
+                      sid, k, v);
+    else if (!u64map_get(&l->obj_owner, k, &owner) || owner != sid)
+      rc = pp_corrupt(why, why_len,
+                      "object %" PRIu64 " of session %" PRIu64 " not owned in obj_owner", k,
+                      sid);
+    else if (!slab_cache_owns(c->cache, k))
+      rc = pp_corrupt(why, why_len, "object %" PRIu64 " not allocated in cache %u", k, c->id);
+    else if (u64map_put(&per_cache, v, map_count(&per_cache, v) + 1))
+      rc = pp_corrupt(why, why_len, "ledger_check: out of private memory");
+    obytes += c ? c->obj_charge : 0;
     (*nobjs)++;
   }
-  if (obytes != h->obj_bytes)
-    return pp_corrupt(why, why_len, "session %" PRIu64 ": object bytes disagree", sid);
+  if (!rc && obytes != h->obj_bytes)
+    rc = pp_corrupt(why, why_len, "session %" PRIu64 ": object charges disagree", sid);
+  if (!rc && u64map_len(&per_cache) != u64map_len(&h->cache_objs))
+    rc = pp_corrupt(why, why_len, "session %" PRIu64 ": objects in %zu caches, counted %zu",
+                    sid, u64map_len(&per_cache), u64map_len(&h->cache_objs));
+  it = 0;
+  while (!rc && u64map_next(&per_cache, &it, &k, &v)) {
+    if (map_count(&h->cache_objs, k) != v)
+      rc = pp_corrupt(why, why_len,
+                      "session %" PRIu64 ": %" PRIu64 " objects of cache %" PRIu64
+                      ", counted %" PRIu64,
+                      sid, v, k, map_count(&h->cache_objs, k));
+    else if (!u64map_get(&h->opens, k, NULL))
+      rc = pp_corrupt(why, why_len,
+                      "session %" PRIu64 " holds objects of cache %" PRIu64 " it has not open",
+                      sid, k);
+  }
+  u64map_fini(&per_cache);
+  return rc;
+}
+
+/* Each uid's charge, recomputed from the records: its buffers, its objects at their
+ * charge, one slab per cache it holds objects in. */
+static int check_uids(ledger_t *l, char *why, size_t why_len) {
+  uint64_t k, v, kk, vv;
+  size_t it = 0, it2;
+
+  while (u64map_next(&l->uids, &it, &k, &v)) {
+    const luid_t *u = (const luid_t *)(uintptr_t)v;
+    uid_t uid = (uid_t)k;
+    uint64_t sum = 0;
+    uint32_t holders = 0;
+    for (const ledger_holder_t *h = l->holders; h; h = h->next)
+      if (h->ident.uid == uid) {
+        holders++;
+        sum += h->obj_bytes;
+      }
+    if (holders == 0 || holders != u->nholders)
+      return pp_corrupt(why, why_len, "uid %u: %u holders, recorded %u", (unsigned)uid, holders,
+                        u->nholders);
+    it2 = 0;
+    while (u64map_next(&l->by_handle, &it2, &kk, &vv)) {
+      const lbuf_t *b = (const lbuf_t *)(uintptr_t)vv;
+      if (b->owner_uid == uid) sum += b->size;
+    }
+    it2 = 0;
+    while (u64map_next(&l->uid_cache_objs, &it2, &kk, &vv))
+      if (kk >> 32 == (uint32_t)uid) {
+        const lcache_t *c = cache_by_id(l, (uint32_t)kk);
+        if (!c) return pp_corrupt(why, why_len, "uid %u counts objects of a dead cache", uid);
+        sum += c->slab_bytes;
+      }
+    if (sum != u->charged)
+      return pp_corrupt(why, why_len,
+                        "uid %u is charged %" PRIu64 ", its holdings make %" PRIu64,
+                        (unsigned)uid, u->charged, sum);
+  }
+  it = 0;
+  while (u64map_next(&l->uid_cache_objs, &it, &k, &v)) {
+    uint64_t n = 0;
+    for (const ledger_holder_t *h = l->holders; h; h = h->next)
+      if (h->ident.uid == (uid_t)(k >> 32)) n += map_count(&h->cache_objs, (uint32_t)k);
+    if (n != v || v == 0)
+      return pp_corrupt(why, why_len,
+                        "uid %u: %" PRIu64
+                        " objects of cache %u recorded, its holders hold %" PRIu64,
+                        (unsigned)(k >> 32), v, (unsigned)(uint32_t)k, n);
+  }
+  return 0;
+}
+
+static int check_caches(ledger_t *l, char *why, size_t why_len) {
+  uint64_t k, v, ncounted = 0;
+  size_t it = 0;
+  int rc;
+
+  if (u64map_len(&l->caches) != l->ncaches)
+    return pp_corrupt(why, why_len, "%zu caches indexed, %zu listed", u64map_len(&l->caches),
+                      l->ncaches);
+  for (size_t i = 0; i < l->ncaches; i++) {
+    lcache_t *c = l->cache_list[i];
+    uint64_t held = 0;
+    uint32_t openers = 0;
+    if (cache_by_id(l, c->id) != c || slab_cache_by_id(l->slab, c->id) != c->cache)
+      return pp_corrupt(why, why_len, "cache %u (%s) not found by its id", c->id, c->name);
+    if (i > 0 && c->id <= l->cache_list[i - 1]->id)
+      return pp_corrupt(why, why_len, "cache %u listed after %u", c->id,
+                        l->cache_list[i - 1]->id);
+    if (!has_prefix(c->name, c->scope))
+      return pp_corrupt(why, why_len, "cache %u's name '%s' is not in its scope", c->id,
+                        c->name);
+    for (const ledger_holder_t *h = l->holders; h; h = h->next) {
+      held += map_count(&h->cache_objs, c->id);
+      openers += u64map_get(&h->opens, c->id, NULL);
+    }
+    if (held != c->held)
+      return pp_corrupt(why, why_len,
+                        "cache %u: %" PRIu64 " objects held, %" PRIu64 " recorded", c->id, held,
+                        c->held);
+    if (openers != c->openers || openers == 0)
+      return pp_corrupt(why, why_len, "cache %u: open by %u holders, %u recorded", c->id,
+                        openers, c->openers);
+    if ((rc = mag_check(c->depot, c->held, why, why_len))) return rc;
+  }
+  while (u64map_next(&l->scope_caches, &it, &k, &v)) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < l->ncaches; i++)
+      n += l->cache_list[i]->scope == k;
+    if (n != v || v == 0)
+      return pp_corrupt(why, why_len,
+                        "scope %" PRIx64 ": %" PRIu64 " caches, recorded %" PRIu64, k, n, v);
+    ncounted += v;
+  }
+  if (ncounted != l->ncaches)
+    return pp_corrupt(why, why_len, "scopes count %" PRIu64 " caches of %zu", ncounted,
+                      l->ncaches);
   return 0;
 }
 
 int ledger_check(ledger_t *l, char *why, size_t why_len) {
-  uint64_t k, v, nobjs = 0, charged = 0, bufbytes = 0, named = 0;
+  uint64_t k, v, nobjs = 0, charged = 0, bufbytes = 0, objbytes = 0, named = 0;
   const uint64_t *mu = l->mutations;
   uint32_t nholders = 0;
   size_t it;
@@ -1158,6 +1778,7 @@ int ledger_check(ledger_t *l, char *why, size_t why_len) {
 
   for (ledger_holder_t *h = l->holders; h; h = h->next) {
     if ((rc = check_holder(l, h, &nobjs, why, why_len))) return rc;
+    objbytes += h->obj_bytes;
     nholders++;
   }
   if (nholders != l->nholders)
@@ -1165,28 +1786,38 @@ int ledger_check(ledger_t *l, char *why, size_t why_len) {
   if (nobjs != u64map_len(&l->obj_owner))
     return pp_corrupt(why, why_len, "obj_owner has %zu objects, holders %" PRIu64,
                       u64map_len(&l->obj_owner), nobjs);
+  if (objbytes != l->obj_bytes)
+    return pp_corrupt(why, why_len, "object charges %" PRIu64 " != recorded %" PRIu64, objbytes,
+                      l->obj_bytes);
 
   it = 0;
   while (u64map_next(&l->by_handle, &it, &k, &v)) {
     lbuf_t *b = (lbuf_t *)(uintptr_t)v;
     uint64_t o;
     unsigned order;
+    bool payer = false;
     if (b->nholders == 0)
       return pp_corrupt(why, why_len, "buffer %" PRIu64 " has no holders", k);
-    for (uint32_t i = 0; i < b->nholders; i++)
+    for (uint32_t i = 0; i < b->nholders; i++) {
       if (!u64map_get(&b->holders[i]->holds, k, NULL))
         return pp_corrupt(why, why_len, "holder of buffer %" PRIu64 " does not hold it", k);
+      payer |= b->holders[i]->ident.uid == b->owner_uid;
+    }
+    if (!payer)
+      return pp_corrupt(why, why_len, "buffer %" PRIu64 " is charged to uid %u, no holder's", k,
+                        (unsigned)b->owner_uid);
     if (!u64map_get(&l->by_offset, b->offset, &o) || o != v)
       return pp_corrupt(why, why_len, "buffer %" PRIu64 " not indexed by offset", k);
     if (buddy_block_order(l->buddy, b->offset, &order) != 0 || order != b->order)
       return pp_corrupt(why, why_len,
                         "buffer %" PRIu64 " is not an allocated block of order %u", k,
                         b->order);
-    if (b->name && buf_by_name(l, b->name) != b)
+    if (b->qname && (buf_by_qname(l, b->qname) != b || !has_prefix(b->qname, b->scope) ||
+                     strcmp(b->qname + strlen(b->qname) - strlen(b->name), b->name)))
       return pp_corrupt(why, why_len, "buffer %" PRIu64 " not found by its name", k);
     if (k >= l->next_handle)
       return pp_corrupt(why, why_len, "buffer %" PRIu64 " at or past the next handle", k);
-    named += b->name != NULL;
+    named += b->qname != NULL;
     bufbytes += b->size;
   }
   if (u64map_len(&l->by_offset) != u64map_len(&l->by_handle))
@@ -1198,11 +1829,12 @@ int ledger_check(ledger_t *l, char *why, size_t why_len) {
     return pp_corrupt(why, why_len, "%" PRIu64 " named buffers, %" PRIu64 " recorded", named,
                       l->nnamed);
 
+  if ((rc = check_uids(l, why, why_len))) return rc;
   it = 0;
-  while (u64map_next(&l->uid_bytes, &it, &k, &v))
-    charged += v;
-  if (charged != l->buf_bytes + l->obj_bytes)
-    return pp_corrupt(why, why_len, "quota charges %" PRIu64 " != pinned %" PRIu64, charged,
+  while (u64map_next(&l->uids, &it, &k, &v))
+    charged += ((const luid_t *)(uintptr_t)v)->charged;
+  if (charged < l->buf_bytes + l->obj_bytes)
+    return pp_corrupt(why, why_len, "charges %" PRIu64 " < held %" PRIu64, charged,
                       l->buf_bytes + l->obj_bytes);
 
   /* The primitive counts (the journal's records) account for the live state. */
@@ -1214,22 +1846,12 @@ int ledger_check(ledger_t *l, char *why, size_t why_len) {
     return pp_corrupt(why, why_len, "publishes - unpublishes != %" PRIu64 " names", named);
   if (mu[LEDGER_OP_OBJ_TAKE] - mu[LEDGER_OP_OBJ_GIVE] != nobjs)
     return pp_corrupt(why, why_len, "takes - gives != %" PRIu64 " objects", nobjs);
-  if (mu[LEDGER_OP_CACHE_CREATE] != l->ncaches)
-    return pp_corrupt(why, why_len, "%" PRIu64 " cache creates, %zu caches",
-                      mu[LEDGER_OP_CACHE_CREATE], l->ncaches);
+  if (mu[LEDGER_OP_CACHE_CREATE] - mu[LEDGER_OP_CACHE_DESTROY] != l->ncaches)
+    return pp_corrupt(why, why_len,
+                      "%" PRIu64 " cache creates - %" PRIu64 " destroys != %zu caches",
+                      mu[LEDGER_OP_CACHE_CREATE], mu[LEDGER_OP_CACHE_DESTROY], l->ncaches);
 
-  for (size_t i = 0; i < l->ncaches; i++) {
-    lcache_t *c = l->cache_list[i];
-    uint64_t held = 0;
-    it = 0;
-    while (u64map_next(&l->obj_owner, &it, &k, NULL))
-      if (slab_cache_owns(c->cache, k)) held++;
-    if (held != c->held)
-      return pp_corrupt(why, why_len,
-                        "cache %u: %" PRIu64 " objects held, %" PRIu64 " recorded", c->id, held,
-                        c->held);
-    if ((rc = mag_check(c->depot, c->held, why, why_len))) return rc;
-  }
+  if ((rc = check_caches(l, why, why_len))) return rc;
   if ((rc = slab_check(l->slab, why, why_len))) return rc;
   return buddy_check(l->buddy, why, why_len);
 }

@@ -1,7 +1,8 @@
 /* ledger.h — who holds what in one pool: the region and the allocators over it (buddy,
  * slab caches, the loop thread's magazine per cache), the buffers and objects sessions
- * hold, published names and the bytes charged to each uid.  Plain C types only: nothing
- * here knows the protocol (handlers.c translates).  See ledger.c. */
+ * hold, names scoped by the user (or shared group) that created them, the caches sessions
+ * have open, and the bytes charged to each uid.  Plain C types only: nothing here knows
+ * the protocol (handlers.c translates).  See ledger.c. */
 #ifndef PP_DAEMON_LEDGER_H
 #define PP_DAEMON_LEDGER_H
 
@@ -15,21 +16,42 @@
 #include "region.h"
 #include "slab.h"
 
-#define LEDGER_NAME_MAX 255u     /* bytes of a published buffer's name */
-#define LEDGER_OBJECTS_MAX 1024u /* objects per ledger_cache_alloc */
-#define LEDGER_WHY_MAX 512u      /* bytes of a refusal's reason, NUL included */
+#define LEDGER_NAME_MAX 255u         /* bytes of a buffer's name, its scope not counted */
+#define LEDGER_CACHE_NAME_MAX 63u    /* bytes of a cache's name, its scope not counted */
+#define LEDGER_SCOPE_PREFIX_MAX 13u  /* "~g4294967294/", the longest scope prefix */
+#define LEDGER_OBJECTS_MAX 1024u     /* objects per ledger_cache_alloc */
+#define LEDGER_WHY_MAX 512u          /* bytes of a refusal's reason, NUL included */
+#define LEDGER_SHARED_GROUPS_MAX 32u /* --shared-group entries */
+/* A qualified name, NUL included: what a buffer's name can grow to. */
+#define LEDGER_QNAME_MAX (LEDGER_SCOPE_PREFIX_MAX + LEDGER_NAME_MAX + 1u)
+
+_Static_assert(LEDGER_SCOPE_PREFIX_MAX + LEDGER_CACHE_NAME_MAX < SLAB_NAME_MAX,
+               "a qualified cache name is the slab cache's name");
 
 /* ledger_buf_alloc flags (the protocol's AllocFlag values: handlers.c checks) */
 #define LEDGER_ALLOC_CONTIG 0x1u /* physically contiguous, or PP_ENOCONTIG */
 #define LEDGER_ALLOC_ZERO 0x2u   /* zero-filled */
 
+/* A name's scope: the user or shared group it belongs to.  Written ~UID/ or ~gGID/ in
+ * front of a name (ledger.c's essay, docs/PROTOCOL.md). */
+typedef uint64_t ledger_scope_t;
+#define LEDGER_SCOPE_GROUP_BIT (UINT64_C(1) << 32)
+#define LEDGER_SCOPE_USER(uid) ((ledger_scope_t)(uint32_t)(uid))
+#define LEDGER_SCOPE_GROUP(gid) (LEDGER_SCOPE_GROUP_BIT | (ledger_scope_t)(uint32_t)(gid))
+
 typedef struct ledger_config {
   uint64_t size; /* region bytes */
   region_page_policy_t policy;
-  bool no_sort_pages;   /* region_config_t.no_sort: hugepages in the pool's order */
-  uint64_t quota;       /* pinned bytes per uid (buffers + objects); 0 = unlimited */
-  uint32_t max_buffers; /* buffer references per holder; 0 = unlimited */
-  bool zero_on_free;    /* zero blocks and objects when they go back */
+  bool no_sort_pages;          /* region_config_t.no_sort: hugepages in the pool's order */
+  uint64_t quota;              /* bytes charged per uid (ledger.c: the charge); 0 = unlimited */
+  uint32_t max_buffers;        /* buffer references per holder; 0 = unlimited */
+  uint32_t max_caches_per_uid; /* caches in one scope (a user's, or a shared group's) */
+  uint32_t max_caches;         /* caches in all; each limit 0 = unlimited */
+  bool zero_on_free;           /* zero blocks and objects when they go back */
+  /* Groups whose scope (~gGID/) their members may create names in; anyone may look
+   * names up there.  None by default. */
+  gid_t shared_groups[LEDGER_SHARED_GROUPS_MAX];
+  uint32_t nshared_groups;
 } ledger_config_t;
 
 typedef struct ledger ledger_t;
@@ -41,15 +63,15 @@ typedef struct ledger_why {
   char msg[LEDGER_WHY_MAX];
 } ledger_why_t;
 
-/* Who a holder is, as far as ownership goes: the uid its allocations are charged to, and
- * what Stats shows of a buffer's holders. */
+/* Who a holder is, as far as ownership goes: the uid its allocations are charged to (and
+ * whose scope its unqualified names are in), and what Stats shows of a buffer's holders. */
 typedef struct ledger_ident {
   uint64_t session_id;
   pid_t pid;
   uid_t uid;
 } ledger_ident_t;
 
-/* A buffer as a reply describes it.  name and buf stay valid while the buffer lives. */
+/* A buffer as a reply describes it.  The names and buf stay valid while the buffer lives. */
 typedef struct ledger_buf_info {
   uint64_t handle; /* from 1, never reused within the ledger's lifetime */
   uint64_t offset;
@@ -57,21 +79,27 @@ typedef struct ledger_buf_info {
   uint64_t phys; /* of offset; 0 when unknown */
   unsigned order;
   bool contiguous;
-  uid_t charged_uid; /* the uid the block is charged to until it goes back */
-  const char *name;  /* NULL when unpublished */
-  uint32_t nholders; /* distinct holders; ledger_buf_holder() names them */
+  uid_t charged_uid;    /* the uid that pays for the block now (it moves: ledger.c) */
+  const char *name;     /* as published, without its scope; NULL when unpublished */
+  const char *qname;    /* qualified: "~1000/frames"; NULL when unpublished */
+  ledger_scope_t scope; /* of the name (meaningless when unpublished) */
+  uint32_t nholders;    /* distinct holders; ledger_buf_holder() names them */
   const ledger_buf_t *buf;
 } ledger_buf_info_t;
 
 typedef struct ledger_cache_info {
-  uint32_t id;
+  uint32_t id; /* never reused: a closed cache's id can only miss */
   uint32_t object_size, align, objs_per_slab;
-  uint64_t slab_bytes; /* a slab is a naturally aligned buddy block of this size */
-  const char *name;    /* valid for the ledger's lifetime */
+  uint64_t slab_bytes;  /* a slab is a naturally aligned buddy block of this size */
+  uint64_t obj_charge;  /* bytes each object is charged: slab_bytes / objs_per_slab */
+  ledger_scope_t scope; /* of the name */
+  const char *name;     /* qualified; valid while the cache lives */
 } ledger_cache_info_t;
 
 typedef struct ledger_cache_stats {
-  const char *name; /* valid for the ledger's lifetime */
+  const char *name; /* qualified; valid while the cache lives */
+  uint32_t openers; /* holders that have it open */
+  uint64_t held;    /* objects holders hold */
   slab_info_t slab;
   mag_stats_t mag;
 } ledger_cache_stats_t;
@@ -79,8 +107,9 @@ typedef struct ledger_cache_stats {
 typedef struct ledger_totals {
   uint64_t buf_bytes; /* block bytes of live buffers */
   uint64_t nbufs;
-  uint64_t obj_bytes; /* object_size bytes of objects held */
+  uint64_t obj_bytes; /* objects held, each at its charge (slab_bytes / objs_per_slab) */
   uint32_t nholders;
+  uint32_t ncaches;
 } ledger_totals_t;
 
 typedef struct ledger_holder_totals {
@@ -88,7 +117,8 @@ typedef struct ledger_holder_totals {
   uint64_t buffers;   /* distinct buffers */
   uint64_t buf_bytes; /* block bytes of the distinct buffers */
   uint64_t objects;
-  uint64_t obj_bytes;
+  uint64_t obj_bytes; /* each object at its charge */
+  uint64_t caches;    /* caches it has open */
 } ledger_holder_totals_t;
 
 typedef struct ledger_shrink_result {
@@ -116,17 +146,21 @@ typedef int (*ledger_block_fn)(void *ctx, const ledger_block_t *b);
 /* The primitive ownership changes (ledger.c's essay): every change of who holds what is
  * one of these, and each is counted as it happens — the place a journal would record it. */
 typedef enum ledger_op {
-  LEDGER_OP_BUF_CREATE,   /* a buffer record for a block */
-  LEDGER_OP_BUF_DESTROY,  /* the record goes, the block returns to the buddy */
-  LEDGER_OP_HOLD,         /* a holder takes one more reference to a buffer */
-  LEDGER_OP_UNHOLD,       /* a holder drops references to a buffer */
-  LEDGER_OP_PUBLISH,      /* a buffer gets its name */
-  LEDGER_OP_UNPUBLISH,    /* the name goes */
-  LEDGER_OP_CHARGE,       /* bytes charged to a uid */
-  LEDGER_OP_UNCHARGE,     /* bytes a uid no longer pays for */
-  LEDGER_OP_OBJ_TAKE,     /* a holder takes an object */
-  LEDGER_OP_OBJ_GIVE,     /* a holder gives an object back */
-  LEDGER_OP_CACHE_CREATE, /* the ledger adopts a slab cache */
+  LEDGER_OP_BUF_CREATE,    /* a buffer record for a block */
+  LEDGER_OP_BUF_DESTROY,   /* the record goes, the block returns to the buddy */
+  LEDGER_OP_HOLD,          /* a holder takes one more reference to a buffer */
+  LEDGER_OP_UNHOLD,        /* a holder drops references to a buffer */
+  LEDGER_OP_PUBLISH,       /* a buffer gets its (scoped) name */
+  LEDGER_OP_UNPUBLISH,     /* the name goes */
+  LEDGER_OP_CHARGE,        /* bytes charged to a uid */
+  LEDGER_OP_UNCHARGE,      /* bytes a uid no longer pays for */
+  LEDGER_OP_OWNER,         /* a buffer's charge is now another uid's */
+  LEDGER_OP_OBJ_TAKE,      /* a holder takes an object */
+  LEDGER_OP_OBJ_GIVE,      /* a holder gives an object back */
+  LEDGER_OP_CACHE_CREATE,  /* the ledger adopts a slab cache, in a scope */
+  LEDGER_OP_CACHE_OPEN,    /* a holder opens a cache once more */
+  LEDGER_OP_CACHE_CLOSE,   /* a holder drops opens of a cache */
+  LEDGER_OP_CACHE_DESTROY, /* a cache nobody has open goes, its slabs with it */
   LEDGER_OP__COUNT
 } ledger_op_t;
 
@@ -143,50 +177,80 @@ const region_t *ledger_region(const ledger_t *l);
 const region_run_t *ledger_runs(const ledger_t *l, size_t *ret_n);
 uint64_t ledger_free_bytes(ledger_t *l);
 
+/* ---- names ---------------------------------------------------------------------------- */
+
+/* Split name into its scope and the name proper.  A name without a leading '~' is all
+ * name, in caller's own scope; "~UID/rest" and "~gGID/rest" name a scope (decimal, no
+ * leading zeros, below 2^32 - 1) and rest (anything, '/' and '~' included; the caller
+ * checks its length).  PP_EINVAL with the reason in *why (may be NULL). */
+int ledger_name_parse(const char *name, uid_t caller, ledger_scope_t *ret_scope,
+                      const char **ret_rest, ledger_why_t *why);
+/* "~1000/" or "~g44/" into buf (LEDGER_SCOPE_PREFIX_MAX + 1 bytes); returns its length. */
+size_t ledger_scope_prefix(ledger_scope_t scope, char *buf, size_t len);
+/* The name a reply gives uid for a buffer: as published when it is in uid's own scope,
+ * else qualified.  NULL when unpublished. */
+const char *ledger_buf_name_for(const ledger_buf_info_t *b, uid_t uid);
+
 /* ---- holders -------------------------------------------------------------------------- */
 
 /* A new holder with nothing held.  PP_ENOPRIVMEM. */
 int ledger_holder_create(ledger_t *l, const ledger_ident_t *ident, ledger_holder_t **ret);
 /* Give back everything h holds — buffer references (a buffer goes back to the buddy with
- * its last holder, and its name with it), objects (straight to the slabs, then the caches
- * it used are drained and shrunk so their memory returns to the buddy) — and free h. */
+ * its last holder, and its name with it; one still held elsewhere may pass its charge to
+ * another uid), objects (straight to the slabs, then the caches it used are drained and
+ * shrunk so their memory returns to the buddy), its opens of caches (a cache nobody has
+ * open any more is destroyed) — and free h. */
 void ledger_holder_release(ledger_t *l, ledger_holder_t *h);
 const ledger_ident_t *ledger_holder_ident(const ledger_holder_t *h);
 void ledger_holder_totals(const ledger_holder_t *h, ledger_holder_totals_t *ret);
+/* The shared groups (of cfg.shared_groups) h's user belongs to: the scopes it may create
+ * names in besides its own.  Until this is called, none.  PP_ENOPRIVMEM. */
+int ledger_holder_set_groups(ledger_t *l, ledger_holder_t *h, const gid_t *gids, size_t n);
+bool ledger_holder_groups_known(const ledger_holder_t *h);
+/* Bytes charged to uid now (what cfg.quota limits). */
+uint64_t ledger_uid_charged(const ledger_t *l, uid_t uid);
 
 /* ---- requests --------------------------------------------------------------------------
  * Each validates everything before changing anything, and fails with a negative PP_E*
  * code and the reason in *why (may be NULL), leaving the ledger as it was. */
 
 /* A buffer of at least size bytes (a whole buddy block), held once by h and charged to
- * its uid, published under name unless name is NULL or "".  Errors: PP_EINVAL (size 0,
- * bad name, unknown flags), PP_ERANGE, PP_EEXIST (name taken), PP_ELIMIT (max_buffers),
- * PP_EQUOTA, PP_ENOMEM / PP_ENOCONTIG (the buddy), PP_ENOPRIVMEM. */
+ * its uid, published under name (in h's scope unless qualified) unless name is NULL or "".
+ * Errors: PP_EINVAL (size 0, bad name, unknown flags), PP_ERANGE, PP_EPERM (a scope h may
+ * not create names in), PP_EEXIST (name taken), PP_ELIMIT (max_buffers), PP_EQUOTA,
+ * PP_ENOMEM / PP_ENOCONTIG (the buddy), PP_ENOPRIVMEM. */
 int ledger_buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
                      const char *name, ledger_why_t *why, ledger_buf_info_t *ret);
-/* One more reference by h to the buffer published under name.  PP_EINVAL (no name),
- * PP_ENOENT, PP_ELIMIT, PP_ENOPRIVMEM. */
+/* One more reference by h to the buffer published under name (h's scope unless
+ * qualified).  PP_EINVAL (no name, bad scope), PP_ENOENT, PP_ELIMIT, PP_ENOPRIVMEM. */
 int ledger_buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_why_t *why,
                       ledger_buf_info_t *ret);
-/* Drop one of h's references; the buffer goes with its last one.  PP_EPERM (held, but not
- * by h), PP_ENOENT (not held by anyone: unknown or already freed). */
+/* Drop one of h's references; the buffer goes with its last one.  PP_ENOENT when h holds
+ * no buffer with that handle — the same answer whoever else holds it. */
 int ledger_buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why);
 
-/* Create or find the slab cache name.  PP_EINVAL (bad name or align), PP_EGEOMETRY (exists
- * with another geometry), PP_ERANGE (object size), PP_ENOPRIVMEM. */
-int ledger_cache_open(ledger_t *l, const char *name, uint32_t object_size, uint32_t align,
-                      ledger_why_t *why, ledger_cache_info_t *ret);
-/* count objects of cache cache_id for h, charged to its uid, written to offs[0..count).
- * offs NULL says the caller could not get room for them: the request is still checked,
- * so a bad one is refused for its own reason, and a good one gets PP_ENOPRIVMEM.
- * PP_ENOENT (no cache), PP_ERANGE (count outside 1..LEDGER_OBJECTS_MAX), PP_EQUOTA,
- * PP_ENOMEM (the slabs), PP_ENOPRIVMEM.  All or nothing. */
+/* Open the slab cache name (h's scope unless qualified) for h, creating it in a scope h
+ * may create names in.  PP_EINVAL (bad name or align), PP_EGEOMETRY (exists with another
+ * geometry), PP_EPERM (does not exist, in a scope h may not create in), PP_ELIMIT
+ * (max_caches_per_uid, max_caches), PP_ERANGE (object size), PP_ENOPRIVMEM. */
+int ledger_cache_open(ledger_t *l, ledger_holder_t *h, const char *name, uint32_t object_size,
+                      uint32_t align, ledger_why_t *why, ledger_cache_info_t *ret);
+/* Drop one of h's opens of cache_id; a cache nobody has open is destroyed.  PP_ENOENT
+ * (h does not have it open), PP_EBUSY (h still holds objects of it and this is its last
+ * open: free them first). */
+int ledger_cache_close(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, ledger_why_t *why);
+/* count objects of cache cache_id, which h has open, for h, charged to its uid, written
+ * to offs[0..count).  offs NULL says the caller could not get room for them: the request
+ * is still checked, so a bad one is refused for its own reason, and a good one gets
+ * PP_ENOPRIVMEM.  PP_ENOENT (no such cache open in h), PP_ERANGE (count outside
+ * 1..LEDGER_OBJECTS_MAX), PP_EQUOTA, PP_ENOMEM (the slabs), PP_ENOPRIVMEM.  All or
+ * nothing. */
 int ledger_cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint32_t count,
                        uint64_t *offs, ledger_why_t *why);
 /* Give back n objects of cache cache_id, all or nothing; the reason names the first bad
- * offset and its index.  PP_ENOENT (no cache; an offset nobody holds), PP_EPERM (held by
- * another holder), PP_EINVAL (of another cache), PP_EDOUBLEFREE (twice in offs),
- * PP_ENOPRIVMEM. */
+ * offset and its index.  PP_ENOENT (no such cache open in h; an offset h does not hold —
+ * the same answer whoever else holds it), PP_EINVAL (h's object of another cache),
+ * PP_EDOUBLEFREE (twice in offs), PP_ENOPRIVMEM. */
 int ledger_cache_free(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, const uint64_t *offs,
                       size_t n, ledger_why_t *why);
 
@@ -199,12 +263,12 @@ void ledger_get_totals(const ledger_t *l, ledger_totals_t *ret);
 void ledger_buddy_stats(ledger_t *l, buddy_stats_t *ret);
 uint64_t ledger_largest_free_contig(ledger_t *l);
 size_t ledger_ncaches(const ledger_t *l);
-/* The i-th cache in creation order, i < ledger_ncaches(). */
+/* The i-th live cache in creation order, i < ledger_ncaches(). */
 void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret);
 /* Iteration over live buffers, in no order: for (size_t it = 0; ledger_buf_next(l, &it,
  * &info);) — no changes meanwhile. */
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret);
-/* The i-th distinct holder of a buffer, i < its nholders. */
+/* The i-th distinct holder of a buffer, i < its nholders, longest-standing first. */
 const ledger_ident_t *ledger_buf_holder(const ledger_buf_t *b, uint32_t i);
 /* Every block of the region in offset order, classified.  fn runs under the buddy's lock:
  * it must not call into the ledger.  PP_ENOPRIVMEM, or what fn returned. */

@@ -48,6 +48,10 @@ typedef struct options {
   int log_level;
   uint32_t max_frame;
   uint32_t hello_timeout_ms;
+  uint32_t max_caches_per_uid;
+  uint32_t max_caches;
+  char shared_groups[LEDGER_SHARED_GROUPS_MAX][64]; /* names or numbers, resolved later */
+  uint32_t nshared_groups;
 } options_t;
 
 static int parse_u32(const char *s, uint32_t *ret) {
@@ -86,8 +90,28 @@ typedef enum {
   OPT_ZERO_ON_FREE,
   OPT_LOG_LEVEL,
   OPT_MAX_FRAME,
-  OPT_HELLO_TIMEOUT
+  OPT_HELLO_TIMEOUT,
+  OPT_SHARED_GROUP,
+  OPT_MAX_CACHES_PER_UID,
+  OPT_MAX_CACHES
 } opt_id_t;
+
+/* --shared-group a,b: each entry appended (a repeated option adds to the list). */
+static int add_shared_groups(options_t *o, const char *val) {
+  const char *p = val;
+  if (!*val) return PP_EINVAL;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    if (n == 0 || n >= sizeof o->shared_groups[0] ||
+        o->nshared_groups == LEDGER_SHARED_GROUPS_MAX)
+      return PP_EINVAL;
+    snprintf(o->shared_groups[o->nshared_groups++], sizeof o->shared_groups[0], "%.*s", (int)n,
+             p);
+    p += n;
+    if (*p == ',') p++;
+  }
+  return 0;
+}
 
 static const struct option_def {
   const char *name;
@@ -119,6 +143,11 @@ static const struct option_def {
     {"hello-timeout", OPT_HELLO_TIMEOUT, false,
      "MS  a connection must say hello within this "
      "(default 10000)"},
+    {"shared-group", OPT_SHARED_GROUP, false,
+     "GROUP[,GROUP...]  members may create names in ~gGID/; repeatable (default: none)"},
+    {"max-caches-per-uid", OPT_MAX_CACHES_PER_UID, false,
+     "N  caches in one user's (or shared group's) scope, 0 = unlimited (default 64)"},
+    {"max-caches", OPT_MAX_CACHES, false, "N  caches in all, 0 = unlimited (default 4096)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -179,6 +208,9 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     rc = parse_u32(val, &o->hello_timeout_ms);
     if (!rc && o->hello_timeout_ms == 0) rc = PP_EINVAL;
     break;
+  case OPT_SHARED_GROUP: rc = add_shared_groups(o, val); break;
+  case OPT_MAX_CACHES_PER_UID: rc = parse_u32(val, &o->max_caches_per_uid); break;
+  case OPT_MAX_CACHES: rc = parse_u32(val, &o->max_caches); break;
   }
   if (rc) {
     fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
@@ -237,11 +269,11 @@ static void usage(FILE *out) {
                "       pinpoold --probe [--size SIZE] [--page-size P] [--sort-pages yes|no]\n\n"
                "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
-    fprintf(out, "  --%-13s %s\n", option_defs[i].name, option_defs[i].help);
-  fprintf(out, "  --%-13s %s\n", "config", "FILE  the same keys as key=value lines");
-  fprintf(out, "  --%-13s %s\n", "probe",
+    fprintf(out, "  --%-18s %s\n", option_defs[i].name, option_defs[i].help);
+  fprintf(out, "  --%-18s %s\n", "config", "FILE  the same keys as key=value lines");
+  fprintf(out, "  --%-18s %s\n", "probe",
           "print what region this machine would give, and exit");
-  fprintf(out, "  --%-13s\n  --%-13s\n", "help", "version");
+  fprintf(out, "  --%-18s\n  --%-18s\n", "help", "version");
 }
 
 /* Returns 0 to run, 1 to exit successfully (help/version), or PP_EINVAL. */
@@ -325,7 +357,9 @@ int main(int argc, char **argv) {
                  .socket_mode = 0660,
                  .log_level = LOG_INFO,
                  .max_frame = FRAME_MAX_DEFAULT,
-                 .hello_timeout_ms = 10000};
+                 .hello_timeout_ms = 10000,
+                 .max_caches_per_uid = 64,
+                 .max_caches = 4096};
   server_config_t sc = {0};
   ledger_config_t lc = {0};
   ledger_t *ledger = NULL;
@@ -348,12 +382,23 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  for (uint32_t i = 0; i < o.nshared_groups; i++) {
+    gid_t g;
+    if (resolve_group(o.shared_groups[i], &g) || g == (gid_t)-1) {
+      log_err("shared group '%s' does not exist", o.shared_groups[i]);
+      return 2;
+    }
+    lc.shared_groups[lc.nshared_groups++] = g;
+  }
+
   sc.started_ms = handlers_now_ms();
   lc.size = o.size;
   lc.policy = o.policy;
   lc.no_sort_pages = !o.sort_pages;
   lc.quota = o.quota;
   lc.max_buffers = o.max_buffers;
+  lc.max_caches_per_uid = o.max_caches_per_uid;
+  lc.max_caches = o.max_caches;
   lc.zero_on_free = o.zero_on_free;
   rc = ledger_create(&lc, &ledger);
   if (rc) {

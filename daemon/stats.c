@@ -11,11 +11,19 @@
  * frag_index is mm/vmstat.c's __fragmentation_index (-1000 when that order is free), and
  * each SlabInfo is a /proc/slabinfo row plus pinpool's extras.
  *
- * Accounting (what pinpoolctl can add up): used_bytes = live buffer blocks + object_size
- * of objects held by sessions; free_bytes = the buddy's free bytes; cached_bytes = slab
- * bytes not held by sessions (free objects, objects parked in magazines, tails).  With no
- * other buddy users, used + free + cached == region_size.  MapBlock.in_magazines is the
- * ledger's derivation (see ledger_walk_blocks).
+ * Accounting (what pinpoolctl can add up): used_bytes = live buffer blocks + objects held
+ * by sessions, each at its charge (slab bytes / objects per slab, rounded down: its stride
+ * and its share of the slab's tail — ledger.c); free_bytes = the buddy's free bytes;
+ * cached_bytes = slab bytes not held by sessions (free objects, objects parked in
+ * magazines, the part of tails no object is charged for).  A slab holds at most
+ * objs_per_slab objects, each charged at most slab_bytes / objs_per_slab, so cached is
+ * never negative, and with no other buddy users used + free + cached == region_size.
+ * Per client: bytes_held = the blocks of the buffers it holds (whoever pays for them) +
+ * its objects at their charge; bytes_charged = what its uid pays — the blocks of the
+ * buffers charged to it, its sessions' objects, and one slab per cache they hold objects
+ * in — the figure --quota limits.  Names (buffers, slabinfo rows) are fully qualified,
+ * "~1000/frames", so operators see whose they are.  MapBlock.in_magazines is the ledger's
+ * derivation (see ledger_walk_blocks).
  *
  * Cost: O(blocks + objects held) for the map, O(buffers * holders) for the buffer list; only
  * admins can ask, and every allocation comes from the response's arena, whose budget caps
@@ -109,7 +117,8 @@ static int build_buffers(ledger_t *l, Pinpool__V1__Stats *st, arena_t *a) {
     bi->size = b->size;
     bi->phys_addr = b->phys;
     bi->contiguous = b->contiguous;
-    if (b->name) bi->name = (char *)b->name; /* lives until after packing */
+    if (b->qname) bi->name = (char *)b->qname; /* lives until after packing */
+    bi->charged_uid = (uint32_t)b->charged_uid;
     bi->holder_pids = arena_alloc(a, b->nholders * sizeof *bi->holder_pids);
     bi->holder_sessions = arena_alloc(a, b->nholders * sizeof *bi->holder_sessions);
     if (!bi->holder_pids || !bi->holder_sessions) return PP_ENOPRIVMEM;
@@ -125,7 +134,8 @@ static int build_buffers(ledger_t *l, Pinpool__V1__Stats *st, arena_t *a) {
   return 0;
 }
 
-static int build_clients(const session_list_t *sessions, Pinpool__V1__Stats *st, arena_t *a) {
+static int build_clients(const ledger_t *l, const session_list_t *sessions,
+                         Pinpool__V1__Stats *st, arena_t *a) {
   size_t i = sessions->n;
   if (!i) return 0;
   st->clients = arena_alloc(a, i * sizeof *st->clients);
@@ -144,6 +154,7 @@ static int build_clients(const session_list_t *sessions, Pinpool__V1__Stats *st,
     ci->name = (char *)s->name;
     ci->connected_since_unix_ms = s->connected_ms;
     ci->bytes_held = t.buf_bytes + t.obj_bytes;
+    ci->bytes_charged = ledger_uid_charged(l, s->uid);
     ci->buffers = t.buffers;
     ci->objects = t.objects;
     ci->requests = s->requests;
@@ -222,7 +233,7 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
   st->used_bytes = t.buf_bytes + t.obj_bytes;
   st->cached_bytes = slab_bytes >= t.obj_bytes ? slab_bytes - t.obj_bytes : 0;
 
-  if (build_clients(src->sessions, st, a)) return PP_ENOPRIVMEM;
+  if (build_clients(l, src->sessions, st, a)) return PP_ENOPRIVMEM;
   st->nr_buffers = t.nbufs;
   st->nr_clients = src->sessions->n;
   st->max_clients = src->max_clients;

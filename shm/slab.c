@@ -5,7 +5,9 @@
  *   A cache hands out objects of one geometry (object size, alignment) as offsets into the
  *   region.  Objects are carved from slabs; a slab is one buddy block of 2^k pages.  The
  *   caches of one buddy allocator live in a registry (slab_t), found by name or by a small
- *   stable id (its index in creation order, never reused while the registry lives).
+ *   stable id (from a counter: never reused while the registry lives, so an id kept after
+ *   its cache was destroyed can only miss).  The registry's array holds the live caches in
+ *   creation order, which is id order, so an id is found by binary search.
  *
  * GEOMETRY
  *   stride = object_size rounded up to align.  The slab order k is the smallest in
@@ -41,7 +43,14 @@
  *   back to the buddy at once (a small working set absorbs alloc/free ping-pong at a slab
  *   boundary without a buddy round trip each time).  shrink() returns every empty slab.
  *
- * INVARIANTS (slab_cache_check)
+ * DESTROY
+ *   slab_cache_destroy() takes a cache out of the registry (its name can be created again,
+ *   with a new id) and returns its slabs, all empty, to the buddy.  A cache with allocated
+ *   objects — magazines count: drain them first — is PP_EBUSY and stays as it was.
+ *
+ * INVARIANTS (slab_cache_check, and slab_check for the registry)
+ *   - registry: ids strictly increase along the array and stay below the id counter; each
+ *     cache is found by its name, and the name hash holds exactly the caches of the array;
  *   - every slab is on the list its inuse count says and is in the hash table exactly once,
  *     under its own base; bases are slab-aligned and distinct, each a buddy block of the
  *     cache's order;
@@ -136,8 +145,9 @@ struct slab_cache {
 struct slab {
   pthread_mutex_t lock; /* the registry */
   buddy_t *buddy;
-  slab_cache_t **caches; /* by id, in creation order */
+  slab_cache_t **caches; /* live caches in creation order: ids increase along it */
   uint32_t ncaches, cap;
+  uint32_t next_id;     /* the next cache's id; ids are never reused */
   slab_cache_t **names; /* name hash */
   uint32_t nnames;      /* buckets, power of two */
 };
@@ -605,6 +615,8 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
       *ret = old;
     goto out;
   }
+  rc = PP_ERANGE; /* ids are uint32 and never reused */
+  if (s->next_id == UINT32_MAX) goto out;
   rc = PP_ENOPRIVMEM;
   if (s->ncaches == s->cap) {
     if (s->cap > UINT32_MAX / 2) { /* ids are uint32: the array cannot double again */
@@ -639,7 +651,7 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
   c->recip = (UINT64_C(1) << 32) / stride + 1;
   for (uint32_t l = 0; l < SLAB_NLISTS; l++)
     c->lists[l] = (slab_list_t){NULL, 0};
-  c->id = s->ncaches;
+  c->id = s->next_id++;
   s->caches[s->ncaches++] = c;
   uint32_t h = hash_name(name) & (s->nnames - 1);
   c->name_next = s->names[h];
@@ -665,12 +677,74 @@ slab_cache_t *slab_cache_find(slab_t *s, const char *name) {
   return c;
 }
 
+/* The array is in id order (ids only grow, removal keeps the order): binary search. */
+static uint32_t index_of_unsafe(const slab_t *s, uint32_t id) {
+  uint32_t lo = 0, hi = s->ncaches;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (s->caches[mid]->id < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id) {
   if (!s) return NULL;
   pthread_mutex_lock(&s->lock);
-  slab_cache_t *c = id < s->ncaches ? s->caches[id] : NULL;
+  uint32_t i = index_of_unsafe(s, id);
+  slab_cache_t *c = i < s->ncaches && s->caches[i]->id == id ? s->caches[i] : NULL;
   pthread_mutex_unlock(&s->lock);
   return c;
+}
+
+static int registry_check_unsafe(slab_t *s, char *why, size_t why_len) {
+  uint64_t hashed = 0;
+  for (uint32_t i = 0; i < s->ncaches; i++) {
+    const slab_cache_t *c = s->caches[i];
+    if (i > 0 && c->id <= s->caches[i - 1]->id)
+      return pp_corrupt(why, why_len, "cache %s (id %u) after id %u", c->name, c->id,
+                        s->caches[i - 1]->id);
+    if (c->id >= s->next_id)
+      return pp_corrupt(why, why_len, "cache %s has id %u, the counter is at %u", c->name,
+                        c->id, s->next_id);
+    if (find_unsafe(s, c->name) != c)
+      return pp_corrupt(why, why_len, "cache %s is not found by its name", c->name);
+  }
+  for (uint32_t b = 0; b < s->nnames; b++)
+    for (const slab_cache_t *c = s->names[b]; c; c = c->name_next)
+      if (++hashed > s->ncaches)
+        return pp_corrupt(why, why_len, "the name hash holds more than the %u caches",
+                          s->ncaches);
+  if (hashed != s->ncaches)
+    return pp_corrupt(why, why_len, "the name hash holds %" PRIu64 " caches, the array %u",
+                      hashed, s->ncaches);
+  return 0;
+}
+
+int slab_cache_destroy(slab_cache_t *c) {
+  if (!c) return PP_EINVAL;
+  slab_t *s = c->owner;
+  cache_lock(c);
+  uint64_t active = c->active;
+  cache_unlock(c);
+  if (active) return PP_EBUSY;
+
+  pthread_mutex_lock(&s->lock);
+  slab_cache_t **pp = &s->names[hash_name(c->name) & (s->nnames - 1)];
+  while (*pp != c)
+    pp = &(*pp)->name_next;
+  *pp = c->name_next;
+  uint32_t i = index_of_unsafe(s, c->id);
+  PP_ASSERT(i < s->ncaches && s->caches[i] == c);
+  memmove(&s->caches[i], &s->caches[i + 1], (s->ncaches - i - 1) * sizeof *s->caches);
+  s->ncaches--;
+  PP_VALIDATE(registry_check_unsafe, s);
+  pthread_mutex_unlock(&s->lock);
+  /* Out of the registry, so nobody else can reach it: every slab is empty. */
+  cache_destroy(c);
+  return 0;
 }
 
 /* A copy of the cache array, so callbacks may take cache locks and even create caches. */
@@ -855,21 +929,12 @@ int slab_cache_check(slab_cache_t *c, char *why, size_t why_len) {
 
 int slab_check(slab_t *s, char *why, size_t why_len) {
   if (!s) return PP_EINVAL;
-  int rc = 0;
+  int rc;
   uint32_t n;
   pthread_mutex_lock(&s->lock);
-  for (uint32_t i = 0; i < s->ncaches; i++) {
-    if (s->caches[i]->id != i) {
-      pthread_mutex_unlock(&s->lock);
-      return pp_corrupt(why, why_len, "cache %s has id %u at index %u", s->caches[i]->name,
-                        s->caches[i]->id, i);
-    }
-    if (find_unsafe(s, s->caches[i]->name) != s->caches[i]) {
-      pthread_mutex_unlock(&s->lock);
-      return pp_corrupt(why, why_len, "cache %s is not found by its name", s->caches[i]->name);
-    }
-  }
+  rc = registry_check_unsafe(s, why, why_len);
   pthread_mutex_unlock(&s->lock);
+  if (rc) return rc;
   slab_cache_t **v = snapshot(s, &n);
   for (uint32_t i = 0; i < n && rc == 0; i++)
     rc = slab_cache_check(v[i], why, why_len);

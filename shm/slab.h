@@ -15,7 +15,7 @@
 #include "buddy.h"
 #include "pinpool_err.h"
 
-#define SLAB_NAME_MAX 64u /* including the NUL */
+#define SLAB_NAME_MAX 80u /* including the NUL */
 #define SLAB_MIN_OBJECT 8u
 #define SLAB_MAX_ORDER 5u /* largest slab: a buddy block of 2^5 pages = 128 KiB */
 #define SLAB_MAX_OBJECT                                                                        \
@@ -54,7 +54,13 @@ void slab_destroy(slab_t *s);
 int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
                       slab_cache_t **ret);
 slab_cache_t *slab_cache_find(slab_t *s, const char *name);
+/* NULL for an id never given out or of a destroyed cache: ids are never reused. */
 slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id);
+/* Take c out of the registry and return its slabs to the buddy; c is freed.  PP_EBUSY
+ * (nothing changes) while any object is allocated from it — objects parked in magazines
+ * count, so destroy the cache's depot first.  No other thread may use c, nor walk the
+ * registry (slab_foreach_cache, slab_shrink, slab_check), during the call. */
+int slab_cache_destroy(slab_cache_t *c);
 
 /* One object: from a partial slab, else an empty one, else a new slab from the buddy.
  * Errors: PP_ENOMEM (the buddy has no block for a new slab: the region is full),

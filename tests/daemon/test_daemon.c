@@ -264,7 +264,7 @@ static void killed_client_holdings_all_return(void **state) {
 
 /* ---- refusals, each leaving state unchanged ---------------------------------------- */
 
-static void foreign_handle_cannot_be_freed(void **state) {
+static void foreign_handle_cannot_be_freed_and_is_not_found(void **state) {
   testd_t *d = *state;
   wire_t a, b;
   resp_t *r;
@@ -274,7 +274,8 @@ static void foreign_handle_cannot_be_freed(void **state) {
   assert_int_equal(wire_open(&b, d->sock, "thief"), 0);
   assert_int_equal(wire_alloc(&a, 4096, 0, NULL, &r), 0);
   free_after_alloc = testd_free_bytes(d);
-  assert_int_equal(wire_free(&b, r->buffer->handle), PP_EPERM);
+  /* Handles are private to their session: another's is one this session does not hold. */
+  assert_int_equal(wire_free(&b, r->buffer->handle), PP_ENOENT);
   assert_int_equal(wire_free(&b, 987654321), PP_ENOENT);
   assert_int_equal(testd_free_bytes(d), free_after_alloc);
   assert_int_equal(wire_free(&a, r->buffer->handle), 0);
@@ -378,7 +379,7 @@ static void cache_free_is_all_or_nothing_and_names_the_bad_offset(void **state) 
   testd_t *d = *state;
   wire_t a, b;
   uint64_t offs[8], bad[8], other[1];
-  uint32_t id;
+  uint32_t id, id2;
   size_t n;
   char msg[256], want[64];
 
@@ -391,6 +392,8 @@ static void cache_free_is_all_or_nothing_and_names_the_bad_offset(void **state) 
     assert_true(offs[i] % 8 == 0 && offs[i] < REGION);
     memset(a.base + offs[i], (int)i, 64);
   }
+  assert_int_equal(wire_cache_open(&b, "objs", 64, 0, &id2), 0); /* same uid: same cache */
+  assert_int_equal(id2, id);
   assert_int_equal(wire_cache_alloc(&b, id, 1, other, &n), 0);
 
   /* A bogus offset at the end: nothing freed, the message names it. */
@@ -399,9 +402,9 @@ static void cache_free_is_all_or_nothing_and_names_the_bad_offset(void **state) 
   assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_ENOENT);
   snprintf(want, sizeof want, "%" PRIu64, bad[3]);
   assert_non_null(strstr(msg, want));
-  /* Another session's object: refused, and nothing freed. */
+  /* Another session's object: not found, as if nobody held it, and nothing freed. */
   bad[3] = other[0];
-  assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_EPERM);
+  assert_int_equal(wire_cache_free(&a, id, bad, 4, msg, sizeof msg), PP_ENOENT);
   snprintf(want, sizeof want, "%" PRIu64, other[0]);
   assert_non_null(strstr(msg, want));
   /* The same object twice in one batch. */
@@ -648,6 +651,7 @@ static void stats_accounts_for_every_byte_and_lists_holders(void **state) {
   uint32_t id;
   size_t n;
   bool seen = false;
+  char qname[64];
 
   assert_int_equal(wire_open(&a, d->sock, "alpha"), 0);
   assert_int_equal(wire_open(&b, d->sock, "beta"), 0);
@@ -662,21 +666,30 @@ static void stats_accounts_for_every_byte_and_lists_holders(void **state) {
   assert_int_equal(st->nr_clients, 2);
   assert_int_equal(st->n_clients, 2);
   assert_int_equal(st->nr_buffers, 1);
-  assert_int_equal(st->used_bytes, 128 * KIB + 10 * 200);
+  /* 200-byte objects: 20 to a 4 KiB slab, each charged 4096 / 20 = 204 bytes. */
+  assert_int_equal(st->used_bytes, 128 * KIB + 10 * 204);
   assert_int_equal(st->used_bytes + st->free_bytes + st->cached_bytes, REGION);
   assert_int_equal(st->n_free_per_order, st->max_order + 1);
   assert_int_equal(st->n_caches, 1);
-  assert_string_equal(st->caches[0]->name, "stats-objs");
+  /* Names are fully qualified, so operators see whose they are. */
+  snprintf(qname, sizeof qname, "~%u/stats-objs", (unsigned)getuid());
+  assert_string_equal(st->caches[0]->name, qname);
   assert_int_equal(st->caches[0]->object_size, 200);
   assert_true(st->caches[0]->active_objs >= 10);
   assert_int_equal(st->n_buffers, 1);
   assert_int_equal(st->buffers[0]->n_holder_sessions, 2);
-  assert_string_equal(st->buffers[0]->name, "shared");
+  snprintf(qname, sizeof qname, "~%u/shared", (unsigned)getuid());
+  assert_string_equal(st->buffers[0]->name, qname);
+  assert_int_equal(st->buffers[0]->charged_uid, getuid());
   for (size_t i = 0; i < st->n_clients; i++)
     if (!strcmp(st->clients[i]->name, "beta")) {
       seen = true;
       assert_int_equal(st->clients[i]->objects, 10);
       assert_int_equal(st->clients[i]->buffers, 1);
+      /* What it holds: the shared block and its objects at their charge; what its uid
+       * pays: the block (same uid as alpha), the objects and one slab of their cache. */
+      assert_int_equal(st->clients[i]->bytes_held, 128 * KIB + 10 * 204);
+      assert_int_equal(st->clients[i]->bytes_charged, 128 * KIB + 10 * 204 + 4096);
       assert_int_equal(st->clients[i]->pid, (uint32_t)getpid());
     }
   assert_true(seen);
@@ -1020,6 +1033,53 @@ static void config_file_keys_work_and_command_line_wins(void **state) {
   unlink(cfg);
 }
 
+static void cache_limits_and_shared_groups_come_from_options_and_config(void **state) {
+  testd_t d;
+  char cfg[] = "/tmp/ppd-cfg-XXXXXX";
+  char bin[512];
+  wire_t c;
+  int fd, status;
+  pid_t pid;
+  (void)state;
+
+  fd = mkstemp(cfg);
+  assert_true(fd >= 0);
+  dprintf(fd, "shared-group = 4242,4243\nmax-caches-per-uid = 2\n");
+  close(fd);
+  assert_int_equal(
+      testd_start(&d, "--config", cfg, "--max-caches", "4", "--shared-group", "4244", NULL), 0);
+  assert_int_equal(wire_open(&c, d.sock, "t"), 0);
+  assert_int_equal(wire_cache_open(&c, "a", 64, 0, NULL), 0);
+  assert_int_equal(wire_cache_open(&c, "b", 64, 0, NULL), 0);
+  assert_int_equal(wire_cache_open(&c, "c", 64, 0, NULL), PP_ELIMIT); /* 2 per scope */
+  if (geteuid() == 0) {
+    /* Root is in every shared group; each group's scope counts on its own, and the
+     * daemon's 4 in all stop the third. */
+    assert_int_equal(wire_cache_open(&c, "~g4243/a", 64, 0, NULL), 0);
+    assert_int_equal(wire_cache_open(&c, "~g4244/a", 64, 0, NULL), 0);
+    assert_int_equal(wire_cache_open(&c, "~g4242/a", 64, 0, NULL), PP_ELIMIT);
+    assert_int_equal(wire_alloc(&c, 4096, 0, "~g4242/ring", NULL), 0);
+  }
+  assert_int_equal(wire_alloc(&c, 4096, 0, "~g4245/ring", NULL), PP_EPERM); /* not shared */
+  wire_close(&c);
+  assert_int_equal(testd_stop(&d), 0);
+
+  /* A shared group that does not exist stops the daemon with exit status 2. */
+  testd_bin(bin, sizeof bin, "pinpoold");
+  pid = fork();
+  if (pid == 0) {
+    int nul = open("/dev/null", O_WRONLY);
+    dup2(nul, 2);
+    execl(bin, bin, "--shared-group", "no-such-group-here", "--size", "4M", "--page-size", "4K",
+          "--socket", "/nonexistent/x.sock", (char *)NULL);
+    _exit(127);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 2);
+  unlink(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(handshake_passes_a_memfd_that_maps_the_region, setup,
@@ -1034,7 +1094,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(named_buffer_goes_with_its_last_holder_disconnecting,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(killed_client_holdings_all_return, setup, teardown),
-      cmocka_unit_test_setup_teardown(foreign_handle_cannot_be_freed, setup, teardown),
+      cmocka_unit_test_setup_teardown(foreign_handle_cannot_be_freed_and_is_not_found, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(double_free_is_not_found_and_harmless, setup, teardown),
       cmocka_unit_test_setup_teardown(zero_oversized_and_bad_flag_allocs_are_refused, setup,
                                       teardown),
@@ -1075,6 +1136,7 @@ int main(void) {
       cmocka_unit_test(ready_and_stopping_reach_notify_socket),
       cmocka_unit_test(socket_activation_uses_the_passed_socket_and_leaves_it),
       cmocka_unit_test(config_file_keys_work_and_command_line_wins),
+      cmocka_unit_test(cache_limits_and_shared_groups_come_from_options_and_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,13 +29,16 @@ typedef struct fixture {
   session_t *s;
 } fixture_t;
 
-static void open_fixture(fixture_t *f, uint32_t max_frame, bool admin) {
-  ledger_config_t lc = {.size = 4u << 20, .policy = REGION_PAGE_4K};
+static void open_fixture_shared(fixture_t *f, uint32_t max_frame, bool admin,
+                                const gid_t *shared, uint32_t nshared) {
+  ledger_config_t lc = {.size = 4u << 20, .policy = REGION_PAGE_4K, .nshared_groups = nshared};
   handlers_config_t hc = {.max_frame = max_frame, .max_clients = 8, .started_ms = 0};
   ledger_ident_t id;
   int rc;
 
   memset(f, 0, sizeof *f);
+  for (uint32_t i = 0; i < nshared; i++)
+    lc.shared_groups[i] = shared[i];
   if ((rc = ledger_create(&lc, &f->ledger))) {
     printf("SKIP: cannot create a region of 4 KiB pages: %s\n", pp_strerror(rc));
     skip();
@@ -47,6 +50,10 @@ static void open_fixture(fixture_t *f, uint32_t max_frame, bool admin) {
   assert_int_equal(ledger_holder_create(f->ledger, &id, &f->s->holder), 0);
   f->s->hello_done = true;
   session_list_add(&f->sessions, f->s);
+}
+
+static void open_fixture(fixture_t *f, uint32_t max_frame, bool admin) {
+  open_fixture_shared(f, max_frame, admin, NULL, 0);
 }
 
 static void close_fixture(fixture_t *f) {
@@ -96,6 +103,81 @@ static void alloc_request_answers_with_the_buffer(void **state) {
   r = serve_alloc(&f, 0, NULL);
   assert_int_equal(r->status, PINPOOL__V1__STATUS__INVALID_ARGUMENT);
   assert_string_equal(r->message, "size 0");
+  frame_free_response(r);
+  close_fixture(&f);
+}
+
+static void buffer_names_come_back_as_the_caller_would_write_them(void **state) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Lookup m = PINPOOL__V1__LOOKUP__INIT;
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, FRAME_MAX_DEFAULT, false);
+  r = serve_alloc(&f, 4096, "~1000/qualified-own");
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_string_equal(r->buffer->name, "qualified-own"); /* its own scope: unqualified */
+  frame_free_response(r);
+  m.name = "qualified-own";
+  req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
+  req.lookup = &m;
+  r = serve(&f, &req);
+  assert_string_equal(r->buffer->name, "qualified-own");
+  frame_free_response(r);
+  r = serve_alloc(&f, 4096, "~1001/theirs");
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__PERMISSION_DENIED);
+  frame_free_response(r);
+  close_fixture(&f);
+}
+
+static void shared_group_membership_is_decided_from_the_session(void **state) {
+  /* The session's primary gid is 1000; 4242 is a shared group it is not in (uid 1000
+   * need not exist here: without a passwd entry only the primary gid counts). */
+  const gid_t shared[] = {4242, 1000};
+  fixture_t f;
+  resp_t *r;
+  open_fixture_shared(&f, FRAME_MAX_DEFAULT, false, shared, 2);
+  assert_false(ledger_holder_groups_known(f.s->holder));
+  r = serve_alloc(&f, 4096, "plain"); /* no group scope named: nothing decided yet */
+  frame_free_response(r);
+  assert_false(ledger_holder_groups_known(f.s->holder));
+  r = serve_alloc(&f, 4096, "~g1000/ring");
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_string_equal(r->buffer->name, "~g1000/ring");
+  frame_free_response(r);
+  assert_true(ledger_holder_groups_known(f.s->holder));
+  r = serve_alloc(&f, 4096, "~g4242/ring");
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__PERMISSION_DENIED);
+  assert_non_null(strstr(r->message, "uid 1000 is not a member of shared group 4242"));
+  frame_free_response(r);
+  close_fixture(&f);
+}
+
+static void cache_close_drops_one_open_and_then_misses(void **state) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__CacheOpen co = PINPOOL__V1__CACHE_OPEN__INIT;
+  Pinpool__V1__CacheClose cc = PINPOOL__V1__CACHE_CLOSE__INIT;
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, FRAME_MAX_DEFAULT, false);
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_OPEN;
+  req.cache_open = &co;
+  co.name = "c";
+  co.object_size = 64;
+  r = serve(&f, &req);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->cache->object_charge, 64); /* 64 to a 4 KiB slab: no tail */
+  cc.cache_id = r->cache->cache_id;
+  frame_free_response(r);
+  req.body_case = PINPOOL__V1__REQUEST__BODY_CACHE_CLOSE;
+  req.cache_close = &cc;
+  r = serve(&f, &req);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY__NOT_SET);
+  frame_free_response(r);
+  assert_int_equal(ledger_ncaches(f.ledger), 0); /* its only opener closed it */
+  r = serve(&f, &req);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__NOT_FOUND);
+  assert_string_equal(r->message, "no cache with id 0");
   frame_free_response(r);
   close_fixture(&f);
 }
@@ -336,6 +418,9 @@ static void a_reply_with_nothing_to_leave_out_stays_too_big(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(alloc_request_answers_with_the_buffer),
+      cmocka_unit_test(buffer_names_come_back_as_the_caller_would_write_them),
+      cmocka_unit_test(shared_group_membership_is_decided_from_the_session),
+      cmocka_unit_test(cache_close_drops_one_open_and_then_misses),
       cmocka_unit_test(admin_rows_refuse_other_sessions_before_running),
       cmocka_unit_test(a_body_without_a_row_is_a_protocol_error),
       cmocka_unit_test(out_of_private_memory_answers_no_private_memory_and_changes_nothing),

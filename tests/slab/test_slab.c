@@ -153,6 +153,75 @@ static void ids_are_small_stable_and_found_again(void **state) {
   assert_null(slab_cache_find(f->slab, "nope"));
 }
 
+static uint64_t buddy_free_bytes(fixture_t *f) {
+  buddy_stats_t bs;
+  buddy_get_stats(f->buddy, &bs);
+  return bs.free_bytes;
+}
+
+static void destroy_returns_the_slabs_and_never_reuses_the_id(void **state) {
+  fixture_t *f = *state;
+  uint64_t before = buddy_free_bytes(f), offs[40];
+  slab_cache_t *a, *b, *c, *again;
+  uint32_t id_b;
+
+  assert_int_equal(slab_cache_create(f->slab, "a", 64, 8, &a), 0);
+  assert_int_equal(slab_cache_create(f->slab, "b", 512, 8, &b), 0);
+  assert_int_equal(slab_cache_create(f->slab, "c", 96, 32, &c), 0);
+  id_b = info_of(b).id;
+  assert_int_equal(slab_cache_alloc_bulk(b, offs, 40), 40);
+  assert_true(buddy_free_bytes(f) < before);
+  /* With objects out it stays, whole. */
+  assert_int_equal(slab_cache_destroy(b), PP_EBUSY);
+  assert_ptr_equal(slab_cache_by_id(f->slab, id_b), b);
+  assert_int_equal(info_of(b).active_objs, 40);
+  check_all(f);
+
+  assert_int_equal(slab_cache_free_bulk(b, offs, 40, NULL), 0);
+  assert_int_equal(slab_cache_destroy(b), 0); /* empty slabs go back with it */
+  check_all(f);
+  assert_int_equal(buddy_free_bytes(f), before);
+  assert_null(slab_cache_by_id(f->slab, id_b));
+  assert_null(slab_cache_find(f->slab, "b"));
+  /* Its neighbours are still found, by id and by name. */
+  assert_ptr_equal(slab_cache_by_id(f->slab, info_of(a).id), a);
+  assert_ptr_equal(slab_cache_by_id(f->slab, info_of(c).id), c);
+  assert_ptr_equal(slab_cache_find(f->slab, "c"), c);
+
+  /* The name can be had again, with another geometry and a fresh id. */
+  assert_int_equal(slab_cache_create(f->slab, "b", 128, 8, &again), 0);
+  assert_true(info_of(again).id > info_of(c).id);
+  assert_null(slab_cache_by_id(f->slab, id_b));
+  assert_int_equal(slab_cache_destroy(a), 0);
+  assert_int_equal(slab_cache_destroy(c), 0);
+  assert_int_equal(slab_cache_destroy(again), 0);
+  check_all(f);
+  assert_int_equal(slab_shrink(f->slab), 0);
+  assert_int_equal(buddy_free_bytes(f), before);
+}
+
+static void many_create_destroy_cycles_keep_the_registry_whole(void **state) {
+  fixture_t *f = *state;
+  slab_cache_t *keep, *c;
+  uint64_t off, before = buddy_free_bytes(f);
+  char name[32];
+
+  assert_int_equal(slab_cache_create(f->slab, "keep", 64, 8, &keep), 0);
+  for (unsigned i = 0; i < 3000; i++) {
+    snprintf(name, sizeof name, "cycle-%u", i);
+    assert_int_equal(slab_cache_create(f->slab, name, 8 + 8 * (i % 64), 8, &c), 0);
+    assert_int_equal(info_of(c).id, i + 1);
+    assert_int_equal(slab_cache_alloc(c, &off), 0);
+    assert_int_equal(slab_cache_free(c, off), 0);
+    assert_int_equal(slab_cache_destroy(c), 0);
+    if (i % 500 == 0) check_all(f);
+  }
+  assert_ptr_equal(slab_cache_by_id(f->slab, 0), keep);
+  assert_null(slab_cache_by_id(f->slab, 3000));
+  assert_int_equal(buddy_free_bytes(f), before);
+  check_all(f);
+}
+
 static void waste_is_within_one_eighth_for_every_size(void **state) {
   fixture_t *f = *state;
   static const uint32_t aligns[] = {8, 64, 512};
@@ -706,6 +775,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(ids_are_small_stable_and_found_again, setup, teardown),
       cmocka_unit_test_setup_teardown(empty_registry_checks_shrinks_and_dumps, setup, teardown),
+      cmocka_unit_test_setup_teardown(destroy_returns_the_slabs_and_never_reuses_the_id, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(many_create_destroy_cycles_keep_the_registry_whole, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(waste_is_within_one_eighth_for_every_size, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(slabs_move_between_full_partial_and_empty, setup,

@@ -145,21 +145,26 @@ PP_API uint64_t pp_offset(pp_client *c, const void *addr);
  * PP_ENOCONTIG, PP_ERANGE, PP_EQUOTA, PP_ELIMIT, and the connection errors. */
 PP_API int pp_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret);
 /* The same, published under name so that other clients can pp_lookup() it; the name
- * lives as long as the buffer (until its last holder frees it).  PP_EEXIST when the
- * name is taken. */
+ * lives as long as the buffer (until its last holder frees it).  Names are scoped by
+ * user: "frames" is this uid's own, "~1000/frames" uid 1000's, "~g44/frames" shared group
+ * 44's (docs/PROTOCOL.md).  PP_EEXIST when the name is taken in its scope, PP_EPERM in a
+ * scope this uid may not create names in. */
 PP_API int pp_alloc_named(pp_client *c, const char *name, uint64_t size, unsigned flags,
                           pp_buffer *ret);
-/* Take a hold on the buffer published under name.  PP_ENOENT when there is none. */
+/* Take a hold on the buffer published under name (this uid's scope unless qualified:
+ * "~1000/frames").  PP_ENOENT when there is none. */
 PP_API int pp_lookup(pp_client *c, const char *name, pp_buffer *ret);
 /* Drop this session's hold on a buffer (from pp_alloc*() or pp_lookup()).  The memory
- * goes back to the allocator when its last holder lets go.  PP_ENOENT / PP_EPERM for a
- * handle this session does not hold (nothing changes). */
+ * goes back to the allocator when its last holder lets go.  PP_ENOENT for a handle this
+ * session does not hold, whoever else does (nothing changes). */
 PP_API int pp_free(pp_client *c, uint64_t handle);
 
 /* Open (or find: idempotent by name and geometry) a slab cache of object_size-byte
- * objects aligned to align (a power of two; 0 means 8).  The handle lives until
- * pp_disconnect(); opening the same cache twice gives the same handle.
- * Errors: PP_EINVAL, PP_ERANGE, PP_EGEOMETRY (same name, another geometry), ... */
+ * objects aligned to align (a power of two; 0 means 8); the name is scoped like
+ * pp_alloc_named()'s.  The handle lives until pp_disconnect(); opening the same cache
+ * twice gives the same handle.  Errors: PP_EINVAL, PP_ERANGE, PP_EGEOMETRY (same name,
+ * another geometry), PP_EPERM (no such cache, in a scope this uid may not create in),
+ * PP_ELIMIT (the daemon's cache limits), ... */
 PP_API int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
                          pp_cache **ret_cache);
 PP_API uint32_t pp_cache_object_size(pp_cache *k);
