@@ -36,7 +36,7 @@ extern "C" {
   XX(EPROTO,      8,  PROTOCOL_ERROR,        "protocol error")                        \
   XX(EVERSION,    9,  UNSUPPORTED_VERSION,   "unsupported protocol version")          \
   XX(ETOOMANY,    10, TOO_MANY_CLIENTS,      "too many clients")                      \
-  XX(ELIMIT,      11, TOO_MANY_BUFFERS,      "per-session buffer limit reached")      \
+  XX(ELIMIT,      11, TOO_MANY_BUFFERS,      "limit reached (buffers per session, caches)") \
   XX(ERANGE,      12, OUT_OF_RANGE,          "size, order or count out of range")     \
   XX(ENOTBLOCK,   13, NOT_BLOCK_START,       "offset is not the start of a block or object") \
   XX(ENOTALLOC,   14, NOT_ALLOCATED,         "block or object is not allocated")      \
