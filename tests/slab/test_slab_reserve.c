@@ -879,7 +879,7 @@ static void replay_rebuilds_exactly_the_objects_held(void **state) {
   uint64_t seed = env ? strtoull(env, NULL, 0) : 0x7e5e7ab1e;
   rng_state = seed;
   print_message("seed %#llx (set PP_TEST_SEED to replay)\n", (unsigned long long)seed);
-  for (unsigned round = 0; round < 4; round++)
+  for (unsigned round = 0; round < 8; round++)
     replay_round(f, round);
 }
 
