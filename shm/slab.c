@@ -7,7 +7,8 @@
  *   caches of one buddy allocator live in a registry (slab_t), found by name or by a small
  *   stable id (from a counter: never reused while the registry lives, so an id kept after
  *   its cache was destroyed can only miss).  The registry's array holds the live caches in
- *   creation order, which is id order, so an id is found by binary search.
+ *   id order, so an id is found by binary search; a cache created with a given id (see
+ *   RESTART) is inserted where its id belongs and moves the counter past it.
  *
  * GEOMETRY
  *   stride = object_size rounded up to align.  The slab order k is the smallest in
@@ -16,13 +17,17 @@
  *   internal fragmentation.  Objects are limited to SLAB_MAX_OBJECT, an eighth of the
  *   largest slab, so the largest order always qualifies: it holds >= 8 objects and its tail
  *   is shorter than one stride, i.e. <= 1/8 of the slab.  Bigger requests belong to the
- *   buddy allocator (PP_ERANGE here).
+ *   buddy allocator (PP_ERANGE here).  slab_geometry() computes all of it from
+ *   (object_size, align) alone, which is what lets a restarted daemon lay out a cache's
+ *   slabs exactly as the daemon before it did.
  *
  * COLORING
  *   The unused tail is spent as a color: successive slabs start their first object at
  *   0, 1, 2, ... color units (a cache line, or align when larger) from the slab base, cycling
  *   through tail / unit + 1 colors, so equal-index objects of different slabs do not all map
- *   to the same cache sets.
+ *   to the same cache sets.  The color counter only picks colors for slabs a cache grows
+ *   itself; any value of it gives a legal color, so a reserved slab (below), whose color
+ *   comes from its object, neither reads nor advances it.
  *
  * OFF-SLAB METADATA
  *   Clients can write every byte of the region, so nothing about allocation state lives
@@ -47,6 +52,25 @@
  *   slab_cache_destroy() takes a cache out of the registry (its name can be created again,
  *   with a new id) and returns its slabs, all empty, to the buddy.  A cache with allocated
  *   objects — magazines count: drain them first — is PP_EBUSY and stays as it was.
+ *
+ * RESTART
+ *   A restarted daemon adopts the region (contents intact) and rebuilds its allocators from
+ *   a journal of who held what.  Caches come back with slab_cache_create_with_id (same id,
+ *   name and geometry); each object a session held comes back with slab_cache_reserve.
+ *   Objects that were free or parked in magazines at the crash are simply free afterwards.
+ *   Reserving offset: its slab is the block base = offset & ~(slab_bytes - 1).  If the
+ *   cache has that slab, the object's bit is set and its index taken off the free stack
+ *   (a scan: replay is rare, the stack is at most objs long).  If not, the block is taken
+ *   with buddy_reserve and becomes a slab whose color is the one that puts an object start
+ *   at offset: (offset - base) % stride — unique, as the tail is shorter than a stride.
+ *   That color must be one a cache can give (a multiple of the unit within the tail) and
+ *   offset must not lie in the tail, or offset was never an object of this geometry
+ *   (PP_ENOTBLOCK).  A reserved slab is then like any other: the invariants below hold for
+ *   it unchanged.  The bulk form is all or nothing in two passes, like bulk free: pass 1
+ *   creates missing slabs and sets bits (so duplicates in the batch meet a set bit), pass 2
+ *   fixes the free stacks, counts and lists; an error in pass 1 clears the bits it set and
+ *   returns the slabs it created to the buddy.  Only the buddy's cumulative counters show
+ *   the attempt.
  *
  * INVARIANTS (slab_cache_check, and slab_check for the registry)
  *   - registry: ids strictly increase along the array and stay below the id counter; each
@@ -145,7 +169,7 @@ struct slab_cache {
 struct slab {
   pthread_mutex_t lock; /* the registry */
   buddy_t *buddy;
-  slab_cache_t **caches; /* live caches in creation order: ids increase along it */
+  slab_cache_t **caches; /* live caches in id order */
   uint32_t ncaches, cap;
   uint32_t next_id;     /* the next cache's id; ids are never reused */
   slab_cache_t **names; /* name hash */
@@ -314,21 +338,37 @@ static unsigned slab_order_for(uint32_t stride) {
   return SLAB_MAX_ORDER;
 }
 
+/* Everything a cache's layout depends on, from (object_size, align) alone: no registry,
+ * buddy or counter state may enter here, or a cache re-created after a restart could lay
+ * out its slabs differently from the one whose objects it must re-take. */
+int slab_geometry(uint32_t object_size, uint32_t align, slab_geometry_t *ret) {
+  if (!ret) return PP_EINVAL;
+  if (align == 0) align = 8;
+  if (align & (align - 1)) return PP_EINVAL;
+  if (object_size < SLAB_MIN_OBJECT || object_size > SLAB_MAX_OBJECT || align > SLAB_MAX_OBJECT)
+    return PP_ERANGE;
+  uint32_t stride = (object_size + align - 1) & ~(align - 1);
+  if (stride > SLAB_MAX_OBJECT) return PP_ERANGE;
+  slab_geometry_t g = {.object_size = object_size, .align = align, .stride = stride};
+  g.order = slab_order_for(stride);
+  g.slab_bytes = buddy_order_size(g.order);
+  g.objs_per_slab = (uint32_t)(g.slab_bytes / stride);
+  g.waste = g.slab_bytes - (uint64_t)g.objs_per_slab * stride;
+  g.color_unit = align > SLAB_COLOR_MIN ? align : SLAB_COLOR_MIN;
+  g.ncolors = (uint32_t)(g.waste / g.color_unit) + 1;
+  *ret = g;
+  return 0;
+}
+
 /* ---- slab grow / release (cache lock held) ------------------------------------------ */
 
-static int cache_grow_unsafe(slab_cache_t *c, slab_blk_t **ret) {
-  uint64_t base;
-  int rc = buddy_alloc(c->buddy, c->order, 0, &base);
-  if (rc < 0) return PP_ENOMEM; /* PP_ERANGE too: the region is smaller than one slab */
-  slab_blk_t *b = calloc(1, blk_alloc_size(c));
-  if (!b) {
-    buddy_free(c->buddy, base);
-    return PP_ENOPRIVMEM;
-  }
+/* Make b (calloc'ed, its buddy block at base already taken) an empty slab of c with the
+ * given color: on the empty list's head, in the hash, counted as a grow. */
+static void blk_init_unsafe(slab_cache_t *c, slab_blk_t *b, uint64_t base, uint32_t color) {
   PP_IASSERT((base & (c->slab_bytes - 1)) == 0);
+  PP_IASSERT(color % c->color_unit == 0 && color <= c->waste);
   b->base = base;
-  b->color = (c->color_next % c->ncolors) * c->color_unit;
-  c->color_next++;
+  b->color = color;
   b->stack = (uint16_t *)(b->bits + c->bitmap_words);
   /* Pops come out in ascending index order: a fresh slab fills front to back. */
   for (uint32_t i = 0; i < c->objs; i++)
@@ -340,21 +380,39 @@ static int cache_grow_unsafe(slab_cache_t *c, slab_blk_t **ret) {
   c->nslabs++;
   c->grows++;
   hash_maybe_grow(c);
+}
+
+static int cache_grow_unsafe(slab_cache_t *c, slab_blk_t **ret) {
+  uint64_t base;
+  int rc = buddy_alloc(c->buddy, c->order, 0, &base);
+  if (rc < 0) return PP_ENOMEM; /* PP_ERANGE too: the region is smaller than one slab */
+  slab_blk_t *b = calloc(1, blk_alloc_size(c));
+  if (!b) {
+    buddy_free(c->buddy, base);
+    return PP_ENOPRIVMEM;
+  }
+  blk_init_unsafe(c, b, base, (c->color_next % c->ncolors) * c->color_unit);
+  c->color_next++;
   *ret = b;
   return 0;
 }
 
-static void cache_release_unsafe(slab_cache_t *c, slab_blk_t *b) {
+/* Take an empty slab out of c and give its block back to the buddy (not counted). */
+static void blk_unmake_unsafe(slab_cache_t *c, slab_blk_t *b) {
   PP_IASSERT(b->inuse == 0 && b->list == SLAB_LIST_EMPTY);
   list_remove(&c->lists[SLAB_LIST_EMPTY], b);
   hash_remove(c, b);
   if (c->hot == b) c->hot = NULL;
   c->nslabs--;
-  c->reaps++;
   int rc = buddy_free(c->buddy, b->base);
   PP_ASSERT(rc == 0);
   (void)rc;
   free(b);
+}
+
+static void cache_release_unsafe(slab_cache_t *c, slab_blk_t *b) {
+  blk_unmake_unsafe(c, b);
+  c->reaps++;
 }
 
 /* ---- allocation (cache lock held) --------------------------------------------------- */
@@ -421,6 +479,94 @@ static void blk_push(slab_cache_t *c, slab_blk_t *b, uint32_t i) {
   blk_relist(c, b);
   if (b->inuse == 0 && c->lists[SLAB_LIST_EMPTY].n > SLAB_EMPTY_KEEP)
     cache_release_unsafe(c, b);
+}
+
+/* ---- reserve (cache lock held) ------------------------------------------------------ */
+
+/* Pass 1 of a reserve, for one offset: find or create the slab that must hold it and set
+ * the object's bitmap bit — nothing else, so pass 2 (or the undo) finds the bit set and
+ * the free stack, inuse and list untouched.  A slab created here goes on the head of the
+ * empty list and stays there through pass 1 (no inuse changes until pass 2): the undo
+ * finds the batch's new slabs as the first *created entries of that list. */
+static int cache_reserve_mark_unsafe(slab_cache_t *c, uint64_t offset, unsigned *created) {
+  uint64_t base = offset & ~(c->slab_bytes - 1);
+  slab_blk_t *b = c->hot && c->hot->base == base ? c->hot : hash_find(c, base);
+  uint32_t i;
+  int rc;
+  if (!b) {
+    /* The stride exceeds the tail, so exactly one color puts an object start at offset. */
+    uint64_t rel = offset - base;
+    uint32_t color = (uint32_t)(rel % c->stride);
+    if (color % c->color_unit || color > c->waste || rel / c->stride >= c->objs)
+      return PP_ENOTBLOCK; /* no slab of this geometry has an object there */
+    b = calloc(1, blk_alloc_size(c));
+    if (!b) return PP_ENOPRIVMEM;
+    rc = buddy_reserve(c->buddy, base, c->order);
+    if (rc < 0) {
+      free(b);
+      PP_IASSERT(rc == PP_EBUSY || rc == PP_ERANGE); /* base is aligned to the order */
+      return rc == PP_ERANGE ? PP_ERANGE : PP_EBUSY;
+    }
+    blk_init_unsafe(c, b, base, color);
+    (*created)++;
+  }
+  rc = cache_locate_unsafe(c, offset, &b, &i);
+  if (rc < 0) return rc; /* an existing slab whose color puts no object start there */
+  if (bit_get(b, i)) return PP_EBUSY;
+  bit_set(b, i);
+  return 0;
+}
+
+/* Pass 2: take object i (its bit already set) off b's free stack.  The stack keeps its
+ * order, so a slab's remaining objects still go out in the order they would have. */
+static void blk_take(slab_cache_t *c, slab_blk_t *b, uint32_t i) {
+  PP_IASSERT(b->nfree > 0 && bit_get(b, i));
+  uint32_t k = b->nfree;
+  while (k-- > 0 && b->stack[k] != i)
+    ;
+  PP_ASSERT(k < b->nfree); /* a clear bit before pass 1 means i was on the stack */
+  memmove(&b->stack[k], &b->stack[k + 1], (b->nfree - k - 1) * sizeof *b->stack);
+  b->nfree--;
+  b->inuse++;
+  blk_relist(c, b);
+}
+
+static int cache_reserve_unsafe(slab_cache_t *c, const uint64_t *offsets, unsigned n,
+                                unsigned *ret_bad_index) {
+  unsigned k, created = 0;
+  slab_blk_t *b;
+  uint32_t i;
+  int rc = 0;
+  /* Pass 1 marks as it validates, so a duplicate later in the batch meets a set bit. */
+  for (k = 0; k < n; k++) {
+    rc = cache_reserve_mark_unsafe(c, offsets[k], &created);
+    if (rc < 0) break;
+  }
+  if (rc < 0) {
+    for (unsigned j = 0; j < k; j++) {
+      int r = cache_locate_unsafe(c, offsets[j], &b, &i);
+      PP_IASSERT(r == 0);
+      (void)r;
+      bit_clear(b, i);
+    }
+    for (; created > 0; created--) {
+      b = c->lists[SLAB_LIST_EMPTY].head;
+      PP_ASSERT(b && b->inuse == 0 && b->nfree == c->objs);
+      blk_unmake_unsafe(c, b);
+      c->grows--;
+    }
+    if (ret_bad_index) *ret_bad_index = k;
+    return rc;
+  }
+  for (k = 0; k < n; k++) {
+    int r = cache_locate_unsafe(c, offsets[k], &b, &i);
+    PP_IASSERT(r == 0);
+    (void)r;
+    blk_take(c, b, i);
+  }
+  c->active += n;
+  c->allocs += n;
+  return 0;
 }
 
 /* ---- validator ---------------------------------------------------------------------- */
@@ -594,90 +740,10 @@ static void names_maybe_grow_unsafe(slab_t *s) {
   s->nnames = n;
 }
 
-int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
-                      slab_cache_t **ret) {
-  if (!s || !name || !ret || !name[0] || strlen(name) >= SLAB_NAME_MAX) return PP_EINVAL;
-  if (align == 0) align = 8;
-  if (align & (align - 1)) return PP_EINVAL;
-  if (object_size < SLAB_MIN_OBJECT || object_size > SLAB_MAX_OBJECT || align > SLAB_MAX_OBJECT)
-    return PP_ERANGE;
-  uint32_t stride = (object_size + align - 1) & ~(align - 1);
-  if (stride > SLAB_MAX_OBJECT) return PP_ERANGE;
+static int registry_check_unsafe(slab_t *s, char *why, size_t why_len);
 
-  int rc = 0;
-  slab_cache_t *c = NULL;
-  pthread_mutex_lock(&s->lock);
-  slab_cache_t *old = find_unsafe(s, name);
-  if (old) {
-    if (old->object_size != object_size || old->align != align)
-      rc = PP_EGEOMETRY;
-    else
-      *ret = old;
-    goto out;
-  }
-  rc = PP_ERANGE; /* ids are uint32 and never reused */
-  if (s->next_id == UINT32_MAX) goto out;
-  rc = PP_ENOPRIVMEM;
-  if (s->ncaches == s->cap) {
-    if (s->cap > UINT32_MAX / 2) { /* ids are uint32: the array cannot double again */
-      rc = PP_ERANGE;
-      goto out;
-    }
-    uint32_t cap = s->cap ? s->cap * 2 : 16;
-    slab_cache_t **nc = realloc(s->caches, cap * sizeof *nc);
-    if (!nc) goto out;
-    s->caches = nc;
-    s->cap = cap;
-  }
-  c = calloc(1, sizeof *c);
-  if (!c) goto out;
-  c->buckets = calloc(SLAB_HASH_MIN, sizeof *c->buckets);
-  if (!c->buckets) goto out;
-  atomic_init(&c->lock, 0);
-  c->nbuckets = SLAB_HASH_MIN;
-  c->owner = s;
-  c->buddy = s->buddy;
-  snprintf(c->name, sizeof c->name, "%s", name);
-  c->object_size = object_size;
-  c->align = align;
-  c->stride = stride;
-  c->order = slab_order_for(stride);
-  c->slab_bytes = buddy_order_size(c->order);
-  c->objs = (uint32_t)(c->slab_bytes / stride);
-  c->waste = c->slab_bytes - (uint64_t)c->objs * stride;
-  c->color_unit = align > SLAB_COLOR_MIN ? align : SLAB_COLOR_MIN;
-  c->ncolors = (uint32_t)(c->waste / c->color_unit) + 1;
-  c->bitmap_words = (c->objs + 63) / 64;
-  c->recip = (UINT64_C(1) << 32) / stride + 1;
-  for (uint32_t l = 0; l < SLAB_NLISTS; l++)
-    c->lists[l] = (slab_list_t){NULL, 0};
-  c->id = s->next_id++;
-  s->caches[s->ncaches++] = c;
-  uint32_t h = hash_name(name) & (s->nnames - 1);
-  c->name_next = s->names[h];
-  s->names[h] = c;
-  names_maybe_grow_unsafe(s);
-  *ret = c;
-  c = NULL;
-  rc = 0;
-out:
-  pthread_mutex_unlock(&s->lock);
-  if (c) {
-    free(c->buckets);
-    free(c);
-  }
-  return rc;
-}
-
-slab_cache_t *slab_cache_find(slab_t *s, const char *name) {
-  if (!s || !name) return NULL;
-  pthread_mutex_lock(&s->lock);
-  slab_cache_t *c = find_unsafe(s, name);
-  pthread_mutex_unlock(&s->lock);
-  return c;
-}
-
-/* The array is in id order (ids only grow, removal keeps the order): binary search. */
+/* The array is in id order (insertion goes where the id says, removal keeps the order):
+ * binary search. */
 static uint32_t index_of_unsafe(const slab_t *s, uint32_t id) {
   uint32_t lo = 0, hi = s->ncaches;
   while (lo < hi) {
@@ -688,6 +754,110 @@ static uint32_t index_of_unsafe(const slab_t *s, uint32_t id) {
       hi = mid;
   }
   return lo;
+}
+
+static bool name_ok(const char *name) {
+  return name && name[0] && strlen(name) < SLAB_NAME_MAX;
+}
+
+/* A new cache named name with geometry g and the given id, in the registry at the place
+ * its id says.  The caller checked that neither name nor id is taken and that
+ * id < UINT32_MAX. */
+static int cache_insert_unsafe(slab_t *s, const char *name, const slab_geometry_t *g,
+                               uint32_t id, slab_cache_t **ret) {
+  if (s->ncaches == s->cap) {
+    if (s->cap > UINT32_MAX / 2) return PP_ERANGE; /* ids are uint32: it cannot double */
+    uint32_t cap = s->cap ? s->cap * 2 : 16;
+    slab_cache_t **nc = realloc(s->caches, cap * sizeof *nc);
+    if (!nc) return PP_ENOPRIVMEM;
+    s->caches = nc;
+    s->cap = cap;
+  }
+  slab_cache_t *c = calloc(1, sizeof *c);
+  if (!c) return PP_ENOPRIVMEM;
+  c->buckets = calloc(SLAB_HASH_MIN, sizeof *c->buckets);
+  if (!c->buckets) {
+    free(c);
+    return PP_ENOPRIVMEM;
+  }
+  atomic_init(&c->lock, 0);
+  c->nbuckets = SLAB_HASH_MIN;
+  c->owner = s;
+  c->buddy = s->buddy;
+  snprintf(c->name, sizeof c->name, "%s", name);
+  c->object_size = g->object_size;
+  c->align = g->align;
+  c->stride = g->stride;
+  c->order = g->order;
+  c->slab_bytes = g->slab_bytes;
+  c->objs = g->objs_per_slab;
+  c->waste = g->waste;
+  c->color_unit = g->color_unit;
+  c->ncolors = g->ncolors;
+  c->bitmap_words = (c->objs + 63) / 64;
+  c->recip = (UINT64_C(1) << 32) / c->stride + 1;
+  for (uint32_t l = 0; l < SLAB_NLISTS; l++)
+    c->lists[l] = (slab_list_t){NULL, 0};
+  c->id = id;
+  if (id >= s->next_id) s->next_id = id + 1;
+  uint32_t i = index_of_unsafe(s, id);
+  memmove(&s->caches[i + 1], &s->caches[i], (s->ncaches - i) * sizeof *s->caches);
+  s->caches[i] = c;
+  s->ncaches++;
+  uint32_t h = hash_name(name) & (s->nnames - 1);
+  c->name_next = s->names[h];
+  s->names[h] = c;
+  names_maybe_grow_unsafe(s);
+  PP_VALIDATE(registry_check_unsafe, s);
+  *ret = c;
+  return 0;
+}
+
+int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
+                      slab_cache_t **ret) {
+  if (!s || !ret || !name_ok(name)) return PP_EINVAL;
+  slab_geometry_t g;
+  int rc = slab_geometry(object_size, align, &g);
+  if (rc < 0) return rc;
+  pthread_mutex_lock(&s->lock);
+  slab_cache_t *old = find_unsafe(s, name);
+  if (old) {
+    if (old->object_size != g.object_size || old->align != g.align)
+      rc = PP_EGEOMETRY;
+    else
+      *ret = old;
+  } else if (s->next_id == UINT32_MAX) {
+    rc = PP_ERANGE; /* ids are uint32 and never reused */
+  } else {
+    rc = cache_insert_unsafe(s, name, &g, s->next_id, ret);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int slab_cache_create_with_id(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
+                              uint32_t id, slab_cache_t **ret) {
+  if (!s || !ret || !name_ok(name)) return PP_EINVAL;
+  slab_geometry_t g;
+  int rc = slab_geometry(object_size, align, &g);
+  if (rc < 0) return rc;
+  if (id == UINT32_MAX) return PP_ERANGE; /* the counter could not move past it */
+  pthread_mutex_lock(&s->lock);
+  uint32_t i = index_of_unsafe(s, id);
+  if (find_unsafe(s, name) || (i < s->ncaches && s->caches[i]->id == id))
+    rc = PP_EEXIST;
+  else
+    rc = cache_insert_unsafe(s, name, &g, id, ret);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+slab_cache_t *slab_cache_find(slab_t *s, const char *name) {
+  if (!s || !name) return NULL;
+  pthread_mutex_lock(&s->lock);
+  slab_cache_t *c = find_unsafe(s, name);
+  pthread_mutex_unlock(&s->lock);
+  return c;
 }
 
 slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id) {
@@ -846,6 +1016,25 @@ int slab_cache_free_bulk(slab_cache_t *c, const uint64_t *offsets, unsigned n,
   PP_VALIDATE(cache_check_unsafe, c);
   cache_unlock(c);
   return 0;
+}
+
+int slab_cache_reserve(slab_cache_t *c, uint64_t offset) {
+  if (!c) return PP_EINVAL;
+  cache_lock(c);
+  int rc = cache_reserve_unsafe(c, &offset, 1, NULL);
+  PP_VALIDATE(cache_check_unsafe, c);
+  cache_unlock(c);
+  return rc;
+}
+
+int slab_cache_reserve_bulk(slab_cache_t *c, const uint64_t *offsets, unsigned n,
+                            unsigned *ret_bad_index) {
+  if (!c || (!offsets && n) || n > INT32_MAX) return PP_EINVAL;
+  cache_lock(c);
+  int rc = cache_reserve_unsafe(c, offsets, n, ret_bad_index);
+  PP_VALIDATE(cache_check_unsafe, c);
+  cache_unlock(c);
+  return rc;
 }
 
 bool slab_cache_owns(slab_cache_t *c, uint64_t offset) {

@@ -40,6 +40,24 @@ typedef struct slab_info { /* one /proc/slabinfo row, plus pinpool's extras */
   uint64_t allocs, frees, grows, reaps; /* cumulative */
 } slab_info_t;
 
+/* A cache's layout, a pure function of (object_size, align): a cache created again with
+ * the same pair after a restart lays its slabs out exactly as the one before did. */
+typedef struct slab_geometry {
+  uint32_t object_size;
+  uint32_t align;  /* 0 given is 8 here */
+  uint32_t stride; /* object_size rounded up to align */
+  uint32_t order;  /* buddy order of every slab */
+  uint32_t objs_per_slab;
+  uint32_t color_unit; /* a slab's color (bytes before object 0) is a multiple of this */
+  uint32_t ncolors;    /* colors 0, unit, ..., (ncolors - 1) * unit: all fit in the tail */
+  uint64_t slab_bytes;
+  uint64_t waste; /* unused tail of one slab: slab_bytes - objs_per_slab * stride */
+} slab_geometry_t;
+
+/* The geometry slab_cache_create would give (object_size, align): PP_EINVAL (align not a
+ * power of two), PP_ERANGE (object_size or align out of range). */
+int slab_geometry(uint32_t object_size, uint32_t align, slab_geometry_t *ret);
+
 typedef struct slab_cache slab_cache_t;
 typedef struct slab slab_t; /* the set of caches over one buddy allocator */
 
@@ -53,8 +71,19 @@ void slab_destroy(slab_t *s);
  * cache's private metadata cannot be allocated. */
 int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
                       slab_cache_t **ret);
+/* Create a cache under a given id: the restart path, which re-creates every cache of the
+ * daemon that crashed with the id, name and geometry it had.  The id counter moves past
+ * id, so ids slab_cache_create gives out later never collide; the registry stays in id
+ * order, whatever order the ids come in.  The registry cannot tell a destroyed cache's id
+ * from one never given out: the caller vouches that id names this cache.  Errors:
+ * PP_EEXIST (the id or the name is taken, whatever its geometry), PP_ERANGE (id
+ * UINT32_MAX, or object_size/align out of range), PP_EINVAL (bad name or align),
+ * PP_ENOPRIVMEM.  *ret untouched on failure. */
+int slab_cache_create_with_id(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
+                              uint32_t id, slab_cache_t **ret);
 slab_cache_t *slab_cache_find(slab_t *s, const char *name);
-/* NULL for an id never given out or of a destroyed cache: ids are never reused. */
+/* NULL for an id not in use.  slab_cache_create never gives out an id twice (a stale id of
+ * a destroyed cache only misses); slab_cache_create_with_id takes the id it is told. */
 slab_cache_t *slab_cache_by_id(slab_t *s, uint32_t id);
 /* Take c out of the registry and return its slabs to the buddy; c is freed.  PP_EBUSY
  * (nothing changes) while any object is allocated from it — objects parked in magazines
@@ -77,6 +106,24 @@ int slab_cache_free(slab_cache_t *c, uint64_t offset);
  * *ret_bad_index names the first bad one and nothing is freed. */
 int slab_cache_free_bulk(slab_cache_t *c, const uint64_t *offsets, unsigned n,
                          unsigned *ret_bad_index);
+/* Re-take exactly the object at offset (restart replay).  Its slab is the naturally
+ * aligned block of the cache's slab size holding offset.  If c has that slab, the object
+ * must be one of its object starts (else PP_ENOTBLOCK) and free (else PP_EBUSY).  If not,
+ * the slab is created there with buddy_reserve and with the one color that puts an object
+ * start at offset, (offset - base) % stride, which must be a legal color of this geometry —
+ * a multiple of the color unit within the tail, the only colors a cache ever gives a slab —
+ * and offset must not lie in the tail (else PP_ENOTBLOCK: no slab of this cache can have
+ * an object there).  Then PP_EBUSY when any of the block is taken (a buffer, another
+ * cache's slab), PP_ERANGE when it reaches past the region, PP_ENOPRIVMEM for the
+ * descriptor.  The object counts as allocated (active, allocs); a slab created here counts
+ * as a grow.  Every error leaves the allocation state unchanged. */
+int slab_cache_reserve(slab_cache_t *c, uint64_t offset);
+/* All or nothing, under one lock acquisition: the errors of slab_cache_reserve (a
+ * duplicate within the batch is PP_EBUSY); on error *ret_bad_index (when non-NULL) names
+ * the first bad offset, nothing is reserved and every slab the batch created is back in
+ * the buddy.  Cost: O(n * objs_per_slab) at worst. */
+int slab_cache_reserve_bulk(slab_cache_t *c, const uint64_t *offsets, unsigned n,
+                            unsigned *ret_bad_index);
 /* Does offset name an allocated object of c? */
 bool slab_cache_owns(slab_cache_t *c, uint64_t offset);
 
@@ -85,7 +132,7 @@ int slab_cache_shrink(slab_cache_t *c);
 int slab_shrink(slab_t *s);
 
 void slab_cache_info(slab_cache_t *c, slab_info_t *ret);
-/* Visit every cache in creation order. */
+/* Visit every cache in id order (creation order, for ids from slab_cache_create). */
 typedef void (*slab_cache_fn)(void *ctx, slab_cache_t *c);
 void slab_foreach_cache(slab_t *s, slab_cache_fn fn, void *ctx);
 /* Visit every slab of c: its buddy offset, bytes, and objects in use.  fn runs under c's
