@@ -487,13 +487,21 @@ static void full_table_still_lets_root_and_pinpoolctl_in(void **state) {
   assert_int_equal(testd_stop(&d), 0);
 }
 
+/* The limits are config keys too (an unknown key or a bad value would stop the daemon). */
 static void per_uid_client_limit_names_the_uid_and_the_limit(void **state) {
+  char cfg[] = "/tmp/ppd-limits-XXXXXX";
   testd_t d;
-  int ready[2], done[2];
+  int ready[2], done[2], fd;
   char b;
   (void)state;
   if (!have_root()) skip();
-  assert_int_equal(testd_start(&d, "--max-clients-per-uid", "3", NULL), 0);
+  fd = mkstemp(cfg);
+  assert_true(fd >= 0);
+  dprintf(fd, "max-clients-per-uid = 3\nmax-pending-per-uid = 8\nadmin-reserve = 2\n"
+              "frame-timeout = 5000\nwrite-timeout = 20000\nmax-queued = 8M\n");
+  close(fd);
+  assert_int_equal(testd_start(&d, "--config", cfg, NULL), 0);
+  unlink(cfg);
   assert_int_equal(pipe(ready), 0);
   assert_int_equal(pipe(done), 0);
   filler_t f = {.sock = d.sock,
@@ -627,6 +635,64 @@ static void stuck_readers_stay_under_max_queued_and_are_dropped(void **state) {
   assert_int_equal(testd_stop(&d), 0);
 }
 
+/* Clients paused because all queues together passed --max-queued lose nothing: once they
+ * read, every request they sent is answered, in order. */
+static void clients_paused_for_the_global_cap_get_every_reply_in_order(void **state) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Free fr = PINPOOL__V1__FREE__INIT;
+  testd_t d;
+  wire_t c[3];
+  uint64_t first[3], sent[3];
+  (void)state;
+
+  assert_int_equal(testd_start(&d, "--max-queued", "1M", NULL), 0);
+  fr.handle = 987654321;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_FREE;
+  req.free = &fr;
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(wire_open(&c[i], d.sock, "pipeliner"), 0);
+    first[i] = c[i].next_id + 1; /* after the Hello's */
+    fcntl(c[i].fd, F_SETFL, fcntl(c[i].fd, F_GETFL) | O_NONBLOCK);
+    for (;;) { /* until the daemon stops reading from this one */
+      uint8_t *frame;
+      size_t len;
+      ssize_t n;
+      req.id = c[i].next_id + 1;
+      assert_int_equal(frame_pack(&req.base, FRAME_MAX_DEFAULT, &frame, &len), 0);
+      n = send(c[i].fd, frame, len, MSG_NOSIGNAL);
+      free(frame);
+      if (n == (ssize_t)len) {
+        c[i].next_id++;
+        continue;
+      }
+      assert_true(n < 0 && errno == EAGAIN); /* a frame this small goes whole or not at all */
+      struct pollfd p = {.fd = c[i].fd, .events = POLLOUT};
+      if (poll(&p, 1, 200) == 0) break;
+    }
+    sent[i] = c[i].next_id + 1 - first[i];
+  }
+  print_message("requests sent before the daemon stopped reading: %llu, %llu, %llu\n",
+                (unsigned long long)sent[0], (unsigned long long)sent[1],
+                (unsigned long long)sent[2]);
+  for (int i = 0; i < 3; i++) {
+    fcntl(c[i].fd, F_SETFL, fcntl(c[i].fd, F_GETFL) & ~O_NONBLOCK);
+    for (uint64_t id = first[i]; id < first[i] + sent[i]; id++) {
+      resp_t *r = NULL;
+      int rc = frame_recv_response(c[i].fd, FRAME_MAX_DEFAULT, &r, NULL);
+      if (rc)
+        fail_msg("client %d, reply %llu of %llu: %s", i,
+                 (unsigned long long)(id + 1 - first[i]), (unsigned long long)sent[i],
+                 pp_strerror(rc));
+      assert_int_equal(r->id, id);
+      assert_int_equal(wire_rc(r), PP_ENOENT);
+      frame_free_response(r);
+    }
+    assert_int_equal(wire_alloc(&c[i], 4096, 0, NULL, NULL), 0); /* and it goes on */
+    wire_close(&c[i]);
+  }
+  assert_int_equal(testd_stop(&d), 0);
+}
+
 /* ---- out of descriptors ----------------------------------------------------------------- */
 
 static long cpu_ticks(pid_t pid) {
@@ -717,6 +783,7 @@ int main(void) {
       cmocka_unit_test(full_table_still_lets_root_and_pinpoolctl_in),
       cmocka_unit_test(per_uid_client_limit_names_the_uid_and_the_limit),
       cmocka_unit_test(stuck_readers_stay_under_max_queued_and_are_dropped),
+      cmocka_unit_test(clients_paused_for_the_global_cap_get_every_reply_in_order),
       cmocka_unit_test(running_out_of_descriptors_neither_spins_nor_kills_the_daemon),
   };
   signal(SIGPIPE, SIG_IGN);
