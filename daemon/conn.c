@@ -25,11 +25,21 @@
  * all.  Whole frames are handled straight from that buffer (no copy); only a frame that
  * arrived in pieces is assembled in the connection's frame_reader_t (proto/frame.c, which
  * grows with the bytes received), whose buffer is freed as soon as the connection is at a
- * frame boundary again.  What back-pressure leaves unprocessed of a read is copied to a
- * parked buffer of exactly its size (the loop buffer is reused by the next read) and
- * processed before reading resumes.  So input costs a connection nothing when idle, at
- * most max_frame while a frame is incomplete (bounded in time by --frame-timeout), and at
- * most one read (CONN_READ_BUF) while it is paused.
+ * frame boundary again.  What is left unprocessed of a read (back-pressure paused the
+ * connection, or its turn ended, below) is copied to a parked buffer of exactly its size
+ * (the loop buffer is reused by the next read) and processed before the connection is
+ * read again.  So input costs a connection nothing when idle, at most max_frame while a
+ * frame is incomplete (bounded in time by --frame-timeout), and at most one read
+ * (CONN_READ_BUF) while it waits.
+ *
+ * Turns.  One read can hold thousands of small pipelined requests, and libuv reads a
+ * stream up to 32 times per wake-up while reads fill the buffer: handled in one go, one
+ * pipelining client would hold the loop for hundreds of milliseconds while everybody
+ * else waits.  So a connection handles at most CONN_TURN_FRAMES frames per turn; with
+ * input left, it yields: it stops being read, parks the rest and joins the server's run
+ * queue, which an idle handle (conn_turn) works through once per loop iteration, one turn
+ * per connection, after the loop has polled everybody else.  A client that sends one
+ * request at a time never yields; the cost on the request path is one counter.
  *
  * Writing a reply.  When nothing is queued for the client, the reply goes straight to
  * the socket with uv_try_write and its buffer is freed: no allocation beyond the reply
@@ -99,7 +109,8 @@
 
 #include "log.h"
 
-#define CONN_OUT_MIN 4096u /* first size of the buffer replies are appended to */
+#define CONN_OUT_MIN 4096u   /* first size of the buffer replies are appended to */
+#define CONN_TURN_FRAMES 64u /* frames one connection may have handled per loop turn */
 
 typedef struct conn_out {
   uv_write_t req; /* the one write in flight */
@@ -166,6 +177,8 @@ static bool conn_may_resume(const conn_t *c) {
          (mine == 0 || c->srv->queued <= cfg->max_queued / 4 * 3);
 }
 
+static void run_del(conn_t *c);
+
 /* ---- teardown ----------------------------------------------------------------------- */
 
 static void conn_release_session(conn_t *c) {
@@ -202,6 +215,7 @@ void conn_close_now(conn_t *c) {
   if (c->handles_closing) return;
   c->handles_closing = true;
   if (c->rejecting) srv->nrejecting--;
+  run_del(c);
   server_dl_remove(c, DL_SIDE_IN);
   server_dl_remove(c, DL_SIDE_OUT);
   if (c->prev)
@@ -240,6 +254,7 @@ void conn_close_graceful(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
   uv_read_stop((uv_stream_t *)&c->pipe);
+  run_del(c);
   conn_release_session(c);
   server_dl_remove(c, DL_SIDE_OUT);
   server_dl_push(c, DL_LINGER);
@@ -253,7 +268,7 @@ void conn_close_graceful(conn_t *c) {
 
 /* ---- reading (declarations) ------------------------------------------------------------ */
 
-static void conn_input(conn_t *c, const uint8_t *data, size_t len);
+static size_t conn_input(conn_t *c, const uint8_t *data, size_t len);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void conn_frame_deadline(conn_t *c, bool completed);
@@ -282,7 +297,37 @@ static void conn_start_reading(conn_t *c) {
   }
 }
 
-/* Resume a paused c if its queue and the global total allow: its parked input first. */
+/* Keep data[0, len) of the loop's read buffer for later (a pause or the end of a turn).
+ * Only called when nothing is parked: a connection is read only once its park is empty. */
+static void conn_park(conn_t *c, const uint8_t *data, size_t len) {
+  if (!(c->park = malloc(len))) {
+    log_err("session %" PRIu64 ": out of memory parking %zu bytes of input", conn_sid(c), len);
+    conn_close_now(c);
+    return;
+  }
+  memcpy(c->park, data, len);
+  c->park_len = len;
+  c->park_off = 0;
+}
+
+/* Go on with c where it stopped (a pause or the end of its turn): its parked input
+ * first, then reading. */
+static void conn_continue(conn_t *c) {
+  if (c->paused || c->closing || c->yielded) return;
+  if (c->park) {
+    c->park_off += conn_input(c, c->park + c->park_off, c->park_len - c->park_off);
+    if (c->closing) return;
+    if (c->park_off < c->park_len) return; /* paused or yielded again */
+    free(c->park);
+    c->park = NULL;
+    c->park_len = c->park_off = 0;
+  } else {
+    conn_frame_deadline(c, false);
+  }
+  if (!c->paused && !c->yielded) conn_start_reading(c);
+}
+
+/* Resume a paused c if its queue and the global total allow. */
 static void conn_maybe_resume(conn_t *c) {
   if (!c->paused || c->closing) return;
   if (!conn_may_resume(c)) {
@@ -291,17 +336,53 @@ static void conn_maybe_resume(conn_t *c) {
     return;
   }
   c->paused = false;
-  if (c->park) {
-    uint8_t *p = c->park;
-    size_t len = c->park_len;
-    c->park = NULL;
-    c->park_len = 0;
-    conn_input(c, p, len); /* may pause again and park what is left, in a new buffer */
-    free(p);
-  } else {
-    conn_frame_deadline(c, false);
+  conn_continue(c);
+}
+
+/* ---- turns: fairness between pipelining clients ---------------------------------------- */
+
+static void run_del(conn_t *c) {
+  server_t *srv = c->srv;
+  if (!c->yielded) return;
+  if (c->run_prev)
+    c->run_prev->run_next = c->run_next;
+  else
+    srv->run_head = c->run_next;
+  if (c->run_next)
+    c->run_next->run_prev = c->run_prev;
+  else
+    srv->run_tail = c->run_prev;
+  c->run_prev = c->run_next = NULL;
+  c->yielded = false;
+}
+
+/* c has had its turn with input left: stop reading it and queue it for the next turn. */
+static void conn_yield(conn_t *c) {
+  server_t *srv = c->srv;
+  uv_read_stop((uv_stream_t *)&c->pipe);
+  if (c->dl_kind[DL_SIDE_IN] == DL_FRAME) server_dl_remove(c, DL_SIDE_IN);
+  c->yielded = true;
+  c->run_next = NULL;
+  c->run_prev = srv->run_tail;
+  if (srv->run_tail)
+    srv->run_tail->run_next = c;
+  else
+    srv->run_head = c;
+  srv->run_tail = c;
+  if (!uv_is_active((uv_handle_t *)&srv->turn)) uv_idle_start(&srv->turn, conn_turn);
+}
+
+void conn_turn(uv_idle_t *h) {
+  server_t *srv = h->data;
+  conn_t *last = srv->run_tail, *c;
+  /* One turn each for those queued before this one; who yields again goes to the back. */
+  while ((c = srv->run_head)) {
+    bool was_last = c == last;
+    run_del(c);
+    conn_continue(c);
+    if (was_last) break;
   }
-  if (!c->paused && !c->closing) conn_start_reading(c);
+  if (!srv->run_head) uv_idle_stop(h);
 }
 
 void conn_mem_relieved(server_t *srv) {
@@ -517,7 +598,7 @@ static void conn_frame_deadline(conn_t *c, bool completed) {
     if (in_frame_queue) server_dl_remove(c, DL_SIDE_IN);
     return;
   }
-  if (c->paused) {
+  if (c->paused || c->yielded) { /* the daemon is not reading: no deadline meanwhile */
     if (in_frame_queue) server_dl_remove(c, DL_SIDE_IN);
     return;
   }
@@ -568,10 +649,12 @@ static void conn_bad_length(conn_t *c) {
 }
 
 /* Handle the frames in data[0, len): whole ones where they lie, pieces through the frame
- * reader; stop when the connection pauses (parking the rest) or closes. */
-static void conn_input(conn_t *c, const uint8_t *data, size_t len) {
+ * reader; stop when the connection pauses, has had its turn (CONN_TURN_FRAMES), or
+ * closes.  Returns the bytes consumed: the caller keeps the rest. */
+static size_t conn_input(conn_t *c, const uint8_t *data, size_t len) {
   frame_reader_t *r = &c->reader;
   size_t off = 0;
+  unsigned frames = 0;
   bool completed = false;
 
   while (off < len && !c->closing) {
@@ -583,15 +666,20 @@ static void conn_input(conn_t *c, const uint8_t *data, size_t len) {
       conn_pause(c);
       break;
     }
+    if (frames == CONN_TURN_FRAMES) {
+      conn_yield(c);
+      break;
+    }
     if (r->header_have == 0 && len - off >= FRAME_HEADER_SIZE) {
       uint32_t n = le32(data + off);
       if (n == 0 || n > r->max_frame) {
         conn_bad_length(c);
-        return;
+        return len;
       }
       if (len - off - FRAME_HEADER_SIZE >= n) { /* whole: no copy */
         off += FRAME_HEADER_SIZE + n;
         completed = true;
+        frames++;
         handle_frame(c, data + off - n, n);
         continue;
       }
@@ -604,27 +692,18 @@ static void conn_input(conn_t *c, const uint8_t *data, size_t len) {
         log_err("session %" PRIu64 ": out of memory for a %u-byte frame", conn_sid(c), r->need);
         conn_close_now(c);
       }
-      return;
+      return len;
     }
     off += (size_t)got;
     if (frame) {
       completed = true;
+      frames++;
       handle_frame(c, frame, flen);
       r->header_have = r->need = r->have = 0; /* the next frame starts; keep the buffer */
     }
   }
-  if (c->closing) return;
-  if (off < len) { /* paused: keep the rest for conn_maybe_resume */
-    if (!(c->park = malloc(len - off))) {
-      log_err("session %" PRIu64 ": out of memory parking %zu bytes of input", conn_sid(c),
-              len - off);
-      conn_close_now(c);
-      return;
-    }
-    memcpy(c->park, data + off, len - off);
-    c->park_len = len - off;
-  }
-  conn_frame_deadline(c, completed);
+  if (!c->closing) conn_frame_deadline(c, completed);
+  return off;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -649,7 +728,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn_close_now(c);
     return;
   }
-  conn_input(c, (const uint8_t *)buf->base, (size_t)nread);
+  size_t used = conn_input(c, (const uint8_t *)buf->base, (size_t)nread);
+  if (used < (size_t)nread && !c->closing)
+    conn_park(c, (const uint8_t *)buf->base + used, (size_t)nread - used);
 }
 
 /* ---- accepting ---------------------------------------------------------------------- */

@@ -314,6 +314,9 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   srv->dl_timer.data = srv->trim_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->dl_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
+  uv_idle_init(&srv->loop, &srv->turn);
+  srv->turn.data = srv;
+  uv_unref((uv_handle_t *)&srv->turn);
   raise_nofile(srv);
 
   rc = listener_start(&srv->listener, &srv->loop, cfg->socket_path, cfg->socket_mode,

@@ -64,8 +64,9 @@ struct conn {
   server_t *srv;
   session_t *session;   /* NULL once released, and for a connection being refused */
   struct conn_out *out; /* replies the socket did not take yet; NULL when none */
-  uint8_t *park;        /* input read but parked by back-pressure; NULL when none */
-  size_t park_len;
+  uint8_t *park;        /* input read but not handled yet (a pause, or the end of a turn);
+                         * NULL when none, and then only is the connection read */
+  size_t park_off, park_len;
   frame_reader_t reader; /* a frame that arrived in pieces; holds memory only meanwhile */
   dl_link_t dl[2];       /* [DL_SIDE_IN], [DL_SIDE_OUT] */
   uint8_t dl_kind[2];    /* dl_kind_t of the queue each link is in; DL_NONE */
@@ -75,7 +76,9 @@ struct conn {
   bool handles_closing;  /* uv_close issued */
   bool rejecting;        /* refused at accept: answer TOO_MANY_CLIENTS, close */
   bool shutdown_wanted;  /* closing: shut down once every queued reply is handed to libuv */
+  bool yielded;          /* had its turn with input left: on the run queue, not read */
   uid_t uid;             /* SO_PEERCRED, for refusals and the per-uid counts */
+  struct conn *run_prev, *run_next; /* the run queue, while yielded */
   struct conn *prev, *next;
 };
 
@@ -97,7 +100,9 @@ struct server {
   uint64_t refusal_log_ms;
   uint32_t refusals_unlogged;
 
-  uint8_t *rbuf; /* the loop's one read buffer (conn.c) */
+  uint8_t *rbuf;               /* the loop's one read buffer (conn.c) */
+  uv_idle_t turn;              /* runs the run queue: connections that yielded (conn.c) */
+  conn_t *run_head, *run_tail; /* FIFO */
 
   size_t queued;      /* real bytes of every connection's queued replies */
   bool mem_throttled; /* a connection was paused because queued passed max_queued */
@@ -127,6 +132,8 @@ void conn_close_graceful(conn_t *c);
 void conn_expired(conn_t *c, dl_kind_t kind);
 /* Queued memory went down: resume what the global cap paused, if it is low enough now. */
 void conn_mem_relieved(server_t *srv);
+/* The idle callback of srv->turn: one more turn for each connection on the run queue. */
+void conn_turn(uv_idle_t *h);
 
 /* handshake.c */
 typedef enum handshake_verdict {
