@@ -83,6 +83,15 @@ static pid_t spawn_as(uid_t uid, int (*fn)(void *), void *arg) {
   return pid;
 }
 
+static int wait_child(pid_t pid);
+
+/* Wait for the child's one-byte signal on fd; a child that exits first fails the test
+ * with its exit status. */
+static void wait_ready(int fd, pid_t child) {
+  char b;
+  if (read(fd, &b, 1) != 1) fail_msg("the attacker exited first, status %d", wait_child(child));
+}
+
 static int wait_child(pid_t pid) {
   int st;
   assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -160,7 +169,7 @@ static void root_is_served(const testd_t *d) {
   assert_int_equal(wire_free(&c, r->buffer->handle), 0);
   frame_free_response(r);
   wire_close(&c);
-  assert_true(now_ms() - t0 < 5000);
+  assert_true(now_ms() - t0 < 10000); /* seconds: a bound, not a latency */
 }
 
 static bool log_has(const testd_t *d, const char *what) {
@@ -239,7 +248,7 @@ static int slow_hello_flood(void *arg) {
 static void slow_hello_flood_is_held_to_the_per_uid_pending_limit(void **state) {
   testd_t d;
   int pipefd[2];
-  char b;
+
   (void)state;
   if (!have_root()) skip();
   assert_int_equal(testd_start(&d, "--max-pending-per-uid", "4", NULL), 0);
@@ -247,7 +256,7 @@ static void slow_hello_flood_is_held_to_the_per_uid_pending_limit(void **state) 
   flood_t f = {.sock = d.sock, .ready = pipefd[1]};
   pid_t attacker = spawn_as(ATTACKER, slow_hello_flood, &f);
   close(pipefd[1]);
-  assert_int_equal(read(pipefd[0], &b, 1), 1); /* the flood stands */
+  wait_ready(pipefd[0], attacker); /* the flood stands */
   close(pipefd[0]);
   for (int i = 0; i < 5; i++) {
     root_is_served(&d);
@@ -339,7 +348,7 @@ static int slow_frame_flood(void *arg) {
 static void slow_frame_senders_are_dropped_at_the_frame_timeout(void **state) {
   testd_t d;
   int pipefd[2];
-  char b;
+
   (void)state;
   if (!have_root()) skip();
   /* 16 slots, 4 of them for administrators, 8 at most for one uid. */
@@ -350,7 +359,7 @@ static void slow_frame_senders_are_dropped_at_the_frame_timeout(void **state) {
   flood_t f = {.sock = d.sock, .ready = pipefd[1]};
   pid_t attacker = spawn_as(ATTACKER, slow_frame_flood, &f);
   close(pipefd[1]);
-  assert_int_equal(read(pipefd[0], &b, 1), 1);
+  wait_ready(pipefd[0], attacker);
   /* While it goes on, the others are served, root and another ordinary uid alike. */
   for (int i = 0; i < 5; i++) {
     root_is_served(&d);
@@ -359,9 +368,14 @@ static void slow_frame_senders_are_dropped_at_the_frame_timeout(void **state) {
   }
   assert_int_equal(wait_child(attacker), 0);
   close(pipefd[0]);
-  /* Nobody holds a slot any more but the one asking. */
-  testd_books_t books;
-  assert_int_equal(testd_books(&d, 0, &books, NULL), 0);
+  /* Nobody holds a slot any more but the one asking, once the daemon has seen the
+   * attacker's last connections close with it. */
+  testd_books_t books = {0};
+  for (int i = 0; i < 1000; i++) {
+    assert_int_equal(testd_books(&d, 0, &books, NULL), 0);
+    if (books.nr_clients == 1) break;
+    sleep_ms(10);
+  }
   assert_int_equal(books.nr_clients, 1);
   assert_int_equal(testd_stop(&d), 0);
 }
@@ -436,7 +450,7 @@ static uint32_t clients_now(wire_t *c) {
 static void full_table_still_lets_root_and_pinpoolctl_in(void **state) {
   testd_t d;
   int ready[2], done[2], st;
-  char b, ctl[512], cmd[1024];
+  char ctl[512], cmd[1024];
   wire_t a, extra;
   (void)state;
   if (!have_root()) skip();
@@ -452,7 +466,7 @@ static void full_table_still_lets_root_and_pinpoolctl_in(void **state) {
   pid_t attacker = spawn_as(ATTACKER, fill_table, &f);
   close(ready[1]);
   close(done[0]);
-  assert_int_equal(read(ready[0], &b, 1), 1); /* 12 idle sessions of uid 65534 */
+  wait_ready(ready[0], attacker); /* 12 idle sessions of uid 65534 */
 
   /* Another ordinary user is refused: the rest is kept for administrators... */
   assert_int_equal(wait_child(spawn_as(BYSTANDER, bystander_refused, d.sock)), 0);
@@ -466,7 +480,7 @@ static void full_table_still_lets_root_and_pinpoolctl_in(void **state) {
   assert_int_equal(WEXITSTATUS(st), 0);
   /* The reserve is 4: once the daemon has seen pinpoolctl go, 3 more administrators fit
    * beside the first, then none. */
-  for (int i = 0; i < 500 && clients_now(&a) != 13; i++)
+  for (int i = 0; i < 1000 && clients_now(&a) != 13; i++)
     sleep_ms(10);
   assert_int_equal(clients_now(&a), 13);
   wire_t more, full, over;
@@ -492,7 +506,7 @@ static void per_uid_client_limit_names_the_uid_and_the_limit(void **state) {
   char cfg[] = "/tmp/ppd-limits-XXXXXX";
   testd_t d;
   int ready[2], done[2], fd;
-  char b;
+
   (void)state;
   if (!have_root()) skip();
   fd = mkstemp(cfg);
@@ -512,7 +526,7 @@ static void per_uid_client_limit_names_the_uid_and_the_limit(void **state) {
   pid_t attacker = spawn_as(ATTACKER, fill_table, &f);
   close(ready[1]);
   close(done[0]);
-  assert_int_equal(read(ready[0], &b, 1), 1);
+  wait_ready(ready[0], attacker);
   /* Another uid is not counted against it. */
   assert_int_equal(wait_child(spawn_as(BYSTANDER, bystander, d.sock)), 0);
   root_is_served(&d);
@@ -550,10 +564,17 @@ static int stuck_readers(void *arg) {
   req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
   req.alloc = &al;
   for (int i = 0; i < STUCK_CONNS; i++) {
-    if (raw_hello(s->sock, NULL, 0, &fds[i])) return 40;
+    int rc = raw_hello(s->sock, NULL, 0, &fds[i]);
+    if (rc) {
+      fprintf(stderr, "stuck readers: hello %d: %s\n", i, pp_err_name(rc));
+      return 40;
+    }
     for (int k = 0; k < STUCK_BUFFERS; k++) {
       req.id = 2 + (uint64_t)k;
-      if (raw_call(fds[i], &req, NULL, 0)) return 41;
+      if ((rc = raw_call(fds[i], &req, NULL, 0))) {
+        fprintf(stderr, "stuck readers: alloc on %d: %s\n", i, pp_err_name(rc));
+        return 41;
+      }
     }
   }
   fr.handle = 987654321;
@@ -567,7 +588,13 @@ static int stuck_readers(void *arg) {
       ssize_t n = send(fds[i], frame, len, MSG_NOSIGNAL);
       if (n == (ssize_t)len) continue;
       if (n >= 0) break; /* a partial frame: the socket is full */
-      if (errno != EAGAIN) return 43;
+      /* On a slow machine the first ones may pass --write-timeout before the last is
+       * stuck: already dropped is what they are here for. */
+      if (errno == EPIPE || errno == ECONNRESET) break;
+      if (errno != EAGAIN) {
+        fprintf(stderr, "stuck readers: send on %d: %s\n", i, strerror(errno));
+        return 43;
+      }
       struct pollfd p = {.fd = fds[i], .events = POLLOUT};
       if (poll(&p, 1, 200) == 0) break; /* still full 200 ms later: paused */
     }
@@ -595,7 +622,7 @@ static void stuck_readers_stay_under_max_queued_and_are_dropped(void **state) {
   int pipefd[2];
   long rss0, peak = 0;
   uint64_t last = 0;
-  char b;
+
   (void)state;
   if (!have_root()) skip();
   assert_int_equal(
@@ -608,7 +635,7 @@ static void stuck_readers_stay_under_max_queued_and_are_dropped(void **state) {
   stuck_t s = {.sock = d.sock, .ready = pipefd[1]};
   pid_t attacker = spawn_as(ATTACKER, stuck_readers, &s);
   close(pipefd[1]);
-  assert_int_equal(read(pipefd[0], &b, 1), 1); /* every one of them is stuck */
+  wait_ready(pipefd[0], attacker); /* every one of them is stuck */
   close(pipefd[0]);
   /* Meanwhile root is served, and the daemon's memory is watched. */
   for (int i = 0; i < 10; i++) {
