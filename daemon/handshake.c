@@ -1,22 +1,41 @@
 /*
- * handshake.c — from an accepted connection to a session past Hello: client slots, the
- * bound on connections that have not spoken, the hello timeout, and the Welcome that
+ * handshake.c — from an accepted connection to a session past Hello: admission, client
+ * slots, the per-uid limits, the slots kept for administrators, and the Welcome that
  * carries the region's memfd.
  *
- * Admission (handshake_admit, at accept): the peer's SO_PEERCRED becomes a session (id,
- * token, uid/gid/pid, admin decided once) and a hello timer starts.  Connections that
- * have not said Hello are bounded on their own (max(64, max_clients)) and by the hello
- * timeout; beyond that bound a connection gets no session but is still read until its
- * first frame (so the client's Hello does not meet EPIPE) and answered TOO_MANY_CLIENTS
- * (a linger timer closes it if that frame never comes); beyond 64 such refusals at once,
- * a new connection is closed at once.
+ * Screening (handshake_screen, at accept, before anything is allocated for the
+ * connection): SO_PEERCRED says who it is and whether it is an administrator (root or
+ * --admin-group, decided once).  Connections that have not said Hello yet ("pending") are
+ * bounded three ways: all together by max(64, --max-clients), of which the last
+ * admin_reserve places only administrators may take; and per uid by
+ * --max-pending-per-uid (administrators are exempt).  They are also bounded in time by
+ * --hello-timeout.  A connection over a bound gets no session but is still read until its
+ * first frame (so a client's Hello does not meet EPIPE) and is answered TOO_MANY_CLIENTS
+ * saying which bound — for the per-uid one, which uid and what limit — and then closed;
+ * the refusal deadline closes it if that frame never comes.  Beyond 64 refusals in
+ * progress at once, a connection over a bound is closed at once, unread.  So a flood of
+ * connections that never say Hello, from one uid, holds at most --max-pending-per-uid
+ * pending places and 64 refusal places, and every other uid still gets in.
  *
  * Hello (handshake_frame): the first frame must be Hello (else PROTOCOL_ERROR; a wrong
- * version: UNSUPPORTED_VERSION).  A client slot (--max-clients) is taken by a successful
- * Hello, not by accept(): a health probe that connects and leaves, or a client still on
- * its way, holds none.  A Hello over the limit is answered TOO_MANY_CLIENTS with its own
- * id, then the connection closes.  An accepted Hello gives the session its holder in the
- * ledger and puts it on the session list (Stats.clients), then the Welcome goes out.
+ * version: UNSUPPORTED_VERSION).  A client slot is taken by a successful Hello, not by
+ * accept(): a health probe that connects and leaves, or a client still on its way, holds
+ * none.  Slots: --max-clients in all, of which admin_reserve (--admin-reserve, at most a
+ * quarter of --max-clients) are kept for administrators, so that pinpoolctl gets in when
+ * ordinary users have filled the table; and at most --max-clients-per-uid for one uid.
+ * Administrators are bounded by --max-clients alone: no per-uid limit, and the reserve is
+ * theirs.  A Hello over a limit is answered TOO_MANY_CLIENTS with its own id and a message
+ * naming the limit (and the uid), then the connection closes.  An accepted Hello gives the
+ * session its holder in the ledger and puts it on the session list (Stats.clients), then
+ * the Welcome goes out.
+ *
+ * Per-uid counts: one u64map entry per uid with a connection, holding its sessions (low
+ * 32 bits) and pending connections (high 32 bits); the entry goes when both are zero.
+ * Taking a pending place may allocate (a new entry); every later change rewrites an
+ * existing entry and cannot fail.
+ *
+ * Refusals are logged at notice, at most one line per second with the number left
+ * unlogged, so that a flood cannot flood the log.
  *
  * Welcome: sent with frame_sendmsg_fd() — sendmsg() + SCM_RIGHTS carrying the region
  * memfd on its first byte.  libuv cannot pass an arbitrary fd, so the Welcome goes
@@ -33,6 +52,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,39 +62,113 @@
 
 #define HANDSHAKE_MIN_PENDING 64u /* pre-Hello connections allowed: max(this, max_clients) */
 #define HANDSHAKE_MAX_REJECTING 64u
-#define HANDSHAKE_REJECT_LINGER_MS 2000u
+#define HANDSHAKE_LOG_EVERY_MS 1000u
 
-static void on_hello_timeout(uv_timer_t *t) {
-  conn_t *c = t->data;
-  if (c->rejecting) {
-    conn_close_now(c);
-    return;
-  }
-  conn_fail(c, 0, PP_EPROTO, "no hello within %u ms", c->srv->cfg->hello_timeout_ms);
+/* ---- per-uid counts ------------------------------------------------------------------- */
+
+static void uid_counts(const server_t *srv, uid_t uid, uint32_t *ret_sessions,
+                       uint32_t *ret_pending) {
+  uint64_t v = 0;
+  u64map_get(&srv->uids, uid, &v);
+  *ret_sessions = (uint32_t)v;
+  *ret_pending = (uint32_t)(v >> 32);
 }
 
-int handshake_admit(conn_t *c, const struct ucred *cred) {
+/* Add ds sessions and dp pending connections to uid's counts.  PP_ENOPRIVMEM only when a
+ * new entry is needed and cannot be had. */
+static int uid_adjust(server_t *srv, uid_t uid, int ds, int dp) {
+  uint32_t s, p;
+  uid_counts(srv, uid, &s, &p);
+  s = (uint32_t)((int64_t)s + ds);
+  p = (uint32_t)((int64_t)p + dp);
+  /* Deleting first means a put that rewrites an entry never has to grow the table (it
+   * may grow before looking for the key), so only a new uid can fail. */
+  u64map_del(&srv->uids, uid);
+  if (s == 0 && p == 0) return 0;
+  return u64map_put(&srv->uids, uid, (uint64_t)p << 32 | s);
+}
+
+/* ---- refusals ------------------------------------------------------------------------- */
+
+static void log_refusal(server_t *srv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void log_refusal(server_t *srv, const char *fmt, ...) {
+  uint64_t now = uv_now(&srv->loop);
+  char msg[256];
+  va_list ap;
+
+  if (srv->refusal_log_ms && now - srv->refusal_log_ms < HANDSHAKE_LOG_EVERY_MS) {
+    srv->refusals_unlogged++;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (srv->refusals_unlogged)
+    log_notice("%s (and %u more refusals not logged)", msg, srv->refusals_unlogged);
+  else
+    log_notice("%s", msg);
+  srv->refusal_log_ms = now ? now : 1;
+  srv->refusals_unlogged = 0;
+}
+
+static uint32_t pending_bound(const server_t *srv) {
+  return srv->cfg->max_clients > HANDSHAKE_MIN_PENDING ? srv->cfg->max_clients
+                                                       : HANDSHAKE_MIN_PENDING;
+}
+
+handshake_verdict_t handshake_screen(server_t *srv, const struct ucred *cred, bool *ret_admin,
+                                     conn_refusal_t *ret_why) {
+  const server_config_t *cfg = srv->cfg;
+  bool admin = session_is_admin(cred->uid, cred->gid, cfg->admin_gid);
+  uint32_t bound = pending_bound(srv), sessions, pending;
+  conn_refusal_t why = REFUSE_NONE;
+
+  *ret_admin = admin;
+  uid_counts(srv, cred->uid, &sessions, &pending);
+  if (srv->npending >= (admin ? bound : bound - srv->admin_reserve))
+    why = REFUSE_PENDING;
+  else if (!admin && cfg->max_pending_per_uid && pending >= cfg->max_pending_per_uid)
+    why = REFUSE_PENDING_UID;
+  if (why == REFUSE_NONE) return HANDSHAKE_ADMIT;
+  *ret_why = why;
+  if (why == REFUSE_PENDING)
+    log_refusal(srv, "pid %d uid %u refused: %u connections have not said hello yet (max %u)",
+                (int)cred->pid, (unsigned)cred->uid, srv->npending, bound);
+  else
+    log_refusal(srv,
+                "pid %d uid %u refused: uid %u has %u connections that have not said hello "
+                "yet (limit %u per uid)",
+                (int)cred->pid, (unsigned)cred->uid, (unsigned)cred->uid, pending,
+                cfg->max_pending_per_uid);
+  return srv->nrejecting >= HANDSHAKE_MAX_REJECTING ? HANDSHAKE_DROP : HANDSHAKE_REFUSE;
+}
+
+int handshake_admit(conn_t *c, const struct ucred *cred, bool admin, handshake_verdict_t v,
+                    conn_refusal_t why) {
   server_t *srv = c->srv;
-  uint32_t bound = srv->cfg->max_clients > HANDSHAKE_MIN_PENDING ? srv->cfg->max_clients
-                                                                 : HANDSHAKE_MIN_PENDING;
   int rc;
 
-  if (srv->npending >= bound) {
-    if (srv->nrejecting > HANDSHAKE_MAX_REJECTING) return PP_ETOOMANY;
-    log_notice("pid %d uid %u refused: %u connections have not said hello yet", (int)cred->pid,
-               (unsigned)cred->uid, srv->npending);
-    uv_timer_start(&c->timer, on_hello_timeout, HANDSHAKE_REJECT_LINGER_MS, 0);
+  if (v != HANDSHAKE_ADMIT) {
+    c->refusal = (uint8_t)why;
+    server_dl_push(c, DL_REJECT);
     return 0;
   }
   if ((rc = session_create(cred->pid, cred->uid, cred->gid, &c->session))) {
     log_err("cannot create a session for pid %d: %s", (int)cred->pid, pp_strerror(rc));
     return rc;
   }
-  c->session->admin = session_is_admin(cred->uid, cred->gid, srv->cfg->admin_gid);
+  if ((rc = uid_adjust(srv, cred->uid, 0, 1))) {
+    log_err("cannot count a connection of uid %u: %s", (unsigned)cred->uid, pp_strerror(rc));
+    session_destroy(c->session);
+    c->session = NULL;
+    return rc;
+  }
+  c->session->admin = admin;
   c->rejecting = false;
   srv->nrejecting--;
   srv->npending++;
-  uv_timer_start(&c->timer, on_hello_timeout, srv->cfg->hello_timeout_ms, 0);
+  server_dl_push(c, DL_HELLO);
   return 0;
 }
 
@@ -85,7 +180,7 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
   ssize_t n;
   int rc;
 
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) != 0) return PP_EINTERNAL;
+  if (c->out) return PP_EINTERNAL;
   if ((rc = frame_pack(&resp->base, c->srv->cfg->max_frame, &buf, &len))) return rc;
   if (uv_fileno((uv_handle_t *)&c->pipe, &fd)) {
     free(buf);
@@ -105,6 +200,7 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
 
 static void hello(conn_t *c, const Pinpool__V1__Request *req) {
   server_t *srv = c->srv;
+  const server_config_t *cfg = srv->cfg;
   session_t *s = c->session;
   const region_t *r = ledger_region(srv->ledger);
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
@@ -118,11 +214,33 @@ static void hello(conn_t *c, const Pinpool__V1__Request *req) {
               PROTOCOL_VERSION);
     return;
   }
-  if (srv->sessions.n >= srv->cfg->max_clients) {
-    log_notice("pid %d uid %u refused: %u clients connected (max %u)", (int)s->pid,
-               (unsigned)s->uid, srv->sessions.n, srv->cfg->max_clients);
-    conn_fail(c, req->id, PP_ETOOMANY, "too many clients (max %u)", srv->cfg->max_clients);
+  if (srv->sessions.n >= cfg->max_clients - (s->admin ? 0 : srv->admin_reserve)) {
+    log_refusal(srv,
+                "pid %d uid %u refused: %u clients connected (max %u, %u kept for "
+                "administrators)",
+                (int)s->pid, (unsigned)s->uid, srv->sessions.n, cfg->max_clients,
+                srv->admin_reserve);
+    if (s->admin || !srv->admin_reserve)
+      conn_fail(c, req->id, PP_ETOOMANY, "too many clients (max %u)", cfg->max_clients);
+    else
+      conn_fail(c, req->id, PP_ETOOMANY,
+                "too many clients (max %u, %u kept for administrators)", cfg->max_clients,
+                srv->admin_reserve);
     return;
+  }
+  if (!s->admin && cfg->max_clients_per_uid) {
+    uint32_t sessions, pending;
+    uid_counts(srv, s->uid, &sessions, &pending);
+    if (sessions >= cfg->max_clients_per_uid) {
+      log_refusal(srv,
+                  "pid %d uid %u refused: uid %u has %u clients connected (limit %u per "
+                  "uid)",
+                  (int)s->pid, (unsigned)s->uid, (unsigned)s->uid, sessions,
+                  cfg->max_clients_per_uid);
+      conn_fail(c, req->id, PP_ETOOMANY, "uid %u has %u clients connected (limit %u per uid)",
+                (unsigned)s->uid, sessions, cfg->max_clients_per_uid);
+      return;
+    }
   }
   if (ledger_holder_create(srv->ledger, &ident, &s->holder)) {
     conn_fail(c, req->id, PP_ENOPRIVMEM, "daemon out of private memory");
@@ -135,9 +253,10 @@ static void hello(conn_t *c, const Pinpool__V1__Request *req) {
               s->id);
   s->hello_done = true;
   srv->npending--;
+  uid_adjust(srv, s->uid, 1, -1); /* the entry exists: it cannot fail */
   session_list_add(&srv->sessions, s);
   server_status(srv);
-  uv_timer_stop(&c->timer);
+  server_dl_remove(c, DL_SIDE_IN); /* the hello deadline */
 
   w.protocol_version = PROTOCOL_VERSION;
   w.session_id = s->id;
@@ -161,8 +280,15 @@ static void hello(conn_t *c, const Pinpool__V1__Request *req) {
 }
 
 void handshake_frame(conn_t *c, const Pinpool__V1__Request *req) {
+  const server_config_t *cfg = c->srv->cfg;
   if (c->rejecting) {
-    conn_fail(c, req->id, PP_ETOOMANY, "too many connections waiting for their hello");
+    if (c->refusal == REFUSE_PENDING_UID)
+      conn_fail(c, req->id, PP_ETOOMANY,
+                "uid %u has too many connections waiting for their hello (limit %u per uid)",
+                (unsigned)c->uid, cfg->max_pending_per_uid);
+    else
+      conn_fail(c, req->id, PP_ETOOMANY,
+                "too many connections waiting for their hello (max %u)", pending_bound(c->srv));
     return;
   }
   c->session->requests++;
@@ -179,8 +305,10 @@ void handshake_leave(conn_t *c) {
   if (c->rejecting || !c->session) return;
   if (c->session->hello_done) {
     session_list_del(&srv->sessions, c->session);
+    uid_adjust(srv, c->session->uid, -1, 0);
     server_status(srv);
   } else {
     srv->npending--;
+    uid_adjust(srv, c->session->uid, 0, -1);
   }
 }

@@ -52,6 +52,12 @@ typedef struct options {
   uint32_t max_caches;
   char shared_groups[LEDGER_SHARED_GROUPS_MAX][64]; /* names or numbers, resolved later */
   uint32_t nshared_groups;
+  uint32_t max_clients_per_uid;
+  uint32_t max_pending_per_uid;
+  uint32_t admin_reserve;
+  uint32_t frame_timeout_ms;
+  uint32_t write_timeout_ms;
+  uint64_t max_queued;
 } options_t;
 
 static int parse_u32(const char *s, uint32_t *ret) {
@@ -93,7 +99,13 @@ typedef enum {
   OPT_HELLO_TIMEOUT,
   OPT_SHARED_GROUP,
   OPT_MAX_CACHES_PER_UID,
-  OPT_MAX_CACHES
+  OPT_MAX_CACHES,
+  OPT_MAX_CLIENTS_PER_UID,
+  OPT_MAX_PENDING_PER_UID,
+  OPT_ADMIN_RESERVE,
+  OPT_FRAME_TIMEOUT,
+  OPT_WRITE_TIMEOUT,
+  OPT_MAX_QUEUED
 } opt_id_t;
 
 /* --shared-group a,b: each entry appended (a repeated option adds to the list). */
@@ -148,6 +160,21 @@ static const struct option_def {
     {"max-caches-per-uid", OPT_MAX_CACHES_PER_UID, false,
      "N  caches in one user's (or shared group's) scope, 0 = unlimited (default 64)"},
     {"max-caches", OPT_MAX_CACHES, false, "N  caches in all, 0 = unlimited (default 4096)"},
+    {"max-clients-per-uid", OPT_MAX_CLIENTS_PER_UID, false,
+     "N  clients of one uid at once, 0 = no limit; not for admins (default 64)"},
+    {"max-pending-per-uid", OPT_MAX_PENDING_PER_UID, false,
+     "N  connections of one uid that have not said hello yet, 0 = no limit; not for admins "
+     "(default 32)"},
+    {"admin-reserve", OPT_ADMIN_RESERVE, false,
+     "N  client slots only root and the admin group may take, at most a quarter of "
+     "max-clients (default 4)"},
+    {"frame-timeout", OPT_FRAME_TIMEOUT, false,
+     "MS  a frame must be complete this long after its first byte (default 10000)"},
+    {"write-timeout", OPT_WRITE_TIMEOUT, false,
+     "MS  a client that leaves its replies unread this long is disconnected (default 30000)"},
+    {"max-queued", OPT_MAX_QUEUED, false,
+     "SIZE  memory of unread replies, all clients together, above which clients with "
+     "replies queued are not read (default 64M)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -211,6 +238,21 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
   case OPT_SHARED_GROUP: rc = add_shared_groups(o, val); break;
   case OPT_MAX_CACHES_PER_UID: rc = parse_u32(val, &o->max_caches_per_uid); break;
   case OPT_MAX_CACHES: rc = parse_u32(val, &o->max_caches); break;
+  case OPT_MAX_CLIENTS_PER_UID: rc = parse_u32(val, &o->max_clients_per_uid); break;
+  case OPT_MAX_PENDING_PER_UID: rc = parse_u32(val, &o->max_pending_per_uid); break;
+  case OPT_ADMIN_RESERVE: rc = parse_u32(val, &o->admin_reserve); break;
+  case OPT_FRAME_TIMEOUT:
+    rc = parse_u32(val, &o->frame_timeout_ms);
+    if (!rc && o->frame_timeout_ms == 0) rc = PP_EINVAL;
+    break;
+  case OPT_WRITE_TIMEOUT:
+    rc = parse_u32(val, &o->write_timeout_ms);
+    if (!rc && o->write_timeout_ms == 0) rc = PP_EINVAL;
+    break;
+  case OPT_MAX_QUEUED:
+    rc = units_parse_size(val, &o->max_queued);
+    if (!rc && (o->max_queued < (64u << 10) || o->max_queued > SIZE_MAX / 2)) rc = PP_ERANGE;
+    break;
   }
   if (rc) {
     fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
@@ -269,11 +311,11 @@ static void usage(FILE *out) {
                "       pinpoold --probe [--size SIZE] [--page-size P] [--sort-pages yes|no]\n\n"
                "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
-    fprintf(out, "  --%-18s %s\n", option_defs[i].name, option_defs[i].help);
-  fprintf(out, "  --%-18s %s\n", "config", "FILE  the same keys as key=value lines");
-  fprintf(out, "  --%-18s %s\n", "probe",
+    fprintf(out, "  --%-19s %s\n", option_defs[i].name, option_defs[i].help);
+  fprintf(out, "  --%-19s %s\n", "config", "FILE  the same keys as key=value lines");
+  fprintf(out, "  --%-19s %s\n", "probe",
           "print what region this machine would give, and exit");
-  fprintf(out, "  --%-18s\n  --%-18s\n", "help", "version");
+  fprintf(out, "  --%-19s\n  --%-19s\n", "help", "version");
 }
 
 /* Returns 0 to run, 1 to exit successfully (help/version), or PP_EINVAL. */
@@ -359,7 +401,13 @@ int main(int argc, char **argv) {
                  .max_frame = FRAME_MAX_DEFAULT,
                  .hello_timeout_ms = 10000,
                  .max_caches_per_uid = 64,
-                 .max_caches = 4096};
+                 .max_caches = 4096,
+                 .max_clients_per_uid = 64,
+                 .max_pending_per_uid = 32,
+                 .admin_reserve = 4,
+                 .frame_timeout_ms = 10000,
+                 .write_timeout_ms = 30000,
+                 .max_queued = 64ull << 20};
   server_config_t sc = {0};
   ledger_config_t lc = {0};
   ledger_t *ledger = NULL;
@@ -414,6 +462,12 @@ int main(int argc, char **argv) {
   sc.admin_gid = admin_gid;
   sc.write_high_water = 4u * o.max_frame > (1u << 20) ? 4u * o.max_frame : (1u << 20);
   sc.hello_timeout_ms = o.hello_timeout_ms;
+  sc.max_clients_per_uid = o.max_clients_per_uid;
+  sc.max_pending_per_uid = o.max_pending_per_uid;
+  sc.admin_reserve = o.admin_reserve;
+  sc.frame_timeout_ms = o.frame_timeout_ms;
+  sc.write_timeout_ms = o.write_timeout_ms;
+  sc.max_queued = (size_t)o.max_queued;
   rc = server_run(&sc, ledger);
   ledger_destroy(ledger);
   return rc ? 1 : 0;

@@ -1,23 +1,49 @@
 /*
- * server.c — pinpoold's event loop (libuv): start-up, signals, systemd notification and
- * shutdown.  What happens in between lives by concern: listen.c (the listening socket,
- * ours or systemd's), conn.c (a connection's I/O, framing, replies, back-pressure,
- * closing), handshake.c (Hello/Welcome, client slots), and handlers.c (requests, through
- * the ledger).
+ * server.c — pinpoold's event loop (libuv): start-up, signals, systemd notification,
+ * shutdown, and what the loop shares between connections: deadlines, the memory of queued
+ * replies, and giving memory back.  What happens in between lives by concern: listen.c
+ * (the listening socket and accepting), conn.c (a connection's I/O, framing, replies,
+ * back-pressure, closing), handshake.c (Hello/Welcome, client slots, per-uid limits), and
+ * handlers.c (requests, through the ledger).
  *
  * The server owns what the loop thread shares between connections: the list of sessions
  * past Hello (what --max-clients counts and Stats.clients shows), the counters of
- * connections that have not said Hello, the list of connections (for shutdown), and the
- * handlers with their reply arena.  The ledger it serves is main's: created before the
- * loop and destroyed after it.
+ * connections that have not said Hello and the per-uid counts, the list of connections
+ * (for shutdown), the one read buffer every connection reads into, the total of queued
+ * reply memory (--max-queued), the deadline queues, and the handlers with their reply
+ * arena.  The ledger it serves is main's: created before the loop and destroyed after it.
+ *
+ * Deadlines.  Every timeout of a connection (hello, refusal, frame, linger, write; see
+ * conn.c) is one of a few kinds, and all connections of a kind share its timeout, so a
+ * FIFO queue per kind is sorted by deadline.  One uv_timer waits for the earliest head
+ * of all queues; when it fires, each queue's expired heads are taken off and handed to
+ * conn_expired.  Adding is O(1) (append; the timer is moved only when the new entry is
+ * now the earliest), removing is O(1) (the timer is left to fire early and find nothing),
+ * and an idle connection carries two links instead of a timer handle (16 + 16 + 8 bytes
+ * against 152 for a uv_timer_t).  A request that arrives and is answered at once touches
+ * no queue.
+ *
+ * Descriptors.  At start-up RLIMIT_NOFILE's soft limit is raised to the hard limit (what
+ * we got is logged), so thousands of clients fit; when it is still below what the
+ * connection bounds may need (--max-clients sessions + the pending bound + 64 refusals in
+ * progress + a few of our own), a warning says so.  Past the limit accept() fails and
+ * listen.c closes the waiting connections at once and pauses accepting briefly: the
+ * daemon neither spins nor dies, and serves again as soon as descriptors come back.
+ *
+ * Giving memory back.  Connections cost small heap blocks; when many leave, glibc keeps
+ * the freed memory.  When the number of connections has fallen to half of its peak since
+ * the last trim, by at least TRIM_MIN_DROP, malloc_trim(0) runs (which also releases free
+ * pages in the middle of the heap), TRIM_DELAY_MS after the drop so that one wave of
+ * departures costs one trim, and never more often than every TRIM_EVERY_MS.
  *
  * systemd.  READY=1 once the region is mapped (the ledger exists before we are called)
  * and the socket listens; STATUS= lines when clients come and go; STOPPING=1 at shutdown.
  *
  * Shutdown (SIGTERM/SIGINT): STOPPING=1, close the listener (unlink our socket), then
- * each connection stops reading, its queued replies are flushed (bounded by a timer)
- * and its session released; uv_run returns when the last handle has closed.  SIGPIPE is
- * ignored: a vanished peer is an EPIPE on one connection, not the daemon's death.
+ * each connection stops reading, its queued replies are flushed (bounded by the linger
+ * deadline) and its session released; uv_run returns when the last handle has closed.
+ * SIGPIPE is ignored: a vanished peer is an EPIPE on one connection, not the daemon's
+ * death.
  *
  * Locks: none; everything runs on the loop thread.
  */
@@ -25,13 +51,176 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "log.h"
+
+#define CONN_CLOSE_LINGER_MS 2000u /* a closing connection's last replies get this long */
+#define REJECT_LINGER_MS 2000u     /* a refused connection's first frame must come within */
+#define TRIM_MIN_DROP 256u         /* connections that must have left before a trim */
+#define TRIM_DELAY_MS 200u
+#define TRIM_EVERY_MS 1000u
+#define SPARE_FDS 32u /* descriptors of our own: stdio, region, epoll, signals, spare ... */
+
+/* ---- deadlines ------------------------------------------------------------------------ */
+
+static int dl_side(dl_kind_t kind) {
+  return kind == DL_WRITE ? DL_SIDE_OUT : DL_SIDE_IN;
+}
+
+static uint64_t dl_timeout(const server_t *srv, dl_kind_t kind) {
+  switch (kind) {
+  case DL_HELLO: return srv->cfg->hello_timeout_ms;
+  case DL_REJECT: return REJECT_LINGER_MS;
+  case DL_FRAME: return srv->cfg->frame_timeout_ms;
+  case DL_WRITE: return srv->cfg->write_timeout_ms;
+  case DL_LINGER:
+  default: return CONN_CLOSE_LINGER_MS;
+  }
+}
+
+static void dl_on_timer(uv_timer_t *t);
+
+/* Wait for the earliest head (or for nothing). */
+static void dl_arm(server_t *srv) {
+  uint64_t at = 0, now = uv_now(&srv->loop);
+  for (int k = DL_NONE + 1; k < DL_NKINDS; k++) {
+    conn_t *h = srv->dl[k].head;
+    if (h && (at == 0 || h->dl[dl_side(k)].at < at)) at = h->dl[dl_side(k)].at;
+  }
+  if (at == 0) {
+    uv_timer_stop(&srv->dl_timer);
+    srv->dl_timer_at = 0;
+    return;
+  }
+  if (at == srv->dl_timer_at) return;
+  srv->dl_timer_at = at;
+  uv_timer_start(&srv->dl_timer, dl_on_timer, at > now ? at - now : 0, 0);
+}
+
+void server_dl_remove(conn_t *c, int side) {
+  server_t *srv = c->srv;
+  dl_link_t *l = &c->dl[side];
+  dl_queue_t *q;
+
+  if (c->dl_kind[side] == DL_NONE) return;
+  q = &srv->dl[c->dl_kind[side]];
+  if (l->prev)
+    l->prev->dl[side].next = l->next;
+  else
+    q->head = l->next;
+  if (l->next)
+    l->next->dl[side].prev = l->prev;
+  else
+    q->tail = l->prev;
+  l->prev = l->next = NULL;
+  c->dl_kind[side] = DL_NONE;
+}
+
+void server_dl_push(conn_t *c, dl_kind_t kind) {
+  server_t *srv = c->srv;
+  int side = dl_side(kind);
+  dl_link_t *l = &c->dl[side];
+  dl_queue_t *q = &srv->dl[kind];
+
+  server_dl_remove(c, side);
+  l->at = uv_now(&srv->loop) + dl_timeout(srv, kind);
+  l->next = NULL;
+  l->prev = q->tail;
+  if (q->tail)
+    q->tail->dl[side].next = c;
+  else
+    q->head = c;
+  q->tail = c;
+  c->dl_kind[side] = (uint8_t)kind;
+  if (srv->dl_timer_at == 0 || l->at < srv->dl_timer_at) dl_arm(srv);
+}
+
+static void dl_on_timer(uv_timer_t *t) {
+  server_t *srv = t->data;
+  uint64_t now = uv_now(&srv->loop);
+
+  srv->dl_timer_at = 0;
+  for (int k = DL_NONE + 1; k < DL_NKINDS; k++) {
+    int side = dl_side(k);
+    conn_t *c;
+    while ((c = srv->dl[k].head) && c->dl[side].at <= now) {
+      server_dl_remove(c, side);
+      conn_expired(c, (dl_kind_t)k);
+    }
+  }
+  dl_arm(srv);
+}
+
+/* ---- memory --------------------------------------------------------------------------- */
+
+static void on_trim(uv_timer_t *t) {
+  server_t *srv = t->data;
+  uint32_t peak = srv->nconns_peak;
+  malloc_trim(0);
+  srv->trim_last_ms = uv_now(&srv->loop);
+  srv->nconns_peak = srv->nconns;
+  log_debug("%u connections left (%u of a peak of %u remain): memory given back",
+            peak - srv->nconns, srv->nconns, peak);
+}
+
+void server_conn_gone(server_t *srv) {
+  uint64_t now, delay = TRIM_DELAY_MS;
+  if (srv->nconns_peak - srv->nconns < TRIM_MIN_DROP || srv->nconns > srv->nconns_peak / 2)
+    return;
+  if (uv_is_active((uv_handle_t *)&srv->trim_timer)) return;
+  now = uv_now(&srv->loop);
+  if (srv->trim_last_ms && now - srv->trim_last_ms < TRIM_EVERY_MS &&
+      srv->trim_last_ms + TRIM_EVERY_MS - now > delay)
+    delay = srv->trim_last_ms + TRIM_EVERY_MS - now;
+  uv_timer_start(&srv->trim_timer, on_trim, delay, 0);
+}
+
+/* ---- descriptors ---------------------------------------------------------------------- */
+
+/* RLIMIT_NOFILE's soft limit up to the hard one; a warning when the bounds on connections
+ * could need more than we have. */
+static void raise_nofile(const server_t *srv) {
+  const server_config_t *cfg = srv->cfg;
+  uint64_t need = (uint64_t)cfg->max_clients + (cfg->max_clients > 64 ? cfg->max_clients : 64) +
+                  64 + SPARE_FDS;
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log_warning("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    return;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+    if (want.rlim_cur == RLIM_INFINITY) { /* the kernel caps it at fs.nr_open */
+      FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+      unsigned long long n = 0;
+      if (f && fscanf(f, "%llu", &n) == 1 && n > rl.rlim_cur) want.rlim_cur = (rlim_t)n;
+      if (f) fclose(f);
+    }
+    if (want.rlim_cur != RLIM_INFINITY && setrlimit(RLIMIT_NOFILE, &want) == 0)
+      rl.rlim_cur = want.rlim_cur;
+    else
+      log_warning("cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
+                  (unsigned long long)rl.rlim_cur, (unsigned long long)want.rlim_cur,
+                  strerror(errno));
+  }
+  log_info("file descriptors: up to %llu (hard limit %llu)", (unsigned long long)rl.rlim_cur,
+           (unsigned long long)rl.rlim_max);
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+    log_warning("RLIMIT_NOFILE %llu is below the %" PRIu64 " descriptors --max-clients %u may "
+                "need: past it, new connections are closed at once until some leave",
+                (unsigned long long)rl.rlim_cur, need, cfg->max_clients);
+}
+
+/* ---- status, stop, run ---------------------------------------------------------------- */
 
 void server_status(server_t *srv) {
   if (!srv->notify) return;
@@ -54,8 +243,10 @@ static void server_stop(server_t *srv, const char *why) {
   uv_unref((uv_handle_t *)&srv->sigint);
   for (c = srv->conns; c; c = next) {
     next = c->next;
-    /* Replies already queued are in-flight answers: flush them, bounded by the timer. */
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) && !c->closing)
+    /* Replies already queued are in-flight answers: flush them, bounded by the linger
+     * deadline; a connection already closing keeps its own. */
+    if (c->closing && !c->handles_closing) continue;
+    if (c->out)
       conn_close_graceful(c);
     else
       conn_close_now(c);
@@ -77,6 +268,8 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 static void server_free(server_t *srv) {
   handlers_fini(&srv->handlers);
+  u64map_fini(&srv->uids);
+  free(srv->rbuf);
   free(srv);
 }
 
@@ -87,7 +280,18 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   int rc;
 
   if (!srv) return PP_ENOPRIVMEM;
+  if (!(srv->rbuf = malloc(CONN_READ_BUF))) {
+    free(srv);
+    return PP_ENOPRIVMEM;
+  }
+  u64map_init(&srv->uids);
   srv->cfg = cfg;
+  srv->admin_reserve =
+      cfg->admin_reserve < cfg->max_clients / 4 ? cfg->admin_reserve : cfg->max_clients / 4;
+  if (srv->admin_reserve != cfg->admin_reserve)
+    log_notice("--admin-reserve %u is more than a quarter of --max-clients %u: %u slots are "
+               "kept for administrators",
+               cfg->admin_reserve, cfg->max_clients, srv->admin_reserve);
   srv->ledger = ledger;
   srv->notify = getenv("NOTIFY_SOCKET") != NULL;
   hc = (handlers_config_t){.max_frame = cfg->max_frame,
@@ -104,10 +308,21 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   srv->sigterm.data = srv->sigint.data = srv;
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  /* Neither timer keeps the loop alive: connections do, and the listener. */
+  uv_timer_init(&srv->loop, &srv->dl_timer);
+  uv_timer_init(&srv->loop, &srv->trim_timer);
+  srv->dl_timer.data = srv->trim_timer.data = srv;
+  uv_unref((uv_handle_t *)&srv->dl_timer);
+  uv_unref((uv_handle_t *)&srv->trim_timer);
+  uv_idle_init(&srv->loop, &srv->turn);
+  srv->turn.data = srv;
+  uv_unref((uv_handle_t *)&srv->turn);
+  raise_nofile(srv);
 
   rc = listener_start(&srv->listener, &srv->loop, cfg->socket_path, cfg->socket_mode,
-                      conn_on_connection, srv);
+                      conn_accept, srv);
   if (rc) {
+    listener_stop(&srv->listener);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);

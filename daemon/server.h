@@ -12,14 +12,22 @@
 #include "ledger.h"
 
 typedef struct server_config {
-  const char *socket_path;   /* where to bind when systemd passes no socket */
-  unsigned socket_mode;      /* chmod of a socket we bind (not of a passed one) */
-  uint32_t max_clients;      /* sessions at once; more get TOO_MANY_CLIENTS */
-  uint32_t max_frame;        /* announced in Welcome; both directions */
-  gid_t admin_gid;           /* (gid_t)-1: root only */
-  size_t write_high_water;   /* queued reply bytes above which a client's reads pause */
-  unsigned hello_timeout_ms; /* a connection must say Hello within this */
-  uint64_t started_ms;       /* CLOCK_MONOTONIC ms at start-up (Stats.uptime_ms) */
+  const char *socket_path;      /* where to bind when systemd passes no socket */
+  unsigned socket_mode;         /* chmod of a socket we bind (not of a passed one) */
+  uint32_t max_clients;         /* sessions at once; more get TOO_MANY_CLIENTS */
+  uint32_t admin_reserve;       /* of those, kept for admins (capped at max_clients / 4) */
+  uint32_t max_clients_per_uid; /* sessions of one non-admin uid; 0 = no limit */
+  uint32_t max_pending_per_uid; /* connections of one non-admin uid before Hello; 0 = none */
+  uint32_t max_frame;           /* announced in Welcome; both directions */
+  gid_t admin_gid;              /* (gid_t)-1: root only */
+  size_t write_high_water;      /* real bytes of queued replies above which a client's
+                                 * reads pause */
+  size_t max_queued;            /* real bytes of queued replies, all clients together, above
+                                 * which clients with replies queued are not read */
+  unsigned hello_timeout_ms;    /* a connection must say Hello within this */
+  unsigned frame_timeout_ms;    /* a frame must be complete this long after its first byte */
+  unsigned write_timeout_ms;    /* a client with replies queued must take some within this */
+  uint64_t started_ms;          /* CLOCK_MONOTONIC ms at start-up (Stats.uptime_ms) */
 } server_config_t;
 
 /* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut

@@ -1,6 +1,6 @@
 /* server_int.h — the event loop's internals shared by server.c (loop, signals, systemd,
- * shutdown), conn.c (connection I/O) and handshake.c (Hello/Welcome, client slots).
- * Nothing else includes it. */
+ * shutdown, deadlines, memory), conn.c (connection I/O) and handshake.c (Hello/Welcome,
+ * client slots and per-uid limits).  Nothing else includes it. */
 #ifndef PP_DAEMON_SERVER_INT_H
 #define PP_DAEMON_SERVER_INT_H
 
@@ -17,25 +17,70 @@
 #include "listen.h"
 #include "server.h"
 #include "session.h"
+#include "u64map.h"
+
+/* The loop's one read buffer (conn.c reads every connection into it). */
+#define CONN_READ_BUF (64u * 1024u)
 
 typedef struct server server_t;
+typedef struct conn conn_t;
 
-typedef struct conn {
+/* Deadlines.  Each kind has one timeout for every connection it holds, so a FIFO queue of
+ * a kind is sorted by deadline: appending is O(1), the earliest is the head, and the
+ * server's one timer waits for the earliest head of all queues.  A connection sits in at
+ * most one input-side queue (hello, refusal, frame or linger) and in the write queue. */
+typedef enum dl_kind {
+  DL_NONE = 0,
+  DL_HELLO,  /* accepted, Hello not seen: --hello-timeout */
+  DL_REJECT, /* being refused: its first frame gets the refusal, or it is closed */
+  DL_FRAME,  /* past Hello with a frame begun and not complete: --frame-timeout */
+  DL_LINGER, /* closing: flushing its last replies */
+  DL_WRITE,  /* replies queued: some must drain within --write-timeout */
+  DL_NKINDS
+} dl_kind_t;
+
+enum { DL_SIDE_IN = 0, DL_SIDE_OUT = 1 };
+
+typedef struct dl_link {
+  conn_t *prev, *next;
+  uint64_t at; /* uv_now() ms when it expires */
+} dl_link_t;
+
+typedef struct dl_queue {
+  conn_t *head, *tail;
+} dl_queue_t;
+
+/* Why a connection is being refused (conn_t.refusal). */
+typedef enum conn_refusal {
+  REFUSE_NONE = 0,
+  REFUSE_PENDING,     /* too many connections without Hello, all uids together */
+  REFUSE_PENDING_UID, /* too many connections without Hello from this uid */
+} conn_refusal_t;
+
+struct conn_out; /* conn.c: replies queued for a connection */
+
+struct conn {
   uv_pipe_t pipe;
-  uv_timer_t timer; /* hello timeout, reject linger, or close linger */
-  uv_shutdown_t shutdown_req;
   server_t *srv;
-  session_t *session; /* NULL once released, and for a connection being refused */
-  frame_reader_t reader;
-  uint8_t *inbuf; /* last read; [in_off, in_len) not yet processed */
-  size_t in_off, in_len;
-  bool paused;          /* reads stopped for back-pressure */
-  bool closing;         /* session released, no more requests */
-  bool handles_closing; /* uv_close issued */
-  bool rejecting;       /* over the pending bound: answer TOO_MANY_CLIENTS, close */
-  int open_handles;     /* pipe + timer; the conn is freed when both closed */
+  session_t *session;   /* NULL once released, and for a connection being refused */
+  struct conn_out *out; /* replies the socket did not take yet; NULL when none */
+  uint8_t *park;        /* input read but not handled yet (a pause, or the end of a turn);
+                         * NULL when none, and then only is the connection read */
+  size_t park_off, park_len;
+  frame_reader_t reader; /* a frame that arrived in pieces; holds memory only meanwhile */
+  dl_link_t dl[2];       /* [DL_SIDE_IN], [DL_SIDE_OUT] */
+  uint8_t dl_kind[2];    /* dl_kind_t of the queue each link is in; DL_NONE */
+  uint8_t refusal;       /* conn_refusal_t, while rejecting */
+  bool paused;           /* reads stopped for back-pressure */
+  bool closing;          /* session released, no more requests */
+  bool handles_closing;  /* uv_close issued */
+  bool rejecting;        /* refused at accept: answer TOO_MANY_CLIENTS, close */
+  bool shutdown_wanted;  /* closing: shut down once every queued reply is handed to libuv */
+  bool yielded;          /* had its turn with input left: on the run queue, not read */
+  uid_t uid;             /* SO_PEERCRED, for refusals and the per-uid counts */
+  struct conn *run_prev, *run_next; /* the run queue, while yielded */
   struct conn *prev, *next;
-} conn_t;
+};
 
 struct server {
   const server_config_t *cfg;
@@ -47,12 +92,33 @@ struct server {
   uv_signal_t sigterm, sigint;
   bool stopping, notify;
   conn_t *conns;
-  uint32_t npending;   /* sessions accepted, Hello not yet seen */
-  uint32_t nrejecting; /* connections over the pending bound, being refused */
+  uint32_t nconns;        /* connections open, whatever their state */
+  uint32_t npending;      /* sessions accepted, Hello not yet seen */
+  uint32_t nrejecting;    /* connections over a pending bound, being refused */
+  uint32_t admin_reserve; /* the client slots (and pending places) only admins may take */
+  u64map_t uids;          /* uid -> sessions | pending << 32 (see handshake.c) */
+  uint64_t refusal_log_ms;
+  uint32_t refusals_unlogged;
+
+  uint8_t *rbuf;               /* the loop's one read buffer (conn.c) */
+  uv_idle_t turn;              /* runs the run queue: connections that yielded (conn.c) */
+  conn_t *run_head, *run_tail; /* FIFO */
+
+  size_t queued;      /* real bytes of every connection's queued replies */
+  bool mem_throttled; /* a connection was paused because queued passed max_queued */
+
+  dl_queue_t dl[DL_NKINDS];
+  uv_timer_t dl_timer;
+  uint64_t dl_timer_at; /* when dl_timer fires; 0 when stopped */
+
+  uv_timer_t trim_timer; /* malloc_trim after many connections left (server.c) */
+  uint32_t nconns_peak;  /* most connections since the last trim */
+  uint64_t trim_last_ms;
 };
 
 /* conn.c */
-void conn_on_connection(uv_stream_t *listener, int status);
+/* A connection the listener accepted (fd is ours: non-blocking, close-on-exec). */
+void conn_accept(void *srv, int fd);
 /* Send buf[off, len) after everything already queued for c; buf is c's to free, on
  * failure too.  PP_EIO (the socket refused), PP_ENOPRIVMEM. */
 int conn_write(conn_t *c, uint8_t *buf, size_t off, size_t len);
@@ -62,12 +128,26 @@ void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...)
 void conn_close_now(conn_t *c);
 /* Stop reading, release the session, flush what is queued, then close. */
 void conn_close_graceful(conn_t *c);
+/* A deadline of c passed (called by the server's timer, c already off that queue). */
+void conn_expired(conn_t *c, dl_kind_t kind);
+/* Queued memory went down: resume what the global cap paused, if it is low enough now. */
+void conn_mem_relieved(server_t *srv);
+/* The idle callback of srv->turn: one more turn for each connection on the run queue. */
+void conn_turn(uv_idle_t *h);
 
 /* handshake.c */
-/* A connection accepted from cred: a session and the hello timer, or (over the bound of
- * connections that have not said Hello) a refusal after its first frame.  An error says
+typedef enum handshake_verdict {
+  HANDSHAKE_ADMIT = 0, /* a session, with the hello timeout */
+  HANDSHAKE_REFUSE,    /* read until its first frame, answer TOO_MANY_CLIENTS (*ret_why) */
+  HANDSHAKE_DROP,      /* close at once (too many refusals in progress already) */
+} handshake_verdict_t;
+/* What to do with a connection from cred, before anything is allocated for it. */
+handshake_verdict_t handshake_screen(server_t *srv, const struct ucred *cred, bool *ret_admin,
+                                     conn_refusal_t *ret_why);
+/* Admit c (a session, the hello deadline) or start refusing it (why).  An error says
  * close it now. */
-int handshake_admit(conn_t *c, const struct ucred *cred);
+int handshake_admit(conn_t *c, const struct ucred *cred, bool admin, handshake_verdict_t v,
+                    conn_refusal_t why);
 /* A frame from a connection that has not said Hello (or is being refused). */
 void handshake_frame(conn_t *c, const Pinpool__V1__Request *req);
 /* The connection's session is going: give back its client slot or pending place. */
@@ -76,5 +156,12 @@ void handshake_leave(conn_t *c);
 /* server.c */
 /* STATUS= for systemd: clients and free bytes. */
 void server_status(server_t *srv);
+/* Put c at the tail of kind's queue (removing it from where its link was), expiring at
+ * now + that kind's timeout. */
+void server_dl_push(conn_t *c, dl_kind_t kind);
+/* Take c's link on side off its queue (nothing when it is in none). */
+void server_dl_remove(conn_t *c, int side);
+/* A connection was freed: maybe give memory back to the system. */
+void server_conn_gone(server_t *srv);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * pinpool-bench — benchmarks that compare pinpool with its peers in the same run.
- *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|all
+ *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|conns|all
  * --json writes JSON Lines: one object per benchmark, each on one line (bench_common.c).
  */
 #include <stdio.h>
@@ -18,6 +18,7 @@ static const struct {
     {"slab", bench_slab, "slab / magazine alloc+free vs rte_mempool and rte_malloc"},
     {"scale", bench_scale, "threads on one cache: magazines vs one lock"},
     {"ipc", bench_ipc, "daemon round trips vs a raw socketpair round trip"},
+    {"conns", bench_conns, "daemon memory with 0/1k/10k idle clients; a client's latency"},
 };
 
 static int usage(FILE *f) {
