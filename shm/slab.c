@@ -472,7 +472,9 @@ static int cache_locate_unsafe(slab_cache_t *c, uint64_t offset, slab_blk_t **re
 }
 
 /* Return object i of b (its bitmap bit already cleared by the caller). */
-static void blk_push(slab_cache_t *c, slab_blk_t *b, uint32_t i) {
+/* Always inlined: on the free path its call was 9% of a slab pair (callgrind). */
+static inline __attribute__((always_inline)) void blk_push(slab_cache_t *c, slab_blk_t *b,
+                                                           uint32_t i) {
   PP_IASSERT(b->nfree < c->objs && b->inuse > 0);
   b->stack[b->nfree++] = (uint16_t)i;
   b->inuse--;
