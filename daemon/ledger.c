@@ -247,7 +247,7 @@ struct ledger {
   u64map_t obj_owner;      /* object offset -> holding session id */
   u64map_t caches;         /* cache id -> lcache_t* */
   u64map_t scope_caches;   /* scope -> caches in it */
-  lcache_t **cache_list;   /* live caches in creation order */
+  lcache_t **cache_list;   /* live caches in creation order, which is ascending id order */
   size_t ncaches, caches_cap;
 
   ledger_holder_t *holders; /* newest first */
@@ -700,17 +700,30 @@ static int cache_create(ledger_t *l, slab_cache_t *sc, ledger_scope_t scope, lca
   return 0;
 }
 
+/* Index into cache_list of the first cache whose id is id or above (ncaches when none).
+ * Ids only grow and cache_create appends, so the list ascends by id (ledger_check). */
+static size_t cache_index_from(const ledger_t *l, uint32_t id) {
+  size_t lo = 0, hi = l->ncaches;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (l->cache_list[mid]->id < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 /* Nobody has c open (so nobody holds its objects): magazine drained, slabs back to the
  * buddy, records freed.  Its id is never given out again (slab.c). */
 static void cache_destroy(ledger_t *l, lcache_t *c) {
-  size_t i = 0;
+  size_t i = cache_index_from(l, c->id);
   int rc;
 
   PP_IASSERT(c->openers == 0 && c->held == 0);
+  PP_ASSERT(i < l->ncaches && l->cache_list[i] == c);
   u64map_del(&l->caches, c->id);
   count_down(&l->scope_caches, c->scope);
-  while (l->cache_list[i] != c)
-    i++;
   memmove(&l->cache_list[i], &l->cache_list[i + 1],
           (l->ncaches - i - 1) * sizeof *l->cache_list);
   l->ncaches--;
@@ -1465,6 +1478,17 @@ void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret) {
   ret->held = c->held;
   slab_cache_info(c->cache, &ret->slab);
   mag_get_stats(c->depot, &ret->mag);
+}
+
+size_t ledger_cache_index_from(const ledger_t *l, uint32_t id) {
+  return cache_index_from(l, id);
+}
+
+bool ledger_buf_get(const ledger_t *l, uint64_t handle, ledger_buf_info_t *ret) {
+  const lbuf_t *b = buf_by_handle(l, handle);
+  if (!b) return false;
+  buf_info(b, ret);
+  return true;
 }
 
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret) {

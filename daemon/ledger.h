@@ -265,6 +265,13 @@ uint64_t ledger_largest_free_contig(ledger_t *l);
 size_t ledger_ncaches(const ledger_t *l);
 /* The i-th live cache in creation order, i < ledger_ncaches(). */
 void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret);
+/* Where the caches with ids from id on begin: the index (for ledger_cache_stats) of the
+ * first live cache whose id is id or greater, ledger_ncaches() when none.  Creation order
+ * is id order, so the i-th cache's id grows with i; O(log caches).  Stats pages caches by
+ * id. */
+size_t ledger_cache_index_from(const ledger_t *l, uint32_t id);
+/* The live buffer with this handle: true with *ret filled, false when there is none. */
+bool ledger_buf_get(const ledger_t *l, uint64_t handle, ledger_buf_info_t *ret);
 /* Iteration over live buffers, in no order: for (size_t it = 0; ledger_buf_next(l, &it,
  * &info);) — no changes meanwhile. */
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret);
