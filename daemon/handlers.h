@@ -36,9 +36,9 @@ void handlers_fini(handlers_t *hs);
 int handlers_serve(handlers_t *hs, session_t *s, const Pinpool__V1__Request *req,
                    uint8_t **ret_buf, size_t *ret_len);
 
-/* frame_pack(), leaving out what the body can do without (Stats: map, then buffer list,
- * then client list; Buffer: segments) while the reply exceeds max_frame, and saying in
- * resp->message what was left out (memory from a). */
+/* frame_pack(), leaving out what the body can do without (Stats: stats_trim(); Buffer:
+ * segments) while the reply exceeds max_frame, and saying in resp->message what was left
+ * out (memory from a). */
 int handlers_pack(uint32_t max_frame, Pinpool__V1__Response *resp, arena_t *a,
                   uint8_t **ret_buf, size_t *ret_len);
 
