@@ -1491,6 +1491,10 @@ bool ledger_buf_get(const ledger_t *l, uint64_t handle, ledger_buf_info_t *ret) 
   return true;
 }
 
+bool ledger_buf_next_handle(const ledger_t *l, size_t *iter, uint64_t *ret_handle) {
+  return u64map_next(&l->by_handle, iter, ret_handle, NULL);
+}
+
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret) {
   uint64_t k, v;
   if (!u64map_next(&l->by_handle, iter, &k, &v)) return false;
@@ -1521,11 +1525,13 @@ typedef struct slabrec {
 typedef struct slab_collect {
   slabrec_t *v;
   size_t n, cap;
+  uint64_t from; /* slabs before this offset are not walked: left out */
   bool failed;
 } slab_collect_t;
 
 typedef struct walk_ctx {
   const ledger_t *l;
+  uint64_t from;              /* blocks before this offset are passed over */
   const u64map_t *slab_index; /* slab offset -> index into slabs */
   const slabrec_t *slabs;
   ledger_block_fn fn;
@@ -1536,7 +1542,7 @@ typedef struct walk_ctx {
 static void collect_slab(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
                          uint32_t capacity) {
   slab_collect_t *c = ctx;
-  if (c->failed) return;
+  if (c->failed || offset < c->from) return;
   if (c->n == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 64;
     slabrec_t *v = realloc(c->v, cap * sizeof *v);
@@ -1555,7 +1561,7 @@ static void walk_block(void *ctx, uint64_t offset, unsigned order, bool is_free)
   ledger_block_t b = {.offset = offset, .size = buddy_order_size(order)};
   uint64_t v;
 
-  if (w->rc) return;
+  if (w->rc || offset < w->from) return;
   if (is_free) {
     b.kind = LEDGER_BLOCK_FREE;
   } else if (u64map_get(&w->l->by_offset, offset, NULL)) {
@@ -1573,9 +1579,13 @@ static void walk_block(void *ctx, uint64_t offset, unsigned order, bool is_free)
 }
 
 int ledger_walk_blocks(ledger_t *l, ledger_block_fn fn, void *ctx) {
-  slab_collect_t sc = {0};
+  return ledger_walk_blocks_from(l, 0, fn, ctx);
+}
+
+int ledger_walk_blocks_from(ledger_t *l, uint64_t from, ledger_block_fn fn, void *ctx) {
+  slab_collect_t sc = {.from = from};
   u64map_t index;
-  walk_ctx_t w = {.l = l, .slab_index = &index, .fn = fn, .ctx = ctx};
+  walk_ctx_t w = {.l = l, .from = from, .slab_index = &index, .fn = fn, .ctx = ctx};
   uint64_t k, v, cid;
   size_t it;
   int rc = PP_ENOPRIVMEM;
