@@ -74,6 +74,7 @@ void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessi
   hs->sessions = sessions;
   hs->cfg = *cfg;
   arena_init(&hs->arena, 64u * 1024u * 1024u);
+  hs->stats_memo = (stats_memo_t){0};
 }
 
 void handlers_fini(handlers_t *hs) {
@@ -276,7 +277,8 @@ static int h_stats(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
                         .sessions = hs->sessions,
                         .max_clients = hs->cfg.max_clients,
                         .uptime_ms = handlers_now_ms() - hs->cfg.started_ms,
-                        .max_frame = hs->cfg.max_frame};
+                        .max_frame = hs->cfg.max_frame,
+                        .memo = &hs->stats_memo};
   Pinpool__V1__Stats *st;
   int rc = stats_build(&src, req->stats, &st, a);
   if (rc == PP_EINVAL)

@@ -10,6 +10,7 @@
 #include "ledger.h"
 #include "pinpool.pb-c.h"
 #include "session.h"
+#include "stats.h"
 
 typedef struct handlers_config {
   uint32_t max_frame;   /* replies are cut down to fit */
@@ -21,7 +22,8 @@ typedef struct handlers {
   ledger_t *ledger;
   const session_list_t *sessions; /* sessions past Hello (Stats.clients) */
   handlers_config_t cfg;
-  arena_t arena; /* each reply, rewound once packed */
+  arena_t arena;           /* each reply, rewound once packed */
+  stats_memo_t stats_memo; /* what Stats replies keep from one to the next */
 } handlers_t;
 
 void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,

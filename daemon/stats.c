@@ -332,7 +332,7 @@ static int map_visit(void *ctx, const ledger_block_t *lb) {
 static int build_map(ledger_t *l, Pinpool__V1__Stats *st, uint64_t from, page_t *page,
                      arena_t *a) {
   map_ctx_t m = {.a = a, .from = from, .page = page};
-  int rc = ledger_walk_blocks(l, map_visit, &m);
+  int rc = ledger_walk_blocks_from(l, from, map_visit, &m);
   if (rc < 0) return rc;
   st->map = m.out;
   st->n_map = m.n;
@@ -435,14 +435,15 @@ static int build_buffers(ledger_t *l, Pinpool__V1__Stats *st, uint64_t from, pag
   ledger_totals_t t;
   ledger_buf_info_t info;
   keyed_t *v;
+  uint64_t handle;
   size_t m = 0, done = 0, cap = 0, it = 0;
 
   ledger_get_totals(l, &t);
   if (!t.nbufs) return 0;
   v = arena_alloc(a, t.nbufs * sizeof *v);
   if (!v) return PP_ENOPRIVMEM;
-  while (m < t.nbufs && ledger_buf_next(l, &it, &info))
-    if (info.handle >= from) v[m++] = (keyed_t){info.handle, NULL};
+  while (m < t.nbufs && ledger_buf_next_handle(l, &it, &handle))
+    if (handle >= from) v[m++] = (keyed_t){handle, NULL};
   if (!page) {
     st->buffers = arena_alloc(a, (m ? m : 1) * sizeof *st->buffers);
     if (!st->buffers) return PP_ENOPRIVMEM;
@@ -474,24 +475,49 @@ static int build_buffers(ledger_t *l, Pinpool__V1__Stats *st, uint64_t from, pag
 
 /* ---- the summary ---------------------------------------------------------------------- */
 
-static int build_runs(const region_t *r, Pinpool__V1__Stats *st, arena_t *a) {
+/* The runs summarised and the largest free contiguous block: from the memo while neither
+ * can have changed. */
+static void summarise(const stats_source_t *src, const buddy_stats_t *bs,
+                      region_run_stats_t *ret_runs, uint64_t *ret_contig) {
+  const region_t *r = ledger_region(src->ledger);
+  stats_memo_t fresh = {.valid = true,
+                        .generation = region_generation(r),
+                        .allocs = bs->allocs,
+                        .frees = bs->frees};
+  stats_memo_t *m = src->memo ? src->memo : &fresh;
+
+  if (m == &fresh || !m->valid || m->generation != fresh.generation) {
+    region_run_stats(r, &fresh.runs);
+    fresh.largest_free_contig = ledger_largest_free_contig(src->ledger);
+  } else if (m->allocs != fresh.allocs || m->frees != fresh.frees) {
+    fresh.runs = m->runs;
+    fresh.largest_free_contig = ledger_largest_free_contig(src->ledger);
+  } else {
+    fresh = *m;
+  }
+  if (src->memo) *src->memo = fresh;
+  *ret_runs = fresh.runs;
+  *ret_contig = fresh.largest_free_contig;
+}
+
+static int build_runs(const region_t *r, const region_run_stats_t *rs, Pinpool__V1__Stats *st,
+                      arena_t *a) {
   Pinpool__V1__PhysRuns *pr = arena_alloc(a, sizeof *pr);
-  region_run_stats_t rs;
   region_sort_info_t si;
 
   if (!pr) return PP_ENOPRIVMEM;
   pinpool__v1__phys_runs__init(pr);
-  if (region_run_stats(r, &rs) || region_sort_info(r, &si)) return PP_EINVAL;
-  pr->known = rs.known;
-  pr->nr_runs = rs.nr_runs;
-  pr->longest = rs.longest;
-  pr->pages = rs.pages;
-  pr->descents = rs.descents;
-  if (rs.nr_buckets) {
-    pr->buckets = arena_alloc(a, rs.nr_buckets * sizeof *pr->buckets);
+  if (region_sort_info(r, &si)) return PP_EINVAL;
+  pr->known = rs->known;
+  pr->nr_runs = rs->nr_runs;
+  pr->longest = rs->longest;
+  pr->pages = rs->pages;
+  pr->descents = rs->descents;
+  if (rs->nr_buckets) {
+    pr->buckets = arena_alloc(a, rs->nr_buckets * sizeof *pr->buckets);
     if (!pr->buckets) return PP_ENOPRIVMEM;
-    memcpy(pr->buckets, rs.buckets, rs.nr_buckets * sizeof *pr->buckets);
-    pr->n_buckets = rs.nr_buckets;
+    memcpy(pr->buckets, rs->buckets, rs->nr_buckets * sizeof *pr->buckets);
+    pr->n_buckets = rs->nr_buckets;
   }
   pr->sort = (Pinpool__V1__PhysRuns__Sort)si.state;
   if (si.why[0] && !(pr->sort_why = arena_strdup(a, si.why))) return PP_ENOPRIVMEM;
@@ -510,10 +536,12 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
   const region_t *r = ledger_region(l);
   ledger_totals_t t;
   buddy_stats_t bs;
+  region_run_stats_t runs;
   uint64_t allocated;
   int rc;
 
   ledger_buddy_stats(l, &bs);
+  summarise(src, &bs, &runs, &st->largest_free_contiguous);
   ledger_get_totals(l, &t);
   st->version = (char *)PP_VERSION;
   st->uptime_ms = src->uptime_ms;
@@ -525,7 +553,6 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
   st->free_bytes = bs.free_bytes;
   st->max_order = bs.max_order;
   st->largest_free_block = bs.largest_free;
-  st->largest_free_contiguous = ledger_largest_free_contig(l);
   st->min_block = BUDDY_MIN_SIZE;
   st->n_free_per_order = st->n_frag_index = bs.max_order + 1;
   st->free_per_order = arena_alloc(a, (bs.max_order + 1) * sizeof *st->free_per_order);
@@ -545,7 +572,7 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
   st->nr_caches = t.ncaches;
   st->nr_clients = src->sessions->n;
   st->max_clients = src->max_clients;
-  if ((rc = build_runs(r, st, a))) return rc;
+  if ((rc = build_runs(r, &runs, st, a))) return rc;
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #ifndef PP_DAEMON_STATS_H
 #define PP_DAEMON_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "arena.h"
@@ -16,12 +17,25 @@
  * beyond).  Status OK and an empty message are not packed (proto3 defaults). */
 #define STATS_ENVELOPE_MAX 17u
 
+/* What the summary keeps from one reply to the next: the region's physical runs
+ * summarised and the largest free contiguous block, each up to O(the region's pages) to
+ * find.  They are found again only when they can have changed: the runs when
+ * region_generation() moves, the block when the buddy's alloc or free count does too.
+ * Zeroed before its first use; it belongs to one ledger. */
+typedef struct stats_memo {
+  bool valid;
+  uint64_t generation, allocs, frees;
+  region_run_stats_t runs;
+  uint64_t largest_free_contig;
+} stats_memo_t;
+
 typedef struct stats_source {
   ledger_t *ledger;
   const session_list_t *sessions; /* sessions past Hello: Stats.clients */
   uint32_t max_clients;           /* only reported */
   uint64_t uptime_ms;
   uint32_t max_frame; /* a page is filled so that its Response packs into this */
+  stats_memo_t *memo; /* NULL: find everything again for every reply */
 } stats_source_t;
 
 /* The reply to rq (NULL: a SNAPSHOT with neither buffers nor map), every part of it in a

@@ -511,6 +511,34 @@ static void the_summary_comes_with_every_page_and_adds_up(void **state) {
   close_fixture(&F);
 }
 
+/* The runs and the largest free contiguous block are kept from reply to reply, but never
+ * past a change: an allocation between two pages shows in the second. */
+static void the_summary_of_each_page_is_of_its_moment(void **state) {
+  ledger_buf_info_t b;
+  uint64_t h;
+  resp_t *r;
+
+  open_fixture(&F, SMALL_FRAME);
+  r = page(&F, PINPOOL__V1__STATS_LIST__STATS_LIST_SUMMARY, 0, 0);
+  assert_int_equal(r->stats->largest_free_block, REGION);
+  assert_true(r->stats->largest_free_contiguous >= 4096);
+  frame_free_response(r);
+  /* One page goes: half the region is the largest free block now. */
+  h = alloc_buf(&F, F.s[0], NULL);
+  r = page(&F, PINPOOL__V1__STATS_LIST__STATS_LIST_SUMMARY, 0, 0);
+  assert_int_equal(r->stats->largest_free_block, REGION / 2);
+  assert_int_equal(r->stats->used_bytes, 4096);
+  frame_free_response(r);
+  /* The whole region taken: nothing is free, contiguous or not. */
+  assert_int_equal(ledger_buf_free(F.ledger, F.s[0]->holder, h, NULL), 0);
+  assert_int_equal(ledger_buf_alloc(F.ledger, F.s[0]->holder, REGION, 0, NULL, NULL, &b), 0);
+  r = page(&F, PINPOOL__V1__STATS_LIST__STATS_LIST_SUMMARY, 0, 0);
+  assert_int_equal(r->stats->largest_free_block, 0);
+  assert_int_equal(r->stats->largest_free_contiguous, 0);
+  frame_free_response(r);
+  close_fixture(&F);
+}
+
 static void
 a_snapshot_too_big_for_max_frame_keeps_part_of_the_caches_and_says_so(void **state) {
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
@@ -601,6 +629,7 @@ int main(void) {
       cmocka_unit_test(a_buffer_with_more_holders_than_a_page_holds_is_cut_and_counts_them_all),
       cmocka_unit_test(map_pages_tile_the_region_without_gaps_or_overlaps),
       cmocka_unit_test(the_summary_comes_with_every_page_and_adds_up),
+      cmocka_unit_test(the_summary_of_each_page_is_of_its_moment),
       cmocka_unit_test(a_snapshot_too_big_for_max_frame_keeps_part_of_the_caches_and_says_so),
       cmocka_unit_test(an_unknown_list_is_an_invalid_argument),
       cmocka_unit_test(a_page_that_would_exceed_max_frame_hands_its_end_to_the_next_page),
