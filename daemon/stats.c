@@ -4,9 +4,9 @@
  * block — in one reply, or one list at a time in pages.
  *
  * Built from the ledger's read-only views (ledger_get_totals, ledger_cache_stats,
- * ledger_buf_next, ledger_walk_blocks, ...) and the daemon's list of sessions past Hello;
- * this file knows the Stats message, the ledger knows what is held, and neither reaches
- * into the other.
+ * ledger_buf_get, ledger_walk_blocks_from, ...) and the daemon's list of sessions past
+ * Hello; this file knows the Stats message, the ledger knows what is held, and neither
+ * reaches into the other.
  *
  * Shapes follow what Linux users already read: free_per_order is /proc/buddyinfo's row,
  * frag_index is mm/vmstat.c's __fragmentation_index (-1000 when that order is free), and
@@ -32,24 +32,30 @@
  *     cut to what fits (BufferInfo.nr_holders still counts them all).  stats_trim() is a
  *     safety net that never loses an item: it halves a page and moves its cursor back.
  *
- * Cost per reply.  The summary is O(1) in what clients hold: buddy counters, ledger
- * totals, counts, the region's runs summarised (O(runs), at most the region's pages) and
- * the largest free contiguous block (the buddy's free lists above the page size).  It is
- * never O(caches) or O(objects): cached_bytes comes from the buddy's allocated bytes less
- * the buffers' blocks, since slabs and buffers are the buddy's only users.  Pages:
+ * Cost per reply.  The summary is O(1) in what clients hold — buddy counters, ledger
+ * totals, counts — and never O(caches) or O(objects): cached_bytes comes from the buddy's
+ * allocated bytes less the buffers' blocks, since slabs and buffers are the buddy's only
+ * users.  Two of its figures cost up to O(the region's pages): the runs summarised
+ * (region_run_stats, O(runs)) and the largest free contiguous block (a contiguity check
+ * per free page at worst).  The handlers keep both in a stats_memo_t and find them again
+ * only when they can have changed — the runs when region_generation() moves, the block
+ * when the buddy's alloc or free count does — so a hundred pages in a row pay for them
+ * once.  Pages:
  *   - caches: O(page + log caches) — the ledger keeps caches in id order and
  *     ledger_cache_index_from() finds the cursor by binary search;
- *   - clients: O(sessions) — the session list is a list in Hello order; the page's ids are
- *     chosen by a selection (quickselect, then a sort of the page), not a full sort;
- *   - buffers: O(buffers), by the same selection over the live handles, then O(1) per item
+ *   - clients: O(sessions) — the session list is in Hello order, not id order; the page's
+ *     ids are chosen by a selection (quickselect, then a sort of the page), not a full
+ *     sort;
+ *   - buffers: O(buffers), by the same selection over the handle index alone
+ *     (ledger_buf_next_handle: no buffer record is touched), then O(1) per item
  *     (ledger_buf_get) and O(holders) to describe it;
- *   - map: O(blocks + slabs + objects held) — the ledger's walk classifies every block
- *     and derives each slab's objects in magazines from the objects held; the walk stops
- *     at the end of the page, the part before the cursor costs a comparison per block.
+ *   - map: a comparison per block before the cursor, then a page of blocks classified
+ *     (ledger_walk_blocks_from), and O(caches + slabs + objects held) to know each slab's
+ *     objects in magazines (the ledger derives them from the objects held).
  * So listing all of N caches costs O(N log N) over its N / page pages, and clients,
  * buffers and the map O(N^2 / page) with small constants (docs/PROTOCOL.md has the
- * figures measured for 100,000 caches and 10,000 clients).  Only admins can ask, and
- * every allocation comes from the response's arena, whose budget caps it.
+ * figures measured for 100,000 caches, 10,000 clients and 100,000 buffers).  Only admins
+ * can ask, and every allocation comes from the response's arena, whose budget caps it.
  *
  * Accounting (what pinpoolctl can add up): used_bytes = live buffer blocks + objects held
  * by sessions, each at its charge (slab bytes / objects per slab, rounded down: its stride

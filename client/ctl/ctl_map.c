@@ -183,9 +183,10 @@ void ctl_view_map(FILE *out, const ctl_map_t *m) {
   /* What the pages allow: the physically contiguous runs, a histogram of their lengths. */
   if (m->runs && m->runs->known) {
     char h[1024];
-    fprintf(out, "physical runs %" PRIu64 ", longest %s; runs by length (pages:runs) %s\n",
-            m->runs->nr_runs, ctl_fmt_size(a, sizeof a, m->runs->longest),
-            ctl_fmt_run_buckets(h, sizeof h, m->runs));
+    fprintf(out, "physical runs %" PRIu64 ", longest %s\n", m->runs->nr_runs,
+            ctl_fmt_size(a, sizeof a, m->runs->longest));
+    ctl_print_wrapped(out, "runs by length (pages:runs) ", 8,
+                      ctl_fmt_run_buckets(h, sizeof h, m->runs), CTL_MAP_LEGEND_WIDTH);
   } else if (m->runs) {
     fprintf(out, "physical runs unknown (physical addresses not readable)\n");
   }

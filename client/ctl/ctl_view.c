@@ -180,6 +180,25 @@ const char *ctl_fmt_run_buckets(char *buf, size_t len, const Pinpool__V1__PhysRu
   return buf;
 }
 
+void ctl_print_wrapped(FILE *out, const char *head, unsigned indent, const char *text,
+                       unsigned width) {
+  size_t col = (size_t)fprintf(out, "%s", head);
+  bool line_has_word = false;
+
+  while (*text) {
+    size_t w = strcspn(text, " ");
+    if (line_has_word && col + 1 + w > width) {
+      col = (size_t)fprintf(out, "\n%*s", (int)indent, "") - 1;
+      line_has_word = false;
+    }
+    col += (size_t)fprintf(out, "%s%.*s", line_has_word ? " " : "", (int)w, text);
+    line_has_word = true;
+    text += w;
+    text += strspn(text, " ");
+  }
+  fputc('\n', out);
+}
+
 static const char *sort_name(Pinpool__V1__PhysRuns__Sort v) {
   switch (v) {
   case PINPOOL__V1__PHYS_RUNS__SORT__SORT_OFF: return "off";
@@ -292,8 +311,9 @@ void ctl_view_runs(FILE *out, const Pinpool__V1__Stats *s) {
                        " pages out of order\n",
             "physical runs", r->nr_runs, ctl_fmt_size(a, sizeof a, r->longest), r->longest,
             r->descents);
-    fprintf(out, VIEW_LABEL "%s\n", "runs by length (pages:runs)",
-            ctl_fmt_run_buckets(h, sizeof h, r));
+    /* One bucket per power of two: a region of many runs gets a line or two more. */
+    snprintf(a, sizeof a, VIEW_LABEL, "runs by length (pages:runs)");
+    ctl_print_wrapped(out, a, 31, ctl_fmt_run_buckets(h, sizeof h, r), 79);
   }
   fprintf(out, VIEW_LABEL "%s\n", "hugepages sorted", ctl_fmt_sort(h, sizeof h, s));
 }

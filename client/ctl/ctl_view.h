@@ -42,6 +42,11 @@ uint64_t ctl_nr_caches(const Pinpool__V1__Stats *s);
 /* The histogram of physical runs: "1:40 2-3:30 4-7:0 8-15:2", runs per class of lengths
  * in pages, up to the longest class that has any; "" when there are none.  Returns buf. */
 const char *ctl_fmt_run_buckets(char *buf, size_t len, const Pinpool__V1__PhysRuns *r);
+/* Print text (words apart by single spaces) after head, packed into lines of at most
+ * width columns; continuation lines start with indent spaces.  A word longer than a line
+ * gets a line of its own. */
+void ctl_print_wrapped(FILE *out, const char *head, unsigned indent, const char *text,
+                       unsigned width);
 /* The hugepage sort in words: "done: 256 of 256 pages in physical order (50 ms)", ... */
 const char *ctl_fmt_sort(char *buf, size_t len, const Pinpool__V1__Stats *s);
 /* The physical runs' lines of status (nothing from a daemon that does not send them). */

@@ -925,9 +925,34 @@ static void map_shows_the_physical_runs_under_the_picture(void **state) {
   out = open_memstream(&text, &len);
   ctl_view_map(out, &m);
   fclose(out);
-  assert_non_null(strstr(text, "\nphysical runs 72, longest 30 MiB; runs by length "
+  assert_non_null(strstr(text, "\nphysical runs 72, longest 30 MiB\nruns by length "
                                "(pages:runs) 1:40 2-3:30 4-7:0 8-15:2\nlegend:"));
   free(text);
+  /* Thirty classes of runs do not fit one line: the histogram wraps within 80 columns. */
+  {
+    uint64_t many[30];
+    size_t lines = 0;
+    for (int k = 0; k < 30; k++)
+      many[k] = 1000 + (uint64_t)k;
+    r.buckets = many;
+    r.n_buckets = 30;
+    ctl_map_free(&m);
+    assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+    text = NULL;
+    out = open_memstream(&text, &len);
+    ctl_view_map(out, &m);
+    fclose(out);
+    for (char *l = strstr(text, "runs by length"); l && strncmp(l, "legend", 6); lines++) {
+      char *e = strchr(l, '\n');
+      assert_true(e - l <= 80);
+      l = e + 1;
+    }
+    assert_true(lines > 2);
+    assert_non_null(strstr(text, " 536870912-1073741823:1029\n")); /* the last class */
+    free(text);
+    r.buckets = buckets;
+    r.n_buckets = 4;
+  }
   o = ctl_json_map(&f.s, &m);
   runs = json_object_object_get(o, "runs");
   assert_int_equal(json_object_get_uint64(json_object_object_get(runs, "longest")), 30 * MiB);
