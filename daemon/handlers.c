@@ -21,9 +21,11 @@
  * Replies: each is built in the handlers' arena, packed by handlers_pack() and the arena
  * rewound right after (arena.c: one chunk is kept from reply to reply, so the hot path
  * makes no malloc for it).  A reply too big for max_frame is cut down by its body's trim
- * function (trim_table[]: Stats drops the map, then the buffer list, then the client
- * list; Buffer drops its segments), and Response.message says what was left out.  A reply
- * that still cannot be packed becomes an INTERNAL error reply with the same id.
+ * function (trim_table[]: a Stats snapshot drops the map, then the buffer list, then the
+ * client list, then half its caches at a time; a Stats page, which stats.c fills to fit
+ * already, gives its second half to the next page; Buffer drops its segments), and
+ * Response.message says what was left out.  A reply that still cannot be packed becomes
+ * an INTERNAL error reply with the same id.
  *
  * Private memory: when malloc (or the arena's budget) runs out, the reply is
  * NO_PRIVATE_MEMORY and nothing changed — the ledger undoes its half-done work, and a
@@ -72,6 +74,7 @@ void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessi
   hs->sessions = sessions;
   hs->cfg = *cfg;
   arena_init(&hs->arena, 64u * 1024u * 1024u);
+  hs->stats_memo = (stats_memo_t){0};
 }
 
 void handlers_fini(handlers_t *hs) {
@@ -273,9 +276,14 @@ static int h_stats(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
   stats_source_t src = {.ledger = hs->ledger,
                         .sessions = hs->sessions,
                         .max_clients = hs->cfg.max_clients,
-                        .uptime_ms = handlers_now_ms() - hs->cfg.started_ms};
+                        .uptime_ms = handlers_now_ms() - hs->cfg.started_ms,
+                        .max_frame = hs->cfg.max_frame,
+                        .memo = &hs->stats_memo};
   Pinpool__V1__Stats *st;
-  if (stats_build(&src, req->stats, &st, a)) return reply_no_private_memory(resp, a);
+  int rc = stats_build(&src, req->stats, &st, a);
+  if (rc == PP_EINVAL)
+    return reply(resp, a, rc, "unknown stats list %d", (int)req->stats->list);
+  if (rc) return reply_no_private_memory(resp, a);
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_STATS;
   resp->stats = st;
   return 0;

@@ -10,6 +10,7 @@
 #include "ledger.h"
 #include "pinpool.pb-c.h"
 #include "session.h"
+#include "stats.h"
 
 typedef struct handlers_config {
   uint32_t max_frame;   /* replies are cut down to fit */
@@ -21,7 +22,8 @@ typedef struct handlers {
   ledger_t *ledger;
   const session_list_t *sessions; /* sessions past Hello (Stats.clients) */
   handlers_config_t cfg;
-  arena_t arena; /* each reply, rewound once packed */
+  arena_t arena;           /* each reply, rewound once packed */
+  stats_memo_t stats_memo; /* what Stats replies keep from one to the next */
 } handlers_t;
 
 void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,
@@ -36,9 +38,9 @@ void handlers_fini(handlers_t *hs);
 int handlers_serve(handlers_t *hs, session_t *s, const Pinpool__V1__Request *req,
                    uint8_t **ret_buf, size_t *ret_len);
 
-/* frame_pack(), leaving out what the body can do without (Stats: map, then buffer list,
- * then client list; Buffer: segments) while the reply exceeds max_frame, and saying in
- * resp->message what was left out (memory from a). */
+/* frame_pack(), leaving out what the body can do without (Stats: stats_trim(); Buffer:
+ * segments) while the reply exceeds max_frame, and saying in resp->message what was left
+ * out (memory from a). */
 int handlers_pack(uint32_t max_frame, Pinpool__V1__Response *resp, arena_t *a,
                   uint8_t **ret_buf, size_t *ret_len);
 

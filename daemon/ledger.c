@@ -247,7 +247,7 @@ struct ledger {
   u64map_t obj_owner;      /* object offset -> holding session id */
   u64map_t caches;         /* cache id -> lcache_t* */
   u64map_t scope_caches;   /* scope -> caches in it */
-  lcache_t **cache_list;   /* live caches in creation order */
+  lcache_t **cache_list;   /* live caches in creation order, which is ascending id order */
   size_t ncaches, caches_cap;
 
   ledger_holder_t *holders; /* newest first */
@@ -700,17 +700,30 @@ static int cache_create(ledger_t *l, slab_cache_t *sc, ledger_scope_t scope, lca
   return 0;
 }
 
+/* Index into cache_list of the first cache whose id is id or above (ncaches when none).
+ * Ids only grow and cache_create appends, so the list ascends by id (ledger_check). */
+static size_t cache_index_from(const ledger_t *l, uint32_t id) {
+  size_t lo = 0, hi = l->ncaches;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (l->cache_list[mid]->id < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 /* Nobody has c open (so nobody holds its objects): magazine drained, slabs back to the
  * buddy, records freed.  Its id is never given out again (slab.c). */
 static void cache_destroy(ledger_t *l, lcache_t *c) {
-  size_t i = 0;
+  size_t i = cache_index_from(l, c->id);
   int rc;
 
   PP_IASSERT(c->openers == 0 && c->held == 0);
+  PP_ASSERT(i < l->ncaches && l->cache_list[i] == c);
   u64map_del(&l->caches, c->id);
   count_down(&l->scope_caches, c->scope);
-  while (l->cache_list[i] != c)
-    i++;
   memmove(&l->cache_list[i], &l->cache_list[i + 1],
           (l->ncaches - i - 1) * sizeof *l->cache_list);
   l->ncaches--;
@@ -1467,6 +1480,21 @@ void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret) {
   mag_get_stats(c->depot, &ret->mag);
 }
 
+size_t ledger_cache_index_from(const ledger_t *l, uint32_t id) {
+  return cache_index_from(l, id);
+}
+
+bool ledger_buf_get(const ledger_t *l, uint64_t handle, ledger_buf_info_t *ret) {
+  const lbuf_t *b = buf_by_handle(l, handle);
+  if (!b) return false;
+  buf_info(b, ret);
+  return true;
+}
+
+bool ledger_buf_next_handle(const ledger_t *l, size_t *iter, uint64_t *ret_handle) {
+  return u64map_next(&l->by_handle, iter, ret_handle, NULL);
+}
+
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret) {
   uint64_t k, v;
   if (!u64map_next(&l->by_handle, iter, &k, &v)) return false;
@@ -1497,11 +1525,13 @@ typedef struct slabrec {
 typedef struct slab_collect {
   slabrec_t *v;
   size_t n, cap;
+  uint64_t from; /* slabs before this offset are not walked: left out */
   bool failed;
 } slab_collect_t;
 
 typedef struct walk_ctx {
   const ledger_t *l;
+  uint64_t from;              /* blocks before this offset are passed over */
   const u64map_t *slab_index; /* slab offset -> index into slabs */
   const slabrec_t *slabs;
   ledger_block_fn fn;
@@ -1512,7 +1542,7 @@ typedef struct walk_ctx {
 static void collect_slab(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
                          uint32_t capacity) {
   slab_collect_t *c = ctx;
-  if (c->failed) return;
+  if (c->failed || offset < c->from) return;
   if (c->n == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 64;
     slabrec_t *v = realloc(c->v, cap * sizeof *v);
@@ -1531,7 +1561,7 @@ static void walk_block(void *ctx, uint64_t offset, unsigned order, bool is_free)
   ledger_block_t b = {.offset = offset, .size = buddy_order_size(order)};
   uint64_t v;
 
-  if (w->rc) return;
+  if (w->rc || offset < w->from) return;
   if (is_free) {
     b.kind = LEDGER_BLOCK_FREE;
   } else if (u64map_get(&w->l->by_offset, offset, NULL)) {
@@ -1549,9 +1579,13 @@ static void walk_block(void *ctx, uint64_t offset, unsigned order, bool is_free)
 }
 
 int ledger_walk_blocks(ledger_t *l, ledger_block_fn fn, void *ctx) {
-  slab_collect_t sc = {0};
+  return ledger_walk_blocks_from(l, 0, fn, ctx);
+}
+
+int ledger_walk_blocks_from(ledger_t *l, uint64_t from, ledger_block_fn fn, void *ctx) {
+  slab_collect_t sc = {.from = from};
   u64map_t index;
-  walk_ctx_t w = {.l = l, .slab_index = &index, .fn = fn, .ctx = ctx};
+  walk_ctx_t w = {.l = l, .from = from, .slab_index = &index, .fn = fn, .ctx = ctx};
   uint64_t k, v, cid;
   size_t it;
   int rc = PP_ENOPRIVMEM;

@@ -265,14 +265,27 @@ uint64_t ledger_largest_free_contig(ledger_t *l);
 size_t ledger_ncaches(const ledger_t *l);
 /* The i-th live cache in creation order, i < ledger_ncaches(). */
 void ledger_cache_stats(ledger_t *l, size_t i, ledger_cache_stats_t *ret);
+/* Where the caches with ids from id on begin: the index (for ledger_cache_stats) of the
+ * first live cache whose id is id or greater, ledger_ncaches() when none.  Creation order
+ * is id order, so the i-th cache's id grows with i; O(log caches).  Stats pages caches by
+ * id. */
+size_t ledger_cache_index_from(const ledger_t *l, uint32_t id);
+/* The live buffer with this handle: true with *ret filled, false when there is none. */
+bool ledger_buf_get(const ledger_t *l, uint64_t handle, ledger_buf_info_t *ret);
 /* Iteration over live buffers, in no order: for (size_t it = 0; ledger_buf_next(l, &it,
  * &info);) — no changes meanwhile. */
 bool ledger_buf_next(const ledger_t *l, size_t *iter, ledger_buf_info_t *ret);
+/* The same over their handles alone, which touches no buffer record: a scan of the
+ * handle index, several times cheaper over many buffers. */
+bool ledger_buf_next_handle(const ledger_t *l, size_t *iter, uint64_t *ret_handle);
 /* The i-th distinct holder of a buffer, i < its nholders, longest-standing first. */
 const ledger_ident_t *ledger_buf_holder(const ledger_buf_t *b, uint32_t i);
 /* Every block of the region in offset order, classified.  fn runs under the buddy's lock:
  * it must not call into the ledger.  PP_ENOPRIVMEM, or what fn returned. */
 int ledger_walk_blocks(ledger_t *l, ledger_block_fn fn, void *ctx);
+/* The same from the first block that starts at or after from: the blocks before it cost
+ * a comparison each, not their classification (Stats pages the map by offset). */
+int ledger_walk_blocks_from(ledger_t *l, uint64_t from, ledger_block_fn fn, void *ctx);
 /* Primitive changes of kind op made so far (ledger_op_t). */
 uint64_t ledger_mutations(const ledger_t *l, ledger_op_t op);
 

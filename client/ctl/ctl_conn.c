@@ -4,7 +4,8 @@
  * What: a blocking, single-threaded client that does just what the operator tool needs:
  * connect to the daemon's Unix socket, say Hello as "pinpoolctl", take the Welcome (the
  * region memfd that rides on it is closed at once: the tool reads statistics, it never
- * maps the region), then send StatsRequest / ShrinkRequest and wait for each Response.
+ * maps the region), then send StatsRequest (page after page: ctl_snap.c follows them) /
+ * ShrinkRequest and wait for each Response.
  * The exchange itself — ids, framing, status mapping, the daemon's message — is
  * proto/rpc.c, the same code libpinpool uses; this file only fills the request bodies.
  *
@@ -19,8 +20,9 @@
  * A reply deadline (CTL_RECV_TIMEOUT_S) keeps a wedged daemon from hanging the operator's
  * shell; it surfaces as PP_EIO, i.e. "cannot be reached".
  *
- * Replies can be larger than the frames we may send (a full map or buffer list), so we
- * accept up to FRAME_MAX_LIMIT when receiving; the daemon is the party we trust here.
+ * Replies can be larger than the frames we may send (an old daemon's single reply with
+ * the map or buffer list), so we accept up to FRAME_MAX_LIMIT when receiving; the daemon
+ * is the party we trust here.
  *
  * No locks: one connection, one thread.
  */
@@ -62,14 +64,15 @@ void ctl_conn_close(ctl_conn_t *c) {
   memcpy(c->rpc.why, why, sizeof why);
 }
 
-int ctl_conn_stats(ctl_conn_t *c, bool include_buffers, bool include_map,
-                   Pinpool__V1__Response **ret_resp) {
-  Pinpool__V1__StatsRequest sr = PINPOOL__V1__STATS_REQUEST__INIT;
-
-  sr.include_buffers = include_buffers;
-  sr.include_map = include_map;
-  return rpc_call(&c->rpc, PINPOOL__V1__REQUEST__BODY_STATS, &sr.base,
+static int fetch_stats(void *ctx, const Pinpool__V1__StatsRequest *rq,
+                       Pinpool__V1__Response **ret_resp) {
+  ctl_conn_t *c = ctx;
+  return rpc_call(&c->rpc, PINPOOL__V1__REQUEST__BODY_STATS, (ProtobufCMessage *)&rq->base,
                   PINPOOL__V1__RESPONSE__BODY_STATS, ret_resp, NULL);
+}
+
+int ctl_conn_snapshot(ctl_conn_t *c, unsigned lists, ctl_snapshot_t *ret) {
+  return ctl_snapshot_fetch(fetch_stats, c, lists, ret, c->rpc.why, sizeof c->rpc.why);
 }
 
 int ctl_conn_shrink(ctl_conn_t *c, Pinpool__V1__Response **ret_resp) {

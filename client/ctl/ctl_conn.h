@@ -1,6 +1,7 @@
 /*
  * ctl_conn.h — pinpoolctl's connection to pinpoold: connect, Hello/Welcome, then the
- * admin requests (StatsRequest, ShrinkRequest), through proto/rpc.h.  See ctl_conn.c.
+ * admin requests (StatsRequest page after page, ShrinkRequest), through proto/rpc.h.  See
+ * ctl_conn.c.
  */
 #ifndef PP_CTL_CONN_H
 #define PP_CTL_CONN_H
@@ -9,6 +10,7 @@
 #include <stdint.h>
 #include <sys/un.h>
 
+#include "ctl_snap.h"
 #include "pinpool.pb-c.h"
 #include "pinpool_err.h"
 #include "rpc.h"
@@ -37,9 +39,10 @@ static inline bool ctl_err_is_transport(int err) {
 int ctl_conn_open(ctl_conn_t *c, const char *path);
 void ctl_conn_close(ctl_conn_t *c);
 
-/* One StatsRequest.  *ret_resp (free with frame_free_response) has body stats. */
-int ctl_conn_stats(ctl_conn_t *c, bool include_buffers, bool include_map,
-                   Pinpool__V1__Response **ret_resp);
+/* The summary and the lists (CTL_LIST_*) whole, page after page (ctl_snap.h); from a
+ * daemon before paging, its one reply.  Errors as ctl_snapshot_fetch, with c->rpc.why
+ * saying what happened. */
+int ctl_conn_snapshot(ctl_conn_t *c, unsigned lists, ctl_snapshot_t *ret);
 /* One ShrinkRequest.  *ret_resp has body shrink. */
 int ctl_conn_shrink(ctl_conn_t *c, Pinpool__V1__Response **ret_resp);
 

@@ -2,8 +2,10 @@
  * ctl_map.c — `pinpoolctl map`: fragmentation seen rather than computed.
  *
  * What: the daemon lists every block of the region in offset order (Stats.map: offset,
- * size, kind, and for slabs the objects in use / capacity / parked in magazines).  We draw
- * the region as rows of characters, each character a cell of cell_bytes.
+ * size, kind, and for slabs the objects in use / capacity / parked in magazines; in pages,
+ * put together by ctl_snap.c).  We draw the region as rows of characters, each character
+ * a cell of cell_bytes, and under it the region's physically contiguous runs: how many,
+ * the longest, and how many runs there are of 1, 2-3, 4-7, ... pages (Stats.runs).
  *
  * Layout: a row is a power of two of cells (so every row starts at a round offset, shown
  * as a hex label), the widest that fits the terminal next to its label; the cell size is
@@ -150,6 +152,7 @@ int ctl_map_build(const Pinpool__V1__Stats *s, unsigned columns, unsigned max_ro
       m.cells[c] = map_chars[best];
   }
   m.cells[m.ncells] = '\0';
+  m.runs = s->runs;
   *ret_map = m;
   m.cells = NULL;
   rc = 0;
@@ -176,6 +179,16 @@ void ctl_view_map(FILE *out, const ctl_map_t *m) {
     uint32_t n = m->ncells - first < m->cells_per_row ? m->ncells - first : m->cells_per_row;
     fprintf(out, "0x%0*" PRIx64 " %.*s\n", m->offset_digits, (uint64_t)first * m->cell_bytes,
             (int)n, m->cells + first);
+  }
+  /* What the pages allow: the physically contiguous runs, a histogram of their lengths. */
+  if (m->runs && m->runs->known) {
+    char h[1024];
+    fprintf(out, "physical runs %" PRIu64 ", longest %s\n", m->runs->nr_runs,
+            ctl_fmt_size(a, sizeof a, m->runs->longest));
+    ctl_print_wrapped(out, "runs by length (pages:runs) ", 8,
+                      ctl_fmt_run_buckets(h, sizeof h, m->runs), CTL_MAP_LEGEND_WIDTH);
+  } else if (m->runs) {
+    fprintf(out, "physical runs unknown (physical addresses not readable)\n");
   }
   /* The legend, packed into lines that fit an 80-column terminal. */
   size_t col = (size_t)fprintf(out, "legend:");
@@ -236,6 +249,7 @@ json_object *ctl_json_map(const Pinpool__V1__Stats *s, const ctl_map_t *m) {
   json_object_object_add(o, "rows", rows);
   json_object_object_add(o, "legend", leg);
   json_object_object_add(o, "blocks", blocks);
+  if (s->runs) json_object_object_add(o, "runs", ctl_json_runs(s));
   return o;
 fail:
   json_object_put(blocks);

@@ -1,6 +1,7 @@
 /*
  * ctl_map.h — `pinpoolctl map`: a picture of the region, one character per cell, built
- * from Stats.map (StatsRequest.include_map).  See ctl_map.c for how cells are sized and
+ * from Stats.map (every block, fetched page after page: ctl_snap.h), and the region's
+ * physically contiguous runs under it.  See ctl_map.c for how cells are sized and
  * how a cell's character is chosen.
  */
 #ifndef PP_CTL_MAP_H
@@ -35,6 +36,9 @@ typedef struct ctl_map {
   uint32_t rows;
   int offset_digits; /* hex digits of the row labels */
   char *cells;       /* ncells characters + NUL, malloc'd */
+  /* The region's physical runs (Stats.runs, owned by the snapshot; NULL from a daemon
+   * that does not send them): shown under the picture. */
+  const Pinpool__V1__PhysRuns *runs;
 } ctl_map_t;
 
 /* Lay the region out in at most max_rows rows of a terminal `columns` wide (row label
@@ -47,7 +51,7 @@ void ctl_map_free(ctl_map_t *m);
 char ctl_map_slab_char(uint32_t inuse, uint32_t in_magazines);
 
 void ctl_view_map(FILE *out, const ctl_map_t *m);
-/* Cells as rows of strings plus the blocks themselves. */
+/* Cells as rows of strings plus the blocks themselves and the physical runs. */
 json_object *ctl_json_map(const Pinpool__V1__Stats *s, const ctl_map_t *m);
 
 #endif /* PP_CTL_MAP_H */

@@ -27,10 +27,32 @@ const char *ctl_fmt_block(char *buf, size_t len, uint64_t bytes);
 typedef struct ctl_buffer_filter {
   bool by_pid; /* only buffers that this pid holds */
   uint32_t pid;
-  const char *name; /* only buffers published under this name; NULL = any */
+  /* Only buffers published under this name; NULL = any.  A qualified name ("~1000/frames",
+   * "~g44/ring") matches exactly that buffer; an unqualified one ("frames") matches the
+   * name in every scope (Stats names buffers qualified: docs/PROTOCOL.md, "names"). */
+  const char *name;
 } ctl_buffer_filter_t;
 
 bool ctl_buffer_matches(const Pinpool__V1__BufferInfo *b, const ctl_buffer_filter_t *f);
+/* The part of a name after its scope, "~1000/frames" -> "frames"; a name without a scope
+ * ("~" and an optional 'g', decimal digits, '/') as it is. */
+const char *ctl_name_unscoped(const char *name);
+/* Stats.nr_caches, or the length of the cache list from a daemon that predates it. */
+uint64_t ctl_nr_caches(const Pinpool__V1__Stats *s);
+/* The histogram of physical runs: "1:40 2-3:30 4-7:0 8-15:2", runs per class of lengths
+ * in pages, up to the longest class that has any; "" when there are none.  Returns buf. */
+const char *ctl_fmt_run_buckets(char *buf, size_t len, const Pinpool__V1__PhysRuns *r);
+/* Print text (words apart by single spaces) after head, packed into lines of at most
+ * width columns; continuation lines start with indent spaces.  A word longer than a line
+ * gets a line of its own. */
+void ctl_print_wrapped(FILE *out, const char *head, unsigned indent, const char *text,
+                       unsigned width);
+/* The hugepage sort in words: "done: 256 of 256 pages in physical order (50 ms)", ... */
+const char *ctl_fmt_sort(char *buf, size_t len, const Pinpool__V1__Stats *s);
+/* The physical runs' lines of status (nothing from a daemon that does not send them). */
+void ctl_view_runs(FILE *out, const Pinpool__V1__Stats *s);
+/* Stats.runs as a JSON object, field names as in the .proto; NULL when absent. */
+json_object *ctl_json_runs(const Pinpool__V1__Stats *s);
 
 void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s);

@@ -2,9 +2,12 @@
  * pinpoolctl.c — the operator's view of pinpoold: who holds what, and how fragmented is
  * what is left.  `pinpoolctl [--socket PATH] [--json] COMMAND`; see docs/man/pinpoolctl.8.
  *
- * What: parse the command line, connect (ctl_conn.c), ask for one Stats snapshot — with
- * the buffer list for `buffers`, the block map for `map` — and print it (ctl_view.c,
+ * What: parse the command line, connect (ctl_conn.c), fetch a whole Stats snapshot — the
+ * summary and the lists the command shows (caches for `slabinfo`, clients for `clients`,
+ * every buffer for `buffers`, every block for `map`), page after page (ctl_snap.c), so
+ * that 100,000 caches or 10,000 clients are all there — and print it (ctl_view.c,
  * ctl_map.c); `top` refreshes it every second (ctl_top.c); `shrink` sends ShrinkRequest.
+ * A daemon that predates paging answers with its single reply, as before.
  *
  * Exit status is part of the interface, for scripts:
  *   0 success; 1 the daemon answered with an error (we print its status name and message;
@@ -64,18 +67,20 @@ static void usage(FILE *out) {
       "usage: pinpoolctl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
       "\n"
       "commands:\n"
-      "  status      version, uptime, region, used/free/cached bytes, clients, buffers, "
-      "caches\n"
+      "  status      version, uptime, region, used/free/cached bytes, physical runs and\n"
+      "              the hugepage sort, clients, buffers, caches\n"
       "  buddyinfo   free blocks per order (as /proc/buddyinfo), free bytes, largest free\n"
       "              block, fragmentation index per order\n"
       "  slabinfo    one row per slab cache (as /proc/slabinfo), full/partial/empty slabs,\n"
       "              objects in magazines, waste\n"
-      "  clients     one row per session: pid, uid, name, since, bytes held, buffers, "
-      "objects,\n"
-      "              state (connected, or detached and how long it stays re-claimable)\n"
+      "  clients     one row per session: pid, uid, name, since, bytes held, bytes its uid is\n"
+      "              charged, buffers, objects, state (connected, or detached and how long\n"
+      "              it stays re-claimable)\n"
       "  buffers [--client PID] [--name NAME]\n"
-      "              every buffer: handle, offset, size, phys, contiguous, holders, name\n"
-      "  map         a picture of the region, one character per cell\n"
+      "              every buffer: handle, offset, size, phys, contiguous, the uid charged,\n"
+      "              holders, name; NAME unqualified matches that name in every scope,\n"
+      "              ~UID/NAME or ~gGID/NAME just that one\n"
+      "  map         a picture of the region, one character per cell, and its physical runs\n"
       "  top         live view, refreshed every second; q quits\n"
       "  shrink      return empty slabs and drained magazines to the buddy allocator\n"
       "\n"
@@ -188,6 +193,17 @@ static int print_json(json_object *o) {
   return 0;
 }
 
+/* The lists each read command shows. */
+static unsigned lists_of(ctl_cmd_t cmd) {
+  switch (cmd) {
+  case CMD_SLABINFO: return CTL_LIST_CACHES;
+  case CMD_CLIENTS: return CTL_LIST_CLIENTS;
+  case CMD_BUFFERS: return CTL_LIST_BUFFERS;
+  case CMD_MAP: return CTL_LIST_MAP;
+  default: return 0; /* status and buddyinfo: the summary */
+  }
+}
+
 static int show(ctl_cmd_t cmd, bool json, const Pinpool__V1__Stats *s,
                 const ctl_buffer_filter_t *filter) {
   ctl_map_t map;
@@ -247,6 +263,7 @@ int main(int argc, char **argv) {
   const char *socket_path = NULL;
   char path[sizeof(((ctl_conn_t *)0)->path)];
   Pinpool__V1__Response *resp = NULL;
+  ctl_snapshot_t snap = {0};
   ctl_conn_t conn;
   ctl_cmd_t cmd = CMD_N;
   bool json = false, filtered = false;
@@ -323,16 +340,17 @@ int main(int argc, char **argv) {
     }
     break;
   default:
-    rc = ctl_conn_stats(&conn, cmd == CMD_BUFFERS, cmd == CMD_MAP, &resp);
+    rc = ctl_conn_snapshot(&conn, lists_of(cmd), &snap);
     if (rc < 0) {
       status = report(&conn, rc);
       break;
     }
-    /* An OK reply may still have left something out (e.g. the map, when it would exceed
-     * the daemon's max frame): say so rather than print a silently partial picture. */
-    if (resp->message && resp->message[0])
-      fprintf(stderr, "pinpoolctl: note from pinpoold: %s\n", resp->message);
-    status = show(cmd, json, resp->stats, &filter);
+    /* A daemon before paging may have left something out of its one reply (the map, or
+     * lists, when they would exceed its max frame): say so rather than print a silently
+     * partial picture. */
+    if (snap.note) fprintf(stderr, "pinpoolctl: note from pinpoold: %s\n", snap.note);
+    status = show(cmd, json, &snap.stats, &filter);
+    ctl_snapshot_free(&snap);
     break;
   }
   if (resp) frame_free_response(resp);

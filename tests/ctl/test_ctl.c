@@ -369,6 +369,48 @@ static void status_shows_region_and_agrees_with_json(void **state) {
   run_free(&r);
 }
 
+/* The region's physical runs and the hugepage sort, in text and JSON alike: the histogram
+ * counts every run, the longest is the longest physical run above, and 4 KiB pages are
+ * never sorted. */
+static void status_shows_the_physical_runs_and_the_hugepage_sort(void **state) {
+  json_object *j, *runs, *buckets;
+  uint64_t counted = 0;
+  char *v;
+  run_t r;
+
+  NEED_DAEMON();
+  run_ok(&r, "status", NULL);
+  j = run_json("status", NULL);
+  runs = jget(j, "runs");
+  v = status_value(r.out, "hugepages sorted");
+  if (!v) fail_msg("no 'hugepages sorted' in:\n%s", r.out);
+  if (T.page_size == 4096) {
+    assert_string_equal(json_object_get_string(jget(runs, "sort")), "not_huge");
+    assert_string_equal(v, "not done: 4 KiB pages are placed by the kernel");
+  }
+  free(v);
+  if (!json_object_get_boolean(jget(runs, "known"))) {
+    print_message("physical addresses not readable: the runs are unknown\n");
+    assert_non_null(strstr(r.out, "unknown (physical addresses not readable)"));
+  } else {
+    buckets = jget(runs, "buckets");
+    for (size_t i = 0; i < json_object_array_length(buckets); i++)
+      counted += json_object_get_uint64(json_object_array_get_idx(buckets, i));
+    assert_int_equal(counted, jget_u64(runs, "nr_runs"));
+    assert_int_equal(jget_u64(runs, "longest"), jget_u64(j, "largest_contiguous_run"));
+    assert_int_equal(jget_u64(runs, "pages"), REGION / T.page_size);
+    v = status_value(r.out, "physical runs");
+    assert_non_null(v);
+    assert_int_equal(strtoull(v, NULL, 10), jget_u64(runs, "nr_runs"));
+    free(v);
+    v = status_value(r.out, "runs by length (pages:runs)");
+    assert_non_null(v);
+    free(v);
+  }
+  json_object_put(j);
+  run_free(&r);
+}
+
 /* What status calls the largest free contiguous block is what a CONTIGUOUS allocation
  * gets now: that size is granted, twice that is refused for want of contiguity (where the
  * region has a free block that large at all). */
@@ -565,6 +607,8 @@ static void clients_lists_holder_by_pid_with_bytes_held(void **state) {
     found = true;
     assert_string_equal(json_object_get_string(jget(e, "name")), "ctl-holder");
     assert_int_equal(jget_u64(e, "bytes_held"), holder_bytes());
+    /* Its uid pays for what it holds, and one slab per cache it holds objects in. */
+    assert_true(jget_u64(e, "bytes_charged") > holder_bytes());
     assert_int_equal(jget_u64(e, "buffers"), 2);
     assert_int_equal(jget_u64(e, "objects"), OBJ_COUNT);
     assert_int_equal(jget_u64(e, "uid"), getuid());
@@ -597,6 +641,14 @@ static void buffers_lists_holdings_and_filters_by_client_and_name(void **state) 
   assert_non_null(strstr(r.out, "ctl-frames"));
   assert_null(strstr(r.out, "256 KiB"));
   run_free(&r);
+  /* Unqualified, the name matches in every scope: here, the one buffer. */
+  run_ok(&r, "buffers", "--name", "ctl-frames", NULL);
+  assert_non_null(strstr(r.out, qualified("ctl-frames")));
+  assert_null(strstr(r.out, "256 KiB"));
+  run_free(&r);
+  run_ok(&r, "buffers", "--name", "~4242/ctl-frames", NULL); /* another uid's: none */
+  assert_null(strstr(r.out, "ctl-frames"));
+  run_free(&r);
 
   run_ok(&r, "buffers", "--client", "1", NULL); /* init holds nothing here */
   assert_null(strstr(r.out, "KiB"));
@@ -612,6 +664,11 @@ static void buffers_lists_holdings_and_filters_by_client_and_name(void **state) 
     assert_int_equal(jget_u64(e, "size"), o == T.frames_off ? T.frames_size : T.big_size);
     assert_int_equal(json_object_array_length(pids), 1);
     assert_int_equal(json_object_get_uint64(json_object_array_get_idx(pids, 0)), getpid());
+    assert_int_equal(jget_u64(e, "charged_uid"), getuid());
+    assert_int_equal(jget_u64(e, "nr_holders"), 1);
+    assert_int_equal(
+        json_object_get_uint64(json_object_array_get_idx(jget(e, "holder_sessions"), 0)),
+        T.holder.session_id);
   }
   json_object_put(j);
 }
@@ -959,6 +1016,7 @@ static void top_refreshes_every_second_and_quits_on_q(void **state) {
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(status_shows_region_and_agrees_with_json),
+      cmocka_unit_test(status_shows_the_physical_runs_and_the_hugepage_sort),
       cmocka_unit_test(status_largest_free_contiguous_block_is_what_a_contiguous_alloc_gets),
       cmocka_unit_test(buddyinfo_free_counts_add_up_to_free_bytes),
       cmocka_unit_test(slabinfo_shows_caches_in_proc_shape_and_agrees_with_json),

@@ -16,7 +16,9 @@
 #include <cmocka.h>
 
 #include "ctl_map.h"
+#include "ctl_snap.h"
 #include "ctl_view.h"
+#include "frame.h"
 #include "pinpool_err.h"
 
 #define KiB 1024ull
@@ -253,6 +255,15 @@ static char *render_at(void (*fn)(FILE *, const Pinpool__V1__Stats *, uint64_t),
   size_t len = 0;
   FILE *out = open_memstream(&text, &len);
   fn(out, s, now_unix_ms);
+  fclose(out);
+  return text;
+}
+
+static char *render_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  ctl_view_buffers(out, s, f);
   fclose(out);
   return text;
 }
@@ -516,6 +527,439 @@ static void clients_show_detached_sessions_and_how_long_they_stay_reclaimable(vo
   json_object_put(o);
 }
 
+/* ---- following pages (ctl_snap.c) against a scripted daemon -------------------------- */
+
+#define SCRIPT_MAX 8
+
+/* One scripted reply: a Stats of list `list` carrying items with these keys. */
+typedef struct page_script {
+  Pinpool__V1__StatsList list;
+  uint64_t keys[8];
+  size_t n;
+  bool more;
+  uint64_t next_cursor;
+  const char *message;
+  int fail; /* a transport error instead of a reply */
+} page_script_t;
+
+typedef struct fake_daemon {
+  const page_script_t *pages;
+  size_t npages, served;
+  Pinpool__V1__StatsRequest seen[SCRIPT_MAX]; /* the requests, as sent */
+} fake_daemon_t;
+
+/* Pack the scripted reply and unpack it, as a real one would arrive. */
+static int fake_fetch(void *ctx, const Pinpool__V1__StatsRequest *rq,
+                      Pinpool__V1__Response **ret) {
+  fake_daemon_t *fd = ctx;
+  const page_script_t *p;
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  Pinpool__V1__Stats st = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__SlabInfo si[8], *sp[8];
+  Pinpool__V1__ClientInfo ci[8], *cp[8];
+  Pinpool__V1__BufferInfo bi[8], *bp[8];
+  Pinpool__V1__MapBlock mb[8], *mp[8];
+  uint8_t buf[4096];
+  size_t len;
+
+  assert_true(fd->served < fd->npages && fd->served < SCRIPT_MAX);
+  fd->seen[fd->served] = *rq;
+  p = &fd->pages[fd->served++];
+  if (p->fail) return p->fail;
+  for (size_t i = 0; i < p->n; i++) {
+    pinpool__v1__slab_info__init(&si[i]);
+    si[i].cache_id = (uint32_t)p->keys[i];
+    si[i].name = "~0/c";
+    sp[i] = &si[i];
+    pinpool__v1__client_info__init(&ci[i]);
+    ci[i].session_id = p->keys[i];
+    cp[i] = &ci[i];
+    pinpool__v1__buffer_info__init(&bi[i]);
+    bi[i].handle = p->keys[i];
+    bp[i] = &bi[i];
+    pinpool__v1__map_block__init(&mb[i]);
+    mb[i].offset = p->keys[i];
+    mb[i].size = 4096;
+    mp[i] = &mb[i];
+  }
+  st.list = p->list;
+  st.uptime_ms = fd->served; /* which reply the summary came from */
+  st.region_size = 64 * MiB;
+  st.next_cursor = p->next_cursor;
+  st.more = p->more;
+  switch (p->list) {
+  case PINPOOL__V1__STATS_LIST__STATS_LIST_CACHES: st.caches = sp, st.n_caches = p->n; break;
+  case PINPOOL__V1__STATS_LIST__STATS_LIST_CLIENTS: st.clients = cp, st.n_clients = p->n; break;
+  case PINPOOL__V1__STATS_LIST__STATS_LIST_BUFFERS: st.buffers = bp, st.n_buffers = p->n; break;
+  case PINPOOL__V1__STATS_LIST__STATS_LIST_MAP: st.map = mp, st.n_map = p->n; break;
+  case PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT: /* an old daemon: all it has */
+    st.caches = sp, st.n_caches = p->n;
+    st.clients = cp, st.n_clients = p->n;
+    st.buffers = bp, st.n_buffers = p->n;
+    break;
+  default: break;
+  }
+  r.id = fd->served;
+  if (p->message) r.message = (char *)p->message;
+  r.body_case = PINPOOL__V1__RESPONSE__BODY_STATS;
+  r.stats = &st;
+  len = pinpool__v1__response__pack(&r, buf);
+  assert_true(len <= sizeof buf);
+  *ret = frame_unpack_response(buf, len, 1u << 20);
+  assert_non_null(*ret);
+  return 0;
+}
+
+#define CACHES PINPOOL__V1__STATS_LIST__STATS_LIST_CACHES
+#define CLIENTS PINPOOL__V1__STATS_LIST__STATS_LIST_CLIENTS
+
+static void snapshot_follows_the_pages_until_the_daemon_says_no_more(void **state) {
+  static const page_script_t pages[] = {
+      {.list = CACHES, .keys = {1, 2, 3}, .n = 3, .more = true, .next_cursor = 4},
+      {.list = CACHES, .keys = {4, 7}, .n = 2, .more = true, .next_cursor = 8},
+      {.list = CACHES, .keys = {9}, .n = 1, .more = false, .next_cursor = 10},
+  };
+  fake_daemon_t fd = {.pages = pages, .npages = 3};
+  ctl_snapshot_t snap;
+  char why[160] = "";
+
+  assert_int_equal(ctl_snapshot_fetch(fake_fetch, &fd, CTL_LIST_CACHES, &snap, why, sizeof why),
+                   0);
+  assert_int_equal(fd.served, 3);
+  assert_int_equal(fd.seen[0].list, CACHES);
+  assert_int_equal(fd.seen[0].cursor, 0);
+  assert_int_equal(fd.seen[1].cursor, 4);
+  assert_int_equal(fd.seen[2].cursor, 8);
+  assert_true(snap.paged);
+  assert_int_equal(snap.replies, 3);
+  assert_null(snap.note);
+  assert_int_equal(snap.stats.n_caches, 6);
+  for (size_t i = 0; i < 6; i++)
+    assert_int_equal(snap.stats.caches[i]->cache_id, ((const uint32_t[]){1, 2, 3, 4, 7, 9})[i]);
+  assert_int_equal(snap.stats.uptime_ms, 3); /* the summary of the last reply */
+  assert_false(snap.stats.more);
+  ctl_snapshot_free(&snap);
+}
+
+static void snapshot_takes_each_list_in_turn_and_the_summary_alone_in_one_reply(void **state) {
+  static const page_script_t two[] = {
+      {.list = CACHES, .keys = {5}, .n = 1, .more = false, .next_cursor = 6},
+      {.list = CLIENTS, .keys = {10, 11}, .n = 2, .more = true, .next_cursor = 12},
+      {.list = CLIENTS, .keys = {12}, .n = 1, .more = false, .next_cursor = 13},
+  };
+  static const page_script_t summary[] = {
+      {.list = PINPOOL__V1__STATS_LIST__STATS_LIST_SUMMARY}};
+  fake_daemon_t fd = {.pages = two, .npages = 3};
+  ctl_snapshot_t snap;
+  char why[160];
+
+  assert_int_equal(ctl_snapshot_fetch(fake_fetch, &fd, CTL_LIST_CACHES | CTL_LIST_CLIENTS,
+                                      &snap, why, sizeof why),
+                   0);
+  assert_int_equal(fd.seen[0].list, CACHES);
+  assert_int_equal(fd.seen[1].list, CLIENTS);
+  assert_int_equal(fd.seen[1].cursor, 0);
+  assert_int_equal(fd.seen[2].cursor, 12);
+  assert_int_equal(snap.stats.n_caches, 1);
+  assert_int_equal(snap.stats.n_clients, 3);
+  assert_int_equal(snap.stats.clients[2]->session_id, 12);
+  ctl_snapshot_free(&snap);
+
+  fd = (fake_daemon_t){.pages = summary, .npages = 1};
+  assert_int_equal(ctl_snapshot_fetch(fake_fetch, &fd, 0, &snap, why, sizeof why), 0);
+  assert_int_equal(fd.served, 1);
+  assert_int_equal(fd.seen[0].list, PINPOOL__V1__STATS_LIST__STATS_LIST_SUMMARY);
+  assert_int_equal(snap.stats.n_caches + snap.stats.n_clients, 0);
+  assert_int_equal(snap.stats.region_size, 64 * MiB);
+  ctl_snapshot_free(&snap);
+}
+
+/* A daemon before paging ignores list and cursor and answers with its one reply: that is
+ * the snapshot, buffers included since we asked for them, and its note is kept. */
+static void a_daemon_before_paging_gives_its_one_reply_and_its_note(void **state) {
+  static const page_script_t old[] = {
+      {.list = PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT,
+       .keys = {1, 2},
+       .n = 2,
+       .message = "map left out: the reply would exceed max_frame 65536"},
+  };
+  fake_daemon_t fd = {.pages = old, .npages = 1};
+  ctl_snapshot_t snap;
+  char why[160];
+
+  assert_int_equal(ctl_snapshot_fetch(fake_fetch, &fd, CTL_LIST_BUFFERS | CTL_LIST_MAP, &snap,
+                                      why, sizeof why),
+                   0);
+  assert_int_equal(fd.served, 1);
+  assert_true(fd.seen[0].include_buffers); /* what an old daemon understands */
+  assert_true(fd.seen[0].include_map);
+  assert_false(snap.paged);
+  assert_string_equal(snap.note, "map left out: the reply would exceed max_frame 65536");
+  assert_int_equal(snap.stats.n_buffers, 2);
+  assert_int_equal(snap.stats.n_caches, 2);
+  assert_int_equal(snap.stats.n_clients, 2);
+  ctl_snapshot_free(&snap);
+}
+
+static void fetch_fails(const page_script_t *pages, size_t n, int want_rc, const char *want) {
+  fake_daemon_t fd = {.pages = pages, .npages = n};
+  ctl_snapshot_t snap;
+  char why[160] = "";
+
+  memset(&snap, 0xa5, sizeof snap);
+  assert_int_equal(ctl_snapshot_fetch(fake_fetch, &fd, CTL_LIST_CACHES, &snap, why, sizeof why),
+                   want_rc);
+  assert_int_equal(snap.replies, (size_t)0xa5a5a5a5a5a5a5a5ull); /* untouched */
+  if (want) assert_string_equal(why, want);
+}
+
+/* Paging must end: a reply that breaks the contract stops it with PROTOCOL_ERROR. */
+static void pages_that_would_not_end_or_repeat_items_are_refused(void **state) {
+  static const page_script_t no_items[] = {
+      {.list = CACHES, .keys = {0}, .n = 0, .more = true, .next_cursor = 5}};
+  static const page_script_t back[] = {
+      {.list = CACHES, .keys = {3}, .n = 1, .more = true, .next_cursor = 4},
+      {.list = CACHES, .keys = {2}, .n = 1, .more = true, .next_cursor = 3}};
+  static const page_script_t stuck[] = {
+      {.list = CACHES, .keys = {3}, .n = 1, .more = true, .next_cursor = 3}};
+  static const page_script_t unsorted[] = {
+      {.list = CACHES, .keys = {3, 2}, .n = 2, .more = false, .next_cursor = 4}};
+  static const page_script_t other[] = {
+      {.list = CLIENTS, .keys = {3}, .n = 1, .more = false, .next_cursor = 4}};
+  static const page_script_t broken[] = {
+      {.list = CACHES, .keys = {3}, .n = 1, .more = true, .next_cursor = 4}, {.fail = PP_EIO}};
+
+  fetch_fails(no_items, 1, PP_EPROTO, "pinpoold's cache pages do not advance (cursor 0)");
+  fetch_fails(back, 2, PP_EPROTO, "pinpoold's cache page from 4 lists key 2 out of order");
+  fetch_fails(stuck, 1, PP_EPROTO, "pinpoold's cache pages do not advance (cursor 0)");
+  fetch_fails(unsorted, 1, PP_EPROTO, "pinpoold's cache page from 0 lists key 2 out of order");
+  fetch_fails(other, 1, PP_EPROTO, "asked for the cache list, pinpoold sent the client list");
+  fetch_fails(broken, 2, PP_EIO, NULL);
+}
+
+/* ---- what the ledger work added --------------------------------------------------- */
+
+static void buffer_names_match_unqualified_in_every_scope_and_qualified_exactly(void **state) {
+  Pinpool__V1__BufferInfo b = PINPOOL__V1__BUFFER_INFO__INIT;
+  ctl_buffer_filter_t plain = {.name = "frames"}, mine = {.name = "~1000/frames"},
+                      group = {.name = "~g44/frames"}, odd = {.name = "~odd"},
+                      slash = {.name = "a/b"};
+
+  b.name = "~1000/frames";
+  assert_true(ctl_buffer_matches(&b, &plain));
+  assert_true(ctl_buffer_matches(&b, &mine));
+  assert_false(ctl_buffer_matches(&b, &group));
+  b.name = "~g44/frames";
+  assert_true(ctl_buffer_matches(&b, &plain));
+  assert_false(ctl_buffer_matches(&b, &mine));
+  assert_true(ctl_buffer_matches(&b, &group));
+  b.name = "~1000/frames2";
+  assert_false(ctl_buffer_matches(&b, &plain));
+  /* A name that starts with '~' is written qualified; its name proper still matches. */
+  b.name = "~1000/~odd";
+  assert_true(ctl_buffer_matches(&b, &odd));
+  /* Only the scope is cut: a '/' after it belongs to the name. */
+  b.name = "~0/a/b";
+  assert_true(ctl_buffer_matches(&b, &slash));
+  assert_string_equal(ctl_name_unscoped("~0/a/b"), "a/b");
+  assert_string_equal(ctl_name_unscoped("~g/x"), "~g/x"); /* not a scope: no digits */
+  assert_string_equal(ctl_name_unscoped("plain"), "plain");
+  b.name = NULL; /* unpublished */
+  assert_false(ctl_buffer_matches(&b, &plain));
+}
+
+static void clients_show_what_each_holds_and_what_its_uid_is_charged(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__ClientInfo c = PINPOOL__V1__CLIENT_INFO__INIT, *list[] = {&c};
+  json_object *o, *v;
+  char *text;
+
+  c.session_id = 7;
+  c.pid = 700;
+  c.name = "app";
+  c.bytes_held = 64 * KiB;
+  c.bytes_charged = 3 * MiB;
+  s.clients = list;
+  s.n_clients = 1;
+  s.nr_clients = 1;
+  text = render_at(ctl_view_clients_at, &s, 0);
+  assert_non_null(strstr(text, "        HELD      CHARGED  BUFFERS"));
+  assert_non_null(strstr(text, "      64 KiB        3 MiB"));
+  free(text);
+  o = ctl_json_clients(&s);
+  v = json_object_array_get_idx(json_object_object_get(o, "clients"), 0);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "bytes_charged")), 3 * MiB);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "bytes_held")), 64 * KiB);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(o, "nr_clients")), 1);
+  json_object_put(o);
+}
+
+static void buffers_show_the_uid_charged_and_count_holders_a_page_could_not_list(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__BufferInfo b = PINPOOL__V1__BUFFER_INFO__INIT, *list[] = {&b};
+  uint32_t pids[] = {10, 20};
+  uint64_t sessions[] = {1, 2};
+  json_object *o, *v;
+  char *text;
+
+  b.handle = 5;
+  b.size = 4096;
+  b.name = "~1000/frames";
+  b.charged_uid = 1000;
+  b.holder_pids = pids;
+  b.n_holder_pids = 2;
+  b.holder_sessions = sessions;
+  b.n_holder_sessions = 2;
+  b.nr_holders = 900;
+  s.buffers = list;
+  s.n_buffers = 1;
+  text = render_buffers(&s, NULL);
+  assert_non_null(strstr(text, "CONTIG CHARGED TO HOLDERS"));
+  assert_non_null(strstr(text, "  1000 10,20 +898 "));
+  free(text);
+  o = ctl_json_buffers(&s, NULL);
+  v = json_object_array_get_idx(json_object_object_get(o, "buffers"), 0);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "charged_uid")), 1000);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "nr_holders")), 900);
+  assert_int_equal(json_object_array_length(json_object_object_get(v, "holder_sessions")), 2);
+  json_object_put(o);
+  /* A daemon before nr_holders lists them all. */
+  b.nr_holders = 0;
+  text = render_buffers(&s, NULL);
+  assert_null(strstr(text, "+"));
+  free(text);
+}
+
+static Pinpool__V1__PhysRuns sorted_runs(uint64_t *buckets) {
+  Pinpool__V1__PhysRuns r = PINPOOL__V1__PHYS_RUNS__INIT;
+  buckets[0] = 40;
+  buckets[1] = 30;
+  buckets[2] = 0;
+  buckets[3] = 2;
+  r.known = true;
+  r.nr_runs = 72;
+  r.longest = 30 * MiB;
+  r.pages = 256;
+  r.buckets = buckets;
+  r.n_buckets = 4;
+  r.sort = PINPOOL__V1__PHYS_RUNS__SORT__SORT_DONE;
+  r.sort_placed = 256;
+  r.sort_elapsed_ms = 50;
+  r.unsorted_nr_runs = 256;
+  r.unsorted_longest = 2 * MiB;
+  return r;
+}
+
+static void status_shows_the_physical_runs_and_the_hugepage_sort(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__PhysRuns r;
+  uint64_t buckets[4];
+  json_object *o, *runs;
+  char *text, h[128];
+
+  r = sorted_runs(buckets);
+  s.region_size = 512 * MiB;
+  s.page_size = 2 * MiB;
+  s.runs = &r;
+  s.nr_caches = 100000; /* counted by the daemon, listed by nobody here */
+  assert_string_equal(ctl_fmt_run_buckets(h, sizeof h, &r), "1:40 2-3:30 4-7:0 8-15:2");
+  text = render(ctl_view_status, &s);
+  assert_non_null(strstr(text, "physical runs                  72, longest 30 MiB (31457280 "
+                               "bytes), 0 pages out of order\n"));
+  assert_non_null(strstr(text, "runs by length (pages:runs)    1:40 2-3:30 4-7:0 8-15:2\n"));
+  assert_non_null(strstr(text, "hugepages sorted               done: 256 of 256 pages in "
+                               "physical order (50 ms); unsorted 256 runs, longest 2 MiB\n"));
+  assert_non_null(strstr(text, "caches                         100000\n"));
+  free(text);
+  o = ctl_json_status(&s);
+  runs = json_object_object_get(o, "runs");
+  assert_non_null(runs);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(runs, "nr_runs")), 72);
+  assert_string_equal(json_object_get_string(json_object_object_get(runs, "sort")), "done");
+  assert_int_equal(json_object_array_length(json_object_object_get(runs, "buckets")), 4);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(o, "nr_caches")), 100000);
+  json_object_put(o);
+
+  r.known = false;
+  r.sort = PINPOOL__V1__PHYS_RUNS__SORT__SORT_UNKNOWN;
+  r.sort_why = "no CAP_SYS_ADMIN";
+  text = render(ctl_view_status, &s);
+  assert_non_null(strstr(text, "physical runs                  unknown (physical addresses "
+                               "not readable)\n"));
+  assert_null(strstr(text, "runs by length"));
+  assert_non_null(strstr(text, "hugepages sorted               not possible: no "
+                               "CAP_SYS_ADMIN\n"));
+  free(text);
+
+  /* A daemon before runs and nr_caches: no such lines, and the caches it listed. */
+  Pinpool__V1__SlabInfo k = PINPOOL__V1__SLAB_INFO__INIT, *ks[] = {&k, &k};
+  s.runs = NULL;
+  s.nr_caches = 0;
+  s.caches = ks;
+  s.n_caches = 2;
+  text = render(ctl_view_status, &s);
+  assert_null(strstr(text, "physical runs  "));
+  assert_null(strstr(text, "hugepages sorted"));
+  assert_non_null(strstr(text, "caches                         2\n"));
+  free(text);
+  o = ctl_json_status(&s);
+  assert_null(json_object_object_get(o, "runs"));
+  json_object_put(o);
+}
+
+static void map_shows_the_physical_runs_under_the_picture(void **state) {
+  map_fixture_t f;
+  Pinpool__V1__PhysRuns r;
+  uint64_t buckets[4];
+  json_object *o, *runs;
+  ctl_map_t m;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out;
+
+  fx_init(&f, 16 * MiB, 2 * MiB);
+  fx_block(&f, 0, 16 * MiB, PINPOOL__V1__MAP_BLOCK__KIND__FREE, 0, 0, 0);
+  r = sorted_runs(buckets);
+  f.s.runs = &r;
+  assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+  out = open_memstream(&text, &len);
+  ctl_view_map(out, &m);
+  fclose(out);
+  assert_non_null(strstr(text, "\nphysical runs 72, longest 30 MiB\nruns by length "
+                               "(pages:runs) 1:40 2-3:30 4-7:0 8-15:2\nlegend:"));
+  free(text);
+  /* Thirty classes of runs do not fit one line: the histogram wraps within 80 columns. */
+  {
+    uint64_t many[30];
+    size_t lines = 0;
+    for (int k = 0; k < 30; k++)
+      many[k] = 1000 + (uint64_t)k;
+    r.buckets = many;
+    r.n_buckets = 30;
+    ctl_map_free(&m);
+    assert_int_equal(ctl_map_build(&f.s, 80, 16, &m), 0);
+    text = NULL;
+    out = open_memstream(&text, &len);
+    ctl_view_map(out, &m);
+    fclose(out);
+    for (char *l = strstr(text, "runs by length"); l && strncmp(l, "legend", 6); lines++) {
+      char *e = strchr(l, '\n');
+      assert_true(e - l <= 80);
+      l = e + 1;
+    }
+    assert_true(lines > 2);
+    assert_non_null(strstr(text, " 536870912-1073741823:1029\n")); /* the last class */
+    free(text);
+    r.buckets = buckets;
+    r.n_buckets = 4;
+  }
+  o = ctl_json_map(&f.s, &m);
+  runs = json_object_object_get(o, "runs");
+  assert_int_equal(json_object_get_uint64(json_object_object_get(runs, "longest")), 30 * MiB);
+  json_object_put(o);
+  ctl_map_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(size_format_uses_binary_units),
@@ -537,6 +981,15 @@ int main(void) {
       cmocka_unit_test(status_tells_allocatable_contiguity_from_the_regions_longest_run),
       cmocka_unit_test(status_json_keeps_exact_byte_counts),
       cmocka_unit_test(clients_show_detached_sessions_and_how_long_they_stay_reclaimable),
+      cmocka_unit_test(snapshot_follows_the_pages_until_the_daemon_says_no_more),
+      cmocka_unit_test(snapshot_takes_each_list_in_turn_and_the_summary_alone_in_one_reply),
+      cmocka_unit_test(a_daemon_before_paging_gives_its_one_reply_and_its_note),
+      cmocka_unit_test(pages_that_would_not_end_or_repeat_items_are_refused),
+      cmocka_unit_test(buffer_names_match_unqualified_in_every_scope_and_qualified_exactly),
+      cmocka_unit_test(clients_show_what_each_holds_and_what_its_uid_is_charged),
+      cmocka_unit_test(buffers_show_the_uid_charged_and_count_holders_a_page_could_not_list),
+      cmocka_unit_test(status_shows_the_physical_runs_and_the_hugepage_sort),
+      cmocka_unit_test(map_shows_the_physical_runs_under_the_picture),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
