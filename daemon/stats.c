@@ -17,7 +17,10 @@
  * cached_bytes = slab bytes not held by sessions (free objects, objects parked in
  * magazines, the part of tails no object is charged for).  A slab holds at most
  * objs_per_slab objects, each charged at most slab_bytes / objs_per_slab, so cached is
- * never negative, and with no other buddy users used + free + cached == region_size.
+ * never negative, and used + free + cached + quarantined == region_size (quarantined:
+ * blocks kept out of the buddy for pages punched out of the region; ledger.c).  Damage
+ * from such pages shows per buffer (damaged, lost_bytes), per client (damaged_buffers)
+ * and in total (lost, quarantined, damaged, punched so far, objects set aside).
  * Per client: bytes_held = the blocks of the buffers it holds (whoever pays for them) +
  * its objects at their charge; bytes_charged = what its uid pays — the blocks of the
  * buffers charged to it, its sessions' objects, and one slab per cache they hold objects
@@ -50,6 +53,7 @@ static const Pinpool__V1__MapBlock__Kind map_kind[] = {
     [LEDGER_BLOCK_BUFFER] = PINPOOL__V1__MAP_BLOCK__KIND__BUFFER,
     [LEDGER_BLOCK_SLAB] = PINPOOL__V1__MAP_BLOCK__KIND__SLAB,
     [LEDGER_BLOCK_OTHER] = PINPOOL__V1__MAP_BLOCK__KIND__OTHER,
+    [LEDGER_BLOCK_LOST] = PINPOOL__V1__MAP_BLOCK__KIND__LOST,
 };
 
 static int map_block(void *ctx, const ledger_block_t *lb) {
@@ -119,6 +123,8 @@ static int build_buffers(ledger_t *l, Pinpool__V1__Stats *st, arena_t *a) {
     bi->contiguous = b->contiguous;
     if (b->qname) bi->name = (char *)b->qname; /* lives until after packing */
     bi->charged_uid = (uint32_t)b->charged_uid;
+    bi->damaged = b->damaged;
+    bi->lost_bytes = b->lost_bytes;
     bi->holder_pids = arena_alloc(a, b->nholders * sizeof *bi->holder_pids);
     bi->holder_sessions = arena_alloc(a, b->nholders * sizeof *bi->holder_sessions);
     if (!bi->holder_pids || !bi->holder_sessions) return PP_ENOPRIVMEM;
@@ -158,10 +164,22 @@ static int build_clients(const ledger_t *l, const session_list_t *sessions,
     ci->buffers = t.buffers;
     ci->objects = t.objects;
     ci->requests = s->requests;
+    if (s->holder) ci->damaged_buffers = ledger_holder_damaged(l, s->holder);
     st->clients[--i] = ci;
   }
   st->n_clients = sessions->n;
   return 0;
+}
+
+/* What clients punched out of the region, and what it cost (ledger.c, "Lost pages"). */
+static void build_holes(const ledger_t *l, Pinpool__V1__Stats *st) {
+  ledger_holes_stats_t hs;
+  ledger_holes_stats(l, &hs);
+  st->lost_bytes = hs.lost_bytes;
+  st->quarantined_bytes = hs.quarantined_bytes;
+  st->damaged_buffers = hs.damaged_buffers;
+  st->punched_bytes = hs.punched_bytes;
+  st->objects_set_aside = hs.objects_aside;
 }
 
 int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
@@ -237,6 +255,7 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
   st->nr_buffers = t.nbufs;
   st->nr_clients = src->sessions->n;
   st->max_clients = src->max_clients;
+  build_holes(l, st);
 
   if (rq && rq->include_buffers && build_buffers(l, st, a)) return PP_ENOPRIVMEM;
   if (rq && rq->include_map && build_map(l, st, a)) return PP_ENOPRIVMEM;
