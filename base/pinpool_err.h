@@ -52,7 +52,8 @@ extern "C" {
   XX(EIO,         24, IO_ERROR,              "I/O error on the connection")           \
   XX(ENOPRIVMEM,  25, NO_PRIVATE_MEMORY,     "out of private memory (malloc failed)") \
   XX(EACCES,      26, SOCKET_ACCESS_DENIED,  "no permission to connect to pinpoold's socket") \
-  XX(ESTATELOST,  27, STATE_LOST,            "the daemon restarted and this session's state is gone")
+  XX(ESTATELOST,  27, STATE_LOST,            "the daemon restarted and this session's state is gone") \
+  XX(ELOSTPAGE,   28, PAGES_LOST,            "region pages were punched out and cannot be replaced now")
 /* clang-format on */
 
 /* One past the largest number in the table (the numbers run 1, 2, ... without gaps;

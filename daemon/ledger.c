@@ -136,6 +136,34 @@
  * slab layer needs a reserve-this-object call for that, which shm/ does not have yet.
  * Nothing here depends on state that cannot be rebuilt from those records.
  *
+ * Lost pages.  Every client holds the region's memfd read-write and can punch pages out of
+ * it (fallocate(PUNCH_HOLE)); shm/holes.c finds such pages, marks them lost (no address,
+ * never contiguous), repairs them when the pool has pages, and zeroes without dying of
+ * SIGBUS.  The ledger keeps lost pages out of circulation and says who was hit:
+ *   - a buffer's block is checked against pagemap (region_check_range, O(its pages))
+ *     before alloc hands it out and before lookup reports its addresses.  A block with
+ *     lost pages is repaired; if that fails it goes back and its lost pages into
+ *     *quarantine* — buddy blocks taken with buddy_reserve, LOST in the map — and another
+ *     block is tried.  The first bad block of a request scans the whole region, so the
+ *     rest of the damage is quarantined at once; after LEDGER_TAKE_TRIES blocks, or when
+ *     the buddy runs dry having quarantined some, the answer is PP_ELOSTPAGE;
+ *   - zeroing (PP_ZERO, zero_on_free) goes through region_zero: a PP_ZERO block that
+ *     cannot be zeroed is never handed out, a freed one that cannot be is quarantined;
+ *   - a live buffer over a lost page keeps it (its holders may still free it) and is
+ *     flagged *damaged* for good — the kernel gives back zeroed pages, so its contents
+ *     there are gone even after a repair; its address, contiguity and the runs its
+ *     segments come from follow the region's table (holes_sync), so nothing lost is ever
+ *     reported;
+ *   - a freed buffer's lost pages go to quarantine, not to the buddy.  A freed object on a
+ *     lost page, and one cache_alloc would hand out from a lost page (slabs grow from the
+ *     buddy unchecked; the table is checked per object, O(1) while nothing is lost), is
+ *     *set aside*: allocated from its slab, held by nobody;
+ *   - once a repair succeeds (the pool has pages again) quarantined blocks and set-aside
+ *     objects go back, zeroed with zero_on_free.
+ * daemon/holes.c drives the scans and repairs (ledger_holes_scan, _report, _repair) and
+ * says who was hit.  None of this changes ownership (no primitive records it): a restart
+ * adopts the region, whose reserve fills every hole, and starts with nothing lost.
+ *
  * Several pools per daemon: nothing here is global — each ledger has its own region,
  * buddy, slabs, handle counter and holders; a session would hold one ledger_holder_t per
  * pool, and a handle would be named with its pool.
@@ -151,7 +179,10 @@
  *   buffers' blocks + its objects' charges + one slab per cache it holds objects in;
  *   published names are found under their qualified form; creates - destroys == live
  *   buffers and live caches, publishes - unpublishes == named buffers, takes - gives ==
- *   held objects; plus buddy_check and slab_check.
+ *   held objects; quarantined blocks are allocated buddy blocks of their order, no
+ *   buffer's, summing to quarantine_bytes; set-aside objects are allocated in their
+ *   cache, held by nobody, counted per cache (mag_check counts them with the held ones);
+ *   damaged_bufs counts the damaged flags; plus buddy_check and slab_check.
  *
  * Locks: none of our own.  Only the loop thread calls in; shm/ takes its internal locks
  * (depot, then cache, then buddy) below us.  The daemon is one thread, so a depot never
@@ -188,6 +219,8 @@ struct ledger_buf {
   struct ledger_buf *name_next; /* chain of buffers whose names share name_hash */
   ledger_holder_t **holders;    /* distinct holders, in the order they first took one */
   uint32_t nholders, holders_cap;
+  uint64_t lost_bytes; /* of its pages lost now (the essay's "Lost pages") */
+  bool damaged;        /* a page of it was lost while it lived: its contents there are gone */
 };
 typedef struct ledger_buf lbuf_t;
 
@@ -201,6 +234,7 @@ typedef struct lcache {
   uint64_t obj_charge; /* slab_bytes / objs_per_slab, rounded down */
   ledger_scope_t scope;
   uint64_t held;            /* objects held by holders */
+  uint64_t aside;           /* objects set aside: on lost pages, held by nobody */
   uint32_t openers;         /* holders with it open */
   char name[SLAB_NAME_MAX]; /* qualified; also the slab cache's name */
 } lcache_t;
@@ -258,6 +292,15 @@ struct ledger {
   uint64_t nnamed;    /* published buffers */
   uint64_t obj_bytes; /* objects held, each at its charge */
   uint64_t mutations[LEDGER_OP__COUNT];
+
+  /* Lost pages (the essay; the section "lost pages: the mechanism"). */
+  u64map_t quarantine; /* block offset -> order: lost pages out of the buddy */
+  uint64_t quarantine_bytes;
+  u64map_t aside;            /* object offset -> cache id: objects set aside */
+  uint64_t region_gen;       /* region_generation() that runs and buffers reflect */
+  uint64_t punched_bytes;    /* found punched so far, repaired or not */
+  uint64_t reported_punched; /* punched_bytes when ledger_holes_report last logged */
+  uint64_t damaged_bufs;     /* live buffers flagged damaged */
 };
 
 #define NOMEM_MSG "daemon out of private memory"
@@ -426,8 +469,344 @@ static bool buffer_limit_reached(const ledger_t *l, const ledger_holder_t *h) {
   return l->cfg.max_buffers && h->buf_refs >= l->cfg.max_buffers;
 }
 
-static void zero_if_asked(ledger_t *l, uint64_t offset, uint64_t len) {
-  if (l->cfg.zero_on_free) memset((char *)region_base(l->region) + offset, 0, len);
+/* ---- lost pages: the mechanism -------------------------------------------------------
+ * The essay's "Lost pages".  Every path starts from the region's table, whose answers are
+ * O(1) while no page is lost, so none of this costs anything until a client punches. */
+
+#define LEDGER_TAKE_TRIES 8u /* blocks tried for one buffer before PP_ELOSTPAGE */
+
+static uint64_t *collect_keys(const u64map_t *m, size_t *ret_n);
+
+/* The end of the region page holding off, clipped to end. */
+static uint64_t page_end(const ledger_t *l, uint64_t off, uint64_t end) {
+  uint64_t ps = region_page_size(l->region), e = (off / ps + 1) * ps;
+  return e < end ? e : end;
+}
+
+static void flag_damage(ledger_t *l, lbuf_t *b) {
+  b->lost_bytes = region_lost_in(l->region, b->offset, b->size);
+  if (b->lost_bytes && !b->damaged) {
+    b->damaged = true;
+    l->damaged_bufs++;
+  }
+}
+
+/* The region had lost_before bytes lost before a call that may find holes (a scan, a
+ * check, a zeroing): count what is new, and flag every live buffer over a lost page as
+ * damaged now, before a repair can hide that its contents were lost. */
+static void holes_note(ledger_t *l, uint64_t lost_before) {
+  uint64_t now = region_lost_bytes(l->region), k, v;
+  size_t it = 0;
+
+  if (now <= lost_before) return;
+  l->punched_bytes += now - lost_before;
+  while (u64map_next(&l->by_handle, &it, &k, &v))
+    flag_damage(l, (lbuf_t *)(uintptr_t)v);
+}
+
+/* Once the region's generation moved (addresses, runs or lost pages changed): the copy of
+ * the runs that Buffer segments come from, and each buffer's address, contiguity and lost
+ * bytes, as the table has them now — so that nothing lost is ever reported.  Without
+ * memory for the runs there are none (no segments rather than stale ones), and the next
+ * call tries again. */
+static void holes_sync(ledger_t *l) {
+  uint64_t gen = region_generation(l->region), ps = region_page_size(l->region), k, v;
+  region_run_t *runs = NULL;
+  size_t it = 0, n = 0;
+  bool whole = true;
+
+  if (gen == l->region_gen) return;
+  if (region_phys_known(l->region) && (n = region_runs(l->region, NULL, 0))) {
+    if ((runs = calloc(n, sizeof *runs))) {
+      size_t m = region_runs(l->region, runs, n);
+      if (m < n) n = m;
+    } else {
+      n = 0;
+      whole = false;
+    }
+  }
+  free(l->runs);
+  l->runs = runs;
+  l->nruns = n;
+  while (u64map_next(&l->by_handle, &it, &k, &v)) {
+    lbuf_t *b = (lbuf_t *)(uintptr_t)v;
+    uint64_t phys = 0;
+    flag_damage(l, b);
+    if (region_phys(l->region, b->offset, &phys)) phys = 0;
+    b->phys = phys;
+    b->contiguous = !b->lost_bytes &&
+                    (b->size <= ps || region_is_contiguous(l->region, b->offset, b->size));
+  }
+  if (whole) l->region_gen = gen;
+}
+
+/* Take the free block at off of order k into quarantine.  When part of it is taken (or it
+ * runs past the region) its halves are tried; without memory for the record the block
+ * goes back (a later settle or take finds it again). */
+static void carve(ledger_t *l, uint64_t off, unsigned k) {
+  int rc = buddy_reserve(l->buddy, off, k);
+  if (rc == 0) {
+    if (u64map_put(&l->quarantine, off, k) == 0) {
+      l->quarantine_bytes += buddy_order_size(k);
+      return;
+    }
+    buddy_free(l->buddy, off);
+    return;
+  }
+  if ((rc == PP_EBUSY || rc == PP_ERANGE) && k > 0) {
+    carve(l, off, k - 1);
+    carve(l, off + buddy_order_size(k - 1), k - 1);
+  }
+}
+
+/* [a, b), 4 KiB-aligned and free, into quarantine as naturally aligned blocks. */
+static void carve_range(ledger_t *l, uint64_t a, uint64_t b) {
+  while (a < b) {
+    uint64_t units = (b - a) >> BUDDY_MIN_SHIFT, at = a >> BUDDY_MIN_SHIFT;
+    unsigned k = 0;
+    while (k + 1 < BUDDY_NR_ORDERS && (2ull << k) <= units && !(at & ((2ull << k) - 1)))
+      k++;
+    carve(l, a, k);
+    a += buddy_order_size(k);
+  }
+}
+
+/* The lost pages of [off, off+len), a range free in the buddy, into quarantine. */
+static void settle_range(ledger_t *l, uint64_t off, uint64_t len) {
+  uint64_t end = off + len, p = off;
+
+  while (p < end) {
+    uint64_t a;
+    if (!region_lost_in(l->region, p, page_end(l, p, end) - p)) {
+      p = page_end(l, p, end);
+      continue;
+    }
+    a = p;
+    while (p < end && region_lost_in(l->region, p, page_end(l, p, end) - p))
+      p = page_end(l, p, end);
+    carve_range(l, a, p);
+  }
+}
+
+typedef struct settle_walk {
+  const region_t *r;
+  uint64_t *off;
+  unsigned *order;
+  size_t n, cap;
+  bool failed;
+} settle_walk_t;
+
+static void settle_collect(void *ctx, uint64_t offset, unsigned order, bool is_free) {
+  settle_walk_t *w = ctx;
+  if (!is_free || w->failed || !region_lost_in(w->r, offset, buddy_order_size(order))) return;
+  if (w->n == w->cap) {
+    size_t cap = w->cap ? w->cap * 2 : 16;
+    uint64_t *o = realloc(w->off, cap * sizeof *o);
+    unsigned *k = o ? realloc(w->order, cap * sizeof *k) : NULL;
+    if (o) w->off = o;
+    if (!o || !k) {
+      w->failed = true;
+      return;
+    }
+    w->order = k;
+    w->cap = cap;
+  }
+  w->off[w->n] = offset;
+  w->order[w->n++] = order;
+}
+
+/* Every lost page that is free in the buddy into quarantine: O(blocks) while a page is
+ * lost, nothing otherwise.  Without memory the walk stops; what it missed stays free until
+ * the next settle, and take_block never hands it out meanwhile. */
+static void holes_settle(ledger_t *l) {
+  settle_walk_t w = {.r = l->region};
+  if (!region_lost_bytes(l->region)) return;
+  buddy_walk(l->buddy, settle_collect, &w);
+  for (size_t i = 0; i < w.n; i++)
+    settle_range(l, w.off[i], buddy_order_size(w.order[i]));
+  free(w.off);
+  free(w.order);
+}
+
+/* Zero the pages of [off, off+len) that are not lost, one run of sound pages at a time
+ * (region_zero: never a SIGBUS).  0, or PP_EOS when a run could not be zeroed and no page
+ * of it was found lost to say why. */
+static int zero_sound(ledger_t *l, uint64_t off, uint64_t len) {
+  uint64_t end = off + len, p = off, before = region_lost_bytes(l->region);
+  int rc = region_zero(l->region, off, len);
+
+  holes_note(l, before);
+  if (rc == 0) return 0;
+  while (p < end) {
+    uint64_t a;
+    if (region_lost_in(l->region, p, page_end(l, p, end) - p)) {
+      p = page_end(l, p, end);
+      continue;
+    }
+    a = p;
+    while (p < end && !region_lost_in(l->region, p, page_end(l, p, end) - p))
+      p = page_end(l, p, end);
+    before = region_lost_bytes(l->region);
+    rc = region_zero(l->region, a, p - a);
+    holes_note(l, before);
+    if (rc == 0) continue;
+    if (!region_lost_in(l->region, a, p - a)) return PP_EOS;
+    p = a; /* a page of the run was punched meanwhile (now lost): the run again, without it */
+  }
+  return 0;
+}
+
+/* A block leaves its owner — buffer handle, or 0 for a block that could not serve one:
+ * back to the buddy, zeroed first with zero_on_free as far as its pages allow, its lost
+ * pages into quarantine.  One that must be zeroed and cannot be, with no lost page to show
+ * why, is quarantined whole (holes_release_blocks tries it again). */
+static void block_return(ledger_t *l, uint64_t off, unsigned order, uint64_t handle) {
+  uint64_t size = buddy_order_size(order), lost;
+  int rc;
+
+  if (l->cfg.zero_on_free && zero_sound(l, off, size) != 0 &&
+      u64map_put(&l->quarantine, off, order) == 0) {
+    l->quarantine_bytes += size;
+    log_warning("the block of %" PRIu64 " bytes at offset 0x%" PRIx64 " (buffer %" PRIu64
+                ") could not be zeroed: quarantined",
+                size, off, handle);
+    return;
+  }
+  rc = buddy_free(l->buddy, off);
+  if (rc) {
+    log_err("buddy_free(%" PRIu64 ") of buffer %" PRIu64 ": %s", off, handle, pp_strerror(rc));
+    return;
+  }
+  if ((lost = region_lost_in(l->region, off, size))) {
+    settle_range(l, off, size);
+    if (handle)
+      log_notice("buffer %" PRIu64 " at offset 0x%" PRIx64 " went back with %" PRIu64
+                 " bytes of lost pages: those are quarantined",
+                 handle, off, lost);
+  }
+}
+
+/* Can the block at off serve a buffer?  Its pages are checked against pagemap (pages
+ * newly found punched are marked lost), lost ones repaired when the pool allows, and it
+ * is zeroed when asked.  0, or PP_ELOSTPAGE: a page stays lost, or zeroing failed. */
+static int block_sound(ledger_t *l, uint64_t off, uint64_t size, bool zero) {
+  uint64_t before = region_lost_bytes(l->region);
+  int n = region_check_range(l->region, off, size), rc;
+
+  holes_note(l, before);
+  if (n > 0)
+    log_err("hole: the free block of %" PRIu64 " bytes at offset 0x%" PRIx64
+            " had %d pages punched out of the region; found before handing it out",
+            size, off, n);
+  if (region_lost_in(l->region, off, size)) {
+    region_repair(l->region, off, size);
+    if (region_lost_in(l->region, off, size)) return PP_ELOSTPAGE;
+  }
+  if (!zero) return 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    before = region_lost_bytes(l->region);
+    rc = region_zero(l->region, off, size);
+    holes_note(l, before);
+    if (rc == 0) return 0;
+    if (!region_lost_in(l->region, off, size)) return PP_ELOSTPAGE;
+    region_repair(l->region, off, size);
+    if (region_lost_in(l->region, off, size)) return PP_ELOSTPAGE;
+  }
+  return PP_ELOSTPAGE;
+}
+
+/* A block of order for a buffer that can serve it (block_sound), or the buddy's refusal.
+ * A block that cannot goes back, its lost pages into quarantine, and the first one also
+ * has the whole region scanned, so that every other lost free page is quarantined before
+ * the next try.  *ret_bad counts the blocks given up: a refusal after some is
+ * PP_ELOSTPAGE. */
+static int take_block(ledger_t *l, unsigned order, unsigned flags, uint64_t *ret_off,
+                      unsigned *ret_bad) {
+  unsigned bflags = (flags & LEDGER_ALLOC_CONTIG) ? BUDDY_CONTIG : 0, bad = 0;
+  uint64_t off;
+  int rc = 0;
+
+  while (bad < LEDGER_TAKE_TRIES) {
+    if ((rc = buddy_alloc(l->buddy, order, bflags, &off))) break;
+    if (block_sound(l, off, buddy_order_size(order), flags & LEDGER_ALLOC_ZERO) == 0) {
+      holes_sync(l);
+      *ret_off = off;
+      *ret_bad = bad;
+      return 0;
+    }
+    block_return(l, off, order, 0);
+    if (bad++ == 0) {
+      ledger_holes_scan(l);
+      ledger_holes_report(l, "an allocation");
+    }
+  }
+  holes_sync(l);
+  *ret_bad = bad;
+  return bad ? PP_ELOSTPAGE : rc;
+}
+
+/* Before a lookup reports b's addresses: its pages against pagemap (O(its pages)).  Pages
+ * newly found punched are reported and repaired when the pool allows; b is flagged
+ * damaged either way. */
+static void buf_check_holes(ledger_t *l, lbuf_t *b) {
+  uint64_t before = region_lost_bytes(l->region);
+  int n = region_check_range(l->region, b->offset, b->size);
+
+  holes_note(l, before);
+  if (n > 0) {
+    ledger_holes_report(l, "a lookup");
+    region_repair(l->region, b->offset, b->size);
+  }
+  holes_sync(l);
+}
+
+/* Set the object at off of c aside: allocated from its slab, held by nobody. */
+static int aside_put(ledger_t *l, lcache_t *c, uint64_t off) {
+  if (u64map_put(&l->aside, off, c->id)) return PP_ENOPRIVMEM;
+  c->aside++;
+  return 0;
+}
+
+/* An object given back: to c's magazine (zeroed first with zero_on_free), or set aside
+ * when a page of it is lost or it cannot be zeroed. */
+static void obj_return(ledger_t *l, lcache_t *c, uint64_t off) {
+  bool bad = region_lost_in(l->region, off, c->object_size) != 0;
+
+  if (!bad && l->cfg.zero_on_free) {
+    uint64_t before = region_lost_bytes(l->region);
+    bad = region_zero(l->region, off, c->object_size) != 0;
+    holes_note(l, before);
+  }
+  if (bad && aside_put(l, c, off) == 0) return;
+  mag_free(c->mag, off); /* no memory to set it aside: cache_alloc checks it again */
+}
+
+/* c is going: its set-aside objects back to its magazine, so that its slabs can go (the
+ * lost pages among them are quarantined by the settle that follows). */
+static void aside_return_cache(ledger_t *l, lcache_t *c) {
+  uint64_t *keys, cid;
+  size_t n;
+
+  if (!c->aside) return;
+  keys = collect_keys(&l->aside, &n);
+  for (size_t i = 0; keys && i < n; i++)
+    if (u64map_get(&l->aside, keys[i], &cid) && cid == c->id) {
+      u64map_del(&l->aside, keys[i]);
+      mag_free(c->mag, keys[i]);
+      c->aside--;
+    }
+  free(keys);
+  while (c->aside) { /* without memory for the keys: slot by slot */
+    size_t it = 0;
+    uint64_t k = 0;
+    bool found = false;
+    while (!found && u64map_next(&l->aside, &it, &k, &cid))
+      found = cid == c->id;
+    if (!found) break;
+    u64map_del(&l->aside, k);
+    mag_free(c->mag, k);
+    c->aside--;
+  }
 }
 
 /* ---- primitive mutations ------------------------------------------------------------
@@ -471,18 +850,15 @@ fail:
   return PP_ENOPRIVMEM;
 }
 
-/* The record goes and the block returns to the buddy (zeroed first with zero_on_free).
- * Nobody holds it, it has no name, and its charge is gone. */
+/* The record goes and the block returns to the buddy (zeroed first with zero_on_free; its
+ * lost pages to quarantine: block_return).  Nobody holds it, it has no name, and its
+ * charge is gone. */
 static void buf_destroy(ledger_t *l, lbuf_t *b) {
-  int rc;
   PP_IASSERT(b->nholders == 0 && !b->qname);
   u64map_del(&l->by_handle, b->handle);
   u64map_del(&l->by_offset, b->offset);
-  zero_if_asked(l, b->offset, b->size);
-  rc = buddy_free(l->buddy, b->offset);
-  if (rc)
-    log_err("buddy_free(%" PRIu64 ") of buffer %" PRIu64 ": %s", b->offset, b->handle,
-            pp_strerror(rc));
+  block_return(l, b->offset, b->order, b->handle);
+  l->damaged_bufs -= b->damaged;
   l->buf_bytes -= b->size;
   l->nbufs--;
   free(b->holders);
@@ -727,11 +1103,13 @@ static void cache_destroy(ledger_t *l, lcache_t *c) {
   memmove(&l->cache_list[i], &l->cache_list[i + 1],
           (l->ncaches - i - 1) * sizeof *l->cache_list);
   l->ncaches--;
+  aside_return_cache(l, c);
   mag_cpu_destroy(c->mag);     /* its magazines go to the depot */
   mag_depot_destroy(c->depot); /* which drains them to the slabs */
   rc = slab_cache_destroy(c->cache);
   if (rc) log_err("slab_cache_destroy(%s): %s", c->name, pp_strerror(rc));
   free(c);
+  holes_settle(l); /* lost pages of its slabs, free now */
   ledger_record(l, LEDGER_OP_CACHE_DESTROY);
 }
 
@@ -802,6 +1180,8 @@ static void buf_info(const lbuf_t *b, ledger_buf_info_t *ret) {
   ret->scope = b->scope;
   ret->nholders = b->nholders;
   ret->buf = b;
+  ret->damaged = b->damaged;
+  ret->lost_bytes = b->lost_bytes;
 }
 
 static void cache_info(const lcache_t *c, ledger_cache_info_t *ret) {
@@ -844,6 +1224,8 @@ int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
   u64map_init(&l->obj_owner);
   u64map_init(&l->caches);
   u64map_init(&l->scope_caches);
+  u64map_init(&l->quarantine);
+  u64map_init(&l->aside);
 
   err = region_create(&rc, &l->region);
   if (err) goto fail;
@@ -906,6 +1288,8 @@ void ledger_destroy(ledger_t *l) {
   u64map_fini(&l->obj_owner);
   u64map_fini(&l->caches);
   u64map_fini(&l->scope_caches);
+  u64map_fini(&l->quarantine);
+  u64map_fini(&l->aside);
   free(l);
 }
 
@@ -1025,8 +1409,7 @@ static void give_object(ledger_t *l, ledger_holder_t *h, uint64_t off, u64map_t 
   c = cache_by_id(l, (uint32_t)cid);
   PP_ASSERT(c != NULL);
   obj_give(l, h, c, off);
-  zero_if_asked(l, off, c->object_size);
-  mag_free(c->mag, off);
+  obj_return(l, c, off);
   *bytes += c->obj_charge;
   if (!u64map_get(&l->uid_cache_objs, uid_cache_key(h->ident.uid, c->id), NULL))
     *bytes += c->slab_bytes;
@@ -1074,6 +1457,7 @@ void ledger_holder_release(ledger_t *l, ledger_holder_t *h) {
     slab_cache_shrink(c->cache);
   }
   u64map_fini(&touched);
+  holes_settle(l); /* lost pages of the slabs shrink freed */
 
   /* Opens: a cache nobody has open any more goes. */
   keys = collect_keys(&h->opens, &n);
@@ -1128,7 +1512,7 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
   ledger_scope_t scope = 0;
   const char *rest = NULL;
   char q[LEDGER_QNAME_MAX];
-  unsigned order;
+  unsigned order, bad;
   uint64_t offset, bsize;
   lbuf_t *b;
   int rc;
@@ -1152,7 +1536,12 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
                 h->buf_refs, l->cfg.max_buffers);
   if (!quota_allows(l, uid, bsize)) return fail_quota(l, uid, bsize, why);
 
-  rc = buddy_alloc(l->buddy, order, (flags & LEDGER_ALLOC_CONTIG) ? BUDDY_CONTIG : 0, &offset);
+  rc = take_block(l, order, flags, &offset, &bad);
+  if (rc == PP_ELOSTPAGE)
+    return fail(why, rc,
+                "%u free blocks of %" PRIu64 " bytes had pages punched out of the region by a "
+                "client and none could be replaced; they are kept out of circulation",
+                bad, bsize);
   if (rc == PP_ENOCONTIG)
     return fail(why, rc, "no physically contiguous block of %" PRIu64 " bytes%s", bsize,
                 !region_phys_known(l->region)  ? " (physical addresses unknown)"
@@ -1177,8 +1566,7 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
     buf_unhold(l, h, b, 0); /* releases everything above, block included */
     return fail_nomem(why);
   }
-  if (flags & LEDGER_ALLOC_ZERO) memset((char *)region_base(l->region) + offset, 0, bsize);
-  buf_info(b, ret);
+  buf_info(b, ret); /* zeroed by take_block when asked */
   return 0;
 }
 
@@ -1208,6 +1596,7 @@ static int buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_
     return fail(why, PP_ELIMIT, "this session already holds %" PRIu64 " buffers (limit %u)",
                 h->buf_refs, l->cfg.max_buffers);
   if (hold_add(l, h, b)) return fail_nomem(why);
+  buf_check_holes(l, b);
   buf_info(b, ret);
   return 0;
 }
@@ -1345,12 +1734,20 @@ static int cache_alloc(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, uint3
   if (!quota_allows(l, uid, bytes)) return fail_quota(l, uid, bytes, why);
   if (!offs) return fail_nomem(why);
 
-  for (; got < count; got++)
+  while (got < count) {
     if (mag_alloc(c->mag, &offs[got])) {
       for (unsigned i = 0; i < got; i++)
         mag_free(c->mag, offs[i]);
       return fail(why, PP_ENOMEM, "cache '%s': no memory for %u objects", c->name, count);
     }
+    if (!region_lost_in(l->region, offs[got], c->object_size)) {
+      got++;
+    } else if (aside_put(l, c, offs[got])) { /* never hand out an object on a lost page */
+      for (unsigned i = 0; i <= got; i++)
+        mag_free(c->mag, offs[i]);
+      return fail_nomem(why);
+    }
+  }
   for (; taken < count; taken++)
     if (obj_take(l, h, c, offs[taken])) goto undo;
   charge(l, uid, bytes);
@@ -1405,8 +1802,7 @@ static int cache_free(ledger_t *l, ledger_holder_t *h, uint32_t cache_id, const 
 
   for (size_t i = 0; i < n; i++) {
     obj_give(l, h, c, offs[i]);
-    zero_if_asked(l, offs[i], c->object_size);
-    mag_free(c->mag, offs[i]);
+    obj_return(l, c, offs[i]);
   }
   bytes = (uint64_t)n * c->obj_charge;
   if (!u64map_get(&l->uid_cache_objs, uid_cache_key(h->ident.uid, c->id), NULL))
@@ -1443,6 +1839,7 @@ void ledger_shrink(ledger_t *l, ledger_shrink_result_t *ret) {
     if (n > 0) drained += (uint64_t)n;
   }
   (void)slab_shrink(l->slab);
+  holes_settle(l); /* lost pages of the slabs it freed */
   ret->objects_drained = drained;
   ret->slabs_released = slabs - slab_count(l);
   ret->bytes_released = ledger_free_bytes(l) - before;
@@ -1566,6 +1963,8 @@ static void walk_block(void *ctx, uint64_t offset, unsigned order, bool is_free)
     b.kind = LEDGER_BLOCK_FREE;
   } else if (u64map_get(&w->l->by_offset, offset, NULL)) {
     b.kind = LEDGER_BLOCK_BUFFER;
+  } else if (u64map_get(&w->l->quarantine, offset, NULL)) {
+    b.kind = LEDGER_BLOCK_LOST;
   } else if (u64map_get(w->slab_index, offset, &v)) {
     const slabrec_t *r = &w->slabs[v];
     b.kind = LEDGER_BLOCK_SLAB;
@@ -1604,6 +2003,11 @@ int ledger_walk_blocks_from(ledger_t *l, uint64_t from, ledger_block_fn fn, void
       if (c && u64map_get(&index, k & ~(c->slab_bytes - 1), &v)) sc.v[v].held++;
     }
   }
+  it = 0; /* set-aside objects are not in magazines either */
+  while (u64map_next(&l->aside, &it, &k, &cid)) {
+    lcache_t *c = cache_by_id(l, (uint32_t)cid);
+    if (c && u64map_get(&index, k & ~(c->slab_bytes - 1), &v)) sc.v[v].held++;
+  }
   w.slabs = sc.v;
   buddy_walk(l->buddy, walk_block, &w);
   rc = w.rc;
@@ -1611,6 +2015,201 @@ out:
   free(sc.v);
   u64map_fini(&index);
   return rc;
+}
+
+/* ---- lost pages ---------------------------------------------------------------------- */
+
+int ledger_holes_scan(ledger_t *l) {
+  uint64_t before = region_lost_bytes(l->region);
+  int rc = region_scan_holes(l->region, NULL, NULL);
+
+  holes_note(l, before);
+  holes_settle(l);
+  holes_sync(l);
+  PP_VALIDATE(ledger_check, l);
+  return rc;
+}
+
+/* Quarantined blocks with no lost page any more go back to the buddy (zeroed with
+ * zero_on_free); one still partly lost goes back and its lost pages are quarantined anew. */
+static void holes_release_blocks(ledger_t *l) {
+  uint64_t *keys, order;
+  size_t n;
+
+  if (!u64map_len(&l->quarantine) || !(keys = collect_keys(&l->quarantine, &n))) return;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t off = keys[i], size;
+    u64map_get(&l->quarantine, off, &order);
+    size = buddy_order_size((unsigned)order);
+    if (region_lost_in(l->region, off, size) == size) continue;
+    if (l->cfg.zero_on_free && zero_sound(l, off, size) != 0) continue;
+    u64map_del(&l->quarantine, off);
+    l->quarantine_bytes -= size;
+    buddy_free(l->buddy, off);
+    settle_range(l, off, size);
+  }
+  free(keys);
+}
+
+/* Set-aside objects whose pages back the region again go back to their caches. */
+static void holes_release_objects(ledger_t *l) {
+  uint64_t *keys, cid;
+  size_t n;
+
+  if (!u64map_len(&l->aside) || !(keys = collect_keys(&l->aside, &n))) return;
+  for (size_t i = 0; i < n; i++) {
+    lcache_t *c;
+    if (!u64map_get(&l->aside, keys[i], &cid) || !(c = cache_by_id(l, (uint32_t)cid))) continue;
+    if (region_lost_in(l->region, keys[i], c->object_size)) continue;
+    if (l->cfg.zero_on_free && region_zero(l->region, keys[i], c->object_size) != 0) continue;
+    u64map_del(&l->aside, keys[i]);
+    c->aside--;
+    mag_free(c->mag, keys[i]);
+  }
+  free(keys);
+}
+
+int ledger_holes_repair(ledger_t *l) {
+  uint64_t lost = region_lost_bytes(l->region);
+  int rc = lost ? region_repair(l->region, 0, region_size(l->region)) : 0;
+
+  holes_sync(l);
+  holes_release_blocks(l);
+  holes_release_objects(l);
+  holes_settle(l);
+  holes_sync(l);
+  if (lost > region_lost_bytes(l->region))
+    log_notice("repair: %" PRIu64 " of %" PRIu64 " lost bytes backed again; %" PRIu64
+               " bytes still lost, %" PRIu64 " quarantined",
+               lost - region_lost_bytes(l->region), lost, region_lost_bytes(l->region),
+               l->quarantine_bytes);
+  PP_VALIDATE(ledger_check, l);
+  return rc;
+}
+
+/* "session 3 (pid 120, uid 1000)" appended to buf (at len; cap bytes), once per session:
+ * seen collects the sessions named so far. */
+static void name_session(char *buf, size_t cap, size_t *len, u64map_t *seen,
+                         const ledger_ident_t *id) {
+  int n;
+  if (u64map_get(seen, id->session_id, NULL) || u64map_put(seen, id->session_id, 1)) return;
+  if (*len >= cap) return;
+  n = snprintf(buf + *len, cap - *len, "%ssession %" PRIu64 " (pid %d, uid %u)",
+               u64map_len(seen) > 1 ? ", " : "", id->session_id, (int)id->pid,
+               (unsigned)id->uid);
+  if (n > 0) *len += (size_t)n;
+  if (*len >= cap && cap > 4) memcpy(buf + cap - 4, "...", 4);
+}
+
+typedef struct slab_hits {
+  uint64_t off, len, slabs;
+} slab_hits_t;
+
+static void count_slab_hit(void *ctx, uint64_t offset, uint64_t bytes, uint32_t inuse,
+                           uint32_t capacity) {
+  slab_hits_t *s = ctx;
+  (void)inuse;
+  (void)capacity;
+  s->slabs += offset < s->off + s->len && s->off < offset + bytes;
+}
+
+/* One lost range: every buffer, slab and held object on it, and the sessions they belong
+ * to, at err. */
+static void report_range(ledger_t *l, uint64_t off, uint64_t len, const char *found_by) {
+  char all[512] = "", who[256];
+  size_t alen = 0, nbufs = 0, nslabs = 0;
+  uint64_t k, v, objs = 0;
+  u64map_t seen;
+  size_t it = 0;
+
+  u64map_init(&seen);
+  while (u64map_next(&l->by_handle, &it, &k, &v)) {
+    const lbuf_t *b = (const lbuf_t *)(uintptr_t)v;
+    uint64_t lost;
+    size_t wlen = 0;
+    u64map_t one;
+    if (b->offset >= off + len || off >= b->offset + b->size) continue;
+    lost = region_lost_in(l->region, b->offset, b->size);
+    u64map_init(&one);
+    for (uint32_t i = 0; i < b->nholders; i++) {
+      name_session(who, sizeof who, &wlen, &one, &b->holders[i]->ident);
+      name_session(all, sizeof all, &alen, &seen, &b->holders[i]->ident);
+    }
+    u64map_fini(&one);
+    log_err("hole: buffer %" PRIu64 "%s%s%s (%" PRIu64 " bytes at offset 0x%" PRIx64
+            ") lost %" PRIu64 " bytes of its contents; held by %s",
+            b->handle, b->qname ? " '" : "", b->qname ? b->qname : "", b->qname ? "'" : "",
+            b->size, b->offset, lost, wlen ? who : "nobody");
+    nbufs++;
+  }
+  for (size_t i = 0; i < l->ncaches; i++) {
+    slab_hits_t s = {.off = off, .len = len};
+    slab_cache_walk(l->cache_list[i]->cache, count_slab_hit, &s);
+    if (!s.slabs) continue;
+    log_err("hole: %" PRIu64 " slab%s of cache '%s' hit", s.slabs, s.slabs == 1 ? "" : "s",
+            l->cache_list[i]->name);
+    nslabs += s.slabs;
+  }
+  for (const ledger_holder_t *h = l->holders; h; h = h->next) {
+    uint64_t mine = 0;
+    it = 0;
+    while (u64map_next(&h->objs, &it, &k, &v)) {
+      const lcache_t *c = cache_by_id(l, (uint32_t)v);
+      mine += c && k < off + len && off < k + c->object_size;
+    }
+    if (mine) name_session(all, sizeof all, &alen, &seen, &h->ident);
+    objs += mine;
+  }
+  log_err("hole: %" PRIu64 " bytes at offset 0x%" PRIx64
+          " no longer back the region (punched out of the memfd by a holder of it; found by "
+          "%s): %zu buffer%s, %zu slab%s, %" PRIu64 " held object%s on it; sessions hit: %s",
+          len, off, found_by, nbufs, nbufs == 1 ? "" : "s", nslabs, nslabs == 1 ? "" : "s",
+          objs, objs == 1 ? "" : "s", alen ? all : "none");
+  u64map_fini(&seen);
+}
+
+void ledger_holes_report(ledger_t *l, const char *found_by) {
+  region_range_t *v;
+  size_t n;
+
+  if (l->punched_bytes == l->reported_punched) return;
+  l->reported_punched = l->punched_bytes;
+  n = region_lost(l->region, NULL, 0);
+  if (!n) {
+    log_err("hole: %" PRIu64 " bytes were punched out of the region so far (found by %s); "
+            "all repaired",
+            l->punched_bytes, found_by);
+    return;
+  }
+  if (!(v = calloc(n, sizeof *v))) {
+    log_err("hole: %" PRIu64 " bytes of the region are lost (found by %s)",
+            region_lost_bytes(l->region), found_by);
+    return;
+  }
+  n = region_lost(l->region, v, n);
+  for (size_t i = 0; i < n; i++)
+    report_range(l, v[i].offset, v[i].length, found_by);
+  free(v);
+}
+
+void ledger_holes_stats(const ledger_t *l, ledger_holes_stats_t *ret) {
+  ret->lost_bytes = region_lost_bytes(l->region);
+  ret->quarantined_bytes = l->quarantine_bytes;
+  ret->quarantined_blocks = u64map_len(&l->quarantine);
+  ret->objects_aside = u64map_len(&l->aside);
+  ret->damaged_buffers = l->damaged_bufs;
+  ret->punched_bytes = l->punched_bytes;
+}
+
+uint64_t ledger_holder_damaged(const ledger_t *l, const ledger_holder_t *h) {
+  uint64_t k, n = 0;
+  size_t it = 0;
+  if (!l->damaged_bufs) return 0;
+  while (u64map_next(&h->holds, &it, &k, NULL)) {
+    const lbuf_t *b = buf_by_handle(l, k);
+    n += b && b->damaged;
+  }
+  return n;
 }
 
 /* ---- validator ---------------------------------------------------------------------- */
@@ -1786,7 +2385,7 @@ static int check_caches(ledger_t *l, char *why, size_t why_len) {
     if (openers != c->openers || openers == 0)
       return pp_corrupt(why, why_len, "cache %u: open by %u holders, %u recorded", c->id,
                         openers, c->openers);
-    if ((rc = mag_check(c->depot, c->held, why, why_len))) return rc;
+    if ((rc = mag_check(c->depot, c->held + c->aside, why, why_len))) return rc;
   }
   while (u64map_next(&l->scope_caches, &it, &k, &v)) {
     uint64_t n = 0;
@@ -1800,6 +2399,53 @@ static int check_caches(ledger_t *l, char *why, size_t why_len) {
   if (ncounted != l->ncaches)
     return pp_corrupt(why, why_len, "scopes count %" PRIu64 " caches of %zu", ncounted,
                       l->ncaches);
+  return 0;
+}
+
+/* Quarantine, set-aside objects and damage flags agree with the allocators and records. */
+static int check_holes(ledger_t *l, char *why, size_t why_len) {
+  uint64_t k, v, bytes = 0, damaged = 0;
+  size_t it = 0;
+
+  while (u64map_next(&l->quarantine, &it, &k, &v)) {
+    unsigned order;
+    if (buddy_block_order(l->buddy, k, &order) != 0 || order != v)
+      return pp_corrupt(
+          why, why_len,
+          "quarantined block at %" PRIu64 " is not an allocated block of order %" PRIu64, k, v);
+    if (u64map_get(&l->by_offset, k, NULL))
+      return pp_corrupt(why, why_len, "quarantined block at %" PRIu64 " is a buffer", k);
+    bytes += buddy_order_size(order);
+  }
+  if (bytes != l->quarantine_bytes)
+    return pp_corrupt(why, why_len, "quarantine holds %" PRIu64 " bytes, %" PRIu64 " recorded",
+                      bytes, l->quarantine_bytes);
+  for (size_t i = 0; i < l->ncaches; i++) {
+    lcache_t *c = l->cache_list[i];
+    uint64_t n = 0;
+    it = 0;
+    while (u64map_next(&l->aside, &it, &k, &v))
+      n += v == c->id;
+    if (n != c->aside)
+      return pp_corrupt(why, why_len,
+                        "cache %u: %" PRIu64 " objects set aside, %" PRIu64 " recorded", c->id,
+                        n, c->aside);
+  }
+  it = 0;
+  while (u64map_next(&l->aside, &it, &k, &v)) {
+    lcache_t *c = cache_by_id(l, (uint32_t)v);
+    if (!c || !slab_cache_owns(c->cache, k) || u64map_get(&l->obj_owner, k, NULL))
+      return pp_corrupt(why, why_len,
+                        "object %" PRIu64 " set aside in cache %" PRIu64
+                        " is not an allocated object held by nobody",
+                        k, v);
+  }
+  it = 0;
+  while (u64map_next(&l->by_handle, &it, &k, &v))
+    damaged += ((const lbuf_t *)(uintptr_t)v)->damaged;
+  if (damaged != l->damaged_bufs)
+    return pp_corrupt(why, why_len, "%" PRIu64 " buffers flagged damaged, %" PRIu64 " recorded",
+                      damaged, l->damaged_bufs);
   return 0;
 }
 
@@ -1886,6 +2532,7 @@ int ledger_check(ledger_t *l, char *why, size_t why_len) {
                       mu[LEDGER_OP_CACHE_CREATE], mu[LEDGER_OP_CACHE_DESTROY], l->ncaches);
 
   if ((rc = check_caches(l, why, why_len))) return rc;
+  if ((rc = check_holes(l, why, why_len))) return rc;
   if ((rc = slab_check(l->slab, why, why_len))) return rc;
   return buddy_check(l->buddy, why, why_len);
 }

@@ -85,6 +85,8 @@ typedef struct ledger_buf_info {
   ledger_scope_t scope; /* of the name (meaningless when unpublished) */
   uint32_t nholders;    /* distinct holders; ledger_buf_holder() names them */
   const ledger_buf_t *buf;
+  bool damaged;        /* a page of it was punched out while it lived: contents lost */
+  uint64_t lost_bytes; /* of its pages lost now (no address reported for them) */
 } ledger_buf_info_t;
 
 typedef struct ledger_cache_info {
@@ -130,6 +132,7 @@ typedef enum ledger_block_kind {
   LEDGER_BLOCK_BUFFER,
   LEDGER_BLOCK_SLAB,
   LEDGER_BLOCK_OTHER, /* allocated from the buddy, but neither a buffer nor a slab */
+  LEDGER_BLOCK_LOST,  /* quarantined: its pages were punched out and are not replaced */
 } ledger_block_kind_t;
 
 /* One block of the region's map.  For a slab: objects allocated from it (inuse), its
@@ -218,11 +221,14 @@ uint64_t ledger_uid_charged(const ledger_t *l, uid_t uid);
  * its uid, published under name (in h's scope unless qualified) unless name is NULL or "".
  * Errors: PP_EINVAL (size 0, bad name, unknown flags), PP_ERANGE, PP_EPERM (a scope h may
  * not create names in), PP_EEXIST (name taken), PP_ELIMIT (max_buffers), PP_EQUOTA,
- * PP_ENOMEM / PP_ENOCONTIG (the buddy), PP_ENOPRIVMEM. */
+ * PP_ENOMEM / PP_ENOCONTIG (the buddy), PP_ELOSTPAGE (the blocks tried had pages punched
+ * out that could not be replaced, or could not be zeroed), PP_ENOPRIVMEM.  The block is
+ * checked against pagemap first and zeroed with region_zero (LEDGER_ALLOC_ZERO). */
 int ledger_buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
                      const char *name, ledger_why_t *why, ledger_buf_info_t *ret);
 /* One more reference by h to the buffer published under name (h's scope unless
- * qualified).  PP_EINVAL (no name, bad scope), PP_ENOENT, PP_ELIMIT, PP_ENOPRIVMEM. */
+ * qualified).  PP_EINVAL (no name, bad scope), PP_ENOENT, PP_ELIMIT, PP_ENOPRIVMEM.  Its
+ * pages are checked against pagemap before *ret reports their addresses. */
 int ledger_buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_why_t *why,
                       ledger_buf_info_t *ret);
 /* Drop one of h's references; the buffer goes with its last one.  PP_ENOENT when h holds
@@ -288,6 +294,37 @@ int ledger_walk_blocks(ledger_t *l, ledger_block_fn fn, void *ctx);
 int ledger_walk_blocks_from(ledger_t *l, uint64_t from, ledger_block_fn fn, void *ctx);
 /* Primitive changes of kind op made so far (ledger_op_t). */
 uint64_t ledger_mutations(const ledger_t *l, ledger_op_t op);
+
+/* ---- lost pages (ledger.c's essay; daemon/holes.c drives these) ------------------------ */
+
+typedef struct ledger_holes_stats {
+  uint64_t lost_bytes;         /* region pages lost now (region_lost_bytes) */
+  uint64_t quarantined_bytes;  /* blocks taken out of the buddy for their lost pages */
+  uint64_t quarantined_blocks; /* (and for a zeroing that failed) */
+  uint64_t objects_aside;      /* objects kept from circulation: on lost pages */
+  uint64_t damaged_buffers;    /* live buffers whose contents were (partly) lost */
+  uint64_t punched_bytes;      /* found punched since start, repaired or not */
+} ledger_holes_stats_t;
+
+/* Scan the whole region for punched pages (region_scan_holes), flag the live buffers on
+ * lost pages damaged, quarantine lost pages that are free, and bring the runs and the
+ * buffers' addresses in step.  The number of lost ranges (>= 0), or region_scan_holes'
+ * error (PP_EOS: pagemap unreadable). */
+int ledger_holes_scan(ledger_t *l);
+/* When pages were found punched since the last report: log at err each lost range, with
+ * every buffer (handle, offset, name, holders' session ids, pids and uids), slab and held
+ * object on it and the sessions hit.  found_by names what found them ("the periodic
+ * scan"). */
+void ledger_holes_report(ledger_t *l, const char *found_by);
+/* Try to back every lost page again (region_repair), then give back what no longer needs
+ * keeping: quarantined blocks and set-aside objects whose pages are whole again (zeroed
+ * with zero_on_free).  0 when nothing is lost any more; else region_repair's first error
+ * (PP_ENOHUGE: the pool has no page; PP_EQUOTA: the pin budget is spent), what failed
+ * still lost and kept out of circulation. */
+int ledger_holes_repair(ledger_t *l);
+void ledger_holes_stats(const ledger_t *l, ledger_holes_stats_t *ret);
+/* Damaged buffers h holds (0 at once when none is damaged). */
+uint64_t ledger_holder_damaged(const ledger_t *l, const ledger_holder_t *h);
 
 /* Validator over the ledger and the allocators under it: 0, or PP_ECORRUPT with the first
  * violation in why. */

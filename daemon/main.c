@@ -27,6 +27,7 @@
 #include "endpoint.h"
 #include "frame.h"
 #include "handlers.h"
+#include "holes.h"
 #include "ledger.h"
 #include "log.h"
 #include "probe.h"
@@ -58,6 +59,7 @@ typedef struct options {
   uint32_t frame_timeout_ms;
   uint32_t write_timeout_ms;
   uint64_t max_queued;
+  uint32_t scan_interval_ms;
 } options_t;
 
 static int parse_u32(const char *s, uint32_t *ret) {
@@ -105,7 +107,8 @@ typedef enum {
   OPT_ADMIN_RESERVE,
   OPT_FRAME_TIMEOUT,
   OPT_WRITE_TIMEOUT,
-  OPT_MAX_QUEUED
+  OPT_MAX_QUEUED,
+  OPT_SCAN_INTERVAL
 } opt_id_t;
 
 /* --shared-group a,b: each entry appended (a repeated option adds to the list). */
@@ -175,6 +178,9 @@ static const struct option_def {
     {"max-queued", OPT_MAX_QUEUED, false,
      "SIZE  memory of unread replies, all clients together, above which clients with "
      "replies queued are not read (default 64M)"},
+    {"scan-interval", OPT_SCAN_INTERVAL, false,
+     "MS  check the whole region for pages clients punched out this often, 0 = only when "
+     "a block is handed out or looked up (default 10000)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -253,6 +259,7 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     rc = units_parse_size(val, &o->max_queued);
     if (!rc && (o->max_queued < (64u << 10) || o->max_queued > SIZE_MAX / 2)) rc = PP_ERANGE;
     break;
+  case OPT_SCAN_INTERVAL: rc = parse_u32(val, &o->scan_interval_ms); break;
   }
   if (rc) {
     fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
@@ -407,7 +414,8 @@ int main(int argc, char **argv) {
                  .admin_reserve = 4,
                  .frame_timeout_ms = 10000,
                  .write_timeout_ms = 30000,
-                 .max_queued = 64ull << 20};
+                 .max_queued = 64ull << 20,
+                 .scan_interval_ms = HOLES_INTERVAL_DEFAULT_MS};
   server_config_t sc = {0};
   ledger_config_t lc = {0};
   ledger_t *ledger = NULL;
@@ -468,6 +476,7 @@ int main(int argc, char **argv) {
   sc.frame_timeout_ms = o.frame_timeout_ms;
   sc.write_timeout_ms = o.write_timeout_ms;
   sc.max_queued = (size_t)o.max_queued;
+  sc.scan_interval_ms = o.scan_interval_ms;
   rc = server_run(&sc, ledger);
   ledger_destroy(ledger);
   return rc ? 1 : 0;

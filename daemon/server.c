@@ -36,6 +36,10 @@
  * pages in the middle of the heap), TRIM_DELAY_MS after the drop so that one wave of
  * departures costs one trim, and never more often than every TRIM_EVERY_MS.
  *
+ * Holes.  Every --scan-interval ms (unless 0) a timer runs holes_pass() (holes.c): the
+ * whole region is checked for pages clients punched out, who was hit is logged, and lost
+ * pages are repaired.  Like the other timers it does not keep the loop alive.
+ *
  * systemd.  READY=1 once the region is mapped (the ledger exists before we are called)
  * and the socket listens; STATUS= lines when clients come and go; STOPPING=1 at shutdown.
  *
@@ -183,6 +187,11 @@ void server_conn_gone(server_t *srv) {
   uv_timer_start(&srv->trim_timer, on_trim, delay, 0);
 }
 
+static void on_holes(uv_timer_t *t) {
+  server_t *srv = t->data;
+  holes_pass(&srv->holes);
+}
+
 /* ---- descriptors ---------------------------------------------------------------------- */
 
 /* RLIMIT_NOFILE's soft limit up to the hard one; a warning when the bounds on connections
@@ -314,6 +323,12 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   srv->dl_timer.data = srv->trim_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->dl_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
+  holes_init(&srv->holes, ledger);
+  uv_timer_init(&srv->loop, &srv->holes_timer);
+  srv->holes_timer.data = srv;
+  uv_unref((uv_handle_t *)&srv->holes_timer);
+  if (cfg->scan_interval_ms)
+    uv_timer_start(&srv->holes_timer, on_holes, cfg->scan_interval_ms, cfg->scan_interval_ms);
   uv_idle_init(&srv->loop, &srv->turn);
   srv->turn.data = srv;
   uv_unref((uv_handle_t *)&srv->turn);

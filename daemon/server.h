@@ -28,6 +28,7 @@ typedef struct server_config {
   unsigned frame_timeout_ms;    /* a frame must be complete this long after its first byte */
   unsigned write_timeout_ms;    /* a client with replies queued must take some within this */
   uint64_t started_ms;          /* CLOCK_MONOTONIC ms at start-up (Stats.uptime_ms) */
+  uint32_t scan_interval_ms;    /* whole-region scan for punched pages (holes.c); 0 = off */
 } server_config_t;
 
 /* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut

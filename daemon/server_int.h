@@ -13,6 +13,7 @@
 
 #include "frame.h"
 #include "handlers.h"
+#include "holes.h"
 #include "ledger.h"
 #include "listen.h"
 #include "server.h"
@@ -114,6 +115,9 @@ struct server {
   uv_timer_t trim_timer; /* malloc_trim after many connections left (server.c) */
   uint32_t nconns_peak;  /* most connections since the last trim */
   uint64_t trim_last_ms;
+
+  uv_timer_t holes_timer; /* the periodic scan for punched pages (holes.c) */
+  holes_t holes;
 };
 
 /* conn.c */

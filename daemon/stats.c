@@ -64,7 +64,10 @@
  * magazines, the part of tails no object is charged for) = the buddy's allocated bytes -
  * buffer blocks - objects held at their charge.  A slab holds at most objs_per_slab
  * objects, each charged at most slab_bytes / objs_per_slab, so cached is never negative,
- * and used + free + cached == region_size.  Per client: bytes_held = the blocks of the
+ * and used + free + cached + quarantined == region_size (quarantined: blocks kept out of
+ * the buddy for pages punched out of the region; ledger.c).  Damage from such pages shows
+ * per buffer (damaged, lost_bytes), per client (damaged_buffers) and in total (lost,
+ * quarantined, damaged, punched so far, objects set aside).  Per client: bytes_held = the blocks of the
  * buffers it holds (whoever pays for them) + its objects at their charge; bytes_charged =
  * what its uid pays — the blocks of the buffers charged to it, its sessions' objects, and
  * one slab per cache they hold objects in — the figure --quota limits.  Names (buffers,
@@ -254,6 +257,7 @@ static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, const session_t *
   ci->buffers = t.buffers;
   ci->objects = t.objects;
   ci->requests = s->requests;
+  if (s->holder) ci->damaged_buffers = ledger_holder_damaged(l, s->holder);
   return ci;
 }
 
@@ -272,6 +276,8 @@ static Pinpool__V1__BufferInfo *buffer_info(const ledger_buf_info_t *b, uint32_t
   bi->contiguous = b->contiguous;
   if (b->qname) bi->name = (char *)b->qname; /* lives until after packing */
   bi->charged_uid = (uint32_t)b->charged_uid;
+  bi->damaged = b->damaged;
+  bi->lost_bytes = b->lost_bytes;
   bi->nr_holders = b->nholders;
   if (n) {
     bi->holder_pids = arena_alloc(a, n * sizeof *bi->holder_pids);
@@ -292,6 +298,7 @@ static const Pinpool__V1__MapBlock__Kind map_kind[] = {
     [LEDGER_BLOCK_BUFFER] = PINPOOL__V1__MAP_BLOCK__KIND__BUFFER,
     [LEDGER_BLOCK_SLAB] = PINPOOL__V1__MAP_BLOCK__KIND__SLAB,
     [LEDGER_BLOCK_OTHER] = PINPOOL__V1__MAP_BLOCK__KIND__OTHER,
+    [LEDGER_BLOCK_LOST] = PINPOOL__V1__MAP_BLOCK__KIND__LOST,
 };
 
 static Pinpool__V1__MapBlock *map_block(const ledger_block_t *lb, arena_t *a) {
@@ -543,6 +550,7 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
   ledger_totals_t t;
   buddy_stats_t bs;
   region_run_stats_t runs;
+  ledger_holes_stats_t hs;
   uint64_t allocated;
   int rc;
 
@@ -569,9 +577,16 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
     st->frag_index[o] = bs.frag_index[o];
   }
   st->used_bytes = t.buf_bytes + t.obj_bytes;
-  /* Slabs and buffers are the buddy's only users: what is allocated and not a buffer is
-   * slab memory, and what of it no object's charge covers is cached. */
-  allocated = bs.size - bs.free_bytes;
+  ledger_holes_stats(l, &hs);
+  st->lost_bytes = hs.lost_bytes;
+  st->quarantined_bytes = hs.quarantined_bytes;
+  st->damaged_buffers = hs.damaged_buffers;
+  st->punched_bytes = hs.punched_bytes;
+  st->objects_set_aside = hs.objects_aside;
+  /* Slabs, buffers and quarantined blocks are the buddy's only users: what is allocated
+   * and neither a buffer nor quarantined is slab memory, and what of it no object's charge
+   * covers is cached. */
+  allocated = bs.size - bs.free_bytes - hs.quarantined_bytes;
   st->cached_bytes =
       allocated >= t.buf_bytes + t.obj_bytes ? allocated - t.buf_bytes - t.obj_bytes : 0;
   st->nr_buffers = t.nbufs;

@@ -22,7 +22,10 @@
  *     are marked lost in the table (physmap.c): no address, no run, no contiguity, so the
  *     daemon never hands out an address it no longer has.  (In a region neither pinned nor
  *     mlocked, reclaim can clear entries too: such a page is reported lost and its repair
- *     faults it back — a false alarm, never a wrong address.)
+ *     faults it back — a false alarm, never a wrong address.)  region_check_range() does
+ *     the same for one range, in O(pages of the range): the daemon runs it on a block
+ *     just before it reports the block's addresses, between whole-region scans.
+ *     region_lost_in() counts the lost pages of a range from the table alone.
  *   - region_repair() backs lost pages again: fallocate the range (taking pages from the
  *     pool; ENOSPC when it is empty), fault it in through our mapping
  *     (MADV_POPULATE_WRITE), pin it in fresh io_uring slots (the punched pages keep their
@@ -153,6 +156,32 @@ int region_scan_holes(region_t *r, void (*cb)(void *ctx, uint64_t offset, uint64
     free(v);
   }
   return (int)(n > INT32_MAX ? INT32_MAX : n);
+}
+
+int region_check_range(region_t *r, uint64_t offset, uint64_t len) {
+  char s1[32], s2[32];
+  if (!r || !r->base) return PP_EINVAL;
+  if (offset > r->size || len > r->size - offset) return PP_ERANGE;
+  if (len == 0) return 0;
+  uint64_t first = offset / r->page_size;
+  uint64_t count = (offset + len + r->page_size - 1) / r->page_size - first;
+  int64_t found = check_pages(r, first, count);
+  if (found < 0) return (int)found; /* not logged: the caller may check on every request */
+  if (found)
+    region_logf(&r->log, LOG_WARNING,
+                "hole check of %s at offset %s: %" PRId64 " pages no longer back the region "
+                "(punched by a holder of the fd)",
+                region_fmt_size(len, s1), region_fmt_size(offset, s2), found);
+  return (int)(found > INT32_MAX ? INT32_MAX : found);
+}
+
+uint64_t region_lost_in(const region_t *r, uint64_t offset, uint64_t len) {
+  if (!r || r->map.nr_lost == 0 || len == 0 || offset >= r->size) return 0;
+  if (len > r->size - offset) len = r->size - offset;
+  uint64_t n = 0, end = (offset + len + r->page_size - 1) / r->page_size;
+  for (uint64_t p = offset / r->page_size; p < end; p++)
+    n += physmap_page_lost(&r->map, p);
+  return n * r->page_size;
 }
 
 /* Back pages [first, first+count), all lost, again.  0, PP_ENOHUGE, PP_EQUOTA, PP_EOS or

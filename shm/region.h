@@ -161,6 +161,13 @@ uint64_t region_generation(const region_t *r);
  * ~17 ms with 4 KiB pages). */
 int region_scan_holes(region_t *r, void (*cb)(void *ctx, uint64_t offset, uint64_t len),
                       void *ctx);
+/* The same check for the pages of [offset, offset+len) only: O(pages of the range), one
+ * pread per 512 4 KiB pages or per hugepage — cheap enough to run on a block before its
+ * physical addresses are reported.  Marks lost the pages no longer backing the region and
+ * returns how many were newly lost (>= 0; pages already lost are not counted).  PP_EOS
+ * when /proc/self/pagemap cannot be read (nothing changed), PP_ERANGE outside the region,
+ * PP_EINVAL for a table-only region. */
+int region_check_range(region_t *r, uint64_t offset, uint64_t len);
 /* Back the lost pages of [offset, offset+len) again: fallocate, fault in through our
  * mapping, pin in fresh slots (the punched pages keep their pins), re-read the addresses.
  * Repaired pages are no longer lost and may have new addresses (the generation moves).
@@ -172,6 +179,9 @@ int region_repair(region_t *r, uint64_t offset, uint64_t len);
 /* The lost ranges, in offset order; fills up to n, returns the total count. */
 size_t region_lost(const region_t *r, region_range_t *out, size_t n);
 uint64_t region_lost_bytes(const region_t *r);
+/* Bytes of the lost pages that overlap [offset, offset+len) (whole pages; the range is
+ * clipped to the region).  0 at once when no page is lost, else O(pages of the range). */
+uint64_t region_lost_in(const region_t *r, uint64_t offset, uint64_t len);
 
 /* memset(base + offset, 0, len) that cannot kill the process: 0 when the range was zeroed
  * in the pages the table records.  PP_EOS, with nothing written past the missing page,

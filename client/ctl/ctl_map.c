@@ -35,11 +35,12 @@
 
 #define CTL_MAP_LEGEND_WIDTH 79u
 
-enum map_kind { MK_BUFFER, MK_SLAB, MK_MAGAZINE, MK_EMPTY, MK_OTHER, MK_FREE, MK_N };
+enum map_kind { MK_BUFFER, MK_SLAB, MK_MAGAZINE, MK_EMPTY, MK_LOST, MK_OTHER, MK_FREE, MK_N };
 
 static const char map_chars[MK_N] = {
     [MK_BUFFER] = CTL_MAP_BUFFER, [MK_SLAB] = CTL_MAP_SLAB,   [MK_MAGAZINE] = CTL_MAP_MAGAZINE,
     [MK_EMPTY] = CTL_MAP_EMPTY,   [MK_OTHER] = CTL_MAP_OTHER, [MK_FREE] = CTL_MAP_FREE,
+    [MK_LOST] = CTL_MAP_LOST,
 };
 
 /* Legend in the order the characters are explained to the operator. */
@@ -53,6 +54,7 @@ static const struct {
     {CTL_MAP_SLAB, "slab in use"},
     {CTL_MAP_MAGAZINE, "slab mostly parked in magazines"},
     {CTL_MAP_EMPTY, "empty slab (shrink frees it)"},
+    {CTL_MAP_LOST, "lost pages (quarantined)"},
     {CTL_MAP_OTHER, "other"},
     {CTL_MAP_UNKNOWN, "not described"},
 };
@@ -67,6 +69,7 @@ static enum map_kind block_kind(const Pinpool__V1__MapBlock *b) {
   switch (b->kind) {
   case PINPOOL__V1__MAP_BLOCK__KIND__FREE: return MK_FREE;
   case PINPOOL__V1__MAP_BLOCK__KIND__BUFFER: return MK_BUFFER;
+  case PINPOOL__V1__MAP_BLOCK__KIND__LOST: return MK_LOST;
   case PINPOOL__V1__MAP_BLOCK__KIND__SLAB:
     switch (ctl_map_slab_char(b->inuse, b->in_magazines)) {
     case CTL_MAP_EMPTY: return MK_EMPTY;
@@ -206,6 +209,7 @@ static const char *kind_name(Pinpool__V1__MapBlock__Kind k) {
   case PINPOOL__V1__MAP_BLOCK__KIND__FREE: return "free";
   case PINPOOL__V1__MAP_BLOCK__KIND__BUFFER: return "buffer";
   case PINPOOL__V1__MAP_BLOCK__KIND__SLAB: return "slab";
+  case PINPOOL__V1__MAP_BLOCK__KIND__LOST: return "lost";
   default: return "other";
   }
 }

@@ -23,6 +23,7 @@
 #define CTL_MAP_MAGAZINE 'm' /* a slab whose objects mostly sit in daemon magazines */
 #define CTL_MAP_EMPTY 's'    /* a slab with no object allocated: `shrink` would release it */
 #define CTL_MAP_OTHER 'o'    /* allocated for another reason */
+#define CTL_MAP_LOST 'x'     /* quarantined: pages punched out of the region, not replaced */
 #define CTL_MAP_UNKNOWN '?'  /* not described by the snapshot */
 
 #define CTL_MAP_MIN_COLUMNS 8u

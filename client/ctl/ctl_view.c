@@ -34,6 +34,11 @@
  * 0 "4K".  Slab bytes come from SlabInfo.slab_bytes.  An older daemon that sends neither
  * field gets the 4 KiB unit it used (ctl_min_block, ctl_slab_bytes).
  *
+ * Holes: pages a client punched out of the region.  status adds what they cost when there
+ * was any (punched so far, lost now, quarantined, damaged buffers, objects set aside);
+ * buffers marks a damaged buffer after its name, clients counts each session's damaged
+ * buffers in its state.  JSON always carries the fields.
+ *
  * Contiguity, also two figures: the largest free block a CONTIGUOUS allocation gets now
  * (Stats.largest_free_contiguous) and the longest physically contiguous run of the
  * region, free or not (Stats.largest_contiguous_run): a ceiling, not a promise.
@@ -271,6 +276,18 @@ static void view_largest_free_contiguous(FILE *out, const Pinpool__V1__Stats *s)
     view_bytes(out, "largest free contiguous block", s->largest_free_contiguous);
 }
 
+/* Pages punched out of the region, when there were any. */
+static void view_holes(FILE *out, const Pinpool__V1__Stats *s) {
+  if (!s->punched_bytes && !s->lost_bytes && !s->quarantined_bytes && !s->damaged_buffers &&
+      !s->objects_set_aside)
+    return;
+  view_bytes(out, "punched out (so far)", s->punched_bytes);
+  view_bytes(out, "lost now", s->lost_bytes);
+  view_bytes(out, "quarantined", s->quarantined_bytes);
+  fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "damaged buffers", s->damaged_buffers);
+  fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "objects set aside", s->objects_set_aside);
+}
+
 void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
   char a[32];
 
@@ -296,6 +313,7 @@ void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
     fprintf(out, VIEW_LABEL "%" PRIu32 "\n", "clients", s->nr_clients);
   fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "buffers", s->nr_buffers);
   fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "caches", ctl_nr_caches(s));
+  view_holes(out, s);
 }
 
 void ctl_view_runs(FILE *out, const Pinpool__V1__Stats *s) {
@@ -401,12 +419,22 @@ static uint64_t now_unix_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* ", 2 damaged buffers" after a session's state; "" when none. */
+static const char *fmt_damaged(char *buf, size_t len, const Pinpool__V1__ClientInfo *c) {
+  if (!c->damaged_buffers)
+    buf[0] = '\0';
+  else
+    snprintf(buf, len, ", %" PRIu64 " damaged buffer%s", c->damaged_buffers,
+             c->damaged_buffers == 1 ? "" : "s");
+  return buf;
+}
+
 void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s) {
   ctl_view_clients_at(out, s, now_unix_ms());
 }
 
 void ctl_view_clients_at(FILE *out, const Pinpool__V1__Stats *s, uint64_t now_ms) {
-  char a[32], b[32], ch[32], st[64];
+  char a[32], b[32], ch[32], st[64], dmg[40];
 
   /* HELD: what the session holds; CHARGED: what its uid pays (what --quota limits). */
   fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %12s %8s %8s %9s  %s\n", "SESSION", "PID", "UID",
@@ -415,17 +443,17 @@ void ctl_view_clients_at(FILE *out, const Pinpool__V1__Stats *s, uint64_t now_ms
     const Pinpool__V1__ClientInfo *c = s->clients[i];
     fprintf(out,
             "%8" PRIu64 " %8" PRIu32 " %6" PRIu32 "  %-16s %-19s %12s %12s %8" PRIu64
-            " %8" PRIu64 " %9" PRIu64 "  %s\n",
+            " %8" PRIu64 " %9" PRIu64 "  %s%s\n",
             c->session_id, c->pid, c->uid, c->name && c->name[0] ? c->name : "-",
             fmt_since(a, sizeof a, c->connected_since_unix_ms),
             ctl_fmt_size(b, sizeof b, c->bytes_held),
             ctl_fmt_size(ch, sizeof ch, c->bytes_charged), c->buffers, c->objects, c->requests,
-            ctl_fmt_session_state(st, sizeof st, c, now_ms));
+            ctl_fmt_session_state(st, sizeof st, c, now_ms), fmt_damaged(dmg, sizeof dmg, c));
   }
 }
 
 void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f) {
-  char a[32], phys[24];
+  char a[32], phys[24], lost[32], dmg[64];
 
   /* CHARGED TO: the uid that pays for the block now (it follows the holders). */
   fprintf(out, "%8s %-14s %10s %-18s %-6s %10s %-20s %s\n", "HANDLE", "OFFSET", "SIZE", "PHYS",
@@ -451,9 +479,15 @@ void ctl_view_buffers(FILE *out, const Pinpool__V1__Stats *s, const ctl_buffer_f
       snprintf(phys, sizeof phys, "0x%016" PRIx64, bi->phys_addr);
     else
       snprintf(phys, sizeof phys, "-");
-    fprintf(out, "%8" PRIu64 " 0x%012" PRIx64 " %10s %-18s %-6s %10s %-20s %s\n", bi->handle,
+    /* Its contents were (partly) lost to punched pages; some may still be. */
+    if (bi->damaged || bi->lost_bytes)
+      snprintf(dmg, sizeof dmg, "  DAMAGED (%s lost now)",
+               ctl_fmt_size(lost, sizeof lost, bi->lost_bytes));
+    else
+      dmg[0] = '\0';
+    fprintf(out, "%8" PRIu64 " 0x%012" PRIx64 " %10s %-18s %-6s %10s %-20s %s%s\n", bi->handle,
             bi->offset, ctl_fmt_size(a, sizeof a, bi->size), phys, yes_no(bi->contiguous), uid,
-            holders[0] ? holders : "-", bi->name && bi->name[0] ? bi->name : "-");
+            holders[0] ? holders : "-", bi->name && bi->name[0] ? bi->name : "-", dmg);
   }
 }
 
@@ -512,6 +546,11 @@ json_object *ctl_json_status(const Pinpool__V1__Stats *s) {
   put_u64(o, "max_clients", s->max_clients);
   put_u64(o, "nr_buffers", s->nr_buffers);
   put_u64(o, "nr_caches", ctl_nr_caches(s));
+  put_u64(o, "punched_bytes", s->punched_bytes);
+  put_u64(o, "lost_bytes", s->lost_bytes);
+  put_u64(o, "quarantined_bytes", s->quarantined_bytes);
+  put_u64(o, "damaged_buffers", s->damaged_buffers);
+  put_u64(o, "objects_set_aside", s->objects_set_aside);
   if (s->runs) json_object_object_add(o, "runs", ctl_json_runs(s));
   return o;
 }
@@ -637,6 +676,7 @@ json_object *ctl_json_clients(const Pinpool__V1__Stats *s) {
     put_u64(e, "requests", c->requests);
     put_bool(e, "detached", c->detached);
     put_u64(e, "detached_deadline_unix_ms", c->detached_deadline_unix_ms);
+    put_u64(e, "damaged_buffers", c->damaged_buffers);
     json_object_array_add(list, e);
   }
   json_object_object_add(o, "clients", list);
@@ -667,6 +707,8 @@ json_object *ctl_json_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filt
     put_u64(e, "charged_uid", b->charged_uid);
     /* A daemon before nr_holders lists them all. */
     put_u64(e, "nr_holders", b->nr_holders ? b->nr_holders : b->n_holder_pids);
+    put_bool(e, "damaged", b->damaged);
+    put_u64(e, "lost_bytes", b->lost_bytes);
     if (!(pids = json_object_new_array())) goto fail;
     for (size_t h = 0; h < b->n_holder_pids; h++)
       json_object_array_add(pids, json_object_new_uint64(b->holder_pids[h]));

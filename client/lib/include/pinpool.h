@@ -142,7 +142,9 @@ PP_API uint64_t pp_offset(pp_client *c, const void *addr);
 
 /* A buffer of at least size bytes (rounded up to a buddy block: see ret->size).
  * flags: PP_CONTIGUOUS, PP_ZERO.  Errors: PP_EINVAL (size 0, unknown flags), PP_ENOMEM,
- * PP_ENOCONTIG, PP_ERANGE, PP_EQUOTA, PP_ELIMIT, and the connection errors. */
+ * PP_ENOCONTIG, PP_ERANGE, PP_EQUOTA, PP_ELIMIT, PP_ELOSTPAGE (the free blocks that could
+ * serve it had pages punched out of the region by some client, and the daemon could not
+ * replace them: they are kept out of circulation), and the connection errors. */
 PP_API int pp_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret);
 /* The same, published under name so that other clients can pp_lookup() it; the name
  * lives as long as the buffer (until its last holder frees it).  Names are scoped by
