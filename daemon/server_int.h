@@ -15,6 +15,7 @@
 #include "handlers.h"
 #include "ledger.h"
 #include "listen.h"
+#include "persist.h"
 #include "server.h"
 #include "session.h"
 #include "u64map.h"
@@ -114,6 +115,13 @@ struct server {
   uv_timer_t trim_timer; /* malloc_trim after many connections left (server.c) */
   uint32_t nconns_peak;  /* most connections since the last trim */
   uint64_t trim_last_ms;
+
+  persist_t *persist;     /* the journal and the fd store (persist.c) */
+  uv_timer_t grace_timer; /* the earliest deadline of a detached session */
+  uv_timer_t watchdog;    /* WATCHDOG=1 at half of WATCHDOG_USEC */
+  uint64_t requests;      /* served past Hello (the test hang counts them) */
+  int exit_rc;            /* what server_run returns after a clean loop end */
+  uint32_t grace_ms;      /* Welcome.grace_ms, and how long restored sessions wait */
 };
 
 /* conn.c */
@@ -152,6 +160,11 @@ int handshake_admit(conn_t *c, const struct ucred *cred, bool admin, handshake_v
 void handshake_frame(conn_t *c, const Pinpool__V1__Request *req);
 /* The connection's session is going: give back its client slot or pending place. */
 void handshake_leave(conn_t *c);
+/* A session the journal brought back: on the session list, detached, holding its uid's
+ * client slot until it is re-claimed or expires.  PP_ENOPRIVMEM. */
+int handshake_restore(server_t *srv, session_t *s);
+/* A detached session leaves (expired): off the list, its slot given back. */
+void handshake_forget(server_t *srv, session_t *s);
 
 /* server.c */
 /* STATUS= for systemd: clients and free bytes. */
@@ -163,5 +176,9 @@ void server_dl_push(conn_t *c, dl_kind_t kind);
 void server_dl_remove(conn_t *c, int side);
 /* A connection was freed: maybe give memory back to the system. */
 void server_conn_gone(server_t *srv);
+/* A request past Hello was answered: compaction when due; the test hang. */
+void server_request_done(server_t *srv);
+/* A detached session was re-claimed or a deadline moved: the grace timer follows. */
+void server_grace_arm(server_t *srv);
 
 #endif

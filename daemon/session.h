@@ -30,6 +30,21 @@ typedef struct session {
    * one per pool here. */
   struct ledger_holder *holder;
 
+  /* Restart survival (persist.c).  A session a restarted daemon took back from its journal
+   * is detached — on the session list, holding what it held, with no connection — until a
+   * Hello presenting its token re-claims it or its deadline passes (then it is released as
+   * a disconnect is).  Both deadlines say the same moment: Unix ms for Stats, the loop's
+   * clock for the timer. */
+  bool detached;
+  uint64_t detached_deadline_unix_ms;
+  uint64_t detached_deadline_loop_ms;
+  /* The reply to the last request whose changes were journaled, as packed (its frame),
+   * and that request's id: a re-claiming client that sends that id again gets these bytes
+   * instead of having the request carried out twice. */
+  uint64_t reply_id;
+  uint8_t *reply;
+  uint32_t reply_len, reply_cap;
+
   struct session *prev, *next; /* the daemon's list of sessions past Hello */
 } session_t;
 
@@ -42,6 +57,16 @@ typedef struct session_list {
 /* A new session with a fresh id and token.  PP_ENOPRIVMEM, or PP_EOS when getrandom
  * fails. */
 int session_create(pid_t pid, uid_t uid, gid_t gid, session_t **ret);
+/* A session as a restarted daemon's journal describes it: that id and token (the id
+ * counter moves past id), hello_done, detached.  PP_ENOPRIVMEM. */
+int session_restore(uint64_t id, const uint8_t token[SESSION_TOKEN_LEN], pid_t pid, uid_t uid,
+                    gid_t gid, const char *name, uint64_t connected_ms, session_t **ret);
+/* Ids below next are never given to a new session (ids of sessions a restored journal
+ * saw end). */
+void session_skip_ids(uint64_t next);
+/* Keep bytes as the session's last journaled reply to request id.  PP_ENOPRIVMEM (the old
+ * one is then forgotten too, so that a stale reply never answers a retry). */
+int session_keep_reply(session_t *s, uint64_t id, const uint8_t *bytes, size_t len);
 /* Frees the session; its holder must have been released (ledger_holder_release) and the
  * session taken off any list first. */
 void session_destroy(session_t *s);
