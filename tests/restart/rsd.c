@@ -150,6 +150,20 @@ int rsd_log_count(const rsd_t *d, const char *needle) {
   return n;
 }
 
+void rsd_assert_log_clean(const rsd_t *d) {
+  static const char *const bad[] = {"AddressSanitizer",
+                                    "LeakSanitizer",
+                                    "runtime error:",
+                                    "pinpool assert failed",
+                                    "pinpool internal assert failed",
+                                    "_check failed:"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    if (rsd_log_count(d, bad[i])) {
+      rsd_dump_log(d);
+      fail_msg("the daemon's log reports '%s'", bad[i]);
+    }
+}
+
 Pinpool__V1__Response *rsd_stats(const rsd_t *d) {
   wire_t w;
   Pinpool__V1__Response *r = NULL;

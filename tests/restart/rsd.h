@@ -58,6 +58,10 @@ void rsd_free(rsd_t *d);
 void rsd_dump_log(const rsd_t *d);
 /* Lines of the daemon's log that contain needle. */
 int rsd_log_count(const rsd_t *d, const char *needle);
+/* Fails the test when any daemon process of this run reported a sanitizer error, a failed
+ * assertion or validator ("pinpool ... failed:"): a daemon that aborts is restarted like a
+ * killed one, so only its log tells. */
+void rsd_assert_log_clean(const rsd_t *d);
 
 /* Stats (with the buffer list) through a connection of its own, after a Shrink so that
  * empty slabs and magazines do not count; fails the test when it cannot be had.  Free

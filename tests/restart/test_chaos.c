@@ -345,6 +345,7 @@ static void clients_survive_fifty_kills_with_every_byte_in_place(void **state) {
   uint64_t ops_before = 0;
   for (int i = 0; i < CHAOS_PROCS; i++)
     ops_before += atomic_load(&sh->p[i].ops);
+  int kills = 0;
   for (int k = 0; k < CHAOS_KILLS; k++) {
     sup_exit_t ex;
     uint64_t min_us = k % 5 == 0 ? 0 : 40000;
@@ -353,6 +354,7 @@ static void clients_survive_fifty_kills_with_every_byte_in_place(void **state) {
       rsd_dump_log(&d);
       fail_msg("kill %d: %s", k, pp_strerror(rc));
     }
+    kills++;
     bool errors = false;
     for (int i = 0; i < CHAOS_PROCS; i++)
       errors |= atomic_load(&sh->p[i].errors) != 0;
@@ -397,6 +399,8 @@ static void clients_survive_fifty_kills_with_every_byte_in_place(void **state) {
     fail_msg("%d of %d client processes failed", failed, CHAOS_PROCS);
   }
   assert_true(in.restarts >= CHAOS_KILLS);
+  assert_int_equal(in.exits, kills); /* every daemon that ended was one the test killed */
+  rsd_assert_log_clean(&d);
   /* Work went on between the kills, and the clients did come back to new daemons. */
   assert_true(ops > ops_before + 20 * CHAOS_KILLS);
   assert_true(reclaims >= CHAOS_PROCS);
@@ -423,6 +427,7 @@ static void clients_survive_fifty_kills_with_every_byte_in_place(void **state) {
   frame_free_response(st);
   /* Its clean stop checks the journal against the ledger: exit 0 only if they agree. */
   assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
   rsd_free(&d);
   munmap(sh, sizeof *sh);
 }

@@ -179,6 +179,7 @@ static void a_killed_daemon_comes_back_with_every_session_buffer_and_object(void
   pp_disconnect(c);
   assert_books_balance(&d);
   assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
   rsd_free(&d);
 }
 
@@ -256,12 +257,14 @@ static void a_request_journaled_before_the_crash_is_answered_once(void **state) 
   assert_int_equal(c.reclaims, ++crashes);
 
   sup_info(d.sup, &in);
+  assert_int_equal(in.exits, crashes); /* no daemon died of anything else */
   assert_true(in.restarts >= crashes);
   assert_true(rsd_log_count(&d, "PINPOOLD_TEST_CRASH_AFTER_COMMIT") >= (int)crashes);
   assert_int_equal(rsd_log_count(&d, "PINPOOLD_TEST_CHECK_JOURNAL:"), 0);
   rcl_close(&c);
   assert_books_balance(&d);
   assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
   rsd_free(&d);
 }
 
@@ -323,6 +326,7 @@ an_absent_session_is_released_at_its_deadline_and_a_present_one_never(void **sta
   rcl_close(&absent);
   assert_books_balance(&d);
   assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
   rsd_free(&d);
 }
 
@@ -414,6 +418,7 @@ static void bad_stored_state_means_a_fresh_region_and_state_lost(void **state) {
     rcl_close(&c);
     assert_books_balance(&d);
     assert_int_equal(rsd_stop(&d), 0);
+    rsd_assert_log_clean(&d);
     rsd_free(&d);
     if (how == BAD_OTHER_REGION) {
       close(other_journal);
@@ -455,6 +460,7 @@ static void a_hung_loop_is_killed_by_the_watchdog_and_comes_back_with_its_state(
    * two requests each are few. */
   assert_books_balance(&d);
   sup_stop(d.sup, 20000, NULL);
+  rsd_assert_log_clean(&d);
   rsd_free(&d);
 }
 
