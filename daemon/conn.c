@@ -9,8 +9,9 @@
  *             answers Hello with a Welcome carrying the memfd
  *          -> requests, each answered in order (handlers_serve: a packed reply frame; what
  *             it changed is journaled with the reply before the reply is written,
- *             persist_request_end; a request whose id is the session's last journaled one
- *             gets that reply again instead: a re-claiming client's retry, exactly once)
+ *             persist_request_end; on a connection that re-claimed its session, a first
+ *             request whose id is the session's last journaled one gets that reply again
+ *             instead: the re-claiming client's retry, exactly once)
  *          -> EOF, error, or a deadline -> everything the session held goes back at once
  *             (ledger_holder_release) and its client slot with it (handshake_leave).
  *
@@ -635,10 +636,13 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     conn_fail(c, req->id, PP_EPROTO, "hello sent twice");
     goto out;
   }
-  if (c->session->reply_len && req->id == c->session->reply_id) {
-    /* Exactly once: a re-claiming client sends the request its connection lost again with
-     * the id it had; this session's last journaled change was that request, so it was
-     * carried out and gets the answer it had, not a second execution. */
+  bool replay = c->replay_armed && c->session->reply_len && req->id == c->session->reply_id;
+  c->replay_armed = false;
+  if (replay) {
+    /* Exactly once: a client that re-claimed its session sends the request its connection
+     * lost first, with the id it had; when this session's last journaled change was that
+     * request, it was carried out and gets the answer it had, not a second execution.
+     * Only that first request: ids are the client's choice and mean nothing otherwise. */
     if (!(buf = malloc(c->session->reply_len))) {
       conn_close_now(c);
       goto out;

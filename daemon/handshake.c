@@ -277,6 +277,7 @@ static void reclaim(conn_t *c, const Pinpool__V1__Request *req) {
              (int)p->pid);
   session_destroy(p);
   c->session = d;
+  c->replay_armed = true;
   server_grace_arm(srv);
   welcome(c, req, true);
 }

@@ -27,11 +27,13 @@
  *
  * Exactly once.  Each session keeps the reply to its last journaled request with that
  * request's id (session_t.reply, also in the journal and in every snapshot).  A client
- * whose connection broke under a request re-claims its session and sends the request again
- * with its original id; conn.c answers a request whose id equals the session's kept id with
- * the kept bytes, without carrying it out.  Request ids are unique per session, so no other
- * request can match; a request that changed nothing was not journaled, and running it again
- * is harmless.
+ * whose connection broke under a request re-claims its session and sends that request
+ * first, again, with its original id; conn.c answers the first request of a re-claiming
+ * connection whose id equals the session's kept id with the kept bytes, without carrying it
+ * out.  Ids are unique within a session (the client counts on across connections), so no
+ * other request can be taken for it; a request that changed nothing was not journaled, and
+ * running it again is harmless.  (One request in flight: a client that pipelined several
+ * gets exactly-once for its last journaled one only.)
  *
  * Coming back (persist_start).  With "region" and "journal" in the store: journal_adopt
  * (identity, superblock, torn tail cut off) — a tail that no crash leaves (a damaged

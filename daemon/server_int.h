@@ -78,6 +78,8 @@ struct conn {
   bool rejecting;        /* refused at accept: answer TOO_MANY_CLIENTS, close */
   bool shutdown_wanted;  /* closing: shut down once every queued reply is handed to libuv */
   bool yielded;          /* had its turn with input left: on the run queue, not read */
+  bool replay_armed;     /* re-claimed its session: its first request may be the one the
+                          * restart interrupted (conn.c: exactly once) */
   uid_t uid;             /* SO_PEERCRED, for refusals and the per-uid counts */
   struct conn *run_prev, *run_next; /* the run queue, while yielded */
   struct conn *prev, *next;

@@ -321,10 +321,14 @@ static int rcl_reclaim(rcl_t *c) {
 }
 
 int rcl_call(rcl_t *c, Pinpool__V1__Request *req, Pinpool__V1__Response **ret) {
+  return rcl_call_id(c, ++c->next_id, req, ret);
+}
+
+int rcl_call_id(rcl_t *c, uint64_t id, Pinpool__V1__Request *req, Pinpool__V1__Response **ret) {
   Pinpool__V1__Response *resp = NULL;
   int rc;
   if (c->lost) return c->lost;
-  req->id = ++c->next_id;
+  req->id = c->last_id = id;
   for (int tries = 0;; tries++) {
     rc = c->fd >= 0 ? rcl_exchange(c, req, 60000, &resp, NULL) : PP_EDISCONNECTED;
     if (rc != PP_EDISCONNECTED && rc != PP_EIO) break;

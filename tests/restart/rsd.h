@@ -86,6 +86,7 @@ typedef struct rcl {
   uint8_t region_id[16];
   uint32_t grace_ms;
   uint64_t next_id;
+  uint64_t last_id; /* of the last request rcl_call* sent (a Hello's not counted) */
   unsigned reclaims;
   int lost; /* after a failed re-claim: the code every later call returns */
 } rcl_t;
@@ -96,6 +97,8 @@ int rcl_open(rcl_t *c, const char *sock, const char *name);
  * again with the same id.  Returns the reply's status as a PP_E* code (0: OK), with the
  * response in *ret (may be NULL), or the re-claim's failure (PP_ESTATELOST, ...). */
 int rcl_call(rcl_t *c, Pinpool__V1__Request *req, Pinpool__V1__Response **ret);
+/* The same with the caller's id (not taken from the counter): to send a request again. */
+int rcl_call_id(rcl_t *c, uint64_t id, Pinpool__V1__Request *req, Pinpool__V1__Response **ret);
 void rcl_close(rcl_t *c);
 
 /* The requests. */
