@@ -636,22 +636,26 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     conn_fail(c, req->id, PP_EPROTO, "hello sent twice");
     goto out;
   }
-  bool replay = c->replay_armed && c->session->reply_len && req->id == c->session->reply_id;
+  uint64_t kept_id = 0;
+  size_t kept_len = 0;
+  const uint8_t *kept =
+      c->replay_armed ? session_kept_reply(c->session, &kept_id, &kept_len) : NULL;
+  bool replay = kept && req->id == kept_id;
   c->replay_armed = false;
   if (replay) {
     /* Exactly once: a client that re-claimed its session sends the request its connection
      * lost first, with the id it had; when this session's last journaled change was that
      * request, it was carried out and gets the answer it had, not a second execution.
      * Only that first request: ids are the client's choice and mean nothing otherwise. */
-    if (!(buf = malloc(c->session->reply_len))) {
+    if (!(buf = malloc(kept_len))) {
       conn_close_now(c);
       goto out;
     }
-    memcpy(buf, c->session->reply, c->session->reply_len);
+    memcpy(buf, kept, kept_len);
     log_debug("session %" PRIu64 ": request %" PRIu64 " was carried out before the restart: "
               "its reply again",
               c->session->id, req->id);
-    conn_send(c, buf, c->session->reply_len);
+    conn_send(c, buf, kept_len);
     goto out;
   }
   if (handlers_serve(&c->srv->handlers, c->session, req, &buf, &blen)) {

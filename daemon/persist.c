@@ -26,7 +26,7 @@
  * (persist_tick: ledger and sessions exported into a jmodel, emitted as the snapshot).
  *
  * Exactly once.  Each session keeps the reply to its last journaled request with that
- * request's id (session_t.reply, also in the journal and in every snapshot).  A client
+ * request's id (session_t.keep, also in the journal and in every snapshot).  A client
  * whose connection broke under a request re-claims its session and sends that request
  * first, again, with its original id; conn.c answers the first request of a re-claiming
  * connection whose id equals the session's kept id with the kept bytes, without carrying it
@@ -230,8 +230,10 @@ static int export_live(persist_t *p, jmodel_t *m, char *why, size_t n) {
     rc =
         jmodel_session_new(m, s->id, s->token, (uint32_t)s->uid, (uint32_t)s->gid,
                            (uint32_t)s->pid, s->connected_ms, s->name, strlen(s->name), why, n);
-    if (!rc && s->reply_len)
-      rc = jmodel_reply(m, s->id, s->reply_id, s->reply, s->reply_len, why, n);
+    uint64_t rid;
+    size_t rlen;
+    const uint8_t *reply = session_kept_reply(s, &rid, &rlen);
+    if (!rc && reply) rc = jmodel_reply(m, s->id, rid, reply, rlen, why, n);
   }
   if (!rc) rc = ledger_export(p->ledger, m, why, n);
   if (!rc) jmodel_counters(m, p->next_session, 0, 0);
@@ -329,7 +331,7 @@ static void on_holder(void *ctx, uint64_t sid, ledger_holder_t *h) {
   restore_ctx_t *r = ctx;
   uint64_t v;
   const jm_session_t *js;
-  session_t *s;
+  session_t *s = NULL;
   u64map_get(&r->m->sessions, sid, &v);
   js = (const jm_session_t *)(uintptr_t)v;
   if (session_restore(js->id, js->token, (pid_t)js->pid, (uid_t)js->uid, (gid_t)js->gid,
@@ -550,8 +552,8 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
 
 void persist_free(persist_t *p) {
   if (!p) return;
+  persist_stop(p); /* sessions never served (a daemon that could not listen) stay journaled */
   free_restored(p);
-  if (p->ledger) ledger_set_recorder(p->ledger, NULL, NULL);
   journal_close(p->journal);
   free(p->batch);
   free(p);

@@ -238,9 +238,10 @@ void server_grace_arm(server_t *srv) {
     if (!s->detached) continue;
     /* Both clocks must have reached the deadline: the loop's for the timer, Unix time for
      * what Stats promised (detached_deadline_unix_ms). */
-    uint64_t a = s->detached_deadline_loop_ms > now ? s->detached_deadline_loop_ms - now : 0;
+    const session_keep_t *k = s->keep; /* a detached session has one */
+    uint64_t a = k->detached_deadline_loop_ms > now ? k->detached_deadline_loop_ms - now : 0;
     uint64_t b =
-        s->detached_deadline_unix_ms > unix_now ? s->detached_deadline_unix_ms - unix_now : 0;
+        k->detached_deadline_unix_ms > unix_now ? k->detached_deadline_unix_ms - unix_now : 0;
     uint64_t w = a > b ? a : b;
     if (!any || w < wait) wait = w;
     any = true;
@@ -259,8 +260,8 @@ static void on_grace(uv_timer_t *t) {
   session_t *s, *next;
   for (s = srv->sessions.head; s; s = next) {
     next = s->next;
-    if (!s->detached || s->detached_deadline_loop_ms > now ||
-        s->detached_deadline_unix_ms > unix_now)
+    if (!s->detached || s->keep->detached_deadline_loop_ms > now ||
+        s->keep->detached_deadline_unix_ms > unix_now)
       continue;
     log_notice("session %" PRIu64 " '%s' (pid %d uid %u) was not re-claimed within %u ms of "
                "the restart: its holdings are released",
@@ -283,12 +284,17 @@ static int take_restored(server_t *srv) {
   for (; s; s = next) {
     next = s->next;
     s->next = s->prev = NULL;
-    s->detached_deadline_loop_ms = loop_at;
-    s->detached_deadline_unix_ms = unix_at;
+    s->keep->detached_deadline_loop_ms = loop_at; /* session_restore made it */
+    s->keep->detached_deadline_unix_ms = unix_at;
     s->admin = session_is_admin(s->uid, s->gid, srv->cfg->admin_gid);
-    if (!rc) rc = handshake_restore(srv, s);
-    if (rc) { /* no memory to count it: it cannot wait for its client */
-      persist_release(srv->persist, srv->ledger, s);
+    if (!rc && (rc = handshake_restore(srv, s))) {
+      /* No memory to count it: the daemon cannot start, and the journal keeps every
+       * session for the next one. */
+      log_err("cannot take back session %" PRIu64 ": %s", s->id, pp_strerror(rc));
+      persist_stop(srv->persist);
+    }
+    if (rc) {
+      if (s->holder) ledger_holder_release(srv->ledger, s->holder);
       session_destroy(s);
       continue;
     }
@@ -449,6 +455,7 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist)
                       cfg->socket_mode, conn_accept, srv);
   if (!rc) rc = take_restored(srv);
   if (rc) {
+    persist_stop(persist); /* not serving: what the journal holds stays as it is */
     listener_stop(&srv->listener);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);

@@ -75,7 +75,10 @@ int session_create(pid_t pid, uid_t uid, gid_t gid, session_t **ret) {
 int session_restore(uint64_t id, const uint8_t token[SESSION_TOKEN_LEN], pid_t pid, uid_t uid,
                     gid_t gid, const char *name, uint64_t connected_ms, session_t **ret) {
   session_t *s = calloc(1, sizeof *s);
-  if (!s) return PP_ENOPRIVMEM;
+  if (!s || !(s->keep = calloc(1, sizeof *s->keep))) {
+    free(s);
+    return PP_ENOPRIVMEM;
+  }
   s->id = id;
   memcpy(s->token, token, SESSION_TOKEN_LEN);
   s->pid = pid;
@@ -95,26 +98,44 @@ void session_skip_ids(uint64_t next) {
 }
 
 int session_keep_reply(session_t *s, uint64_t id, const uint8_t *bytes, size_t len) {
+  session_keep_t *k = s->keep;
+  if (!k && !(k = s->keep = calloc(1, sizeof *k))) return PP_ENOPRIVMEM;
   if (len > UINT32_MAX) len = 0;
-  if (len > s->reply_cap) {
-    uint8_t *p = realloc(s->reply, len);
+  if (len > k->reply_cap) {
+    uint8_t *p = realloc(k->reply, len);
     if (!p) {
-      s->reply_id = 0;
-      s->reply_len = 0;
+      k->reply_id = 0;
+      k->reply_len = 0;
       return PP_ENOPRIVMEM;
     }
-    s->reply = p;
-    s->reply_cap = (uint32_t)len;
+    k->reply = p;
+    k->reply_cap = (uint32_t)len;
   }
-  if (len) memcpy(s->reply, bytes, len);
-  s->reply_len = (uint32_t)len;
-  s->reply_id = len ? id : 0;
+  if (len) memcpy(k->reply, bytes, len);
+  k->reply_len = (uint32_t)len;
+  k->reply_id = len ? id : 0;
   return 0;
+}
+
+const uint8_t *session_kept_reply(const session_t *s, uint64_t *ret_id, size_t *ret_len) {
+  if (!s->keep || !s->keep->reply_len) {
+    *ret_id = 0;
+    *ret_len = 0;
+    return NULL;
+  }
+  *ret_id = s->keep->reply_id;
+  *ret_len = s->keep->reply_len;
+  return s->keep->reply;
+}
+
+uint64_t session_detached_deadline(const session_t *s) {
+  return s->detached && s->keep ? s->keep->detached_deadline_unix_ms : 0;
 }
 
 void session_destroy(session_t *s) {
   if (!s) return;
-  free(s->reply);
+  if (s->keep) free(s->keep->reply);
+  free(s->keep);
   free(s);
 }
 

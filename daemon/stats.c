@@ -159,7 +159,7 @@ static int build_clients(const ledger_t *l, const session_list_t *sessions,
     ci->objects = t.objects;
     ci->requests = s->requests;
     ci->detached = s->detached;
-    ci->detached_deadline_unix_ms = s->detached ? s->detached_deadline_unix_ms : 0;
+    ci->detached_deadline_unix_ms = session_detached_deadline(s);
     st->clients[--i] = ci;
   }
   st->n_clients = sessions->n;
