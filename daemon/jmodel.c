@@ -819,6 +819,17 @@ static void em_done(emitter_t *e, int rc, size_t *bytes, size_t add) {
   }
 }
 
+typedef struct jm_obj {
+  uint32_t cache;
+  uint64_t offset;
+} jm_obj_t;
+
+static int cmp_obj(const void *x, const void *y) {
+  const jm_obj_t *a = x, *b = y;
+  if (a->cache != b->cache) return a->cache < b->cache ? -1 : 1;
+  return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
 int jmodel_emit(const jmodel_t *m, journal_t *j) {
   emitter_t e = {.j = j};
   uint64_t *keys = NULL, *k2 = NULL;
@@ -890,30 +901,25 @@ int jmodel_emit(const jmodel_t *m, journal_t *j) {
     free(k2);
     k2 = NULL;
     if (e.rc || !u64map_len(&s->objs)) continue;
-    e.rc = jmodel_sorted_keys(&s->objs, &k2, &n2);
-    /* Sorted by offset; batches of one cache each, at most 4096 objects. */
-    size_t first = 0;
-    uint64_t *batch = e.rc ? NULL : malloc(4096 * sizeof *batch);
-    if (!e.rc && !batch) e.rc = PP_ENOPRIVMEM;
-    while (!e.rc && first < n2) {
-      uint64_t cache = count_of(&s->objs, k2[first]);
-      uint32_t nb = 0;
-      for (size_t o = first; o < n2 && nb < 4096; o++) {
-        if (k2[o] != U64MAP_EMPTY && count_of(&s->objs, k2[o]) == cache) {
-          batch[nb++] = k2[o];
-          k2[o] = U64MAP_EMPTY; /* taken */
-        }
-      }
+    /* The objects sorted by (cache, offset), then in batches of one cache each. */
+    size_t no = u64map_len(&s->objs), oi = 0, it = 0;
+    jm_obj_t *objs = malloc(no * sizeof *objs);
+    uint64_t *batch = malloc(4096 * sizeof *batch), off, cid;
+    if (!objs || !batch) e.rc = PP_ENOPRIVMEM;
+    while (!e.rc && u64map_next(&s->objs, &it, &off, &cid))
+      objs[oi++] = (jm_obj_t){.cache = (uint32_t)cid, .offset = off};
+    if (!e.rc) qsort(objs, no, sizeof *objs, cmp_obj);
+    for (size_t f = 0; !e.rc && f < no;) {
+      uint32_t nb = 0, cache = objs[f].cache;
+      while (f < no && objs[f].cache == cache && nb < 4096)
+        batch[nb++] = objs[f++].offset;
       em_next(&e);
       if (!e.rc)
-        em_done(&e, jrec_objs(j, JREC_OBJ_TAKE, s->id, (uint32_t)cache, batch, nb), &bytes,
+        em_done(&e, jrec_objs(j, JREC_OBJ_TAKE, s->id, cache, batch, nb), &bytes,
                 (size_t)nb * 8 + 24);
-      while (first < n2 && k2[first] == U64MAP_EMPTY)
-        first++;
     }
     free(batch);
-    free(k2);
-    k2 = NULL;
+    free(objs);
   }
   free(keys);
   /* The counters last: ids below them are refused as new ones while replaying. */

@@ -1660,24 +1660,54 @@ static int restore_fail(char *why, size_t why_len, int rc, const char *fmt, ...)
   return rc;
 }
 
-/* Every object of m's cache c (an id of m), sorted, into a malloc'd array. */
-static int model_objects_of(const jmodel_t *m, uint32_t cache, uint64_t count, uint64_t **ret) {
-  uint64_t *v = count ? malloc(count * sizeof *v) : NULL, k, sid;
-  size_t it = 0, i = 0;
-  if (count && !v) return PP_ENOPRIVMEM;
+/* Every object of the model grouped by cache, in one pass: *ret_offs holds the objects of
+ * l->cache_list[i] at [(*ret_start)[i], (*ret_start)[i + 1]).  PP_ECORRUPT when the
+ * caches' counts do not add up to the objects; PP_ENOPRIVMEM. */
+static int model_objects_by_cache(const ledger_t *l, const jmodel_t *m, uint64_t **ret_offs,
+                                  size_t **ret_start) {
+  size_t total = u64map_len(&m->obj_owner), it = 0, *start, *fill;
+  uint64_t *offs, k, sid, pos;
+  u64map_t idx; /* cache id -> its place in l->cache_list */
+  int rc = PP_ENOPRIVMEM;
+
+  u64map_init(&idx);
+  offs = malloc((total ? total : 1) * sizeof *offs);
+  start = calloc(l->ncaches + 1, sizeof *start);
+  fill = calloc(l->ncaches + 1, sizeof *fill);
+  if (!offs || !start || !fill) goto out;
+  for (size_t i = 0; i < l->ncaches; i++) {
+    const jm_cache_t *jc = model_get(&m->caches, l->cache_list[i]->id);
+    start[i + 1] = start[i] + jc->objects;
+    if (u64map_put(&idx, l->cache_list[i]->id, i)) goto out;
+  }
+  rc = PP_ECORRUPT;
+  if (start[l->ncaches] != total) goto out;
   while (u64map_next(&m->obj_owner, &it, &k, &sid)) {
     const jm_session_t *js = model_get(&m->sessions, sid);
-    if (js && map_count(&js->objs, k) == cache && i < count) v[i++] = k;
+    uint64_t cid = 0;
+    if (!js || !u64map_get(&js->objs, k, &cid) || !u64map_get(&idx, cid, &pos)) goto out;
+    if (start[pos] + fill[pos] >= start[pos + 1]) goto out;
+    offs[start[pos] + fill[pos]++] = k;
   }
-  *ret = v;
-  return i == count ? 0 : PP_ECORRUPT;
+  rc = 0;
+out:
+  u64map_fini(&idx);
+  free(fill);
+  if (rc) {
+    free(offs);
+    free(start);
+    return rc;
+  }
+  *ret_offs = offs;
+  *ret_start = start;
+  return 0;
 }
 
 int ledger_restore(ledger_t *l, const jmodel_t *m, ledger_restore_fn on_holder, void *ctx,
                    char *why, size_t why_len) {
   ledger_recorder_fn rec = l->rec_fn;
   uint64_t *sids = NULL, *keys = NULL, *offs = NULL, k, v;
-  size_t nsid = 0, n = 0, it;
+  size_t nsid = 0, n = 0, it, *ostart = NULL;
   u64map_t hmap; /* session id -> holder */
   int rc;
 
@@ -1778,25 +1808,28 @@ int ledger_restore(ledger_t *l, const jmodel_t *m, ledger_restore_fn on_holder, 
   }
 
   /* Objects, a cache at a time: every one re-taken at its offset, all or nothing. */
+  if ((rc = model_objects_by_cache(l, m, &offs, &ostart))) {
+    restore_fail(why, why_len, rc, "%s",
+                 rc == PP_ENOPRIVMEM ? "out of private memory" : "objects do not add up");
+    goto out;
+  }
   for (size_t i = 0; i < l->ncaches; i++) {
     lcache_t *c = l->cache_list[i];
-    const jm_cache_t *jc = model_get(&m->caches, c->id);
+    uint64_t cnt = ostart[i + 1] - ostart[i];
     unsigned badi = 0;
-    if (!jc->objects) continue;
-    if (jc->objects > UINT32_MAX || (rc = model_objects_of(m, c->id, jc->objects, &offs))) {
-      rc = restore_fail(why, why_len, rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT,
-                        "cache %u: objects do not add up", c->id);
+    if (!cnt) continue;
+    if (cnt > UINT32_MAX) {
+      rc = restore_fail(why, why_len, PP_ECORRUPT, "cache %u: %" PRIu64 " objects", c->id, cnt);
       goto out;
     }
-    rc = slab_cache_reserve_bulk(c->cache, offs, (unsigned)jc->objects, &badi);
+    rc = slab_cache_reserve_bulk(c->cache, offs + ostart[i], (unsigned)cnt, &badi);
     if (rc) {
       restore_fail(why, why_len, rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT,
-                   "object %" PRIu64 " of cache %u: %s", offs[badi], c->id, pp_strerror(rc));
+                   "object %" PRIu64 " of cache %u: %s", offs[ostart[i] + badi], c->id,
+                   pp_strerror(rc));
       rc = rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT;
       goto out;
     }
-    free(offs);
-    offs = NULL;
   }
 
   /* Who holds what: references in each buffer's holder order, opens, objects. */
@@ -1853,6 +1886,7 @@ out:
   free(sids);
   free(keys);
   free(offs);
+  free(ostart);
   u64map_fini(&hmap);
   return rc;
 }
