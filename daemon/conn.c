@@ -7,7 +7,11 @@
  *          the first frame, or drop at once — decided before anything is allocated)
  *          -> frames; until Hello they go to the handshake (handshake_frame), which
  *             answers Hello with a Welcome carrying the memfd
- *          -> requests, each answered in order (handlers_serve: a packed reply frame)
+ *          -> requests, each answered in order (handlers_serve: a packed reply frame; what
+ *             it changed is journaled with the reply before the reply is written,
+ *             persist_request_end; on a connection that re-claimed its session, a first
+ *             request whose id is the session's last journaled one gets that reply again
+ *             instead: the re-claiming client's retry, exactly once)
  *          -> EOF, error, or a deadline -> everything the session held goes back at once
  *             (ledger_holder_release) and its client slot with it (handshake_leave).
  *
@@ -184,11 +188,12 @@ static void run_del(conn_t *c);
 static void conn_release_session(conn_t *c) {
   session_t *s = c->session;
   if (!s) return;
-  if (s->holder) {
+  handshake_leave(c); /* off the session list first: a snapshot must not see it */
+  if (s->hello_done)
+    persist_release(c->srv->persist, c->srv->ledger, s); /* journaled: release + end */
+  else if (s->holder)
     ledger_holder_release(c->srv->ledger, s->holder);
-    s->holder = NULL;
-  }
-  handshake_leave(c);
+  s->holder = NULL;
   log_debug("session %" PRIu64 " (pid %d uid %u) ended after %" PRIu64 " requests", s->id,
             (int)s->pid, (unsigned)s->uid, s->requests);
   session_destroy(s);
@@ -631,11 +636,37 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     conn_fail(c, req->id, PP_EPROTO, "hello sent twice");
     goto out;
   }
+  uint64_t kept_id = 0;
+  size_t kept_len = 0;
+  const uint8_t *kept =
+      c->replay_armed ? session_kept_reply(c->session, &kept_id, &kept_len) : NULL;
+  bool replay = kept && req->id == kept_id;
+  c->replay_armed = false;
+  if (replay) {
+    /* Exactly once: a client that re-claimed its session sends the request its connection
+     * lost first, with the id it had; when this session's last journaled change was that
+     * request, it was carried out and gets the answer it had, not a second execution.
+     * Only that first request: ids are the client's choice and mean nothing otherwise. */
+    if (!(buf = malloc(kept_len))) {
+      conn_close_now(c);
+      goto out;
+    }
+    memcpy(buf, kept, kept_len);
+    log_debug("session %" PRIu64 ": request %" PRIu64 " was carried out before the restart: "
+              "its reply again",
+              c->session->id, req->id);
+    conn_send(c, buf, kept_len);
+    goto out;
+  }
   if (handlers_serve(&c->srv->handlers, c->session, req, &buf, &blen)) {
+    persist_request_end(c->srv->persist, c->session, req->id, NULL, 0);
     conn_close_now(c);
     goto out;
   }
+  /* Journaled (what changed, and this reply) before the reply is written. */
+  persist_request_end(c->srv->persist, c->session, req->id, buf, blen);
   conn_send(c, buf, blen);
+  server_request_done(c->srv);
 out:
   frame_free_request(req);
 }

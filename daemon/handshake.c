@@ -37,6 +37,14 @@
  * Refusals are logged at notice, at most one line per second with the number left
  * unlogged, so that a flood cannot flood the log.
  *
+ * Re-claim (restart survival, persist.c): a Hello with a session token names a session a
+ * restarted daemon brought back from its journal.  If it is detached (not re-claimed yet,
+ * its deadline not passed) and of the connection's uid, the connection takes it over —
+ * same id, token and holdings; it already holds a client slot, so no limit is checked —
+ * and the Welcome says reclaimed.  Any other token is STATE_LOST.  Every Welcome carries
+ * the region_id and grace_ms (0 when a restart could not keep the session).  A new
+ * session is journaled before its Welcome goes out.
+ *
  * Welcome: sent with frame_sendmsg_fd() — sendmsg() + SCM_RIGHTS carrying the region
  * memfd on its first byte.  libuv cannot pass an arbitrary fd, so the Welcome goes
  * straight to the socket (uv_fileno) while nothing else is queued — true by construction,
@@ -198,13 +206,86 @@ static int send_welcome(conn_t *c, Pinpool__V1__Response *resp) {
   return conn_write(c, buf, (size_t)n, len);
 }
 
-static void hello(conn_t *c, const Pinpool__V1__Request *req) {
+/* The Welcome for c's session (after a Hello that started or re-claimed it). */
+static void welcome(conn_t *c, const Pinpool__V1__Request *req, bool reclaimed) {
   server_t *srv = c->srv;
-  const server_config_t *cfg = srv->cfg;
   session_t *s = c->session;
   const region_t *r = ledger_region(srv->ledger);
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
   Pinpool__V1__Welcome w = PINPOOL__V1__WELCOME__INIT;
+
+  w.protocol_version = PROTOCOL_VERSION;
+  w.session_id = s->id;
+  w.session_token.data = s->token;
+  w.session_token.len = SESSION_TOKEN_LEN;
+  w.region_size = region_size(r);
+  w.page_size = region_page_size(r);
+  w.hugepages = region_hugepages(r);
+  w.physical_addresses = region_phys_known(r);
+  w.max_frame = srv->cfg->max_frame;
+  w.min_block = BUDDY_MIN_SIZE;
+  w.region_id.data = (uint8_t *)persist_region_id(srv->persist);
+  w.region_id.len = PERSIST_REGION_ID_LEN;
+  w.grace_ms = persist_grace_ms(srv->persist);
+  w.reclaimed = reclaimed;
+  resp.id = req->id;
+  resp.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
+  resp.welcome = &w;
+  if (send_welcome(c, &resp)) {
+    conn_close_now(c);
+    return;
+  }
+  log_info("session %" PRIu64 " '%s' pid %d uid %u gid %u%s %s", s->id, s->name, (int)s->pid,
+           (unsigned)s->uid, (unsigned)s->gid, s->admin ? " (admin)" : "",
+           reclaimed ? "re-claimed after the restart" : "connected");
+}
+
+/* Hello with a session token: the detached session it names comes back on this connection,
+ * holdings unchanged.  Only a detached session can be re-claimed (one that a restart brought
+ * back from the journal and whose deadline has not passed), only by its uid; any other token
+ * is a session this daemon does not have: STATE_LOST, one answer for every case. */
+static void reclaim(conn_t *c, const Pinpool__V1__Request *req) {
+  server_t *srv = c->srv;
+  session_t *p = c->session, *d = NULL;
+  const ProtobufCBinaryData *tok = &req->hello->session_token;
+
+  if (tok->len == SESSION_TOKEN_LEN)
+    for (session_t *s = srv->sessions.head; s; s = s->next)
+      if (s->detached && !memcmp(s->token, tok->data, SESSION_TOKEN_LEN)) {
+        d = s;
+        break;
+      }
+  if (!d || d->uid != p->uid) {
+    if (d)
+      log_notice("pid %d uid %u presented the token of session %" PRIu64 " of uid %u: refused",
+                 (int)p->pid, (unsigned)p->uid, d->id, (unsigned)d->uid);
+    conn_fail(c, req->id, PP_ESTATELOST,
+              "this daemon has no session with that token (it restarted without its journal, "
+              "or the grace period ended): connect anew");
+    return;
+  }
+  /* The connection's provisional session gives way to the detached one, which already
+   * holds a client slot of its uid. */
+  srv->npending--;
+  uid_adjust(srv, p->uid, 0, -1);  /* the entry exists: it cannot fail */
+  server_dl_remove(c, DL_SIDE_IN); /* the hello deadline */
+  d->detached = false;
+  d->admin = p->admin;
+  d->requests += p->requests;
+  if (d->pid != p->pid)
+    log_info("session %" PRIu64 " was pid %d's, is re-claimed by pid %d", d->id, (int)d->pid,
+             (int)p->pid);
+  session_destroy(p);
+  c->session = d;
+  c->replay_armed = true;
+  server_grace_arm(srv);
+  welcome(c, req, true);
+}
+
+static void hello(conn_t *c, const Pinpool__V1__Request *req) {
+  server_t *srv = c->srv;
+  const server_config_t *cfg = srv->cfg;
+  session_t *s = c->session;
   const Pinpool__V1__Hello *h = req->hello;
   ledger_ident_t ident = {.session_id = s->id, .pid = s->pid, .uid = s->uid};
 
@@ -212,6 +293,10 @@ static void hello(conn_t *c, const Pinpool__V1__Request *req) {
     conn_fail(c, req->id, PP_EVERSION,
               "protocol version %u not supported; this daemon speaks %u", h->protocol_version,
               PROTOCOL_VERSION);
+    return;
+  }
+  if (h->session_token.len) {
+    reclaim(c, req);
     return;
   }
   if (srv->sessions.n >= cfg->max_clients - (s->admin ? 0 : srv->admin_reserve)) {
@@ -247,36 +332,14 @@ static void hello(conn_t *c, const Pinpool__V1__Request *req) {
     return;
   }
   session_set_name(s, h->client_name);
-  if (h->session_token.len)
-    log_debug("session %" PRIu64 ": re-claiming a previous session is not supported yet; "
-              "starting a new one",
-              s->id);
   s->hello_done = true;
   srv->npending--;
   uid_adjust(srv, s->uid, 1, -1); /* the entry exists: it cannot fail */
   session_list_add(&srv->sessions, s);
   server_status(srv);
-  server_dl_remove(c, DL_SIDE_IN); /* the hello deadline */
-
-  w.protocol_version = PROTOCOL_VERSION;
-  w.session_id = s->id;
-  w.session_token.data = s->token;
-  w.session_token.len = SESSION_TOKEN_LEN;
-  w.region_size = region_size(r);
-  w.page_size = region_page_size(r);
-  w.hugepages = region_hugepages(r);
-  w.physical_addresses = region_phys_known(r);
-  w.max_frame = srv->cfg->max_frame;
-  w.min_block = BUDDY_MIN_SIZE;
-  resp.id = req->id;
-  resp.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
-  resp.welcome = &w;
-  if (send_welcome(c, &resp)) {
-    conn_close_now(c);
-    return;
-  }
-  log_info("session %" PRIu64 " '%s' pid %d uid %u gid %u%s connected", s->id, s->name,
-           (int)s->pid, (unsigned)s->uid, (unsigned)s->gid, s->admin ? " (admin)" : "");
+  server_dl_remove(c, DL_SIDE_IN);      /* the hello deadline */
+  persist_session_new(srv->persist, s); /* journaled before the Welcome announces it */
+  welcome(c, req, false);
 }
 
 void handshake_frame(conn_t *c, const Pinpool__V1__Request *req) {
@@ -298,6 +361,18 @@ void handshake_frame(conn_t *c, const Pinpool__V1__Request *req) {
     conn_fail(c, req->id, PP_EPROTO, "the first request must be hello");
   else
     hello(c, req);
+}
+
+int handshake_restore(server_t *srv, session_t *s) {
+  int rc = uid_adjust(srv, s->uid, 1, 0);
+  if (rc) return rc;
+  session_list_add(&srv->sessions, s);
+  return 0;
+}
+
+void handshake_forget(server_t *srv, session_t *s) {
+  session_list_del(&srv->sessions, s);
+  uid_adjust(srv, s->uid, -1, 0);
 }
 
 void handshake_leave(conn_t *c) {

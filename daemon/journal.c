@@ -91,6 +91,18 @@
  * bursts up to 32 bits always, anything else with probability 1 - 2^-32.  A damaged slot
  * falls back to its twin (I1); a damaged transaction ends replay there.
  *
+ * Telling a crash from damage (journal_scan_t.tail).  Replay ends at the first invalid
+ * transaction either way, but a caller that answered the transactions after a damaged one
+ * must not take the valid prefix for the state it promised.  A crash leaves exactly one of:
+ * nothing after the last valid transaction; a torn write — a prefix of one transaction
+ * whose header bytes are right (magic, sequence number, generation, a length that runs past
+ * the end of the file) and which ends on a 4 KiB boundary, because the kernel copies a
+ * write into tmpfs page by page and a fatal signal stops it only between pages (step 1
+ * above; a short write in a live daemon is truncated away at once); or an interrupted
+ * compaction (step 3: zeros to the next generation's start, then that generation's
+ * transactions, the last possibly torn).  The scan classifies the tail as one of these or
+ * as damaged; adopt drops it in every case (I2), and the caller decides.
+ *
  * Why pwrite and not stores into a mapping.  Stores into a MAP_SHARED mapping would also
  * survive a crash and save the system call, but (a) a page the memfd cannot get (memory
  * cgroup limit, tmpfs size) is a SIGBUS in the daemon instead of an error the request can
@@ -166,6 +178,7 @@ static const uint64_t slot_off[2] = {0, 2048};
 #define REC_HDR 8u
 
 #define TXN_BUF_KEEP (64u << 10) /* transaction buffer kept after a compaction */
+#define TORN_GRAIN 4096u         /* a write cut short by a fatal signal ends on this */
 
 typedef struct sb {
   uint32_t version;
@@ -464,9 +477,16 @@ typedef struct gen_view {
   uint64_t avail;   /* readable bytes from data_start */
   uint64_t data_start;
   uint64_t gen, first_seq, snap_end;
+  uint64_t align; /* where a compaction starts the next generation (journal_t.align) */
   void *map;
   size_t map_len;
 } gen_view_t;
+
+/* Generations start on this boundary: max(4096, the page size). */
+static uint64_t journal_align(void) {
+  long page = sysconf(_SC_PAGESIZE);
+  return page > (long)SB_AREA ? (uint64_t)page : SB_AREA;
+}
 
 /* Maps [data_start, min(file size, limit)) read-only. */
 static int view_map(int fd, const sb_t *s, uint64_t limit, gen_view_t *v, char *why,
@@ -477,6 +497,7 @@ static int view_map(int fd, const sb_t *s, uint64_t limit, gen_view_t *v, char *
   v->gen = s->gen;
   v->first_seq = s->first_seq;
   v->snap_end = s->snap_end;
+  v->align = journal_align();
   if (fstat(fd, &st) != 0) {
     set_why(why, why_len, "fstat: %s", strerror(errno));
     return PP_EOS;
@@ -548,6 +569,60 @@ static const char *txn_invalid(const gen_view_t *v, uint64_t pos, uint64_t seq, 
   return NULL;
 }
 
+/* Is v's [pos, avail) a prefix of a transaction of v's generation with sequence number seq,
+ * as a write cut short by a fatal signal leaves it?  The kernel copies a write into tmpfs
+ * page by page and checks for a fatal signal between pages, so the file then ends on a
+ * 4 KiB boundary; the header bytes that made it must be the header's (magic, a length
+ * reaching past the end of the file, the sequence number, the generation, the reserved
+ * zero); the payload bytes cannot be checked (the crc is not there yet). */
+static bool tail_is_torn(const gen_view_t *v, uint64_t pos, uint64_t seq) {
+  uint64_t rem = v->avail - pos;
+  uint8_t want[TXN_HDR];
+  const uint8_t *t = v->p + pos;
+
+  if (rem == 0 || (v->data_start + v->avail) % TORN_GRAIN != 0) return false;
+  put32(want + 0, TXN_MAGIC);
+  put64(want + 8, seq);
+  put64(want + 16, v->gen);
+  put32(want + 28, 0);
+  for (uint64_t i = 0; i < rem && i < TXN_HDR; i++) {
+    bool checked = i < 4 || (i >= 8 && i < 24) || i >= 28;
+    if (checked && t[i] != want[i]) return false;
+  }
+  if (rem >= 8) {
+    uint32_t len = get32(t + 4);
+    if (len < TXN_HDR + TXN_TRL || len > JOURNAL_TXN_MAX || len <= rem) return false;
+  }
+  return true;
+}
+
+/* What the bytes after the generation's last valid transaction (at pos; seq the number
+ * the next one would have had) are: see journal_tail_t. */
+static journal_tail_t classify_tail(const gen_view_t *v, uint64_t pos, uint64_t seq) {
+  uint64_t start, q;
+  char buf[96];
+
+  if (pos == v->avail) return JOURNAL_TAIL_NONE;
+  if (tail_is_torn(v, pos, seq)) return JOURNAL_TAIL_TORN;
+  /* An interrupted compaction: compact_begin extended the file with zeros to the next
+   * boundary, and the snapshot's transactions (generation + 1, numbered on from seq)
+   * follow. */
+  start = round_up(v->data_start + pos, v->align) - v->data_start;
+  for (q = pos; q < v->avail && q < start; q++)
+    if (v->p[q]) return JOURNAL_TAIL_DAMAGED;
+  if (q == v->avail) return JOURNAL_TAIL_SNAPSHOT;
+  gen_view_t next = *v;
+  next.gen = v->gen + 1;
+  for (;;) {
+    uint32_t len, nrec;
+    if (q == next.avail) return JOURNAL_TAIL_SNAPSHOT;
+    if (txn_invalid(&next, q, seq, buf, sizeof buf, &len, &nrec))
+      return tail_is_torn(&next, q, seq) ? JOURNAL_TAIL_SNAPSHOT : JOURNAL_TAIL_DAMAGED;
+    q += len;
+    seq++;
+  }
+}
+
 /* Walks the generation; with ops, delivers every valid transaction. */
 static int view_scan(const gen_view_t *v, const journal_replay_ops_t *ops, void *ctx,
                      journal_scan_t *s, char *why, size_t why_len) {
@@ -598,6 +673,7 @@ static int view_scan(const gen_view_t *v, const journal_replay_ops_t *ops, void 
   s->dropped_bytes = v->avail - pos;
   s->torn_tail = s->dropped_bytes > 0;
   s->snapshot_complete = v->data_start + pos >= v->snap_end;
+  s->tail = classify_tail(v, pos, seq);
   return 0;
 }
 
@@ -607,8 +683,7 @@ static journal_t *journal_new(int fd) {
   journal_t *j = calloc(1, sizeof *j);
   if (!j) return NULL;
   j->fd = fd;
-  long page = sysconf(_SC_PAGESIZE);
-  j->align = page > (long)SB_AREA ? (uint64_t)page : SB_AREA;
+  j->align = journal_align();
   j->fault_budget = UINT64_MAX;
   j->punched = SB_AREA;
   return j;
@@ -761,6 +836,16 @@ int journal_fd(const journal_t *j) {
 
 const char *journal_last_error(const journal_t *j) {
   return j->last_error;
+}
+
+const char *journal_tail_name(journal_tail_t t) {
+  switch (t) {
+  case JOURNAL_TAIL_NONE: return "none";
+  case JOURNAL_TAIL_TORN: return "torn";
+  case JOURNAL_TAIL_SNAPSHOT: return "snapshot";
+  case JOURNAL_TAIL_DAMAGED: return "damaged";
+  }
+  return "?";
 }
 
 /* ---- transactions ------------------------------------------------------------------------ */

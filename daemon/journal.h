@@ -17,6 +17,22 @@ typedef struct journal journal_t;
 #define JOURNAL_TXN_MAX (256u << 20)     /* one transaction, header and trailer included */
 #define JOURNAL_COMPACT_MIN (1ull << 20) /* journal_should_compact's floor */
 
+/* What lies after the last valid transaction of the current generation (journal_scan_t.
+ * tail).  A crash leaves only the first three; anything else is damage, and a caller that
+ * must not lose a transaction it acted on (pinpoold) refuses a damaged journal rather than
+ * replay the valid part before the damage. */
+typedef enum journal_tail {
+  JOURNAL_TAIL_NONE = 0, /* nothing: the generation ends at the end of the file */
+  JOURNAL_TAIL_TORN,     /* a prefix of one transaction of this generation, ending on a
+                          * 4 KiB boundary of the file: a write a fatal signal cut short
+                          * (the kernel stops a write between pages, never inside one) */
+  JOURNAL_TAIL_SNAPSHOT, /* a compaction the crash interrupted before its flip: zeros up to
+                          * the next generation's start, then transactions of that
+                          * generation (the last of them possibly torn as above) */
+  JOURNAL_TAIL_DAMAGED,  /* anything else: a transaction that is whole but invalid, a valid
+                          * one after an invalid one, a cut no crash makes */
+} journal_tail_t;
+
 /* What a scan of the current generation found (adopt, replay). */
 typedef struct journal_scan {
   uint64_t generation;
@@ -29,6 +45,7 @@ typedef struct journal_scan {
   uint64_t dropped_bytes; /* after the last valid transaction: a torn tail, or damage */
   bool torn_tail;         /* dropped_bytes > 0; stop_reason says what stopped the scan */
   bool snapshot_complete; /* every snapshot transaction is among the valid ones */
+  journal_tail_t tail;    /* what the dropped bytes are (NONE when there are none) */
   unsigned slots_valid;   /* superblock slots that passed their checks: bit 0 A, bit 1 B */
   char stop_reason[160];  /* "" on a clean end */
 } journal_scan_t;
@@ -94,6 +111,8 @@ int journal_fd(const journal_t *j);
 /* What the last failed system call was and said ("pwrite: No space left on device"), for
  * the log after a PP_EOS; "" when none failed. */
 const char *journal_last_error(const journal_t *j);
+/* "none", "torn", "snapshot", "damaged". */
+const char *journal_tail_name(journal_tail_t t);
 
 /* ---- transactions --------------------------------------------------------------------- */
 

@@ -127,14 +127,25 @@
  * Requests (ledger_buf_alloc, ...) are sequences of them, undone by their inverses on
  * failure; allocator calls (buddy_alloc, mag_alloc, ...) stay outside them.  Each
  * primitive ends in ledger_record(), which counts it (ledger_mutations; ledger_check ties
- * the counts to the live records).  That is the one place a journal hooks in: record the
- * primitive there, and a reply (sent only after the request returns) never announces an
- * ownership change that is not written.  Replay after a restart is the same primitives
- * driven from the journal: buddy_reserve() re-takes each buffer's block before its
- * buf_create (whose handle is an argument for that reason), cache_create re-adopts each
- * cache under its scope, and each object is re-taken from its slab before obj_take — the
- * slab layer needs a reserve-this-object call for that, which shm/ does not have yet.
- * Nothing here depends on state that cannot be rebuilt from those records.
+ * the counts to the live records) and hands it, with its arguments (ledger_rec_t), to the
+ * recorder the daemon set (ledger_set_recorder): the one place the journal hooks in
+ * (persist.c writes each primitive as a record of the request's transaction, committed
+ * before the reply goes out, so a reply never announces an ownership change that is not
+ * written).  A handle is consumed when its buffer record is made, even if the request
+ * then undoes it: the journal never sees a handle twice.
+ *
+ * Restart.  A restarted daemon replays the journal into a plain model (jmodel.c) and
+ * builds the model's end state here (ledger_restore), rather than re-running history:
+ * holders first, then each cache re-created under its id (slab_cache_create_with_id) and
+ * adopted in its scope, each buffer's block re-taken with buddy_reserve before its
+ * buf_create (whose handle is an argument for that reason), each object re-taken in its
+ * slab with slab_cache_reserve_bulk — every reserve before anything is allocated — then
+ * the references in each buffer's holder order, opens, objects, and the charges they imply
+ * (charges are a function of what is held, so nothing records them).  The recorder is off
+ * meanwhile; ledger_check validates the result.  ledger_export is the inverse: the live
+ * state as a model, for snapshots and for comparing the journal with the ledger.  Nothing
+ * here depends on state that cannot be rebuilt from those records: free slabs, magazines
+ * and splits come back empty, as after a shrink.
  *
  * Lost pages.  Every client holds the region's memfd read-write and can punch pages out of
  * it (fallocate(PUNCH_HOLE)); shm/holes.c finds such pages, marks them lost (no address,
@@ -193,13 +204,16 @@
  */
 #include "ledger.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "debug.h"
+#include "jmodel.h"
 #include "log.h"
 #include "u64map.h"
 #include "utf8.h"
@@ -287,6 +301,9 @@ struct ledger {
   ledger_holder_t *holders; /* newest first */
   uint32_t nholders;
   uint64_t next_handle;
+  uint32_t next_cache_id;    /* past every cache id the ledger ever had */
+  ledger_recorder_fn rec_fn; /* the journal's hook (ledger_set_recorder); NULL: none */
+  void *rec_ctx;
   uint64_t buf_bytes; /* bytes of live buffers */
   uint64_t nbufs;
   uint64_t nnamed;    /* published buffers */
@@ -813,8 +830,9 @@ static void aside_return_cache(ledger_t *l, lcache_t *c) {
  * Each either succeeds whole, or fails (PP_ENOPRIVMEM) having changed nothing; each ends
  * in ledger_record().  See the essay. */
 
-static inline void ledger_record(ledger_t *l, ledger_op_t op) {
-  l->mutations[op]++;
+static inline void ledger_record(ledger_t *l, const ledger_rec_t *r) {
+  l->mutations[r->op]++;
+  if (l->rec_fn) l->rec_fn(l->rec_ctx, r);
 }
 
 /* A record for the block at offset of the given order, which the buddy has already handed
@@ -842,7 +860,11 @@ static int buf_create(ledger_t *l, uint64_t handle, uint64_t offset, unsigned or
   }
   l->buf_bytes += b->size;
   l->nbufs++;
-  ledger_record(l, LEDGER_OP_BUF_CREATE);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_BUF_CREATE,
+                                   .handle = handle,
+                                   .offset = offset,
+                                   .order = order,
+                                   .uid = (uint32_t)uid});
   *ret = b;
   return 0;
 fail:
@@ -861,9 +883,9 @@ static void buf_destroy(ledger_t *l, lbuf_t *b) {
   l->damaged_bufs -= b->damaged;
   l->buf_bytes -= b->size;
   l->nbufs--;
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_BUF_DESTROY, .handle = b->handle});
   free(b->holders);
   free(b);
-  ledger_record(l, LEDGER_OP_BUF_DESTROY);
 }
 
 /* b is published as rest in scope (rest checked: UTF-8, not too long). */
@@ -887,7 +909,9 @@ static int name_publish(ledger_t *l, lbuf_t *b, ledger_scope_t scope, const char
   b->name_hash = hash;
   b->name_next = (lbuf_t *)(uintptr_t)v;
   l->nnamed++;
-  ledger_record(l, LEDGER_OP_PUBLISH);
+  ledger_record(
+      l, &(ledger_rec_t){
+             .op = LEDGER_OP_PUBLISH, .handle = b->handle, .scope = scope, .name = b->name});
   return 0;
 }
 
@@ -913,7 +937,7 @@ static void name_unpublish(ledger_t *l, lbuf_t *b) {
   b->name = NULL;
   b->name_next = NULL;
   l->nnamed--;
-  ledger_record(l, LEDGER_OP_UNPUBLISH);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_UNPUBLISH, .handle = b->handle});
 }
 
 /* uid has a holder, so its record exists: no allocation, no failure. */
@@ -921,7 +945,8 @@ static void charge(ledger_t *l, uid_t uid, uint64_t bytes) {
   luid_t *u = uid_rec(l, uid);
   PP_ASSERT(u != NULL);
   u->charged += bytes;
-  ledger_record(l, LEDGER_OP_CHARGE);
+  ledger_record(l,
+                &(ledger_rec_t){.op = LEDGER_OP_CHARGE, .uid = (uint32_t)uid, .count = bytes});
 }
 
 static void uncharge(ledger_t *l, uid_t uid, uint64_t bytes) {
@@ -929,12 +954,14 @@ static void uncharge(ledger_t *l, uid_t uid, uint64_t bytes) {
   PP_ASSERT(u != NULL);
   PP_IASSERT(u->charged >= bytes);
   u->charged -= bytes;
-  ledger_record(l, LEDGER_OP_UNCHARGE);
+  ledger_record(
+      l, &(ledger_rec_t){.op = LEDGER_OP_UNCHARGE, .uid = (uint32_t)uid, .count = bytes});
 }
 
 static void buf_set_owner(ledger_t *l, lbuf_t *b, uid_t uid) {
   b->owner_uid = uid;
-  ledger_record(l, LEDGER_OP_OWNER);
+  ledger_record(
+      l, &(ledger_rec_t){.op = LEDGER_OP_OWNER, .handle = b->handle, .uid = (uint32_t)uid});
 }
 
 /* One more reference by h. */
@@ -954,7 +981,10 @@ static int hold_add(ledger_t *l, ledger_holder_t *h, lbuf_t *b) {
     h->buf_bytes += b->size;
   }
   h->buf_refs++;
-  ledger_record(l, LEDGER_OP_HOLD);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_HOLD,
+                                   .session = h->ident.session_id,
+                                   .handle = b->handle,
+                                   .count = 1});
   return 0;
 }
 
@@ -979,7 +1009,10 @@ static void hold_drop(ledger_t *l, ledger_holder_t *h, lbuf_t *b, uint64_t refs)
         break;
       }
   }
-  ledger_record(l, LEDGER_OP_UNHOLD);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_UNHOLD,
+                                   .session = h->ident.session_id,
+                                   .handle = b->handle,
+                                   .count = refs});
 }
 
 /* h takes the object at off of cache c (already allocated from c's magazine). */
@@ -994,7 +1027,10 @@ static int obj_take(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t off) 
   c->held++;
   h->obj_bytes += c->obj_charge;
   l->obj_bytes += c->obj_charge;
-  ledger_record(l, LEDGER_OP_OBJ_TAKE);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_OBJ_TAKE,
+                                   .session = h->ident.session_id,
+                                   .cache_id = c->id,
+                                   .offset = off});
   return 0;
 undo_count:
   if (hn)
@@ -1026,7 +1062,10 @@ static void obj_give(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t off)
   c->held--;
   h->obj_bytes -= c->obj_charge;
   l->obj_bytes -= c->obj_charge;
-  ledger_record(l, LEDGER_OP_OBJ_GIVE);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_OBJ_GIVE,
+                                   .session = h->ident.session_id,
+                                   .cache_id = c->id,
+                                   .offset = off});
 }
 
 /* The ledger adopts slab cache sc, created for scope: a depot with the loop thread's
@@ -1071,7 +1110,13 @@ static int cache_create(ledger_t *l, slab_cache_t *sc, ledger_scope_t scope, lca
     return PP_ENOPRIVMEM; /* the magazine layer fails only for malloc */
   }
   l->cache_list[l->ncaches++] = c;
-  ledger_record(l, LEDGER_OP_CACHE_CREATE);
+  if (c->id >= l->next_cache_id) l->next_cache_id = c->id + 1;
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_CACHE_CREATE,
+                                   .cache_id = c->id,
+                                   .scope = scope,
+                                   .object_size = c->object_size,
+                                   .align = c->align,
+                                   .name = c->name});
   *ret = c;
   return 0;
 }
@@ -1108,9 +1153,9 @@ static void cache_destroy(ledger_t *l, lcache_t *c) {
   mag_depot_destroy(c->depot); /* which drains them to the slabs */
   rc = slab_cache_destroy(c->cache);
   if (rc) log_err("slab_cache_destroy(%s): %s", c->name, pp_strerror(rc));
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_CACHE_DESTROY, .cache_id = c->id});
   free(c);
   holes_settle(l); /* lost pages of its slabs, free now */
-  ledger_record(l, LEDGER_OP_CACHE_DESTROY);
 }
 
 /* h opens c once more. */
@@ -1118,7 +1163,10 @@ static int cache_hold(ledger_t *l, ledger_holder_t *h, lcache_t *c) {
   uint64_t n = map_count(&h->opens, c->id);
   if (u64map_put(&h->opens, c->id, n + 1)) return PP_ENOPRIVMEM;
   if (n == 0) c->openers++;
-  ledger_record(l, LEDGER_OP_CACHE_OPEN);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_CACHE_OPEN,
+                                   .session = h->ident.session_id,
+                                   .cache_id = c->id,
+                                   .count = 1});
   return 0;
 }
 
@@ -1127,12 +1175,16 @@ static void cache_unhold(ledger_t *l, ledger_holder_t *h, lcache_t *c, uint64_t 
   uint64_t n = map_count(&h->opens, c->id);
   PP_IASSERT(n > 0);
   if (opens == 0 || opens >= n) {
+    opens = n;
     u64map_del(&h->opens, c->id);
     c->openers--;
   } else {
     u64map_put(&h->opens, c->id, n - opens); /* key exists: no alloc */
   }
-  ledger_record(l, LEDGER_OP_CACHE_CLOSE);
+  ledger_record(l, &(ledger_rec_t){.op = LEDGER_OP_CACHE_CLOSE,
+                                   .session = h->ident.session_id,
+                                   .cache_id = c->id,
+                                   .count = opens});
 }
 
 /* ---- compositions ------------------------------------------------------------------- */
@@ -1201,17 +1253,9 @@ static bool ledger_contig_cb(void *ctx, uint64_t offset, uint64_t len) {
   return region_is_contiguous(ctx, offset, len);
 }
 
-int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
-  region_config_t rc = {.size = cfg->size,
-                        .policy = cfg->policy,
-                        .no_sort = cfg->no_sort_pages,
-                        .name = "pinpool",
-                        .log = log_region_cb,
-                        .log_ctx = NULL};
+static ledger_t *ledger_alloc(const ledger_config_t *cfg) {
   ledger_t *l = calloc(1, sizeof *l);
-  int err;
-
-  if (!l) return PP_ENOPRIVMEM;
+  if (!l) return NULL;
   l->cfg = *cfg;
   if (l->cfg.nshared_groups > LEDGER_SHARED_GROUPS_MAX)
     l->cfg.nshared_groups = LEDGER_SHARED_GROUPS_MAX;
@@ -1226,31 +1270,81 @@ int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
   u64map_init(&l->scope_caches);
   u64map_init(&l->quarantine);
   u64map_init(&l->aside);
+  return l;
+}
 
-  err = region_create(&rc, &l->region);
-  if (err) goto fail;
-  err = buddy_create(region_size(l->region), region_page_size(l->region), ledger_contig_cb,
-                     l->region, &l->buddy);
-  if (err) goto fail;
+/* The buddy and slab layer over l->region, and the runs. */
+static int ledger_init_allocators(ledger_t *l) {
+  int err = buddy_create(region_size(l->region), region_page_size(l->region), ledger_contig_cb,
+                         l->region, &l->buddy);
+  if (err) return err;
   err = slab_create(l->buddy, &l->slab);
-  if (err) goto fail;
+  if (err) return err;
   if (region_phys_known(l->region)) {
     size_t n = region_runs(l->region, NULL, 0);
     if (n) {
       l->runs = calloc(n, sizeof *l->runs);
-      if (!l->runs) {
-        err = PP_ENOPRIVMEM;
-        goto fail;
-      }
+      if (!l->runs) return PP_ENOPRIVMEM;
       l->nruns = region_runs(l->region, l->runs, n);
       if (l->nruns > n) l->nruns = n;
     }
   }
+  return 0;
+}
+
+int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
+  region_config_t rc = {.size = cfg->size,
+                        .policy = cfg->policy,
+                        .no_sort = cfg->no_sort_pages,
+                        .name = "pinpool",
+                        .log = log_region_cb,
+                        .log_ctx = NULL};
+  ledger_t *l = ledger_alloc(cfg);
+  int err;
+
+  if (!l) return PP_ENOPRIVMEM;
+  err = region_create(&rc, &l->region);
+  if (!err) err = ledger_init_allocators(l);
+  if (err) {
+    ledger_destroy(l);
+    return err;
+  }
   *ret = l;
   return 0;
-fail:
-  ledger_destroy(l);
-  return err;
+}
+
+int ledger_adopt(const ledger_config_t *cfg, int region_fd, ledger_t **ret) {
+  region_config_t rc = {.policy = REGION_PAGE_AUTO, /* whatever the memfd has */
+                        .name = "pinpool",
+                        .log = log_region_cb,
+                        .log_ctx = NULL};
+  ledger_t *l = ledger_alloc(cfg);
+  int fd = fcntl(region_fd, F_DUPFD_CLOEXEC, 0), err;
+
+  if (!l || fd < 0) {
+    if (fd >= 0) close(fd);
+    free(l);
+    return l ? PP_EOS : PP_ENOPRIVMEM;
+  }
+  err = region_adopt(fd, &rc, &l->region); /* the region owns the duplicate */
+  if (err) {
+    close(fd);
+    ledger_destroy(l);
+    return err;
+  }
+  l->cfg.size = region_size(l->region);
+  err = ledger_init_allocators(l);
+  if (err) {
+    ledger_destroy(l);
+    return err;
+  }
+  *ret = l;
+  return 0;
+}
+
+void ledger_set_recorder(ledger_t *l, ledger_recorder_fn fn, void *ctx) {
+  l->rec_fn = fn;
+  l->rec_ctx = ctx;
 }
 
 void ledger_destroy(ledger_t *l) {
@@ -1555,13 +1649,13 @@ static int buf_alloc(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned fl
     buddy_free(l->buddy, offset);
     return fail_nomem(why);
   }
+  l->next_handle++; /* consumed even if undone below: a journal never sees a handle twice */
   charge(l, uid, bsize);
   if (hold_add(l, h, b)) {
     uncharge(l, uid, bsize);
     buf_destroy(l, b);
     return fail_nomem(why);
   }
-  l->next_handle++;
   if (name && name_publish(l, b, scope, rest)) {
     buf_unhold(l, h, b, 0); /* releases everything above, block included */
     return fail_nomem(why);
@@ -1906,6 +2000,320 @@ const ledger_ident_t *ledger_buf_holder(const ledger_buf_t *b, uint32_t i) {
 
 uint64_t ledger_mutations(const ledger_t *l, ledger_op_t op) {
   return op < LEDGER_OP__COUNT ? l->mutations[op] : 0;
+}
+
+/* ---- restart: the state as a model, and back ------------------------------------------- */
+
+_Static_assert(JM_BUF_NAME_MAX == LEDGER_NAME_MAX, "a buffer's name in the journal");
+static bool has_prefix(const char *s, ledger_scope_t scope);
+
+/* The model's entry under k (a session, buffer or cache), NULL when absent. */
+static const void *model_get(const u64map_t *map, uint64_t k) {
+  uint64_t v;
+  return u64map_get(map, k, &v) ? (const void *)(uintptr_t)v : NULL;
+}
+_Static_assert(JM_CACHE_NAME_MAX + 1 == SLAB_NAME_MAX, "a cache's name in the journal");
+
+int ledger_export(const ledger_t *l, jmodel_t *m, char *why, size_t why_len) {
+  uint64_t *keys = NULL, k, v;
+  size_t n = 0, it;
+  int rc;
+
+  for (size_t i = 0; i < l->ncaches; i++) {
+    const lcache_t *c = l->cache_list[i];
+    if ((rc = jmodel_cache_create(m, c->id, c->scope, c->object_size, c->align, c->name,
+                                  strlen(c->name), why, why_len)))
+      return rc;
+  }
+  if ((rc = jmodel_sorted_keys(&l->by_handle, &keys, &n))) return rc;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const lbuf_t *b = buf_by_handle(l, keys[i]);
+    rc = jmodel_buf_create(m, b->handle, b->offset, b->order, (uint32_t)b->owner_uid, why,
+                           why_len);
+    if (!rc && b->qname)
+      rc = jmodel_publish(m, b->handle, b->scope, b->name, strlen(b->name), why, why_len);
+    for (uint32_t h = 0; h < b->nholders && !rc; h++)
+      rc = jmodel_hold(m, b->holders[h]->ident.session_id, b->handle,
+                       map_count(&b->holders[h]->holds, b->handle), why, why_len);
+  }
+  free(keys);
+  for (const ledger_holder_t *h = l->holders; h && !rc; h = h->next) {
+    uint64_t sid = h->ident.session_id;
+    it = 0;
+    while (!rc && u64map_next(&h->opens, &it, &k, &v))
+      rc = jmodel_cache_open(m, sid, (uint32_t)k, v, why, why_len);
+    it = 0;
+    while (!rc && u64map_next(&h->objs, &it, &k, &v))
+      rc = jmodel_obj_take(m, sid, (uint32_t)v, k, why, why_len);
+  }
+  if (!rc) jmodel_counters(m, 0, l->next_handle, l->next_cache_id);
+  return rc;
+}
+
+/* A restore that failed half-way: forget the holders without giving anything back (the
+ * caller destroys the ledger, its allocators and its region with it). */
+static void restore_abandon(ledger_t *l) {
+  ledger_holder_t *h, *next;
+  size_t it = 0;
+  uint64_t k, v;
+  for (h = l->holders; h; h = next) {
+    next = h->next;
+    u64map_fini(&h->holds);
+    u64map_fini(&h->objs);
+    u64map_fini(&h->opens);
+    u64map_fini(&h->cache_objs);
+    free(h->groups);
+    free(h);
+  }
+  l->holders = NULL;
+  l->nholders = 0;
+  while (u64map_next(&l->uids, &it, &k, &v))
+    free((luid_t *)(uintptr_t)v);
+  u64map_fini(&l->uids);
+  u64map_init(&l->uids);
+}
+
+static int restore_fail(char *why, size_t why_len, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int restore_fail(char *why, size_t why_len, int rc, const char *fmt, ...) {
+  if (why && why_len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+  }
+  return rc;
+}
+
+/* Every object of the model grouped by cache, in one pass: *ret_offs holds the objects of
+ * l->cache_list[i] at [(*ret_start)[i], (*ret_start)[i + 1]).  PP_ECORRUPT when the
+ * caches' counts do not add up to the objects; PP_ENOPRIVMEM. */
+static int model_objects_by_cache(const ledger_t *l, const jmodel_t *m, uint64_t **ret_offs,
+                                  size_t **ret_start) {
+  size_t total = u64map_len(&m->obj_owner), it = 0, *start, *fill;
+  uint64_t *offs, k, sid, pos;
+  u64map_t idx; /* cache id -> its place in l->cache_list */
+  int rc = PP_ENOPRIVMEM;
+
+  u64map_init(&idx);
+  offs = malloc((total ? total : 1) * sizeof *offs);
+  start = calloc(l->ncaches + 1, sizeof *start);
+  fill = calloc(l->ncaches + 1, sizeof *fill);
+  if (!offs || !start || !fill) goto out;
+  for (size_t i = 0; i < l->ncaches; i++) {
+    const jm_cache_t *jc = model_get(&m->caches, l->cache_list[i]->id);
+    start[i + 1] = start[i] + jc->objects;
+    if (u64map_put(&idx, l->cache_list[i]->id, i)) goto out;
+  }
+  rc = PP_ECORRUPT;
+  if (start[l->ncaches] != total) goto out;
+  while (u64map_next(&m->obj_owner, &it, &k, &sid)) {
+    const jm_session_t *js = model_get(&m->sessions, sid);
+    uint64_t cid = 0;
+    if (!js || !u64map_get(&js->objs, k, &cid) || !u64map_get(&idx, cid, &pos)) goto out;
+    if (start[pos] + fill[pos] >= start[pos + 1]) goto out;
+    offs[start[pos] + fill[pos]++] = k;
+  }
+  rc = 0;
+out:
+  u64map_fini(&idx);
+  free(fill);
+  if (rc) {
+    free(offs);
+    free(start);
+    return rc;
+  }
+  *ret_offs = offs;
+  *ret_start = start;
+  return 0;
+}
+
+int ledger_restore(ledger_t *l, const jmodel_t *m, ledger_restore_fn on_holder, void *ctx,
+                   char *why, size_t why_len) {
+  ledger_recorder_fn rec = l->rec_fn;
+  uint64_t *sids = NULL, *keys = NULL, *offs = NULL, k, v;
+  size_t nsid = 0, n = 0, it, *ostart = NULL;
+  u64map_t hmap; /* session id -> holder */
+  int rc;
+
+  u64map_init(&hmap);
+  l->rec_fn = NULL; /* this is the journal's state coming back, not a change to record */
+  if (l->holders || l->nbufs || l->ncaches) {
+    rc = restore_fail(why, why_len, PP_EINVAL, "the ledger is not fresh");
+    goto out;
+  }
+  if ((rc = jmodel_check(m, why, why_len))) goto out;
+
+  /* Holders first, empty: a ledger with holders and nothing else is valid at every step
+   * (ledger_holder_create validates it at PP_DEBUG=3). */
+  if ((rc = jmodel_sorted_keys(&m->sessions, &sids, &nsid))) goto out;
+  for (size_t i = 0; i < nsid; i++) {
+    const jm_session_t *js = model_get(&m->sessions, sids[i]);
+    ledger_ident_t ident = {.session_id = js->id, .pid = (pid_t)js->pid, .uid = js->uid};
+    ledger_holder_t *h;
+    if ((rc = ledger_holder_create(l, &ident, &h)) ||
+        (rc = u64map_put(&hmap, js->id, (uint64_t)(uintptr_t)h))) {
+      restore_fail(why, why_len, rc, "session %" PRIu64 ": out of private memory", js->id);
+      goto out;
+    }
+  }
+
+  /* Caches under their ids, in id order (the ledger lists them so). */
+  if ((rc = jmodel_sorted_keys(&m->caches, &keys, &n))) goto out;
+  for (size_t i = 0; i < n; i++) {
+    const jm_cache_t *jc = model_get(&m->caches, keys[i]);
+    slab_cache_t *sc;
+    lcache_t *c;
+    if (!has_prefix(jc->name, jc->scope)) {
+      rc = restore_fail(why, why_len, PP_ECORRUPT, "cache %u '%s' is not in its scope", jc->id,
+                        jc->name);
+      goto out;
+    }
+    rc = slab_cache_create_with_id(l->slab, jc->name, jc->object_size, jc->align, jc->id, &sc);
+    if (rc) {
+      restore_fail(why, why_len, rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT,
+                   "cache %u '%s' (%u bytes, align %u): %s", jc->id, jc->name, jc->object_size,
+                   jc->align, pp_strerror(rc));
+      rc = rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT;
+      goto out;
+    }
+    if ((rc = cache_create(l, sc, jc->scope, &c))) {
+      slab_cache_destroy(sc);
+      restore_fail(why, why_len, rc, "cache %u: out of private memory", jc->id);
+      goto out;
+    }
+    if (c->align != jc->align) {
+      rc = restore_fail(why, why_len, PP_ECORRUPT, "cache %u: align %u recorded as %u", c->id,
+                        c->align, jc->align);
+      goto out;
+    }
+  }
+  free(keys);
+  keys = NULL;
+  slab_skip_ids(l->slab, m->next_cache);
+  if (m->next_cache > l->next_cache_id) l->next_cache_id = m->next_cache;
+
+  /* Buffers: each block re-taken where it was, then its name. */
+  if ((rc = jmodel_sorted_keys(&m->bufs, &keys, &n))) goto out;
+  for (size_t i = 0; i < n; i++) {
+    const jm_buf_t *jb = model_get(&m->bufs, keys[i]);
+    lbuf_t *b;
+    if (jb->order >= BUDDY_NR_ORDERS ||
+        (rc = buddy_reserve(l->buddy, jb->offset, jb->order)) != 0) {
+      rc = restore_fail(why, why_len, PP_ECORRUPT,
+                        "buffer %" PRIu64 ": block at %" PRIu64 " of order %u: %s", jb->handle,
+                        jb->offset, jb->order,
+                        jb->order >= BUDDY_NR_ORDERS ? "order too big" : pp_strerror(rc));
+      goto out;
+    }
+    if ((rc = buf_create(l, jb->handle, jb->offset, jb->order, (uid_t)jb->owner_uid, &b))) {
+      buddy_free(l->buddy, jb->offset);
+      restore_fail(why, why_len, rc, "buffer %" PRIu64 ": out of private memory", jb->handle);
+      goto out;
+    }
+    if (jb->published) {
+      char q[LEDGER_QNAME_MAX];
+      size_t len = strlen(jb->name);
+      if (!len || len > LEDGER_NAME_MAX || utf8_prefix(jb->name, LEDGER_NAME_MAX) != len) {
+        rc =
+            restore_fail(why, why_len, PP_ECORRUPT, "buffer %" PRIu64 ": bad name", jb->handle);
+        goto out;
+      }
+      qualify((ledger_scope_t)jb->scope, jb->name, q);
+      if (buf_by_qname(l, q)) {
+        rc = restore_fail(why, why_len, PP_ECORRUPT, "buffer %" PRIu64 ": '%s' published twice",
+                          jb->handle, q);
+        goto out;
+      }
+      if ((rc = name_publish(l, b, (ledger_scope_t)jb->scope, jb->name))) {
+        restore_fail(why, why_len, rc, "buffer %" PRIu64 ": out of private memory", jb->handle);
+        goto out;
+      }
+    }
+  }
+
+  /* Objects, a cache at a time: every one re-taken at its offset, all or nothing. */
+  if ((rc = model_objects_by_cache(l, m, &offs, &ostart))) {
+    restore_fail(why, why_len, rc, "%s",
+                 rc == PP_ENOPRIVMEM ? "out of private memory" : "objects do not add up");
+    goto out;
+  }
+  for (size_t i = 0; i < l->ncaches; i++) {
+    lcache_t *c = l->cache_list[i];
+    uint64_t cnt = ostart[i + 1] - ostart[i];
+    unsigned badi = 0;
+    if (!cnt) continue;
+    if (cnt > UINT32_MAX) {
+      rc = restore_fail(why, why_len, PP_ECORRUPT, "cache %u: %" PRIu64 " objects", c->id, cnt);
+      goto out;
+    }
+    rc = slab_cache_reserve_bulk(c->cache, offs + ostart[i], (unsigned)cnt, &badi);
+    if (rc) {
+      restore_fail(why, why_len, rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT,
+                   "object %" PRIu64 " of cache %u: %s", offs[ostart[i] + badi], c->id,
+                   pp_strerror(rc));
+      rc = rc == PP_ENOPRIVMEM ? rc : PP_ECORRUPT;
+      goto out;
+    }
+  }
+
+  /* Who holds what: references in each buffer's holder order, opens, objects. */
+  for (size_t i = 0; i < n; i++) {
+    const jm_buf_t *jb = model_get(&m->bufs, keys[i]);
+    lbuf_t *b = buf_by_handle(l, jb->handle);
+    for (uint32_t hi = 0; hi < jb->nholders; hi++) {
+      ledger_holder_t *h = (ledger_holder_t *)model_get(&hmap, jb->holders[hi]);
+      const jm_session_t *js = model_get(&m->sessions, jb->holders[hi]);
+      uint64_t refs = map_count(&js->holds, jb->handle);
+      for (uint64_t r = 0; r < refs; r++)
+        if ((rc = hold_add(l, h, b))) {
+          restore_fail(why, why_len, rc, "out of private memory");
+          goto out;
+        }
+    }
+  }
+  for (size_t i = 0; i < nsid; i++) {
+    ledger_holder_t *h = (ledger_holder_t *)model_get(&hmap, sids[i]);
+    const jm_session_t *js = model_get(&m->sessions, sids[i]);
+    it = 0;
+    while (u64map_next(&js->opens, &it, &k, &v))
+      for (uint64_t o = 0; o < v; o++)
+        if ((rc = cache_hold(l, h, cache_by_id(l, (uint32_t)k)))) {
+          restore_fail(why, why_len, rc, "out of private memory");
+          goto out;
+        }
+    it = 0;
+    while (u64map_next(&js->objs, &it, &k, &v))
+      if ((rc = obj_take(l, h, cache_by_id(l, (uint32_t)v), k))) {
+        restore_fail(why, why_len, rc, "out of private memory");
+        goto out;
+      }
+  }
+
+  /* The charges, from what is held (ledger.c's rule; nothing recorded them). */
+  for (size_t i = 0; i < n; i++) {
+    lbuf_t *b = buf_by_handle(l, keys[i]);
+    charge(l, b->owner_uid, b->size);
+  }
+  for (ledger_holder_t *h = l->holders; h; h = h->next)
+    if (h->obj_bytes) charge(l, h->ident.uid, h->obj_bytes);
+  it = 0;
+  while (u64map_next(&l->uid_cache_objs, &it, &k, &v))
+    charge(l, (uid_t)(k >> 32), cache_by_id(l, (uint32_t)k)->slab_bytes);
+  if (m->next_handle > l->next_handle) l->next_handle = m->next_handle;
+
+  if ((rc = ledger_check(l, why, why_len))) goto out;
+  for (size_t i = 0; on_holder && i < nsid; i++)
+    on_holder(ctx, sids[i], (ledger_holder_t *)model_get(&hmap, sids[i]));
+out:
+  if (rc) restore_abandon(l);
+  l->rec_fn = rec;
+  free(sids);
+  free(keys);
+  free(offs);
+  free(ostart);
+  u64map_fini(&hmap);
+  return rc;
 }
 
 /* The map.  The magazine layer does not say which objects it holds, so a slab's

@@ -167,13 +167,40 @@ typedef enum ledger_op {
   LEDGER_OP__COUNT
 } ledger_op_t;
 
+/* One primitive change as the recorder sees it (ledger_set_recorder).  Fields not named for
+ * an op are 0 / NULL. */
+typedef struct ledger_rec {
+  ledger_op_t op;
+  uint64_t session;            /* HOLD, UNHOLD, OBJ_*, CACHE_OPEN, CACHE_CLOSE: the holder */
+  uint64_t handle;             /* BUF_*, HOLD, UNHOLD, PUBLISH, UNPUBLISH, OWNER */
+  uint64_t offset;             /* BUF_CREATE: the block; OBJ_*: the object */
+  uint64_t count;              /* HOLD/UNHOLD: references; CACHE_OPEN/CLOSE: opens;
+                                * CHARGE/UNCHARGE: bytes */
+  uint32_t cache_id;           /* OBJ_*, CACHE_* */
+  uint32_t order;              /* BUF_CREATE */
+  uint32_t uid;                /* BUF_CREATE, OWNER: who pays; CHARGE, UNCHARGE */
+  uint32_t object_size, align; /* CACHE_CREATE */
+  ledger_scope_t scope;        /* PUBLISH, CACHE_CREATE */
+  const char *name;            /* PUBLISH: the name proper; CACHE_CREATE: qualified */
+} ledger_rec_t;
+
+/* Called for every primitive change, as it happens, on the caller's thread. */
+typedef void (*ledger_recorder_fn)(void *ctx, const ledger_rec_t *rec);
+
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
 /* Creates the region (errors as region_create), the buddy over it and the slab layer;
  * PP_ENOPRIVMEM when malloc fails. */
 int ledger_create(const ledger_config_t *cfg, ledger_t **ret);
+/* The same over an existing region memfd (after a restart: region_adopt of a duplicate of
+ * region_fd, contents kept; cfg->size and cfg->policy are not checked against it, and
+ * ledger_config() then gives the memfd's size).  region_fd stays the caller's.  Nothing is
+ * allocated in it yet: ledger_restore. */
+int ledger_adopt(const ledger_config_t *cfg, int region_fd, ledger_t **ret);
 /* Every holder must have been released first. */
 void ledger_destroy(ledger_t *l);
+/* fn (NULL: none) sees every primitive change from now on: the journal's hook. */
+void ledger_set_recorder(ledger_t *l, ledger_recorder_fn fn, void *ctx);
 const ledger_config_t *ledger_config(const ledger_t *l);
 const region_t *ledger_region(const ledger_t *l);
 /* The region's physically contiguous runs, in offset order (none when unknown). */
@@ -325,6 +352,29 @@ int ledger_holes_repair(ledger_t *l);
 void ledger_holes_stats(const ledger_t *l, ledger_holes_stats_t *ret);
 /* Damaged buffers h holds (0 at once when none is damaged). */
 uint64_t ledger_holder_damaged(const ledger_t *l, const ledger_holder_t *h);
+
+/* ---- restart (jmodel.h) ---------------------------------------------------------------- */
+
+struct jmodel;
+/* Adds l's state to m: caches, buffers with names and holders in order, each holder's
+ * references, opens and objects (under its session id, which m must have already), the
+ * handle and cache-id counters.  Charges are not exported: they follow from the rest.
+ * 0, or the model's error (PP_ECORRUPT: a holder whose session m lacks). */
+int ledger_export(const ledger_t *l, struct jmodel *m, char *why, size_t why_len);
+
+typedef void (*ledger_restore_fn)(void *ctx, uint64_t session_id, ledger_holder_t *h);
+/* Builds m's end state in a fresh ledger (ledger_adopt, nothing done in it yet): a holder
+ * per session (ident from the model), each cache re-created under its id, each buffer's
+ * block re-taken with buddy_reserve and named, each object re-taken with
+ * slab_cache_reserve, then references (in each buffer's holder order), opens, objects and
+ * the charges they imply; cache ids below m's counter are skipped.  The recorder sees none
+ * of it.  Validated with jmodel_check before and ledger_check after.  On success
+ * on_holder (may be NULL) gets each session's holder, in id order.  On failure — PP_ECORRUPT
+ * (the model does not fit the region: blocks that overlap or lie outside it, objects of
+ * another geometry, names twice; why says which), PP_ENOPRIVMEM — no holder is handed out
+ * and the ledger holds none: destroy it. */
+int ledger_restore(ledger_t *l, const struct jmodel *m, ledger_restore_fn on_holder, void *ctx,
+                   char *why, size_t why_len);
 
 /* Validator over the ledger and the allocators under it: 0, or PP_ECORRUPT with the first
  * violation in why. */

@@ -1,9 +1,10 @@
 /*
  * listen.c — where pinpoold listens, and how it accepts.
  *
- * The socket.  When systemd passes a socket (sd_listen_fds: socket activation through
- * pinpoold.socket, or systemd-socket-activate), we use it as it is and never unlink it:
- * systemd owns that path, and it must be one listening Unix stream socket.  Otherwise we
+ * The socket.  When systemd passes a socket (socket activation through pinpoold.socket, or
+ * systemd-socket-activate; fdstore.c picks it out of the passed fds, beside the memfds the
+ * previous daemon stored), we use it as it is and never unlink it: systemd owns that path,
+ * and it must be one listening Unix stream socket.  Otherwise we
  * bind our own: the parent directory is created when missing (/run/pinpool as root), a
  * stale socket left by a crashed daemon is removed (a connect() that is refused proves
  * nobody listens; a live daemon makes us refuse to start), the socket is chmod'ed to
@@ -94,8 +95,7 @@ static int prepare_path(const char *path) {
 #define LISTEN_PAUSE_MS 100u  /* accepting paused after running out of descriptors */
 #define LISTEN_WARN_MS 10000u /* at most one "out of descriptors" warning per this */
 
-static int use_passed_socket(listener_t *ls) {
-  int fd = SD_LISTEN_FDS_START;
+static int use_passed_socket(listener_t *ls, int fd) {
   struct sockaddr_un sa;
   socklen_t len = sizeof sa;
 
@@ -217,9 +217,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   }
 }
 
-int listener_start(listener_t *ls, uv_loop_t *loop, const char *socket_path,
+int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *socket_path,
                    unsigned socket_mode, listener_accept_cb on_accept, void *data) {
-  int n = sd_listen_fds(1), rc;
+  int rc;
 
   ls->fd = -1;
   ls->spare_fd = -1;
@@ -228,15 +228,8 @@ int listener_start(listener_t *ls, uv_loop_t *loop, const char *socket_path,
   ls->on_accept = on_accept;
   ls->data = data;
   ls->refused = ls->refused_told = ls->warned_ms = 0;
-  if (n < 0) {
-    log_err("sd_listen_fds: %s", strerror(-n));
-    return PP_EOS;
-  }
-  if (n > 1) {
-    log_err("systemd passed %d sockets; pinpoold wants one", n);
-    return PP_EINVAL;
-  }
-  rc = n == 1 ? use_passed_socket(ls) : bind_own_socket(ls, socket_path, socket_mode);
+  rc = passed_fd >= 0 ? use_passed_socket(ls, passed_fd)
+                      : bind_own_socket(ls, socket_path, socket_mode);
   if (rc) return rc;
   ls->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (ls->spare_fd < 0)

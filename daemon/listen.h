@@ -27,11 +27,12 @@ typedef struct listener {
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } listener_t;
 
-/* Listen on the socket systemd passed (sd_listen_fds), else bind socket_path (creating its
- * directory, removing a stale socket, refusing a live one) and chmod it to socket_mode.
- * on_accept(data, fd) gets each connection.  Errors: PP_EOS, PP_EINVAL, PP_EEXIST (another
- * daemon listens there, or the path is not a socket); ls must be stopped either way. */
-int listener_start(listener_t *ls, uv_loop_t *loop, const char *socket_path,
+/* Listen on passed_fd, the socket systemd passed (fdstore_collect), or when it is -1 bind
+ * socket_path (creating its directory, removing a stale socket, refusing a live one) and
+ * chmod it to socket_mode.  on_accept(data, fd) gets each connection.  Errors: PP_EOS,
+ * PP_EINVAL, PP_EEXIST (another daemon listens there, or the path is not a socket); ls must
+ * be stopped either way. */
+int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *socket_path,
                    unsigned socket_mode, listener_accept_cb on_accept, void *data);
 /* Close the listener and unlink our own socket (never one systemd passed). */
 void listener_stop(listener_t *ls);

@@ -10,9 +10,18 @@
  *
  * `--probe` anywhere hands the whole argv to probe_main() (probe.c) before anything else.
  *
- * Start-up order matters for systemd: the region is created (hugepages reserved, mapped,
- * populated, physical addresses read) before the socket listens, and READY=1 is sent only
- * after both (server.c), so a client that connects never waits on a half-built region.
+ * Start-up order matters for systemd: the fds the service manager passes are sorted out
+ * first (fdstore.c: the socket, and the region and journal memfds a previous daemon
+ * stored), then the region is taken back from them and its journal replayed, or created
+ * fresh (hugepages reserved, mapped, populated, physical addresses read) and stored
+ * (persist.c), before the socket listens; READY=1 is sent only after all that (server.c),
+ * so a client that connects never waits on a half-built region.
+ *
+ * Test-only knobs, read from the environment at start-up and documented as such in
+ * pinpoold(8): PINPOOLD_TEST_CRASH_AFTER_COMMIT=N (SIGKILL after the N-th journaled
+ * request, before its reply), PINPOOLD_TEST_HANG_AFTER_REQUESTS=N (the loop hangs after
+ * N requests, for the watchdog), PINPOOLD_TEST_CHECK_JOURNAL=1 (journal against ledger
+ * after every journaled request).
  */
 #include <errno.h>
 #include <grp.h>
@@ -23,13 +32,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "endpoint.h"
+#include "fdstore.h"
 #include "frame.h"
 #include "handlers.h"
 #include "holes.h"
 #include "ledger.h"
 #include "log.h"
+#include "persist.h"
 #include "probe.h"
 #include "region.h"
 #include "units.h"
@@ -60,7 +72,11 @@ typedef struct options {
   uint32_t write_timeout_ms;
   uint64_t max_queued;
   uint32_t scan_interval_ms;
+  uint32_t grace_ms;
+  int journal; /* JOURNAL_AUTO, JOURNAL_YES, JOURNAL_NO */
 } options_t;
+
+enum { JOURNAL_AUTO = 0, JOURNAL_YES, JOURNAL_NO };
 
 static int parse_u32(const char *s, uint32_t *ret) {
   uint64_t v;
@@ -108,7 +124,9 @@ typedef enum {
   OPT_FRAME_TIMEOUT,
   OPT_WRITE_TIMEOUT,
   OPT_MAX_QUEUED,
-  OPT_SCAN_INTERVAL
+  OPT_SCAN_INTERVAL,
+  OPT_GRACE,
+  OPT_JOURNAL
 } opt_id_t;
 
 /* --shared-group a,b: each entry appended (a repeated option adds to the list). */
@@ -181,6 +199,12 @@ static const struct option_def {
     {"scan-interval", OPT_SCAN_INTERVAL, false,
      "MS  check the whole region for pages clients punched out this often, 0 = only when "
      "a block is handed out or looked up (default 10000)"},
+    {"grace", OPT_GRACE, false,
+     "MS  after a restart, how long a session waits for its client to re-claim it "
+     "(default 30000)"},
+    {"journal", OPT_JOURNAL, false,
+     "auto|yes|no  journal every ownership change for restart survival; auto: when a "
+     "service manager keeps our fds (NOTIFY_SOCKET) (default auto)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -260,6 +284,20 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     if (!rc && (o->max_queued < (64u << 10) || o->max_queued > SIZE_MAX / 2)) rc = PP_ERANGE;
     break;
   case OPT_SCAN_INTERVAL: rc = parse_u32(val, &o->scan_interval_ms); break;
+  case OPT_GRACE:
+    rc = parse_u32(val, &o->grace_ms);
+    if (!rc && o->grace_ms == 0) rc = PP_EINVAL;
+    break;
+  case OPT_JOURNAL:
+    if (!strcasecmp(val, "auto"))
+      o->journal = JOURNAL_AUTO;
+    else if (!strcasecmp(val, "yes"))
+      o->journal = JOURNAL_YES;
+    else if (!strcasecmp(val, "no"))
+      o->journal = JOURNAL_NO;
+    else
+      rc = PP_EINVAL;
+    break;
   }
   if (rc) {
     fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
@@ -383,6 +421,18 @@ missing:
   return PP_EINVAL;
 }
 
+/* A test-only knob from the environment (read once, at start-up): its decimal value, 0
+ * when unset or not a number. */
+static uint64_t env_u64(const char *name) {
+  const char *v = getenv(name);
+  char *end;
+  uint64_t n;
+  if (!v || !*v) return 0;
+  errno = 0;
+  n = strtoull(v, &end, 10);
+  return errno || *end ? 0 : n;
+}
+
 static int resolve_group(const char *name, gid_t *ret) {
   struct group gr, *grp = NULL;
   char buf[4096], *end;
@@ -415,10 +465,15 @@ int main(int argc, char **argv) {
                  .frame_timeout_ms = 10000,
                  .write_timeout_ms = 30000,
                  .max_queued = 64ull << 20,
-                 .scan_interval_ms = HOLES_INTERVAL_DEFAULT_MS};
+                 .scan_interval_ms = HOLES_INTERVAL_DEFAULT_MS,
+                 .grace_ms = PERSIST_GRACE_DEFAULT_MS,
+                 .journal = JOURNAL_AUTO};
   server_config_t sc = {0};
   ledger_config_t lc = {0};
+  persist_config_t pc = {0};
   ledger_t *ledger = NULL;
+  persist_t *persist = NULL;
+  fdstore_fds_t fds;
   gid_t admin_gid = (gid_t)-1;
   int rc;
 
@@ -456,10 +511,26 @@ int main(int argc, char **argv) {
   lc.max_caches_per_uid = o.max_caches_per_uid;
   lc.max_caches = o.max_caches;
   lc.zero_on_free = o.zero_on_free;
-  rc = ledger_create(&lc, &ledger);
+
+  /* What the service manager hands us (the socket, the memfds it kept), then the region:
+   * taken back from the store, or fresh. */
+  if (fdstore_collect(&fds)) return 1;
+  if (fds.extra_regions || fds.extra_journals) {
+    log_err("the fd store holds %u regions and %u journals more than one each: none is "
+            "trusted",
+            fds.extra_regions + (fds.region_fd >= 0),
+            fds.extra_journals + (fds.journal_fd >= 0));
+    fdstore_drop(FDSTORE_REGION);
+    fdstore_drop(FDSTORE_JOURNAL);
+  }
+  pc.fd_store = fdstore_available();
+  pc.journal = o.journal == JOURNAL_YES || (o.journal == JOURNAL_AUTO && pc.fd_store);
+  pc.grace_ms = o.grace_ms;
+  pc.crash_after_commit = env_u64("PINPOOLD_TEST_CRASH_AFTER_COMMIT");
+  pc.check_every_request = env_u64("PINPOOLD_TEST_CHECK_JOURNAL") != 0;
+  rc = persist_start(&pc, &lc, fds.region_fd, fds.journal_fd, &ledger, &persist);
   if (rc) {
-    log_err("cannot create the region (%" PRIu64 " bytes, %s pages): %s", o.size,
-            region_policy_name(o.policy), pp_strerror(rc));
+    if (fds.listen_fd >= 0) close(fds.listen_fd);
     return 1;
   }
 
@@ -477,7 +548,10 @@ int main(int argc, char **argv) {
   sc.write_timeout_ms = o.write_timeout_ms;
   sc.max_queued = (size_t)o.max_queued;
   sc.scan_interval_ms = o.scan_interval_ms;
-  rc = server_run(&sc, ledger);
+  sc.listen_fd = fds.listen_fd;
+  sc.hang_after_requests = env_u64("PINPOOLD_TEST_HANG_AFTER_REQUESTS");
+  rc = server_run(&sc, ledger, persist);
+  persist_free(persist);
   ledger_destroy(ledger);
   return rc ? 1 : 0;
 }

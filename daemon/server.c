@@ -62,6 +62,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -229,6 +230,108 @@ static void raise_nofile(const server_t *srv) {
                 (unsigned long long)rl.rlim_cur, need, cfg->max_clients);
 }
 
+/* ---- restart survival: detached sessions, the watchdog --------------------------------- */
+
+static uint64_t unix_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void on_grace(uv_timer_t *t);
+
+void server_grace_arm(server_t *srv) {
+  uint64_t now = uv_now(&srv->loop), unix_now = unix_now_ms(), wait = 0;
+  bool any = false;
+  for (const session_t *s = srv->sessions.head; s; s = s->next) {
+    if (!s->detached) continue;
+    /* Both clocks must have reached the deadline: the loop's for the timer, Unix time for
+     * what Stats promised (detached_deadline_unix_ms). */
+    const session_keep_t *k = s->keep; /* a detached session has one */
+    uint64_t a = k->detached_deadline_loop_ms > now ? k->detached_deadline_loop_ms - now : 0;
+    uint64_t b =
+        k->detached_deadline_unix_ms > unix_now ? k->detached_deadline_unix_ms - unix_now : 0;
+    uint64_t w = a > b ? a : b;
+    if (!any || w < wait) wait = w;
+    any = true;
+  }
+  if (!any) {
+    uv_timer_stop(&srv->grace_timer);
+    return;
+  }
+  uv_timer_start(&srv->grace_timer, on_grace, wait, 0);
+}
+
+/* Sessions not re-claimed by their deadline go as a disconnect does (journaled). */
+static void on_grace(uv_timer_t *t) {
+  server_t *srv = t->data;
+  uint64_t now = uv_now(&srv->loop), unix_now = unix_now_ms();
+  session_t *s, *next;
+  for (s = srv->sessions.head; s; s = next) {
+    next = s->next;
+    if (!s->detached || s->keep->detached_deadline_loop_ms > now ||
+        s->keep->detached_deadline_unix_ms > unix_now)
+      continue;
+    log_notice("session %" PRIu64 " '%s' (pid %d uid %u) was not re-claimed within %u ms of "
+               "the restart: its holdings are released",
+               s->id, s->name, (int)s->pid, (unsigned)s->uid, srv->grace_ms);
+    handshake_forget(srv, s);
+    persist_release(srv->persist, srv->ledger, s);
+    session_destroy(s);
+  }
+  server_status(srv);
+  server_grace_arm(srv);
+}
+
+/* The restored sessions join the list, detached, each with the same deadline. */
+static int take_restored(server_t *srv) {
+  session_t *s = persist_take_restored(srv->persist), *next;
+  uint64_t loop_at = uv_now(&srv->loop) + srv->grace_ms,
+           unix_at = unix_now_ms() + srv->grace_ms;
+  unsigned n = 0;
+  int rc = 0;
+  for (; s; s = next) {
+    next = s->next;
+    s->next = s->prev = NULL;
+    s->keep->detached_deadline_loop_ms = loop_at; /* session_restore made it */
+    s->keep->detached_deadline_unix_ms = unix_at;
+    s->admin = session_is_admin(s->uid, s->gid, srv->cfg->admin_gid);
+    if (!rc && (rc = handshake_restore(srv, s))) {
+      /* No memory to count it: the daemon cannot start, and the journal keeps every
+       * session for the next one. */
+      log_err("cannot take back session %" PRIu64 ": %s", s->id, pp_strerror(rc));
+      persist_stop(srv->persist);
+    }
+    if (rc) {
+      if (s->holder) ledger_holder_release(srv->ledger, s->holder);
+      session_destroy(s);
+      continue;
+    }
+    n++;
+  }
+  if (n)
+    log_notice("%u session%s from before the restart wait %u ms for their clients", n,
+               n == 1 ? "" : "s", srv->grace_ms);
+  server_grace_arm(srv);
+  return rc;
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  sd_notify(0, "WATCHDOG=1");
+}
+
+void server_request_done(server_t *srv) {
+  persist_tick(srv->persist);
+  if (srv->cfg->hang_after_requests && ++srv->requests == srv->cfg->hang_after_requests) {
+    log_notice("PINPOOLD_TEST_HANG_AFTER_REQUESTS=%" PRIu64 ": the loop hangs now (for tests "
+               "of the watchdog)",
+               srv->cfg->hang_after_requests);
+    for (;;)
+      pause();
+  }
+}
+
 /* ---- status, stop, run ---------------------------------------------------------------- */
 
 void server_status(server_t *srv) {
@@ -245,6 +348,17 @@ static void server_stop(server_t *srv, const char *why) {
   srv->stopping = true;
   log_notice("%s: shutting down", why);
   if (srv->notify) sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
+  /* The journal must say what the ledger holds before the sessions go; from here on
+   * nothing is journaled, so the journal keeps them for a daemon started after us. */
+  char jwhy[512];
+  if (persist_check(srv->persist, jwhy, sizeof jwhy)) {
+    log_err("the journal does not match the ledger: %s", jwhy);
+    persist_abandon(srv->persist, "the journal does not match the ledger");
+    srv->exit_rc = PP_ECORRUPT;
+  }
+  persist_stop(srv->persist);
+  uv_timer_stop(&srv->grace_timer);
+  uv_timer_stop(&srv->watchdog);
   listener_stop(&srv->listener);
   /* Keep catching signals (a second SIGTERM must not kill us mid-flush), but let the
    * loop end without them. */
@@ -276,16 +390,25 @@ static void close_any(uv_handle_t *h, void *arg) {
 }
 
 static void server_free(server_t *srv) {
+  session_t *s, *next;
+  /* Detached sessions nobody re-claimed: their holdings go (not journaled any more). */
+  for (s = srv->sessions.head; s; s = next) {
+    next = s->next;
+    session_list_del(&srv->sessions, s);
+    if (s->holder) ledger_holder_release(srv->ledger, s->holder);
+    session_destroy(s);
+  }
   handlers_fini(&srv->handlers);
   u64map_fini(&srv->uids);
   free(srv->rbuf);
   free(srv);
 }
 
-int server_run(const server_config_t *cfg, ledger_t *ledger) {
+int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist) {
   server_t *srv = calloc(1, sizeof *srv);
   const region_t *r = ledger_region(ledger);
   handlers_config_t hc;
+  uint64_t wd_usec = 0;
   int rc;
 
   if (!srv) return PP_ENOPRIVMEM;
@@ -302,6 +425,9 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
                "kept for administrators",
                cfg->admin_reserve, cfg->max_clients, srv->admin_reserve);
   srv->ledger = ledger;
+  srv->persist = persist;
+  srv->grace_ms = persist_grace_ms(persist);
+  persist_bind_sessions(persist, &srv->sessions);
   srv->notify = getenv("NOTIFY_SOCKET") != NULL;
   hc = (handlers_config_t){.max_frame = cfg->max_frame,
                            .max_clients = cfg->max_clients,
@@ -332,11 +458,19 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   uv_idle_init(&srv->loop, &srv->turn);
   srv->turn.data = srv;
   uv_unref((uv_handle_t *)&srv->turn);
+  /* Neither keeps the loop alive either. */
+  uv_timer_init(&srv->loop, &srv->grace_timer);
+  uv_timer_init(&srv->loop, &srv->watchdog);
+  srv->grace_timer.data = srv->watchdog.data = srv;
+  uv_unref((uv_handle_t *)&srv->grace_timer);
+  uv_unref((uv_handle_t *)&srv->watchdog);
   raise_nofile(srv);
 
-  rc = listener_start(&srv->listener, &srv->loop, cfg->socket_path, cfg->socket_mode,
-                      conn_accept, srv);
+  rc = listener_start(&srv->listener, &srv->loop, cfg->listen_fd, cfg->socket_path,
+                      cfg->socket_mode, conn_accept, srv);
+  if (!rc) rc = take_restored(srv);
   if (rc) {
+    persist_stop(persist); /* not serving: what the journal holds stays as it is */
     listener_stop(&srv->listener);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
@@ -352,6 +486,14 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   if (srv->notify)
     sd_notifyf(0, "READY=1\nSTATUS=serving %" PRIu64 " MiB on %s\nMAINPID=%lu",
                region_size(r) >> 20, srv->listener.path, (unsigned long)getpid());
+  /* The watchdog (WatchdogSec=): a ping from the loop at half the interval, so that only
+   * a loop that stops turning misses it. */
+  if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000) {
+    uint64_t every = wd_usec / 2 / 1000;
+    sd_notify(0, "WATCHDOG=1");
+    uv_timer_start(&srv->watchdog, on_watchdog, every, every);
+    log_info("watchdog: %" PRIu64 " ms, pinged every %" PRIu64 " ms", wd_usec / 1000, every);
+  }
 
   uv_run(&srv->loop, UV_RUN_DEFAULT);
   if (!srv->stopping) server_stop(srv, "loop ended");
@@ -361,6 +503,7 @@ int server_run(const server_config_t *cfg, ledger_t *ledger) {
   rc = uv_loop_close(&srv->loop);
   if (rc) log_warning("event loop closed with handles left: %s", uv_strerror(rc));
   log_notice("stopped");
+  rc = srv->exit_rc;
   server_free(srv);
-  return 0;
+  return rc;
 }

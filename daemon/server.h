@@ -29,11 +29,17 @@ typedef struct server_config {
   unsigned write_timeout_ms;    /* a client with replies queued must take some within this */
   uint64_t started_ms;          /* CLOCK_MONOTONIC ms at start-up (Stats.uptime_ms) */
   uint32_t scan_interval_ms;    /* whole-region scan for punched pages (holes.c); 0 = off */
+  int listen_fd;                /* the socket systemd passed (fdstore.h); -1: bind our own */
+  uint64_t hang_after_requests; /* tests: PINPOOLD_TEST_HANG_AFTER_REQUESTS (0: never) */
 } server_config_t;
 
+struct persist;
+
 /* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut
- * down cleanly (every session released).  Returns 0, or a negative PP_E* code when the
- * socket could not be set up. */
-int server_run(const server_config_t *cfg, ledger_t *ledger);
+ * down cleanly (every session released; with a journal, the journal keeps them).  The
+ * sessions persist restored wait, detached, for their clients until --grace runs out.
+ * Returns 0, PP_ECORRUPT when the journal and the ledger disagreed at shutdown, or a
+ * negative PP_E* code when the socket could not be set up. */
+int server_run(const server_config_t *cfg, ledger_t *ledger, struct persist *persist);
 
 #endif

@@ -16,6 +16,7 @@
 #include "holes.h"
 #include "ledger.h"
 #include "listen.h"
+#include "persist.h"
 #include "server.h"
 #include "session.h"
 #include "u64map.h"
@@ -78,6 +79,8 @@ struct conn {
   bool rejecting;        /* refused at accept: answer TOO_MANY_CLIENTS, close */
   bool shutdown_wanted;  /* closing: shut down once every queued reply is handed to libuv */
   bool yielded;          /* had its turn with input left: on the run queue, not read */
+  bool replay_armed;     /* re-claimed its session: its first request may be the one the
+                          * restart interrupted (conn.c: exactly once) */
   uid_t uid;             /* SO_PEERCRED, for refusals and the per-uid counts */
   struct conn *run_prev, *run_next; /* the run queue, while yielded */
   struct conn *prev, *next;
@@ -118,6 +121,12 @@ struct server {
 
   uv_timer_t holes_timer; /* the periodic scan for punched pages (holes.c) */
   holes_t holes;
+  persist_t *persist;     /* the journal and the fd store (persist.c) */
+  uv_timer_t grace_timer; /* the earliest deadline of a detached session */
+  uv_timer_t watchdog;    /* WATCHDOG=1 at half of WATCHDOG_USEC */
+  uint64_t requests;      /* served past Hello (the test hang counts them) */
+  int exit_rc;            /* what server_run returns after a clean loop end */
+  uint32_t grace_ms;      /* Welcome.grace_ms, and how long restored sessions wait */
 };
 
 /* conn.c */
@@ -156,6 +165,11 @@ int handshake_admit(conn_t *c, const struct ucred *cred, bool admin, handshake_v
 void handshake_frame(conn_t *c, const Pinpool__V1__Request *req);
 /* The connection's session is going: give back its client slot or pending place. */
 void handshake_leave(conn_t *c);
+/* A session the journal brought back: on the session list, detached, holding its uid's
+ * client slot until it is re-claimed or expires.  PP_ENOPRIVMEM. */
+int handshake_restore(server_t *srv, session_t *s);
+/* A detached session leaves (expired): off the list, its slot given back. */
+void handshake_forget(server_t *srv, session_t *s);
 
 /* server.c */
 /* STATUS= for systemd: clients and free bytes. */
@@ -167,5 +181,9 @@ void server_dl_push(conn_t *c, dl_kind_t kind);
 void server_dl_remove(conn_t *c, int side);
 /* A connection was freed: maybe give memory back to the system. */
 void server_conn_gone(server_t *srv);
+/* A request past Hello was answered: compaction when due; the test hang. */
+void server_request_done(server_t *srv);
+/* A detached session was re-claimed or a deadline moved: the grace timer follows. */
+void server_grace_arm(server_t *srv);
 
 #endif

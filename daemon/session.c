@@ -5,8 +5,11 @@
  * session from it; nothing the client sends about itself (Hello.client_name) is trusted
  * beyond display.  Each session gets an id (monotonic, never reused, what operators see)
  * and a 16-byte random token from getrandom(2): the token is the session's claim ticket
- * for restart survival: after a daemon restart a client presents it in Hello
- * and re-claims what it held.
+ * for restart survival: after a daemon restart a client presents it in Hello and re-claims
+ * what it held.  A restarted daemon re-creates its sessions from the journal
+ * (session_restore: the same id and token, detached until re-claimed; the id counter
+ * moves past them), and keeps with each the reply to its last journaled request
+ * (session_keep_reply) for the exactly-once answer to a retry.
  *
  * Holdings are not here: what a session holds (buffer references, objects, the bytes
  * charged to its uid) is the pool's ledger's (ledger.c), in a ledger_holder_t the session
@@ -33,6 +36,7 @@
 #include <sys/random.h>
 #include <time.h>
 #include <errno.h>
+#include <stdio.h>
 
 #include "pinpool_err.h"
 #include "utf8.h"
@@ -68,7 +72,70 @@ int session_create(pid_t pid, uid_t uid, gid_t gid, session_t **ret) {
   return 0;
 }
 
+int session_restore(uint64_t id, const uint8_t token[SESSION_TOKEN_LEN], pid_t pid, uid_t uid,
+                    gid_t gid, const char *name, uint64_t connected_ms, session_t **ret) {
+  session_t *s = calloc(1, sizeof *s);
+  if (!s || !(s->keep = calloc(1, sizeof *s->keep))) {
+    free(s);
+    return PP_ENOPRIVMEM;
+  }
+  s->id = id;
+  memcpy(s->token, token, SESSION_TOKEN_LEN);
+  s->pid = pid;
+  s->uid = uid;
+  s->gid = gid;
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->connected_ms = connected_ms;
+  s->hello_done = true;
+  s->detached = true;
+  if (id >= session_next_id) session_next_id = id + 1;
+  *ret = s;
+  return 0;
+}
+
+void session_skip_ids(uint64_t next) {
+  if (next > session_next_id) session_next_id = next;
+}
+
+int session_keep_reply(session_t *s, uint64_t id, const uint8_t *bytes, size_t len) {
+  session_keep_t *k = s->keep;
+  if (!k && !(k = s->keep = calloc(1, sizeof *k))) return PP_ENOPRIVMEM;
+  if (len > UINT32_MAX) len = 0;
+  if (len > k->reply_cap) {
+    uint8_t *p = realloc(k->reply, len);
+    if (!p) {
+      k->reply_id = 0;
+      k->reply_len = 0;
+      return PP_ENOPRIVMEM;
+    }
+    k->reply = p;
+    k->reply_cap = (uint32_t)len;
+  }
+  if (len) memcpy(k->reply, bytes, len);
+  k->reply_len = (uint32_t)len;
+  k->reply_id = len ? id : 0;
+  return 0;
+}
+
+const uint8_t *session_kept_reply(const session_t *s, uint64_t *ret_id, size_t *ret_len) {
+  if (!s->keep || !s->keep->reply_len) {
+    *ret_id = 0;
+    *ret_len = 0;
+    return NULL;
+  }
+  *ret_id = s->keep->reply_id;
+  *ret_len = s->keep->reply_len;
+  return s->keep->reply;
+}
+
+uint64_t session_detached_deadline(const session_t *s) {
+  return s->detached && s->keep ? s->keep->detached_deadline_unix_ms : 0;
+}
+
 void session_destroy(session_t *s) {
+  if (!s) return;
+  if (s->keep) free(s->keep->reply);
+  free(s->keep);
   free(s);
 }
 

@@ -258,6 +258,8 @@ static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, const session_t *
   ci->objects = t.objects;
   ci->requests = s->requests;
   if (s->holder) ci->damaged_buffers = ledger_holder_damaged(l, s->holder);
+  ci->detached = s->detached;
+  ci->detached_deadline_unix_ms = session_detached_deadline(s);
   return ci;
 }
 

@@ -58,6 +58,8 @@
  *   a journal of who held what.  Caches come back with slab_cache_create_with_id (same id,
  *   name and geometry); each object a session held comes back with slab_cache_reserve.
  *   Objects that were free or parked in magazines at the crash are simply free afterwards.
+ *   The ids of caches destroyed before the crash are skipped with slab_skip_ids (the
+ *   counter only moves forward), so a stale id still only misses.
  *   Reserving offset: its slab is the block base = offset & ~(slab_bytes - 1).  If the
  *   cache has that slab, the object's bit is set and its index taken off the free stack
  *   (a scan: replay is rare, the stack is at most objs long).  If not, the block is taken
@@ -852,6 +854,14 @@ int slab_cache_create_with_id(slab_t *s, const char *name, uint32_t object_size,
     rc = cache_insert_unsafe(s, name, &g, id, ret);
   pthread_mutex_unlock(&s->lock);
   return rc;
+}
+
+int slab_skip_ids(slab_t *s, uint32_t next) {
+  if (!s) return PP_EINVAL;
+  pthread_mutex_lock(&s->lock);
+  if (next > s->next_id) s->next_id = next;
+  pthread_mutex_unlock(&s->lock);
+  return 0;
 }
 
 slab_cache_t *slab_cache_find(slab_t *s, const char *name) {

@@ -81,6 +81,11 @@ int slab_cache_create(slab_t *s, const char *name, uint32_t object_size, uint32_
  * PP_ENOPRIVMEM.  *ret untouched on failure. */
 int slab_cache_create_with_id(slab_t *s, const char *name, uint32_t object_size, uint32_t align,
                               uint32_t id, slab_cache_t **ret);
+/* Moves the id counter to at least next (it never moves back): slab_cache_create gives out
+ * no id below it from now on.  The restart path, for the ids of caches destroyed before
+ * the crash, which no live cache re-created with slab_cache_create_with_id carries past.
+ * PP_EINVAL for a NULL s. */
+int slab_skip_ids(slab_t *s, uint32_t next);
 slab_cache_t *slab_cache_find(slab_t *s, const char *name);
 /* NULL for an id not in use.  slab_cache_create never gives out an id twice (a stale id of
  * a destroyed cache only misses); slab_cache_create_with_id takes the id it is told. */

@@ -45,5 +45,6 @@ int bench_slab(const bench_opts_t *o);
 int bench_scale(const bench_opts_t *o);
 int bench_ipc(const bench_opts_t *o);
 int bench_conns(const bench_opts_t *o);
+int bench_restart(const bench_opts_t *o);
 
 #endif /* PP_BENCH_H */

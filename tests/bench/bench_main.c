@@ -1,6 +1,7 @@
 /*
  * pinpool-bench — benchmarks that compare pinpool with its peers in the same run.
- *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|conns|all
+ *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N]
+ *                 buddy|slab|scale|ipc|conns|restart|all
  * --json writes JSON Lines: one object per benchmark, each on one line (bench_common.c).
  */
 #include <stdio.h>
@@ -19,13 +20,15 @@ static const struct {
     {"scale", bench_scale, "threads on one cache: magazines vs one lock"},
     {"ipc", bench_ipc, "daemon round trips vs a raw socketpair round trip"},
     {"conns", bench_conns, "daemon memory with 0/1k/10k idle clients; a client's latency"},
+    {"restart", bench_restart,
+     "journal cost; SIGKILL to the first re-claimed request; adopt vs create 1 GiB"},
 };
 
 static int usage(FILE *f) {
   fprintf(f, "usage: pinpool-bench [--json] [--reps N] [--iters N] [--threads N] BENCH\n");
   for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
-    fprintf(f, "  %-6s %s\n", benches[i].name, benches[i].what);
-  fprintf(f, "  all    each of the above in turn\n");
+    fprintf(f, "  %-7s %s\n", benches[i].name, benches[i].what);
+  fprintf(f, "  all     each of the above in turn\n");
   fprintf(f, "--json prints JSON Lines: one object per benchmark on a line of its own,\n"
              "  {\"bench\": NAME, \"results\": [...], \"ratios\": [...]}; progress goes to "
              "stderr\n");

@@ -1,6 +1,7 @@
 /*
  * test_bench_json.c — `pinpool-bench --json all` writes JSON Lines: every line of stdout is
- * exactly one JSON object, one per benchmark, in order (buddy, slab, scale, ipc), each with
+ * exactly one JSON object, one per benchmark, in order (buddy, slab, scale, ipc, conns,
+ * restart), each with
  * its results and ratios.  A tiny run (one repetition of a few hundred operations) keeps
  * it well under a second; the figures themselves are not judged here (speed belongs to
  * the benchmark, not to a test).  Skips, saying why, when pinpool-bench is not built (no
@@ -37,7 +38,7 @@ static json_object *get(json_object *o, const char *key) {
 }
 
 static void bench_all_json_is_one_object_per_line_per_benchmark(void **state) {
-  static const char *const want[] = {"buddy", "slab", "scale", "ipc", "conns"};
+  static const char *const want[] = {"buddy", "slab", "scale", "ipc", "conns", "restart"};
   const char *dir = getenv("PP_BIN_DIR");
   char bin[512], *out, *line, *save = NULL;
   int fd = memfd_create("bench-out", 0), st;

@@ -603,6 +603,11 @@ journal_cut_at_every_byte_replays_exactly_the_whole_txns_before_the_cut(void **s
     assert_log_is_prefix(&got, &h, k);
     rl_fini(&got);
     assert_true(scan.torn_tail == (cut > h.end[0] && cut != h.end[k]));
+    /* A crash tears a write between pages only: a cut elsewhere is damage. */
+    if (!scan.torn_tail)
+      assert_int_equal(scan.tail, JOURNAL_TAIL_NONE);
+    else
+      assert_int_equal(scan.tail, cut % 4096 == 0 ? JOURNAL_TAIL_TORN : JOURNAL_TAIL_DAMAGED);
     assert_int_equal(scan.slots_valid, cut >= 2048 + 128 ? 3 : 1);
     /* The torn tail is gone: a new transaction follows the last whole one, and a restart
      * sees exactly the k old ones and the new one. */
@@ -645,6 +650,13 @@ static void flipped_byte_anywhere_never_yields_a_record_that_was_not_written(voi
       while (k < h.n && h.end[k + 1] <= off)
         k++;
       if (off < h.end[0]) k = h.n;
+      /* Damage is never taken for what a crash leaves (unless the file happens to end on
+       * a page and the flip lengthened the last header: that reads as a torn write). */
+      if (off >= h.end[0])
+        assert_true(scan.tail == JOURNAL_TAIL_DAMAGED ||
+                    (scan.tail == JOURNAL_TAIL_TORN && len % 4096 == 0));
+      else
+        assert_int_equal(scan.tail, JOURNAL_TAIL_NONE);
       rlog_t got;
       replay_log(a, &got, NULL);
       assert_log_is_prefix(&got, &h, k);
@@ -743,6 +755,11 @@ static void torn_commit_at_every_byte_replays_all_or_nothing_of_it(void **state)
     journal_scan_t scan;
     j = restart(j, &scan);
     assert_true(scan.torn_tail == (b > 0 && !whole));
+    if (b == 0 || whole)
+      assert_int_equal(scan.tail, JOURNAL_TAIL_NONE);
+    else
+      assert_int_equal(scan.tail,
+                       (st.end + b) % 4096 == 0 ? JOURNAL_TAIL_TORN : JOURNAL_TAIL_DAMAGED);
     rlog_t got;
     replay_log(j, &got, NULL);
     assert_log_is_prefix(&got, &h, h.n);
@@ -782,6 +799,7 @@ static void a_copy_of_a_valid_txn_is_never_its_own_successor(void **state) {
   journal_scan_t scan;
   j = adopt_ok(fd, &scan);
   assert_true(scan.torn_tail);
+  assert_int_equal(scan.tail, JOURNAL_TAIL_DAMAGED);
   assert_non_null(strstr(scan.stop_reason, "sequence number"));
   rlog_t got;
   replay_log(j, &got, NULL);
@@ -822,6 +840,7 @@ static void snapshot_of_a_crashed_compaction_is_not_replayed_as_log(void **state
   journal_scan_t scan;
   j = restart(j, &scan);
   assert_int_equal(scan.generation, 1);
+  assert_int_equal(scan.tail, JOURNAL_TAIL_SNAPSHOT);
   assert_non_null(strstr(scan.stop_reason, "generation 2"));
   rlog_t got;
   replay_log(j, &got, NULL);
@@ -829,6 +848,97 @@ static void snapshot_of_a_crashed_compaction_is_not_replayed_as_log(void **state
   rl_fini(&got);
   journal_close(j);
   hist_fini(&h);
+}
+
+/* Pads the journal with one transaction so that it ends exactly on a 4 KiB boundary. */
+static void pad_to_page(journal_t *j, hist_t *h) {
+  static uint8_t blob[8192];
+  journal_stats_t st;
+  journal_get_stats(j, &st);
+  size_t pad = (size_t)((4096 - (st.end + 48) % 4096) % 4096);
+  uint64_t seq;
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_add(j, 3, blob, pad), 0);
+  assert_int_equal(journal_txn_commit(j, &seq), 0);
+  rl_begin(&h->exp, seq, 1, false);
+  rl_rec(&h->exp, 3, blob, pad);
+  rl_end(&h->exp, seq);
+  journal_get_stats(j, &st);
+  hist_push(h, st.end, seq);
+  assert_int_equal(st.end % 4096, 0);
+}
+
+static journal_tail_t tail_after(journal_t **j) {
+  journal_scan_t scan;
+  *j = restart(*j, &scan);
+  return scan.tail;
+}
+
+static void tail_tells_what_a_crash_leaves_from_damage(void **state) {
+  static uint8_t big[6000];
+  hist_t h = {0};
+  journal_t *j = build(&h, 91, 6, 50);
+  assert_int_equal(tail_after(&j), JOURNAL_TAIL_NONE);
+
+  /* A write of 6000 + 48 bytes from a page boundary, cut after its first page: torn. */
+  pad_to_page(j, &h);
+  journal_fault_after(j, 4096);
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_add(j, 1, big, sizeof big), 0);
+  assert_int_equal(journal_txn_commit(j, NULL), PP_EIO);
+  assert_int_equal(tail_after(&j), JOURNAL_TAIL_TORN);
+
+  /* The same write cut inside a page: no crash does that. */
+  journal_fault_after(j, 4000);
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_add(j, 1, big, sizeof big), 0);
+  assert_int_equal(journal_txn_commit(j, NULL), PP_EIO);
+  assert_int_equal(tail_after(&j), JOURNAL_TAIL_DAMAGED);
+
+  /* A compaction that extended the file and died before its first snapshot byte, and one
+   * that wrote a whole snapshot transaction: both what a crash leaves.  (The log must
+   * not end on a page, or the new generation starts right there with no padding.) */
+  uint64_t rng = 5;
+  assert_int_equal(commit_random(j, &h, &rng, 1, 20, false), 0);
+  assert_int_equal(journal_compact_begin(j), 0);
+  journal_fault_after(j, 0);
+  assert_int_equal(journal_txn_begin(j), 0);
+  assert_int_equal(journal_txn_commit(j, NULL), PP_EIO);
+  assert_int_equal(tail_after(&j), JOURNAL_TAIL_SNAPSHOT);
+  const size_t one = 32 + 8 + 8 + 8; /* a transaction of one 8-byte record */
+  for (int torn = 0; torn < 2; torn++) {
+    assert_int_equal(journal_compact_begin(j), 0);
+    journal_fault_after(j, one + (size_t)torn);
+    assert_int_equal(journal_txn_begin(j), 0);
+    assert_int_equal(journal_txn_add(j, 9, "snapshot", 8), 0);
+    assert_int_equal(journal_txn_commit(j, NULL), torn ? 0 : PP_EIO);
+    if (torn) {
+      assert_int_equal(journal_txn_begin(j), 0);
+      assert_int_equal(journal_txn_add(j, 9, "snapshot", 8), 0);
+      assert_int_equal(journal_txn_commit(j, NULL), PP_EIO);
+    }
+    /* whole: what a crash leaves; then one byte of the next, off a page: damage */
+    assert_int_equal(tail_after(&j), torn ? JOURNAL_TAIL_DAMAGED : JOURNAL_TAIL_SNAPSHOT);
+  }
+
+  /* A flipped byte in a transaction that has successors: damage, and nothing after it is
+   * replayed. */
+  hist_t h2 = {0};
+  journal_close(j);
+  j = build(&h2, 92, 6, 50);
+  size_t len;
+  uint8_t *img = read_all(journal_fd(j), &len);
+  journal_close(j);
+  img[h2.end[2] + 40] ^= 0x10;
+  int fd = memfd_with(img, len);
+  journal_scan_t scan;
+  j = adopt_ok(fd, &scan);
+  assert_int_equal(scan.tail, JOURNAL_TAIL_DAMAGED);
+  assert_int_equal(scan.txns, 2);
+  journal_close(j);
+  free(img);
+  hist_fini(&h);
+  hist_fini(&h2);
 }
 
 /* ---- adopt's refusals ------------------------------------------------------------------- */
@@ -1415,6 +1525,7 @@ int main(void) {
       cmocka_unit_test(torn_commit_at_every_byte_replays_all_or_nothing_of_it),
       cmocka_unit_test(a_copy_of_a_valid_txn_is_never_its_own_successor),
       cmocka_unit_test(snapshot_of_a_crashed_compaction_is_not_replayed_as_log),
+      cmocka_unit_test(tail_tells_what_a_crash_leaves_from_damage),
       cmocka_unit_test(identity_mismatch_is_refused_with_a_reason),
       cmocka_unit_test(garbage_and_foreign_fds_are_refused_not_crashed_on),
       cmocka_unit_test(failed_write_leaves_the_journal_as_before),

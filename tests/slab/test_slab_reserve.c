@@ -268,6 +268,23 @@ static void create_with_id_takes_that_id_and_moves_the_counter_past_it(void **st
   check_all(f);
 }
 
+static void skip_ids_moves_the_counter_forward_only(void **state) {
+  fixture_t *f = *state;
+  slab_cache_t *a, *b, *c;
+  assert_int_equal(slab_cache_create(f->slab, "a", 64, 8, &a), 0);
+  assert_int_equal(info_of(a).id, 0);
+  /* ids 1..9 belonged to caches destroyed before a restart: never given out again */
+  assert_int_equal(slab_skip_ids(f->slab, 10), 0);
+  assert_int_equal(slab_cache_create(f->slab, "b", 64, 8, &b), 0);
+  assert_int_equal(info_of(b).id, 10);
+  /* a lower value changes nothing */
+  assert_int_equal(slab_skip_ids(f->slab, 3), 0);
+  assert_int_equal(slab_cache_create(f->slab, "c", 64, 8, &c), 0);
+  assert_int_equal(info_of(c).id, 11);
+  assert_int_equal(slab_skip_ids(NULL, 3), PP_EINVAL);
+  check_all(f);
+}
+
 static void create_with_id_refuses_a_taken_id_or_name(void **state) {
   fixture_t *f = *state;
   slab_cache_t *a, *b = (slab_cache_t *)0x1;
@@ -903,6 +920,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(reserve_errors_are_distinct_and_change_nothing, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(reserve_bulk_is_all_or_nothing, setup, teardown),
+      cmocka_unit_test_setup_teardown(skip_ids_moves_the_counter_forward_only, setup, teardown),
       cmocka_unit_test_setup_teardown(reserve_refuses_the_objects_of_another_geometry, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(replay_rebuilds_exactly_the_objects_held, setup,

@@ -1,0 +1,690 @@
+/*
+ * persist.c — restart survival: what pinpoold writes so that a crash, a watchdog kill or a
+ * restart costs its clients a pause and never a buffer, and how a new daemon takes it all
+ * back.
+ *
+ * What outlives the process.  Two memfds, both in the service manager's file-descriptor
+ * store (fdstore.c): the region (every client maps it; its contents are the clients' data)
+ * and the journal (journal.c: private to the daemon, never sent to a client), which says
+ * who holds what in the region.  The region is named by 16 random bytes, its region_id,
+ * made when the region is created and the same for every daemon that adopts it (clients
+ * check it when they re-claim).  The journal's identity blob ties it to the region memfd —
+ * "PPJ1", st_dev, st_ino, size and page size of the file — so a journal is never replayed
+ * over another region.
+ *
+ * What is written, and when.  One request = one transaction: every primitive change the
+ * ledger makes while serving it (the recorder below: ledger_set_recorder) and then the
+ * packed reply (JREC_REPLY), committed with one pwrite before the reply is written to the
+ * socket (persist_request_end).  A request that changed nothing writes nothing.  A Hello
+ * that starts a session is a transaction (JREC_SESSION_NEW); a disconnect is one (the
+ * release's primitives, then JREC_SESSION_END).  So the journal never lacks a change a
+ * client was told about, and a transaction torn by a crash was never answered: the client
+ * sends it again.  Charges are not written (jmodel.c derives them).  Object changes of one
+ * session and cache are batched into one record per run (a cache_alloc of 1024 objects is
+ * one 8 KiB record).  Between requests, when journal_should_compact says the log has grown
+ * past max(1 MiB, twice the last snapshot), the live state is written as a new generation
+ * (persist_tick: ledger and sessions exported into a jmodel, emitted as the snapshot).
+ *
+ * Exactly once.  Each session keeps the reply to its last journaled request with that
+ * request's id (session_t.keep, also in the journal and in every snapshot).  A client
+ * whose connection broke under a request re-claims its session and sends that request
+ * first, again, with its original id; conn.c answers the first request of a re-claiming
+ * connection whose id equals the session's kept id with the kept bytes, without carrying it
+ * out.  Ids are unique within a session (the client counts on across connections), so no
+ * other request can be taken for it; a request that changed nothing was not journaled, and
+ * running it again is harmless.  (One request in flight: a client that pipelined several
+ * gets exactly-once for its last journaled one only.)
+ *
+ * Coming back (persist_start).  With "region" and "journal" in the store: journal_adopt
+ * (identity, superblock, torn tail cut off) — a tail that no crash leaves (a damaged
+ * transaction with answered ones after it, journal_scan_t.tail) refuses the journal,
+ * since the valid prefix is then not the state the daemon promised; the journal replayed
+ * into a jmodel (every record checked against the model); the ledger over the adopted
+ * region built from the model's end state (ledger_restore: caches under their ids, every
+ * buffer block re-taken with buddy_reserve, every object with slab_cache_reserve — all
+ * reserves before anything is allocated — then references, opens, objects, charges,
+ * ledger_check); and the result exported and compared with the model.  Every session comes
+ * back detached, holding what it held, with its token and its kept reply; the server gives
+ * each a deadline (--grace).  Anything that does not validate — a journal of another
+ * region, damage, a replay that produces an invalid ledger, blocks that overlap — is never
+ * trusted: the reason is logged at err, both fds leave the store (FDSTOREREMOVE=1), and the
+ * daemon starts on a fresh region, where old clients' Hellos get STATE_LOST (their mapping
+ * is of the old memfd, which nobody allocates from any more: no aliasing).  A store with
+ * only one of the two is treated the same way.
+ *
+ * Failures while running.  A commit that fails (the journal memfd cannot grow: a memory
+ * limit) or a record that cannot be encoded (no private memory) leaves the ledger ahead of
+ * the journal.  Then a fresh snapshot of the whole live state is written in its place (a
+ * compaction: the old generation stays current until the new one is complete); if that
+ * fails too, journaling stops for good: both fds leave the store (a restart starts fresh
+ * rather than replay an incomplete journal), new Welcomes say grace_ms 0, and the log says
+ * so at err.
+ *
+ * Shutdown (SIGTERM): persist_stop before the connections close, so that releasing their
+ * sessions on the way out is not journaled: the journal keeps the live state, and a daemon
+ * started with the stored fds within the grace period takes every session back.
+ *
+ * Without a service manager (no NOTIFY_SOCKET) there is no store and nothing survives the
+ * process: journaling is off unless asked for (--journal yes, for tests and benchmarks),
+ * and Welcome.grace_ms is 0 so that clients do not wait for a daemon that cannot have
+ * their session.
+ *
+ * Locks: none; start-up and the loop thread.
+ */
+#define _GNU_SOURCE
+#include "persist.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fdstore.h"
+#include "jmodel.h"
+#include "log.h"
+
+_Static_assert(JM_TOKEN_LEN == SESSION_TOKEN_LEN, "tokens in the journal");
+_Static_assert(JM_SESSION_NAME_MAX == SESSION_NAME_MAX, "session names in the journal");
+_Static_assert(JM_REGION_ID_LEN == PERSIST_REGION_ID_LEN, "region ids in the journal");
+
+#define IDENTITY_LEN 36u
+#define FRESH_RETRY_MS 2000u /* a fresh hugepage region waits this long for the old one's */
+
+struct persist {
+  persist_config_t cfg;
+  ledger_t *ledger;
+  journal_t *journal; /* NULL: not journaling */
+  bool stored;        /* region and journal are in the fd store */
+  bool stopped;
+  uint8_t region_id[PERSIST_REGION_ID_LEN];
+  const session_list_t *sessions; /* what a snapshot exports */
+  session_t *restored;            /* until the server takes them */
+  uint64_t next_session;          /* past every session id the journal has seen */
+
+  /* the open transaction */
+  bool in_txn;
+  int txn_err; /* a record could not be added: the transaction cannot be committed */
+  /* a run of object records of one (op, session, cache), batched into one record */
+  uint32_t batch_type, batch_cache;
+  uint64_t batch_session;
+  uint64_t *batch;
+  uint32_t batch_n, batch_cap;
+
+  persist_stats_t stats;
+};
+
+/* ---- identity -----------------------------------------------------------------------------
+ */
+
+/* "PPJ1", st_dev, st_ino, size, page size of the region memfd. */
+static int region_identity(int fd, uint8_t out[IDENTITY_LEN]) {
+  struct stat st;
+  struct statfs sfs;
+  journal_enc_t e;
+  if (fstat(fd, &st) != 0 || fstatfs(fd, &sfs) != 0) return PP_EOS;
+  journal_enc_init(&e, out, IDENTITY_LEN);
+  journal_enc_bytes(&e, "PPJ1", 4);
+  journal_enc_u64(&e, (uint64_t)st.st_dev);
+  journal_enc_u64(&e, (uint64_t)st.st_ino);
+  journal_enc_u64(&e, (uint64_t)st.st_size);
+  journal_enc_u64(&e, (uint64_t)sfs.f_bsize);
+  return e.err;
+}
+
+/* ---- the recorder -------------------------------------------------------------------------
+ */
+
+static void txn_open(persist_t *p) {
+  int rc;
+  if (p->in_txn || p->txn_err) return;
+  if ((rc = journal_txn_begin(p->journal)))
+    p->txn_err = rc;
+  else
+    p->in_txn = true;
+}
+
+static void batch_flush(persist_t *p) {
+  int rc;
+  if (!p->batch_n) return;
+  rc = jrec_objs(p->journal, p->batch_type, p->batch_session, p->batch_cache, p->batch,
+                 p->batch_n);
+  if (rc && !p->txn_err) p->txn_err = rc;
+  p->batch_n = 0;
+}
+
+static void add(persist_t *p, int rc) {
+  if (rc && !p->txn_err) p->txn_err = rc;
+}
+
+static void persist_record(void *ctx, const ledger_rec_t *r) {
+  persist_t *p = ctx;
+  uint32_t type;
+
+  if (!p->journal || p->stopped) return;
+  if (r->op == LEDGER_OP_CHARGE || r->op == LEDGER_OP_UNCHARGE) return; /* derived */
+  txn_open(p);
+  if (p->txn_err) return;
+  if (r->op == LEDGER_OP_OBJ_TAKE || r->op == LEDGER_OP_OBJ_GIVE) {
+    type = r->op == LEDGER_OP_OBJ_TAKE ? JREC_OBJ_TAKE : JREC_OBJ_GIVE;
+    if (p->batch_n && (p->batch_type != type || p->batch_session != r->session ||
+                       p->batch_cache != r->cache_id || p->batch_n == JOURNAL_TXN_MAX / 64))
+      batch_flush(p);
+    if (p->batch_n == p->batch_cap) {
+      uint32_t cap = p->batch_cap ? p->batch_cap * 2 : 64;
+      uint64_t *v = realloc(p->batch, cap * sizeof *v);
+      if (!v) {
+        add(p, PP_ENOPRIVMEM);
+        return;
+      }
+      p->batch = v;
+      p->batch_cap = cap;
+    }
+    p->batch_type = type;
+    p->batch_session = r->session;
+    p->batch_cache = r->cache_id;
+    p->batch[p->batch_n++] = r->offset;
+    return;
+  }
+  batch_flush(p);
+  journal_t *j = p->journal;
+  switch (r->op) {
+  case LEDGER_OP_BUF_CREATE:
+    add(p, jrec_buf_create(j, r->handle, r->offset, r->order, r->uid));
+    break;
+  case LEDGER_OP_BUF_DESTROY: add(p, jrec_handle(j, JREC_BUF_DESTROY, r->handle)); break;
+  case LEDGER_OP_HOLD: add(p, jrec_hold(j, JREC_HOLD, r->session, r->handle, r->count)); break;
+  case LEDGER_OP_UNHOLD:
+    add(p, jrec_hold(j, JREC_UNHOLD, r->session, r->handle, r->count));
+    break;
+  case LEDGER_OP_PUBLISH: add(p, jrec_publish(j, r->handle, r->scope, r->name)); break;
+  case LEDGER_OP_UNPUBLISH: add(p, jrec_handle(j, JREC_UNPUBLISH, r->handle)); break;
+  case LEDGER_OP_OWNER: add(p, jrec_owner(j, r->handle, r->uid)); break;
+  case LEDGER_OP_CACHE_CREATE:
+    add(p, jrec_cache_create(j, r->cache_id, r->scope, r->object_size, r->align, r->name));
+    break;
+  case LEDGER_OP_CACHE_DESTROY: add(p, jrec_cache_destroy(j, r->cache_id)); break;
+  case LEDGER_OP_CACHE_OPEN:
+    add(p, jrec_cache_opens(j, JREC_CACHE_OPEN, r->session, r->cache_id, r->count));
+    break;
+  case LEDGER_OP_CACHE_CLOSE:
+    add(p, jrec_cache_opens(j, JREC_CACHE_CLOSE, r->session, r->cache_id, r->count));
+    break;
+  default: break;
+  }
+}
+
+/* ---- export, snapshot, failure ------------------------------------------------------------
+ */
+
+/* The live state — sessions (with their kept replies) and the ledger — as a model. */
+static int export_live(persist_t *p, jmodel_t *m, char *why, size_t n) {
+  int rc = jmodel_set_region(m, p->region_id, why, n);
+  for (const session_t *s = p->sessions ? p->sessions->head : NULL; s && !rc; s = s->next) {
+    rc =
+        jmodel_session_new(m, s->id, s->token, (uint32_t)s->uid, (uint32_t)s->gid,
+                           (uint32_t)s->pid, s->connected_ms, s->name, strlen(s->name), why, n);
+    uint64_t rid;
+    size_t rlen;
+    const uint8_t *reply = session_kept_reply(s, &rid, &rlen);
+    if (!rc && reply) rc = jmodel_reply(m, s->id, rid, reply, rlen, why, n);
+  }
+  if (!rc) rc = ledger_export(p->ledger, m, why, n);
+  if (!rc) jmodel_counters(m, p->next_session, 0, 0);
+  return rc;
+}
+
+/* The live state as a new generation.  0 or an error (the old generation stays). */
+static int compact(persist_t *p) {
+  jmodel_t m;
+  char why[256] = "";
+  int rc;
+
+  jmodel_init(&m);
+  rc = export_live(p, &m, why, sizeof why);
+  if (!rc) rc = journal_compact_begin(p->journal);
+  if (!rc) {
+    rc = jmodel_emit(&m, p->journal);
+    if (!rc) rc = journal_compact_commit(p->journal);
+    if (rc) journal_compact_abort(p->journal);
+  }
+  jmodel_fini(&m);
+  if (rc)
+    log_warning("journal compaction failed: %s%s%s", pp_strerror(rc), why[0] ? ": " : "",
+                why[0] ? why : journal_last_error(p->journal));
+  else
+    p->stats.compactions++;
+  return rc;
+}
+
+static void stop_journaling(persist_t *p, const char *why) {
+  log_err("restart survival is off until pinpoold starts again: %s; the region and the "
+          "journal leave the fd store, so the next start is a fresh one",
+          why);
+  if (p->stored) {
+    fdstore_drop(FDSTORE_REGION);
+    fdstore_drop(FDSTORE_JOURNAL);
+  }
+  p->stored = false;
+  ledger_set_recorder(p->ledger, NULL, NULL);
+  journal_close(p->journal);
+  p->journal = NULL;
+  free(p->batch);
+  p->batch = NULL;
+  p->batch_n = p->batch_cap = 0;
+}
+
+/* The transaction could not be written: a fresh snapshot stands in for it, or journaling
+ * ends. */
+static void commit_failed(persist_t *p, int rc) {
+  char msg[256];
+  p->stats.failures++;
+  log_err("the journal could not record a change: %s%s%s; writing a snapshot of the whole "
+          "state instead",
+          pp_strerror(rc), journal_last_error(p->journal)[0] ? ": " : "",
+          journal_last_error(p->journal));
+  if (compact(p) == 0) return;
+  snprintf(msg, sizeof msg, "neither the change nor a snapshot could be journaled (%s)",
+           pp_strerror(rc));
+  stop_journaling(p, msg);
+}
+
+/* Commit the open transaction (nothing when none is open).  0 when it is durable. */
+static int txn_commit(persist_t *p) {
+  int rc;
+  if (!p->journal) return 0;
+  if (!p->in_txn && !p->txn_err) return 0;
+  if (p->in_txn) batch_flush(p);
+  if (p->txn_err) {
+    rc = p->txn_err;
+    if (p->in_txn) journal_txn_abort(p->journal);
+  } else {
+    rc = journal_txn_commit(p->journal, NULL);
+  }
+  p->in_txn = false;
+  p->txn_err = 0;
+  if (rc) {
+    commit_failed(p, rc);
+    return rc;
+  }
+  p->stats.txns++;
+  return 0;
+}
+
+/* ---- start-up -----------------------------------------------------------------------------
+ */
+
+typedef struct restore_ctx {
+  persist_t *p;
+  const jmodel_t *m;
+  session_t **tail;
+  int rc;
+} restore_ctx_t;
+
+static void on_holder(void *ctx, uint64_t sid, ledger_holder_t *h) {
+  restore_ctx_t *r = ctx;
+  uint64_t v;
+  const jm_session_t *js;
+  session_t *s = NULL;
+  u64map_get(&r->m->sessions, sid, &v);
+  js = (const jm_session_t *)(uintptr_t)v;
+  if (session_restore(js->id, js->token, (pid_t)js->pid, (uid_t)js->uid, (gid_t)js->gid,
+                      js->name, js->connected_ms, &s) ||
+      (js->reply_len && session_keep_reply(s, js->reply_id, js->reply, js->reply_len))) {
+    /* Without the session its holder cannot be kept: give its holdings back now. */
+    if (s) session_destroy(s);
+    ledger_holder_release(r->p->ledger, h);
+    r->rc = PP_ENOPRIVMEM;
+    return;
+  }
+  s->holder = h;
+  s->next = NULL;
+  *r->tail = s;
+  r->tail = &s->next;
+}
+
+static void free_restored(persist_t *p) {
+  session_t *s, *next;
+  for (s = p->restored; s; s = next) {
+    next = s->next;
+    if (s->holder) ledger_holder_release(p->ledger, s->holder);
+    session_destroy(s);
+  }
+  p->restored = NULL;
+}
+
+/* The stored region and journal back, or why not.  On success p->ledger, p->journal and
+ * p->restored are set and *journal_fd belongs to the journal (-1); on failure nothing is
+ * left over and both fds are still the caller's. */
+static int recover(persist_t *p, const ledger_config_t *lc, int region_fd, int *journal_fd,
+                   char *why, size_t n) {
+  uint8_t id[IDENTITY_LEN];
+  journal_scan_t scan;
+  journal_t *j = NULL;
+  jmodel_t m, live;
+  char w[256] = "";
+  int rc;
+
+  jmodel_init(&m);
+  jmodel_init(&live);
+  if ((rc = region_identity(region_fd, id))) {
+    snprintf(why, n, "the stored region cannot be read: %s", strerror(errno));
+    goto out;
+  }
+  rc = journal_adopt(*journal_fd, id, sizeof id, &j, &scan, w, sizeof w);
+  if (rc) {
+    snprintf(why, n, "journal: %s (%s)", w, pp_err_name(rc));
+    goto out;
+  }
+  *journal_fd = -1; /* the journal's now */
+  if (scan.tail == JOURNAL_TAIL_DAMAGED) {
+    snprintf(why, n, "the journal is damaged after transaction %" PRIu64 ": %s",
+             scan.next_seq ? scan.next_seq - 1 : 0, scan.stop_reason);
+    rc = PP_ECORRUPT;
+    goto out;
+  }
+  if ((rc = jmodel_replay(j, &m, NULL, w, sizeof w))) {
+    snprintf(why, n, "replay: %s", w);
+    goto out;
+  }
+  if ((rc = ledger_adopt(lc, region_fd, &p->ledger))) {
+    snprintf(why, n, "the stored region cannot be adopted: %s", pp_strerror(rc));
+    goto out;
+  }
+  restore_ctx_t r = {.p = p, .m = &m, .tail = &p->restored};
+  if ((rc = ledger_restore(p->ledger, &m, on_holder, &r, w, sizeof w)) || (rc = r.rc)) {
+    snprintf(why, n, "the journal's state does not fit the region: %s",
+             rc == PP_ENOPRIVMEM ? "out of private memory" : w);
+    goto out;
+  }
+  /* The rebuilt state, read back, must be what the journal says. */
+  memcpy(p->region_id, m.region_id, sizeof p->region_id);
+  p->next_session = m.next_session;
+  session_list_t list = {.head = p->restored};
+  p->sessions = &list;
+  rc = export_live(p, &live, w, sizeof w);
+  if (!rc) rc = jmodel_equal(&m, &live, w, sizeof w);
+  p->sessions = NULL;
+  if (rc) {
+    snprintf(why, n, "the rebuilt state differs from the journal: %s", w);
+    goto out;
+  }
+  p->journal = j;
+  j = NULL;
+  session_skip_ids(m.next_session);
+  log_notice("restored from the journal (generation %" PRIu64 ", %" PRIu64
+             " transactions%s%s): %zu sessions, %zu buffers, %zu caches, %zu objects",
+             scan.generation, scan.txns, scan.tail != JOURNAL_TAIL_NONE ? ", a " : "",
+             scan.tail == JOURNAL_TAIL_TORN       ? "torn last write dropped"
+             : scan.tail == JOURNAL_TAIL_SNAPSHOT ? "crashed compaction dropped"
+                                                  : "",
+             u64map_len(&m.sessions), u64map_len(&m.bufs), u64map_len(&m.caches),
+             u64map_len(&m.obj_owner));
+out:
+  if (rc) {
+    free_restored(p);
+    if (p->ledger) ledger_destroy(p->ledger);
+    p->ledger = NULL;
+  }
+  journal_close(j); /* on failure: the journal memfd it adopted (the store has its own) */
+  jmodel_fini(&m);
+  jmodel_fini(&live);
+  return rc;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A fresh region (and journal): the ledger, a random region id, the journal with its first
+ * transaction, both fds into the store. */
+static int start_fresh(persist_t *p, const ledger_config_t *lc, bool old_dropped) {
+  uint8_t id[IDENTITY_LEN];
+  uint64_t until = mono_ms() + FRESH_RETRY_MS;
+  size_t got = 0;
+  int rc;
+
+  for (;;) {
+    rc = ledger_create(lc, &p->ledger);
+    /* The old region's hugepages go back to the pool only when the store and its last
+     * client have let go of them: give that a moment. */
+    if (rc != PP_ENOHUGE || !old_dropped || mono_ms() >= until) break;
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (rc) return rc;
+  while (got < sizeof p->region_id) {
+    ssize_t r = getrandom(p->region_id + got, sizeof p->region_id - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      log_err("getrandom: %s", strerror(errno));
+      return PP_EOS;
+    }
+    got += (size_t)r;
+  }
+  if (!p->cfg.journal) return 0;
+  int fd = region_fd(ledger_region(p->ledger));
+  if ((rc = region_identity(fd, id)) || (rc = journal_create(id, sizeof id, &p->journal))) {
+    log_err("cannot create the journal (%s): restart survival is off", pp_strerror(rc));
+    p->journal = NULL;
+    return 0;
+  }
+  if ((rc = journal_txn_begin(p->journal)) || (rc = jrec_region(p->journal, p->region_id)) ||
+      (rc = jrec_counters(p->journal, p->next_session, 1, 0)) ||
+      (rc = journal_txn_commit(p->journal, NULL))) {
+    log_err("cannot write the journal (%s): restart survival is off", pp_strerror(rc));
+    journal_close(p->journal);
+    p->journal = NULL;
+    return 0;
+  }
+  if (p->cfg.fd_store) {
+    if (fdstore_put(fd, FDSTORE_REGION) == 0 &&
+        fdstore_put(journal_fd(p->journal), FDSTORE_JOURNAL) == 0) {
+      p->stored = true;
+    } else {
+      fdstore_drop(FDSTORE_REGION);
+      fdstore_drop(FDSTORE_JOURNAL);
+    }
+  }
+  return 0;
+}
+
+int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int region_fd,
+                  int journal_fd, ledger_t **ret_ledger, persist_t **ret) {
+  persist_t *p = calloc(1, sizeof *p);
+  char why[512] = "";
+  bool dropped = false;
+  int rc;
+
+  if (!p) {
+    if (region_fd >= 0) close(region_fd);
+    if (journal_fd >= 0) close(journal_fd);
+    return PP_ENOPRIVMEM;
+  }
+  p->cfg = *cfg;
+  p->next_session = 1;
+  if (region_fd >= 0 || journal_fd >= 0) {
+    if (!cfg->journal)
+      snprintf(why, sizeof why, "journaling is off (--journal no)");
+    else if (region_fd < 0 || journal_fd < 0)
+      snprintf(why, sizeof why, "the fd store holds a %s but no %s",
+               region_fd >= 0 ? "region" : "journal", region_fd >= 0 ? "journal" : "region");
+    else if (recover(p, lc, region_fd, &journal_fd, why, sizeof why) == 0)
+      why[0] = '\0';
+    if (why[0]) {
+      log_err("not taking back the stored state: %s; starting on a fresh region (the old "
+              "region's clients get STATE_LOST)",
+              why);
+      fdstore_drop(FDSTORE_REGION);
+      fdstore_drop(FDSTORE_JOURNAL);
+      dropped = true;
+    } else {
+      p->stored = cfg->fd_store;
+      p->stats.restored = true;
+    }
+    if (region_fd >= 0) close(region_fd); /* the ledger adopted a duplicate */
+    if (journal_fd >= 0) close(journal_fd);
+  }
+  if (!p->ledger && (rc = start_fresh(p, lc, dropped))) {
+    log_err("cannot create the region (%" PRIu64 " bytes, %s pages): %s", lc->size,
+            region_policy_name(lc->policy), pp_strerror(rc));
+    free(p);
+    return rc;
+  }
+  if (p->journal) ledger_set_recorder(p->ledger, persist_record, p);
+  if (!cfg->fd_store)
+    log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
+               "every session; run under systemd (pinpoold.service) for restart survival");
+  else if (!p->stored)
+    log_warning("restart survival is off: the region and journal are not in the fd store");
+  *ret_ledger = p->ledger;
+  *ret = p;
+  return 0;
+}
+
+void persist_free(persist_t *p) {
+  if (!p) return;
+  persist_stop(p); /* sessions never served (a daemon that could not listen) stay journaled */
+  free_restored(p);
+  journal_close(p->journal);
+  free(p->batch);
+  free(p);
+}
+
+session_t *persist_take_restored(persist_t *p) {
+  session_t *s = p->restored;
+  p->restored = NULL;
+  return s;
+}
+
+void persist_bind_sessions(persist_t *p, const session_list_t *sessions) {
+  p->sessions = sessions;
+}
+
+const uint8_t *persist_region_id(const persist_t *p) {
+  return p->region_id;
+}
+
+uint32_t persist_grace_ms(const persist_t *p) {
+  return p->journal && p->stored && !p->stopped ? p->cfg.grace_ms : 0;
+}
+
+bool persist_journaling(const persist_t *p) {
+  return p->journal && !p->stopped;
+}
+
+void persist_get_stats(const persist_t *p, persist_stats_t *ret) {
+  *ret = p->stats;
+}
+
+journal_t *persist_journal(const persist_t *p) {
+  return p->journal;
+}
+
+/* ---- while running ------------------------------------------------------------------------
+ */
+
+void persist_session_new(persist_t *p, const session_t *s) {
+  if (s->id >= p->next_session) p->next_session = s->id + 1;
+  if (!persist_journaling(p)) return;
+  txn_open(p);
+  if (!p->txn_err)
+    add(p, jrec_session_new(p->journal, s->id, s->token, (uint32_t)s->uid, (uint32_t)s->gid,
+                            (uint32_t)s->pid, s->connected_ms, s->name));
+  txn_commit(p);
+}
+
+void persist_release(persist_t *p, ledger_t *l, session_t *s) {
+  if (s->holder) {
+    ledger_holder_release(l, s->holder);
+    s->holder = NULL;
+  }
+  if (!persist_journaling(p)) return;
+  txn_open(p);
+  if (p->in_txn) batch_flush(p);
+  if (!p->txn_err) add(p, jrec_session_end(p->journal, s->id));
+  txn_commit(p);
+}
+
+void persist_request_end(persist_t *p, session_t *s, uint64_t req_id, const uint8_t *reply,
+                         size_t len) {
+  if (!p->journal || (!p->in_txn && !p->txn_err)) return; /* nothing changed */
+  if (reply) {
+    session_keep_reply(s, req_id, reply, len);
+    if (p->in_txn) {
+      batch_flush(p);
+      if (!p->txn_err) add(p, jrec_reply(p->journal, s->id, req_id, reply, len));
+    }
+  }
+  if (txn_commit(p) == 0 && reply) {
+    p->stats.request_txns++;
+    if (p->cfg.crash_after_commit && p->stats.request_txns == p->cfg.crash_after_commit) {
+      log_notice("PINPOOLD_TEST_CRASH_AFTER_COMMIT=%" PRIu64 ": request %" PRIu64
+                 " of session %" PRIu64 " is journaled; dying unanswered",
+                 p->cfg.crash_after_commit, req_id, s->id);
+      raise(SIGKILL);
+    }
+  }
+  if (p->cfg.check_every_request && p->journal) {
+    char why[512];
+    if (persist_check(p, why, sizeof why)) {
+      log_err("PINPOOLD_TEST_CHECK_JOURNAL: the journal and the ledger differ after request "
+              "%" PRIu64 " of session %" PRIu64 ": %s",
+              req_id, s->id, why);
+      abort();
+    }
+  }
+}
+
+void persist_tick(persist_t *p) {
+  if (!persist_journaling(p) || p->in_txn || !journal_should_compact(p->journal)) return;
+  if (compact(p)) commit_failed(p, PP_EOS);
+}
+
+int persist_check(persist_t *p, char *why, size_t why_len) {
+  jmodel_t a, b;
+  char w[256] = "";
+  int rc;
+
+  if (!p->journal) return 0;
+  jmodel_init(&a);
+  jmodel_init(&b);
+  rc = jmodel_replay(p->journal, &a, NULL, w, sizeof w);
+  if (rc) {
+    snprintf(why, why_len, "replaying the journal: %s", w);
+    rc = PP_ECORRUPT;
+    goto out;
+  }
+  if ((rc = jmodel_check(&a, w, sizeof w))) {
+    snprintf(why, why_len, "the journal's state: %s", w);
+    goto out;
+  }
+  if ((rc = export_live(p, &b, w, sizeof w))) {
+    snprintf(why, why_len, "exporting the live state: %s", w);
+    rc = PP_ECORRUPT;
+    goto out;
+  }
+  if ((rc = jmodel_equal(&a, &b, w, sizeof w))) snprintf(why, why_len, "%s", w);
+out:
+  jmodel_fini(&a);
+  jmodel_fini(&b);
+  return rc;
+}
+
+void persist_stop(persist_t *p) {
+  p->stopped = true;
+  if (p->ledger) ledger_set_recorder(p->ledger, NULL, NULL);
+}
+
+void persist_abandon(persist_t *p, const char *why) {
+  if (!p->journal) return;
+  stop_journaling(p, why);
+}
