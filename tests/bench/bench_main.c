@@ -51,6 +51,7 @@ int main(int argc, char **argv) {
       return usage(stderr);
   }
   if (!which || o.reps == 0) return usage(stderr);
+  bench_affinity_init();
   int rc = 0;
   bool any = false;
   for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
