@@ -31,6 +31,8 @@ typedef struct bench_opts {
   unsigned reps;        /* --reps N: repetitions; the median is reported */
   uint64_t iters;       /* --iters N: operations per repetition (0 = each bench's default) */
   unsigned max_threads; /* --threads N (scale) */
+  unsigned clients;     /* --clients N (load): one point of N clients; 0 = 1, 8 and 64 */
+  unsigned point_ms;    /* --ms N (load): measured milliseconds per point (0 = default) */
 } bench_opts_t;
 
 uint64_t bench_now_ns(void);
@@ -76,5 +78,6 @@ int bench_buddy(const bench_opts_t *o);
 int bench_slab(const bench_opts_t *o);
 int bench_scale(const bench_opts_t *o);
 int bench_ipc(const bench_opts_t *o);
+int bench_load(const bench_opts_t *o);
 
 #endif /* PP_BENCH_H */

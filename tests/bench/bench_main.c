@@ -1,6 +1,7 @@
 /*
  * pinpool-bench — benchmarks that compare pinpool with its peers in the same run.
- *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] buddy|slab|scale|ipc|all
+ *   pinpool-bench [--json] [--reps N] [--iters N] [--threads N] [--clients N] [--ms N]
+ *                 buddy|slab|scale|ipc|load|all
  * --json writes JSON Lines: one object per benchmark, each on one line (bench_common.c).
  */
 #include <stdio.h>
@@ -18,13 +19,21 @@ static const struct {
     {"slab", bench_slab, "slab / magazine alloc+free vs rte_mempool and rte_malloc"},
     {"scale", bench_scale, "threads on one cache: magazines vs one lock"},
     {"ipc", bench_ipc, "daemon round trips vs a raw socketpair round trip"},
+    {"load", bench_load, "N client processes at once: pinpoold vs a libuv echo server"},
 };
 
 static int usage(FILE *f) {
-  fprintf(f, "usage: pinpool-bench [--json] [--reps N] [--iters N] [--threads N] BENCH\n");
+  fprintf(f,
+          "usage: pinpool-bench [--json] [--reps N] [--iters N] [--threads N] [--clients N]\n"
+          "                     [--ms N] BENCH\n");
   for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
     fprintf(f, "  %-6s %s\n", benches[i].name, benches[i].what);
   fprintf(f, "  all    each of the above in turn\n");
+  fprintf(f, "--reps N     repetitions, the median reported (default 7)\n"
+             "--iters N    operations per repetition (buddy, slab, scale, ipc)\n"
+             "--threads N  most threads (scale)\n"
+             "--clients N  one point of N client processes (load; default 1, 8 and 64)\n"
+             "--ms N       measured milliseconds per point (load; default 1000)\n");
   fprintf(f, "--json prints JSON Lines: one object per benchmark on a line of its own,\n"
              "  {\"bench\": NAME, \"results\": [...], \"ratios\": [...]}; progress goes to "
              "stderr\n");
@@ -32,7 +41,8 @@ static int usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {.json = false, .reps = 7, .iters = 0, .max_threads = 0};
+  bench_opts_t o = {
+      .json = false, .reps = 7, .iters = 0, .max_threads = 0, .clients = 0, .point_ms = 0};
   const char *which = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json"))
@@ -43,6 +53,10 @@ int main(int argc, char **argv) {
       o.iters = strtoull(argv[++i], NULL, 0);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       o.max_threads = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--clients") && i + 1 < argc)
+      o.clients = (unsigned)strtoul(argv[++i], NULL, 0);
+    else if (!strcmp(argv[i], "--ms") && i + 1 < argc)
+      o.point_ms = (unsigned)strtoul(argv[++i], NULL, 0);
     else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
       return usage(stdout);
     else if (argv[i][0] != '-' && !which)
