@@ -125,6 +125,7 @@ static double load_percentile(const uint64_t *hist, double q) {
 
 typedef struct load_slot {
   uint64_t done; /* requests counted so far (only grows) */
+  uint64_t sent; /* requests answered in all, warm-up included */
   long csw;      /* voluntary context switches while measuring */
   int failed;    /* a request or the connection failed */
   uint64_t hist[LOAD_BUCKETS];
@@ -499,6 +500,7 @@ static void load_client_main(load_shared_t *sh, unsigned idx, int server, const 
       slot->failed = 1;
       break;
     }
+    slot->sent++;
     if (measured && load_running(sh, server, &after) && after) {
       slot->hist[load_bucket(t1 - t0)]++;
       slot->done++;
@@ -554,7 +556,7 @@ static void load_cpu_jiffies(int cpu, unsigned long long *ret_busy,
 typedef struct load_point {
   double tput[LOAD_MAX_REPS]; /* requests per second, per repetition */
   uint64_t hist[LOAD_BUCKETS];
-  uint64_t done;
+  uint64_t done, sent;
   long csw_clients, csw_server;
   double ns;                                       /* measured time, all repetitions */
   long server_ticks;                               /* the server's CPU time while measured */
@@ -670,6 +672,7 @@ out:
     load_point_t *p = &pt[i < n ? LOAD_PINPOOL : LOAD_ECHO];
     if (slot->failed) rc = -1;
     p->csw_clients += slot->csw;
+    p->sent += slot->sent;
     for (unsigned b = 0; b < LOAD_BUCKETS; b++)
       p->hist[b] += slot->hist[b];
   }
@@ -679,13 +682,13 @@ out:
   }
   for (int s = 0; s < LOAD_SERVERS; s++)
     bench_progress("load: %-12s %3u clients: server %3.0f%% of a CPU; CPU %d (clients) %3.0f%% "
-                   "busy, CPU %d (server) %3.0f%% busy",
+                   "busy, CPU %d (server) %3.0f%% busy; %llu requests in all",
                    load_names[s], n,
                    pt[s].ns > 0 ? (double)pt[s].server_ticks * 1e9 /
                                       (double)sysconf(_SC_CLK_TCK) / pt[s].ns * 100.0
                                 : -1.0,
                    ls->cpu_clients, load_pct(pt[s].cbusy, pt[s].ctotal), ls->cpu_server,
-                   load_pct(pt[s].sbusy, pt[s].stotal));
+                   load_pct(pt[s].sbusy, pt[s].stotal), (unsigned long long)pt[s].sent);
   return rc;
 }
 
@@ -735,6 +738,7 @@ int bench_load(const bench_opts_t *o) {
     fprintf(stderr, "pinpool-bench load: cannot start the echo server\n");
     goto out;
   }
+  bench_progress("load: pinpoold is pid %d, the echo server pid %d", (int)d.pid, (int)e.pid);
   ls.sock[LOAD_PINPOOL] = d.sock;
   ls.pid[LOAD_PINPOOL] = d.pid;
   ls.sock[LOAD_ECHO] = e.sock;
