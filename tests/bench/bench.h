@@ -73,6 +73,10 @@ long bench_csw_of(pid_t pid);             /* ... of pid's main thread; -1 if unk
  * accepts connections; -1 (said on stderr) otherwise. */
 int bench_daemon_start(bench_daemon_t *d, int cpu, const char *const *extra);
 void bench_daemon_stop(bench_daemon_t *d);
+/* bench_echo.c: start a libuv echo server (pinpoold's event-loop model) on a temporary
+ * socket, pinned to cpu; 0 once it accepts connections.  Stop it with bench_echo_stop. */
+int bench_echo_start(bench_daemon_t *e, int cpu);
+void bench_echo_stop(bench_daemon_t *e);
 
 int bench_buddy(const bench_opts_t *o);
 int bench_slab(const bench_opts_t *o);

@@ -13,6 +13,11 @@
  *   raw.roundtrip_poll      the same with both sides waiting in poll(POLLIN) before a
  *                           non-blocking read (frame.c's FRAME_RX_WAIT_POLL shape); shown
  *                           aside, for the comparison of the two ways to wait;
+ *   raw.roundtrip_uv        the same 32 bytes, as one frame, to the libuv echo server of
+ *                           bench_echo.c, which waits and answers the way pinpoold does
+ *                           (epoll through libuv, frame_reader_feed, uv_try_write): the
+ *                           caller's side is the floor's, the server's pinpoold's minus its
+ *                           work, so pinpool's ratio to it is the cost of that work alone;
  *   pinpool.alloc_free      pp_alloc(4096) + pp_free: two round trips through the daemon
  *                           (target: <= 2.3x raw.roundtrip);
  *   pinpool.cache_alloc_rpc one cache_alloc request for one object, sent with the frame
@@ -136,6 +141,8 @@ static double ipc_raw_rep(void *ctx, uint64_t iters) {
   ipc_echo_t *e = ctx;
   char buf[IPC_MSG];
   memset(buf, 0x42, sizeof buf);
+  buf[0] = IPC_MSG - FRAME_HEADER_SIZE; /* one frame for the libuv echo server */
+  buf[1] = buf[2] = buf[3] = 0;
   uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < iters; i++)
     if (ipc_full(e->fd, buf, sizeof buf, true, false) < 0 ||
@@ -298,7 +305,8 @@ int bench_ipc(const bench_opts_t *o) {
   double mag[IPC_MAX_REPS];
   bench_daemon_t d = {0};
   ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}}, rp = {.fd = -1, .rx = {.fd = -1}};
-  ipc_echo_t eb = {.pid = -1, .fd = -1}, ep = {.pid = -1, .fd = -1};
+  ipc_echo_t eb = {.pid = -1, .fd = -1}, ep = {.pid = -1, .fd = -1}, eu = {.pid = -1, .fd = -1};
+  bench_daemon_t uv = {0};
   pp_client *c = NULL;
   pp_cache *k = NULL;
   int cpu_self, cpu_peer;
@@ -329,6 +337,11 @@ int bench_ipc(const bench_opts_t *o) {
   }
   if (ipc_echo_start(&eb, false, cpu_peer) < 0 || ipc_echo_start(&ep, true, cpu_peer) < 0)
     goto out;
+  if (bench_echo_start(&uv, cpu_peer) < 0 || (eu.fd = bench_connect_unix(uv.sock)) < 0) {
+    fprintf(stderr, "pinpool-bench ipc: cannot start the libuv echo server\n");
+    goto out;
+  }
+  eu.pid = uv.pid;
 
   ipc_entry_t e[] = {
       {.name = "raw.roundtrip", .rep = ipc_raw_rep, .ctx = &eb, .peer = eb.pid},
@@ -337,6 +350,7 @@ int bench_ipc(const bench_opts_t *o) {
        .ctx = &ep,
        .peer = ep.pid,
        .aside = true},
+      {.name = "raw.roundtrip_uv", .rep = ipc_raw_rep, .ctx = &eu, .peer = uv.pid},
       {.name = "pinpool.alloc_free", .rep = ipc_alloc_free_rep, .ctx = c, .peer = d.pid},
       {.name = "pinpool.cache_alloc_rpc", .rep = ipc_cache_rpc_rep, .ctx = &r, .peer = d.pid},
       {.name = "pinpool.cache_alloc_rpc_poll",
@@ -378,6 +392,8 @@ int bench_ipc(const bench_opts_t *o) {
 out:
   ipc_echo_stop(&eb);
   ipc_echo_stop(&ep);
+  if (eu.fd >= 0) close(eu.fd);
+  bench_echo_stop(&uv);
   ipc_raw_close(&r);
   ipc_raw_close(&rp);
   pp_disconnect(c);
