@@ -41,7 +41,10 @@
  * SCM_RIGHTS fds with MSG_CMSG_CLOEXEC and closing those the caller did not ask for.
  * frame_rx_response() is the buffered alternative for a connection read only through
  * it: it reads whatever is available (usually a whole reply in one recvmsg, saving a
- * system call per round trip) and keeps the bytes of later frames for the next call.
+ * system call per round trip) and keeps the bytes of later frames for the next call;
+ * frame_rx_frame() is the same without the unpack.  It waits in a blocking recvmsg bounded
+ * by SO_RCVTIMEO (one system call per reply), or, on request or on a non-blocking socket,
+ * in poll() before a non-blocking recvmsg (two); see frame_rx_frame for which is cheaper.
  *
  * Locks: none; a reader belongs to one connection, the helpers to one caller at a time.
  * References: protobuf encoding (https://protobuf.dev/programming-guides/encoding/),
@@ -53,9 +56,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 /* ---- reader ---------------------------------------------------------------------- */
@@ -420,6 +425,9 @@ fail:
 void frame_rx_init(frame_rx_t *rx) {
   memset(rx, 0, sizeof *rx);
   rx->fd = -1;
+  rx->wait = FRAME_RX_WAIT_BLOCK;
+  rx->tmo_sock = -1;
+  rx->tmo_ms = -1;
 }
 
 void frame_rx_free(frame_rx_t *rx) {
@@ -428,22 +436,91 @@ void frame_rx_free(frame_rx_t *rx) {
   frame_rx_init(rx);
 }
 
-/* Why poll() before a non-blocking recvmsg() rather than a blocking recvmsg(): a reader
- * asleep in recvmsg() on a Unix stream socket shares its wait queue with writers, and when
- * the peer reads our request the kernel frees its buffer and wakes that queue for write
- * space — waking us for nothing, a second context switch per round trip (measured with
- * libpinpool against pinpoold: 1.9 voluntary switches per request, 1.0 with poll).  poll()
- * registers for POLLIN only and the kernel filters the write-space wake-up out.  One more
- * system call (~1 us on the development VM) buys one context switch less (~5-10 us there):
- * 38.4 -> 33.7 us per request. */
-int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
-                      Pinpool__V1__Response **ret_resp, int *ret_fd) {
+/* Make fd's SO_RCVTIMEO say timeout_ms (> 0, or -1 for none), unless rx set exactly that
+ * on exactly this socket before.  Fails only for a descriptor that is no socket. */
+static int frame__rx_set_timeout(int fd, frame_rx_t *rx, int timeout_ms) {
+  if (rx->tmo_sock == fd && rx->tmo_ms == timeout_ms) return 0;
+  struct timeval tv = {0, 0}; /* 0 s: no timeout */
+  if (timeout_ms > 0) {
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return PP_EIO;
+  rx->tmo_sock = fd;
+  rx->tmo_ms = timeout_ms;
+  return 0;
+}
+
+/* One read into buf[end, cap), waiting as rx->wait says (see frame.h, and the essay above
+ * frame_rx_frame for why blocking is the default).  0 when bytes arrived; PP_EIO when the
+ * wait expired. */
+static int frame__rx_read(int fd, frame_rx_t *rx, int timeout_ms) {
   union {
     struct cmsghdr align;
     char space[CMSG_SPACE(8 * sizeof(int))];
   } ctl;
 
-  if (fd < 0 || !rx || !ret_resp) return PP_EINVAL;
+  for (;;) {
+    int flags = MSG_CMSG_CLOEXEC;
+    bool polled = rx->wait == FRAME_RX_WAIT_POLL || timeout_ms == 0;
+    if (polled) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      int ready = poll(&p, 1, timeout_ms);
+      if (ready < 0) {
+        if (errno == EINTR) continue;
+        return PP_EIO;
+      }
+      if (ready == 0) return PP_EIO; /* timed out */
+      flags |= MSG_DONTWAIT;
+    } else if (frame__rx_set_timeout(fd, rx, timeout_ms) < 0) {
+      return PP_EIO;
+    }
+    struct iovec iov = {.iov_base = rx->buf + rx->end, .iov_len = rx->cap - rx->end};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space};
+    ssize_t got = recvmsg(fd, &mh, flags);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return frame__errno_to_pp(errno);
+      if (polled) continue; /* readiness that another reader took: wait again */
+      /* A blocking recvmsg said EAGAIN: its SO_RCVTIMEO expired, or the socket is
+       * non-blocking and the reply has not come yet — then wait in poll from now on. */
+      int fl = fcntl(fd, F_GETFL);
+      if (fl < 0 || !(fl & O_NONBLOCK)) return PP_EIO;
+      rx->wait = FRAME_RX_WAIT_POLL;
+      continue;
+    }
+    frame__collect_fds(&mh, &rx->fd);
+    if (got == 0) return PP_EDISCONNECTED;
+    rx->end += (size_t)got;
+    return 0;
+  }
+}
+
+/* How the reader waits.  A blocking recvmsg() with SO_RCVTIMEO is one system call per reply;
+ * poll(POLLIN) and then a non-blocking recvmsg() are two.  The poll shape was chosen first
+ * for a reason worth knowing: a reader asleep in recvmsg() on a Unix stream socket sits on
+ * the socket's one wait queue with a wake function that ignores the event, so when the peer
+ * reads our request the kernel frees its buffer and wakes us for write space (sock_wfree ->
+ * unix_write_space) although no reply is there yet; poll() registers for POLLIN and filters
+ * that wake-up out.  But the early wake-up is not wasted when the reader's CPU takes longer
+ * to wake than the peer takes to answer: it merely starts that latency sooner, the reader
+ * finds the reply when it runs, and the peer's work hides behind the wake-up.  Measured on
+ * a 2-vCPU KVM guest whose idle vCPUs halt (cpuidle haltpoll with guest_halt_poll_ns = 0,
+ * so a wake-up costs tens of microseconds), the two ends pinned to different CPUs
+ * (`pinpool-bench ipc`): perf shows each side of a blocking echo woken from the peer's
+ * unix_write_space, the data-ready wake-up then finding it already runnable, still 1.0
+ * voluntary context switch per round trip on each side; a 32-byte echo round trip took
+ * 48 us blocking against 58 us poll-shaped, and one cache_alloc request to pinpoold 51 us
+ * against 55 us (73 against 100 with the machine loaded).  Where wake-ups are fast and the
+ * peer slow the early wake-up can cost a second switch instead (an earlier measurement on
+ * another setup: 1.9 voluntary switches per request blocking, 1.0 with poll), so the poll
+ * shape stays as FRAME_RX_WAIT_POLL and `pinpool-bench ipc` times both every run. */
+int frame_rx_frame(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
+                   const uint8_t **ret_frame, size_t *ret_len, int *ret_fd) {
+  if (fd < 0 || !rx || !ret_frame || !ret_len) return PP_EINVAL;
   max_frame = frame__clamp_max(max_frame);
 
   for (;;) {
@@ -456,12 +533,11 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
       if (n == 0 || n > max_frame) return PP_EPROTO;
       want = FRAME_HEADER_SIZE + (size_t)n;
       if (have >= want) {
-        Pinpool__V1__Response *resp =
-            frame_unpack_response(h + FRAME_HEADER_SIZE, n, FRAME_RESPONSE_BUDGET(n));
-        if (!resp) return PP_EPROTO;
+        /* The bytes stay where they are until the next call moves or overwrites them. */
         rx->start += want;
         if (rx->start == rx->end) rx->start = rx->end = 0;
-        *ret_resp = resp;
+        *ret_frame = h + FRAME_HEADER_SIZE;
+        *ret_len = n;
         if (ret_fd)
           *ret_fd = rx->fd;
         else if (rx->fd >= 0)
@@ -487,25 +563,26 @@ int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms
       rx->cap = ncap;
     }
 
-    struct iovec iov = {.iov_base = rx->buf + rx->end, .iov_len = rx->cap - rx->end};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = ctl.space,
-                        .msg_controllen = sizeof ctl.space};
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int ready = poll(&p, 1, timeout_ms);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      return PP_EIO;
-    }
-    if (ready == 0) return PP_EIO; /* timed out */
-    ssize_t got = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    if (got < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return frame__errno_to_pp(errno);
-    }
-    frame__collect_fds(&mh, &rx->fd);
-    if (got == 0) return PP_EDISCONNECTED;
-    rx->end += (size_t)got;
+    int rc = frame__rx_read(fd, rx, timeout_ms);
+    if (rc < 0) return rc;
   }
+}
+
+int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
+                      Pinpool__V1__Response **ret_resp, int *ret_fd) {
+  const uint8_t *frame;
+  size_t len;
+  int got_fd = -1;
+
+  if (!ret_resp) return PP_EINVAL;
+  int rc = frame_rx_frame(fd, rx, max_frame, timeout_ms, &frame, &len, ret_fd ? &got_fd : NULL);
+  if (rc < 0) return rc;
+  Pinpool__V1__Response *resp = frame_unpack_response(frame, len, FRAME_RESPONSE_BUDGET(len));
+  if (!resp) {
+    if (got_fd >= 0) close(got_fd);
+    return PP_EPROTO;
+  }
+  *ret_resp = resp;
+  if (ret_fd) *ret_fd = got_fd;
+  return 0;
 }

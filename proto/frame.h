@@ -95,19 +95,41 @@ int frame_recv_response(int fd, uint32_t max_frame, Pinpool__V1__Response **ret_
  * a request/response round trip that is one system call in five).  Bytes of following
  * frames stay in rx for the next call.  A passed fd is reported with the first frame
  * completed after it arrived (pinpool passes one only with Welcome, the first frame).
- * Each read waits in poll(POLLIN) first, up to timeout_ms (-1: no limit; PP_EIO when it
- * expires), then reads without blocking: see frame.c for why that saves a context switch
- * per round trip.  Works on blocking and non-blocking sockets alike.
+ *
+ * How a read waits (rx->wait; frame.c's essay has the measurements):
+ *   FRAME_RX_WAIT_BLOCK (the default)  a blocking recvmsg bounded by SO_RCVTIMEO, which
+ *       rx sets to timeout_ms (only when it changes: rx remembers what it set on which
+ *       socket) — one system call per read;
+ *   FRAME_RX_WAIT_POLL  poll(POLLIN) up to timeout_ms, then a non-blocking recvmsg — two.
+ * Either way each read waits at most timeout_ms (-1: no limit; 0: not at all) and an
+ * expired wait is PP_EIO.  A non-blocking socket works too: the first recvmsg that
+ * answers EAGAIN at once on it switches rx to FRAME_RX_WAIT_POLL.  SO_RCVTIMEO stays on
+ * the socket after rx is done with it; give a new connection a fresh rx (frame_rx_free
+ * and frame_rx_init), as its buffered bytes would be stale anyway.
  * Errors as frame_recv_response; after one, drop the connection. */
+typedef enum frame_rx_wait {
+  FRAME_RX_WAIT_BLOCK = 0,
+  FRAME_RX_WAIT_POLL = 1,
+} frame_rx_wait_t;
+
 typedef struct frame_rx {
   uint8_t *buf; /* malloc'd; grows to at most FRAME_HEADER_SIZE + max_frame */
   size_t cap;
-  size_t start, end; /* unconsumed bytes: buf[start, end) */
-  int fd;            /* a passed fd not yet reported, or -1 */
+  size_t start, end;    /* unconsumed bytes: buf[start, end) */
+  int fd;               /* a passed fd not yet reported, or -1 */
+  frame_rx_wait_t wait; /* how a read waits; callers may set it after frame_rx_init */
+  int tmo_sock;         /* the socket rx last set SO_RCVTIMEO on, or -1 */
+  int tmo_ms;           /* the timeout it set there (-1: none) */
 } frame_rx_t;
 
 void frame_rx_init(frame_rx_t *rx);
 void frame_rx_free(frame_rx_t *rx); /* closes an unreported passed fd */
+/* The next whole frame's payload, unparsed: *ret_frame / *ret_len stay valid until the next
+ * call on rx.  *ret_fd as frame_rx_response's.  For peers that speak frames of something
+ * other than Response (the benchmark's echo server). */
+int frame_rx_frame(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
+                   const uint8_t **ret_frame, size_t *ret_len, int *ret_fd);
+/* The next whole frame, unpacked as a Response (budget FRAME_RESPONSE_BUDGET). */
 int frame_rx_response(int fd, frame_rx_t *rx, uint32_t max_frame, int timeout_ms,
                       Pinpool__V1__Response **ret_resp, int *ret_fd);
 

@@ -8,11 +8,11 @@
  * ...).  rpc_hello() says Hello and checks the Welcome.  rpc_call() does everything else a
  * request needs: it wraps the caller's body message in a Request (the oneof member is found
  * from the schema's own descriptor, so a new request type needs no code here), numbers it,
- * sends it as one frame, receives the Response with frame_rx_response (one recvmsg per
- * reply, after poll), checks the echoed id, maps the status through the one error table
- * and checks the body.  What went wrong is left in r->why as a sentence — the daemon's
- * own message when it refused — for callers that show it (pinpoolctl) and ignored by those
- * that only return codes (libpinpool).
+ * sends it as one frame, receives the Response with frame_rx_response (one blocking
+ * recvmsg per reply, bounded by SO_RCVTIMEO = timeout_ms), checks the echoed id, maps the
+ * status through the one error table and checks the body.  What went wrong is left in
+ * r->why as a sentence — the daemon's own message when it refused — for callers that show
+ * it (pinpoolctl) and ignored by those that only return codes (libpinpool).
  *
  * The stream.  Requests and replies alternate strictly, so the reply to request n is the
  * next frame.  A reply carrying another id means the stream is out of step; a transport

@@ -93,15 +93,24 @@ int bench_eal_init(void) {
   return 0;
 }
 
-/* The pinpool entry a peer is compared against: same size and thread count, name starting
- * with "pinpool.".  Where several pinpool entries exist (slab and magazine), each peer is
- * compared with each of them. */
+/* The pinpool entry a peer is compared against: same size, thread and client count, name
+ * starting with "pinpool.".  Where several pinpool entries exist (slab and magazine), each
+ * peer is compared with each of them; a peer marked `aside` with none. */
 static bool same_point(const bench_result_t *a, const bench_result_t *b) {
-  return a->size == b->size && a->threads == b->threads;
+  return a->size == b->size && a->threads == b->threads && a->clients == b->clients;
 }
 
 static bool is_pinpool(const bench_result_t *r) {
   return strncmp(r->name, "pinpool.", 8) == 0;
+}
+
+static bool is_ratio(const bench_result_t *r, size_t i, size_t j) {
+  return i != j && is_pinpool(&r[i]) && !is_pinpool(&r[j]) && !r[j].aside &&
+         same_point(&r[i], &r[j]) && r[j].ns_per_op > 0;
+}
+
+static bool has_csw(const bench_result_t *r) {
+  return r->csw_self > 0 || r->csw_peer > 0;
 }
 
 /* s as a JSON string (quotes, backslashes and control characters escaped). */
@@ -120,7 +129,8 @@ static void print_json_string(const char *s) {
 
 /* JSON Lines: one benchmark, one line, one object {"bench", "results", "ratios"}, so that
  * `pinpool-bench all --json` is a stream a reader takes line by line (jq, json.loads per
- * line) and each benchmark's figures arrive as soon as it is done. */
+ * line) and each benchmark's figures arrive as soon as it is done.  Optional members
+ * (clients, ops_per_sec, percentiles, context switches, aside) appear only when set. */
 static void print_json(const char *bench, const bench_result_t *r, size_t n) {
   printf("{\"bench\": ");
   print_json_string(bench);
@@ -128,24 +138,33 @@ static void print_json(const char *bench, const bench_result_t *r, size_t n) {
   for (size_t i = 0; i < n; i++) {
     printf("%s{\"name\": ", i ? ", " : "");
     print_json_string(r[i].name);
-    printf(", \"size\": %llu, \"threads\": %u, \"ns_per_op\": %.2f",
-           (unsigned long long)r[i].size, r[i].threads, r[i].ns_per_op);
+    printf(", \"size\": %llu, \"threads\": %u", (unsigned long long)r[i].size, r[i].threads);
+    if (r[i].clients) printf(", \"clients\": %u", r[i].clients);
+    printf(", \"ns_per_op\": %.2f", r[i].ns_per_op);
     if (r[i].ops_per_sec > 0) printf(", \"ops_per_sec\": %.0f", r[i].ops_per_sec);
+    if (r[i].p50_ns > 0)
+      printf(", \"p50_ns\": %.0f, \"p99_ns\": %.0f", r[i].p50_ns, r[i].p99_ns);
+    if (has_csw(&r[i]))
+      printf(", \"csw_self_per_op\": %.3f, \"csw_peer_per_op\": %.3f", r[i].csw_self,
+             r[i].csw_peer);
+    if (r[i].aside) printf(", \"aside\": true");
     printf("}");
   }
   printf("], \"ratios\": [");
   bool first = true;
   for (size_t i = 0; i < n; i++) {
-    if (!is_pinpool(&r[i])) continue;
     for (size_t j = 0; j < n; j++) {
-      if (i == j || is_pinpool(&r[j]) || !same_point(&r[i], &r[j]) || r[j].ns_per_op <= 0)
-        continue;
+      if (!is_ratio(r, i, j)) continue;
       printf("%s{\"subject\": ", first ? "" : ", ");
       print_json_string(r[i].name);
       printf(", \"peer\": ");
       print_json_string(r[j].name);
-      printf(", \"size\": %llu, \"threads\": %u, \"ratio\": %.4f}",
-             (unsigned long long)r[i].size, r[i].threads, r[i].ns_per_op / r[j].ns_per_op);
+      printf(", \"size\": %llu, \"threads\": %u", (unsigned long long)r[i].size, r[i].threads);
+      if (r[i].clients) printf(", \"clients\": %u", r[i].clients);
+      printf(", \"ratio\": %.4f", r[i].ns_per_op / r[j].ns_per_op);
+      if (r[i].ops_per_sec > 0 && r[j].ops_per_sec > 0)
+        printf(", \"ops_ratio\": %.4f", r[i].ops_per_sec / r[j].ops_per_sec);
+      printf("}");
       first = false;
     }
   }
@@ -153,26 +172,52 @@ static void print_json(const char *bench, const bench_result_t *r, size_t n) {
 }
 
 static void print_table(const char *bench, const bench_result_t *r, size_t n) {
-  printf("== pinpool-bench %s ==\n", bench);
-  printf("%-26s %10s %8s %12s %14s\n", "name", "size", "threads", "ns/op", "ops/s");
+  bool clients = false, pct = false, csw = false;
   for (size_t i = 0; i < n; i++) {
-    printf("%-26s %10llu %8u %12.1f", r[i].name, (unsigned long long)r[i].size, r[i].threads,
-           r[i].ns_per_op);
-    if (r[i].ops_per_sec > 0) printf(" %14.0f", r[i].ops_per_sec);
+    clients |= r[i].clients > 0;
+    pct |= r[i].p50_ns > 0;
+    csw |= has_csw(&r[i]);
+  }
+  printf("== pinpool-bench %s ==\n", bench);
+  printf("%-28s %10s %8s", "name", "size", clients ? "clients" : "threads");
+  printf(" %12s %14s", "ns/op", "ops/s");
+  if (pct) printf(" %10s %10s", "p50 us", "p99 us");
+  if (csw) printf(" %9s %9s", "csw/op", "peer csw");
+  printf("\n");
+  for (size_t i = 0; i < n; i++) {
+    printf("%-28s %10llu %8u %12.1f", r[i].name, (unsigned long long)r[i].size,
+           clients ? r[i].clients : r[i].threads, r[i].ns_per_op);
+    if (r[i].ops_per_sec > 0)
+      printf(" %14.0f", r[i].ops_per_sec);
+    else if (pct || csw)
+      printf(" %14s", "");
+    if (pct) {
+      if (r[i].p50_ns > 0)
+        printf(" %10.1f %10.1f", r[i].p50_ns / 1e3, r[i].p99_ns / 1e3);
+      else
+        printf(" %10s %10s", "", "");
+    }
+    if (csw && has_csw(&r[i])) printf(" %9.2f %9.2f", r[i].csw_self, r[i].csw_peer);
+    if (r[i].aside) printf("  (aside: no ratios)");
     printf("\n");
   }
   bool header = false;
   for (size_t i = 0; i < n; i++) {
-    if (!is_pinpool(&r[i])) continue;
     for (size_t j = 0; j < n; j++) {
-      if (i == j || is_pinpool(&r[j]) || !same_point(&r[i], &r[j]) || r[j].ns_per_op <= 0)
-        continue;
+      if (!is_ratio(r, i, j)) continue;
       if (!header) {
-        printf("ratios (pinpool / peer, lower is better):\n");
+        printf("ratios (pinpool / peer, time per operation, lower is better):\n");
         header = true;
       }
-      printf("  %-22s / %-22s size %-8llu %6.3fx\n", r[i].name, r[j].name,
-             (unsigned long long)r[i].size, r[i].ns_per_op / r[j].ns_per_op);
+      printf("  %-24s / %-22s", r[i].name, r[j].name);
+      if (r[i].clients)
+        printf(" clients %-4u", r[i].clients);
+      else
+        printf(" size %-7llu", (unsigned long long)r[i].size);
+      printf(" %6.3fx", r[i].ns_per_op / r[j].ns_per_op);
+      if (r[i].clients && r[i].ops_per_sec > 0 && r[j].ops_per_sec > 0)
+        printf("   throughput %5.3fx", r[i].ops_per_sec / r[j].ops_per_sec);
+      printf("\n");
     }
   }
 }

@@ -6,24 +6,37 @@
  * /proc/self/exe), on a temporary socket with a 64 MiB region of 4 KiB pages so that
  * hugepages are not needed, and measures, repetition by repetition and interleaved so
  * that drift of the shared machine hits them alike:
- *   raw.roundtrip           a 32-byte message to a child process over a socketpair and
- *                           back (write + poll/read on each side, waiting as libpinpool
- *                           waits): the floor for one request;
+ *   raw.roundtrip           the floor for one request: a 32-byte message to a child process
+ *                           over a socketpair and back, each side in the cheapest shape —
+ *                           the caller a blocking write then a blocking read, the echo child
+ *                           a blocking read then a write;
+ *   raw.roundtrip_poll      the same with both sides waiting in poll(POLLIN) before a
+ *                           non-blocking read (frame.c's FRAME_RX_WAIT_POLL shape); shown
+ *                           aside, for the comparison of the two ways to wait;
+ *   raw.roundtrip_uv        the same 32 bytes, as one frame, to the libuv echo server of
+ *                           bench_echo.c, which waits and answers the way pinpoold does
+ *                           (epoll through libuv, frame_reader_feed, uv_try_write): the
+ *                           caller's side is the floor's, the server's pinpoold's minus its
+ *                           work, so pinpool's ratio to it is the cost of that work alone;
  *   pinpool.alloc_free      pp_alloc(4096) + pp_free: two round trips through the daemon
- *                           (target: <= 2.6x raw.roundtrip, i.e. the daemon's own work
- *                           adds at most 30% to the two round trips);
+ *                           (target: <= 2.3x raw.roundtrip);
  *   pinpool.cache_alloc_rpc one cache_alloc request for one object, sent with the frame
- *                           helpers on a connection of its own (frame_rx_response, as
- *                           libpinpool receives);
- *                           the objects go back untimed;
+ *                           helpers on a connection of its own and received as libpinpool
+ *                           receives (frame_rx_response, FRAME_RX_WAIT_BLOCK); the objects go
+ *                           back untimed;
+ *   pinpool.cache_alloc_rpc_poll  the same received with FRAME_RX_WAIT_POLL: which way of
+ *                           waiting is cheaper against the real daemon;
  *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
  *                           the calling thread's client-side magazines (target: <= 50 ns
  *                           per pair).
+ * Every round-trip entry also reports voluntary context switches per operation of the
+ * measuring thread (getrusage RUSAGE_THREAD) and of its peer (the echo child or the
+ * daemon's loop thread: /proc/PID/status), counted over the measured slices.
  * Placement: where the scheduler puts the two ends of a round trip decides its cost
  * more than anything either end does (same CPU: a direct switch; two CPUs: a cross-CPU
  * wake-up, slow on a VM), and left to itself it flips between the two from run to run
  * (seen here: alloc_free 46 us in one run, 72 us in the next, the floor unchanged).  So
- * the measuring process is pinned to one CPU and its peer — the echo child and the
+ * the measuring process is pinned to one CPU and its peer — the echo children and the
  * daemon alike — to another (the same one when only one is allowed): every entry pays
  * the same placement, and the ratio compares the work, not the scheduler's mood.
  * Every entry has size 0 so the report divides each pinpool figure by the raw floor.
@@ -33,19 +46,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <libgen.h>
-#include <limits.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sched.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -56,118 +64,18 @@
 #define IPC_MAX_REPS 64u
 #define IPC_SLICES 20u
 
-typedef struct ipc_daemon {
-  pid_t pid;
-  char dir[64];
-  char sock[128];
-} ipc_daemon_t;
-
-static void ipc_sleep_ms(int ms) {
-  struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* The CPUs the two ends run on: the first two this process may use. */
-static int ipc_cpu_self = -1, ipc_cpu_peer = -1;
-
-static void ipc_choose_cpus(const cpu_set_t *allowed) {
-  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-    if (!CPU_ISSET(cpu, allowed)) continue;
-    if (ipc_cpu_self < 0)
-      ipc_cpu_self = cpu;
-    else if (ipc_cpu_peer < 0)
-      ipc_cpu_peer = cpu;
-  }
-  if (ipc_cpu_peer < 0) ipc_cpu_peer = ipc_cpu_self;
-}
-
-static void ipc_pin(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof set, &set); /* best effort: an unpinned run still measures */
-}
-
-static int ipc_connect_raw(const char *path) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-static void ipc_daemon_stop(ipc_daemon_t *d) {
-  if (d->pid > 0) {
-    int st;
-    kill(d->pid, SIGTERM);
-    for (int i = 0; i < 500 && waitpid(d->pid, &st, WNOHANG) != d->pid; i++)
-      ipc_sleep_ms(10);
-    if (kill(d->pid, 0) == 0) {
-      kill(d->pid, SIGKILL);
-      waitpid(d->pid, &st, 0);
-    }
-    d->pid = 0;
-  }
-  unlink(d->sock);
-  rmdir(d->dir);
-}
-
-static int ipc_daemon_start(ipc_daemon_t *d) {
-  char self[PATH_MAX], exe[PATH_MAX + 16];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return -1;
-  self[n] = '\0';
-  snprintf(exe, sizeof exe, "%s/pinpoold", dirname(self));
-  snprintf(d->dir, sizeof d->dir, "/tmp/pp-bench-ipc-XXXXXX");
-  if (!mkdtemp(d->dir)) return -1;
-  snprintf(d->sock, sizeof d->sock, "%s/pinpool.sock", d->dir);
-  d->pid = fork();
-  if (d->pid < 0) return -1;
-  if (d->pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a killed benchmark leaves no daemon behind */
-    ipc_pin(ipc_cpu_peer);
-    execl(exe, "pinpoold", "--socket", d->sock, "--size", "64M", "--page-size", "4K",
-          "--log-level", "warning", (char *)NULL);
-    fprintf(stderr, "pinpool-bench: exec %s: %s\n", exe, strerror(errno));
-    _exit(127);
-  }
-  for (int i = 0; i < 1000; i++) {
-    int st;
-    if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-      d->pid = 0;
-      fprintf(stderr, "pinpool-bench: %s did not start\n", exe);
-      ipc_daemon_stop(d);
-      return -1;
-    }
-    int fd = ipc_connect_raw(d->sock);
-    if (fd >= 0) {
-      close(fd);
-      return 0;
-    }
-    ipc_sleep_ms(10);
-  }
-  ipc_daemon_stop(d);
-  return -1;
-}
-
 /* ---- the floor: a socketpair round trip to a child that echoes -------------------- */
 
-/* Reads wait in poll(POLLIN) and then read without blocking, exactly as libpinpool and
- * frame_rx_response do: a reader asleep in read() on a Unix stream socket is woken for
- * nothing when its peer consumes what it wrote (write-space wake-up), a context switch
- * per round trip that a floor must not pay when the subject does not. */
-static int ipc_full(int fd, void *buf, size_t len, bool wr) {
+/* Moves len bytes.  A write is a plain blocking write.  A read is a plain blocking read,
+ * or (poll) poll(POLLIN) and then a read without blocking — the two ways frame.c can wait
+ * (FRAME_RX_WAIT_BLOCK and FRAME_RX_WAIT_POLL; its essay says why they cost differently). */
+static int ipc_full(int fd, void *buf, size_t len, bool wr, bool poll_first) {
   size_t off = 0;
   while (off < len) {
     ssize_t n;
     if (wr) {
       n = write(fd, (char *)buf + off, len - off);
-    } else {
+    } else if (poll_first) {
       struct pollfd p = {.fd = fd, .events = POLLIN};
       if (poll(&p, 1, -1) < 0) {
         if (errno == EINTR) continue;
@@ -175,6 +83,8 @@ static int ipc_full(int fd, void *buf, size_t len, bool wr) {
       }
       n = recv(fd, (char *)buf + off, len - off, MSG_DONTWAIT);
       if (n < 0 && errno == EAGAIN) continue;
+    } else {
+      n = read(fd, (char *)buf + off, len - off);
     }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return -1;
@@ -183,38 +93,68 @@ static int ipc_full(int fd, void *buf, size_t len, bool wr) {
   return 0;
 }
 
-static pid_t ipc_echo_start(int *ret_fd) {
+typedef struct ipc_echo {
+  pid_t pid;
+  int fd;
+  bool poll_first; /* both sides wait in poll */
+} ipc_echo_t;
+
+static int ipc_echo_start(ipc_echo_t *e, bool poll_first, int cpu) {
   int sv[2];
+  e->pid = -1;
+  e->fd = -1;
+  e->poll_first = poll_first;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
   pid_t pid = fork();
-  if (pid < 0) return -1;
+  if (pid < 0) {
+    close(sv[0]);
+    close(sv[1]);
+    return -1;
+  }
   if (pid == 0) {
     char buf[IPC_MSG];
-    close(sv[0]);
-    ipc_pin(ipc_cpu_peer);
-    while (ipc_full(sv[1], buf, sizeof buf, false) == 0 &&
-           ipc_full(sv[1], buf, sizeof buf, true) == 0)
+    /* Keep only our end: an inherited copy of another echo child's socket would keep that
+     * child from seeing EOF when the benchmark closes its end. */
+    if (dup2(sv[1], 3) < 0) _exit(1);
+    close_range(4, ~0u, 0);
+    sv[1] = 3;
+    bench_pin(cpu);
+    while (ipc_full(sv[1], buf, sizeof buf, false, poll_first) == 0 &&
+           ipc_full(sv[1], buf, sizeof buf, true, false) == 0)
       ;
     _exit(0);
   }
   close(sv[1]);
-  *ret_fd = sv[0];
-  return pid;
+  e->fd = sv[0];
+  e->pid = pid;
+  return 0;
 }
 
-static double ipc_raw_rep(int fd, uint64_t iters) {
+static void ipc_echo_stop(ipc_echo_t *e) {
+  if (e->fd >= 0) close(e->fd); /* the echo child sees EOF and exits */
+  if (e->pid > 0) waitpid(e->pid, NULL, 0);
+  e->fd = -1;
+  e->pid = -1;
+}
+
+static double ipc_raw_rep(void *ctx, uint64_t iters) {
+  ipc_echo_t *e = ctx;
   char buf[IPC_MSG];
   memset(buf, 0x42, sizeof buf);
+  buf[0] = IPC_MSG - FRAME_HEADER_SIZE; /* one frame for the libuv echo server */
+  buf[1] = buf[2] = buf[3] = 0;
   uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < iters; i++)
-    if (ipc_full(fd, buf, sizeof buf, true) < 0 || ipc_full(fd, buf, sizeof buf, false) < 0)
+    if (ipc_full(e->fd, buf, sizeof buf, true, false) < 0 ||
+        ipc_full(e->fd, buf, sizeof buf, false, e->poll_first) < 0)
       return -1;
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
 /* ---- pinpool ---------------------------------------------------------------------- */
 
-static double ipc_alloc_free_rep(pp_client *c, uint64_t iters) {
+static double ipc_alloc_free_rep(void *ctx, uint64_t iters) {
+  pp_client *c = ctx;
   uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < iters; i++) {
     pp_buffer b;
@@ -223,12 +163,13 @@ static double ipc_alloc_free_rep(pp_client *c, uint64_t iters) {
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
-/* A second connection spoken to directly, to time one cache_alloc of one object. */
+/* A connection spoken to directly, to time one cache_alloc of one object. */
 typedef struct ipc_raw_conn {
   int fd;
   uint64_t id;
   uint32_t cache_id;
   frame_rx_t rx;
+  uint64_t *offs; /* the objects of one slice, given back untimed */
 } ipc_raw_conn_t;
 
 static Pinpool__V1__Response *ipc_rpc(ipc_raw_conn_t *r, Pinpool__V1__Request *req) {
@@ -243,11 +184,14 @@ static Pinpool__V1__Response *ipc_rpc(ipc_raw_conn_t *r, Pinpool__V1__Request *r
   return resp;
 }
 
-static int ipc_raw_open(ipc_raw_conn_t *r, const char *sock) {
-  r->fd = ipc_connect_raw(sock);
+static int ipc_raw_open(ipc_raw_conn_t *r, const char *sock, frame_rx_wait_t wait,
+                        uint64_t max_iters) {
+  r->fd = bench_connect_unix(sock);
   r->id = 0;
   frame_rx_init(&r->rx);
-  if (r->fd < 0) return -1;
+  r->rx.wait = wait;
+  r->offs = malloc(max_iters * sizeof *r->offs);
+  if (r->fd < 0 || !r->offs) return -1;
   Pinpool__V1__Hello hello = PINPOOL__V1__HELLO__INIT;
   hello.protocol_version = PROTOCOL_VERSION;
   hello.client_name = "bench-raw";
@@ -270,7 +214,16 @@ static int ipc_raw_open(ipc_raw_conn_t *r, const char *sock) {
   return 0;
 }
 
-static double ipc_cache_rpc_rep(ipc_raw_conn_t *r, uint64_t *offs, uint64_t iters) {
+static void ipc_raw_close(ipc_raw_conn_t *r) {
+  if (r->fd >= 0) close(r->fd);
+  r->fd = -1;
+  frame_rx_free(&r->rx);
+  free(r->offs);
+  r->offs = NULL;
+}
+
+static double ipc_cache_rpc_rep(void *ctx, uint64_t iters) {
+  ipc_raw_conn_t *r = ctx;
   Pinpool__V1__CacheAlloc ca = PINPOOL__V1__CACHE_ALLOC__INIT;
   ca.cache_id = r->cache_id;
   ca.count = 1;
@@ -285,7 +238,7 @@ static double ipc_cache_rpc_rep(ipc_raw_conn_t *r, uint64_t *offs, uint64_t iter
       if (resp) frame_free_response(resp);
       return -1;
     }
-    offs[i] = resp->objects->offsets[0];
+    r->offs[i] = resp->objects->offsets[0];
     frame_free_response(resp);
   }
   double ns = (double)(bench_now_ns() - t0) / (double)iters;
@@ -296,7 +249,7 @@ static double ipc_cache_rpc_rep(ipc_raw_conn_t *r, uint64_t *offs, uint64_t iter
   req.cache_free = &cf;
   for (uint64_t done = 0; done < iters;) {
     cf.n_offsets = iters - done < 1024 ? iters - done : 1024;
-    cf.offsets = &offs[done];
+    cf.offsets = &r->offs[done];
     Pinpool__V1__Response *resp = ipc_rpc(r, &req);
     if (!resp) return -1;
     frame_free_response(resp);
@@ -317,84 +270,134 @@ static double ipc_magazine_rep(pp_cache *k, uint64_t iters) {
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
+/* ---- the run ---------------------------------------------------------------------- */
+
+/* One round-trip entry: its timed loop, whose context switches count as the peer's, and
+ * what the repetitions measured. */
+typedef struct ipc_entry {
+  const char *name;
+  double (*rep)(void *ctx, uint64_t iters);
+  void *ctx;
+  pid_t peer;
+  bool aside;
+  double ns[IPC_MAX_REPS];
+  uint64_t ops;
+  long csw_self, csw_peer; /* over every measured slice */
+} ipc_entry_t;
+
+/* One slice of e: time it, and count both ends' voluntary context switches. */
+static int ipc_slice(ipc_entry_t *e, unsigned rep, uint64_t iters) {
+  long s0 = bench_csw_self(), p0 = bench_csw_of(e->peer);
+  double ns = e->rep(e->ctx, iters);
+  long s1 = bench_csw_self(), p1 = bench_csw_of(e->peer);
+  if (ns < 0) return -1;
+  e->ns[rep] += ns / IPC_SLICES;
+  e->ops += iters;
+  e->csw_self += s1 - s0;
+  e->csw_peer += p0 >= 0 && p1 >= 0 ? p1 - p0 : 0;
+  return 0;
+}
+
 int bench_ipc(const bench_opts_t *o) {
   unsigned reps = o->reps < IPC_MAX_REPS ? o->reps : IPC_MAX_REPS;
-  uint64_t rpc_iters = o->iters ? o->iters : 20000;
+  uint64_t rpc_iters = o->iters ? o->iters : 10000;
   uint64_t mag_iters = o->iters ? o->iters * 100 : 2000000;
-  double raw[IPC_MAX_REPS], af[IPC_MAX_REPS], rpc[IPC_MAX_REPS], mag[IPC_MAX_REPS];
-  ipc_daemon_t d = {0};
-  ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}};
+  double mag[IPC_MAX_REPS];
+  bench_daemon_t d = {0};
+  ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}}, rp = {.fd = -1, .rx = {.fd = -1}};
+  ipc_echo_t eb = {.pid = -1, .fd = -1}, ep = {.pid = -1, .fd = -1}, eu = {.pid = -1, .fd = -1};
+  bench_daemon_t uv = {0};
   pp_client *c = NULL;
   pp_cache *k = NULL;
-  uint64_t *offs = NULL;
-  int echo_fd = -1;
-  pid_t echo = -1;
+  int cpu_self, cpu_peer;
   int rc = -1;
 
   signal(SIGPIPE, SIG_IGN);
   cpu_set_t saved;
   bool pinned = sched_getaffinity(0, sizeof saved, &saved) == 0;
+  bench_choose_cpus(&cpu_self, &cpu_peer);
   if (pinned) {
-    ipc_choose_cpus(&saved);
-    ipc_pin(ipc_cpu_self);
-    bench_progress("ipc: measuring on CPU %d, daemon and echo peer on CPU %d", ipc_cpu_self,
-                   ipc_cpu_peer);
+    bench_pin(cpu_self);
+    bench_progress("ipc: measuring on CPU %d, daemon and echo peers on CPU %d", cpu_self,
+                   cpu_peer);
   }
-  if (ipc_daemon_start(&d) < 0) {
+  if (bench_daemon_start(&d, cpu_peer, NULL) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot start pinpoold\n");
     if (pinned) sched_setaffinity(0, sizeof saved, &saved);
     return -1;
   }
+  uint64_t slice = rpc_iters / IPC_SLICES ? rpc_iters / IPC_SLICES : 1;
+  uint64_t warm = rpc_iters < 1000 ? rpc_iters : 1000;
   if (pp_connect(d.sock, "pinpool-bench", &c) != 0 ||
-      pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 || ipc_raw_open(&r, d.sock) < 0) {
+      pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 ||
+      ipc_raw_open(&r, d.sock, FRAME_RX_WAIT_BLOCK, warm > slice ? warm : slice) < 0 ||
+      ipc_raw_open(&rp, d.sock, FRAME_RX_WAIT_POLL, warm > slice ? warm : slice) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
     goto out;
   }
-  offs = malloc(rpc_iters * sizeof *offs);
-  echo = ipc_echo_start(&echo_fd);
-  if (!offs || echo < 0) goto out;
+  if (ipc_echo_start(&eb, false, cpu_peer) < 0 || ipc_echo_start(&ep, true, cpu_peer) < 0)
+    goto out;
+  if (bench_echo_start(&uv, cpu_peer) < 0 || (eu.fd = bench_connect_unix(uv.sock)) < 0) {
+    fprintf(stderr, "pinpool-bench ipc: cannot start the libuv echo server\n");
+    goto out;
+  }
+  eu.pid = uv.pid;
+
+  ipc_entry_t e[] = {
+      {.name = "raw.roundtrip", .rep = ipc_raw_rep, .ctx = &eb, .peer = eb.pid},
+      {.name = "raw.roundtrip_poll",
+       .rep = ipc_raw_rep,
+       .ctx = &ep,
+       .peer = ep.pid,
+       .aside = true},
+      {.name = "raw.roundtrip_uv", .rep = ipc_raw_rep, .ctx = &eu, .peer = uv.pid},
+      {.name = "pinpool.alloc_free", .rep = ipc_alloc_free_rep, .ctx = c, .peer = d.pid},
+      {.name = "pinpool.cache_alloc_rpc", .rep = ipc_cache_rpc_rep, .ctx = &r, .peer = d.pid},
+      {.name = "pinpool.cache_alloc_rpc_poll",
+       .rep = ipc_cache_rpc_rep,
+       .ctx = &rp,
+       .peer = d.pid},
+  };
+  enum { NE = sizeof e / sizeof e[0] };
 
   /* Warm-up: first-touch faults, the magazines' first refill, the daemon's slabs. */
-  if (ipc_raw_rep(echo_fd, 1000) < 0 || ipc_alloc_free_rep(c, 1000) < 0 ||
-      ipc_cache_rpc_rep(&r, offs, rpc_iters < 1000 ? rpc_iters : 1000) < 0 ||
-      ipc_magazine_rep(k, 10000) < 0)
-    goto out;
-  /* Within a repetition the three round-trip measurements alternate in IPC_SLICES
-   * slices, so that a burst of load from other work on the machine falls on all of them
-   * rather than on whichever happened to run then. */
-  uint64_t slice = rpc_iters / IPC_SLICES ? rpc_iters / IPC_SLICES : 1;
+  for (unsigned j = 0; j < NE; j++)
+    if (e[j].rep(e[j].ctx, warm) < 0) goto out;
+  if (ipc_magazine_rep(k, 10000) < 0) goto out;
+  /* Within a repetition the round-trip measurements alternate in IPC_SLICES slices, so
+   * that a burst of load from other work on the machine falls on all of them rather than
+   * on whichever happened to run then. */
   for (unsigned i = 0; i < reps; i++) {
     bench_progress("ipc: rep %u/%u", i + 1, reps);
-    raw[i] = af[i] = rpc[i] = 0;
-    for (unsigned s = 0; s < IPC_SLICES; s++) {
-      double a = ipc_raw_rep(echo_fd, slice), b = ipc_alloc_free_rep(c, slice),
-             e = ipc_cache_rpc_rep(&r, offs, slice);
-      if (a < 0 || b < 0 || e < 0) goto out;
-      raw[i] += a / IPC_SLICES;
-      af[i] += b / IPC_SLICES;
-      rpc[i] += e / IPC_SLICES;
-    }
+    for (unsigned s = 0; s < IPC_SLICES; s++)
+      for (unsigned j = 0; j < NE; j++)
+        if (ipc_slice(&e[j], i, slice) < 0) goto out;
     mag[i] = ipc_magazine_rep(k, mag_iters);
     if (mag[i] < 0) goto out;
   }
-  bench_result_t res[4] = {
-      {.name = "raw.roundtrip", .ns_per_op = bench_median(raw, reps)},
-      {.name = "pinpool.alloc_free", .ns_per_op = bench_median(af, reps)},
-      {.name = "pinpool.cache_alloc_rpc", .ns_per_op = bench_median(rpc, reps)},
-      {.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)},
-  };
-  for (unsigned i = 0; i < 4; i++)
-    res[i].ops_per_sec = 1e9 / res[i].ns_per_op;
-  bench_report("ipc", o, res, 4);
+  bench_result_t res[NE + 1];
+  for (unsigned j = 0; j < NE; j++) {
+    res[j] = (bench_result_t){.name = e[j].name,
+                              .ns_per_op = bench_median(e[j].ns, reps),
+                              .csw_self = (double)e[j].csw_self / (double)e[j].ops,
+                              .csw_peer = (double)e[j].csw_peer / (double)e[j].ops,
+                              .aside = e[j].aside};
+  }
+  res[NE] =
+      (bench_result_t){.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)};
+  for (unsigned j = 0; j <= NE; j++)
+    res[j].ops_per_sec = 1e9 / res[j].ns_per_op;
+  bench_report("ipc", o, res, NE + 1);
   rc = 0;
 out:
-  if (echo_fd >= 0) close(echo_fd); /* the echo child sees EOF and exits */
-  if (echo > 0) waitpid(echo, NULL, 0);
-  if (r.fd >= 0) close(r.fd);
-  frame_rx_free(&r.rx);
+  ipc_echo_stop(&eb);
+  ipc_echo_stop(&ep);
+  if (eu.fd >= 0) close(eu.fd);
+  bench_echo_stop(&uv);
+  ipc_raw_close(&r);
+  ipc_raw_close(&rp);
   pp_disconnect(c);
-  free(offs);
-  ipc_daemon_stop(&d);
+  bench_daemon_stop(&d);
   if (pinned) sched_setaffinity(0, sizeof saved, &saved);
   return rc;
 }

@@ -1,11 +1,11 @@
 /*
  * test_bench_json.c — `pinpool-bench --json all` writes JSON Lines: every line of stdout is
- * exactly one JSON object, one per benchmark, in order (buddy, slab, scale, ipc, conns,
- * restart), each with
- * its results and ratios.  A tiny run (one repetition of a few hundred operations) keeps
- * it well under a second; the figures themselves are not judged here (speed belongs to
- * the benchmark, not to a test).  Skips, saying why, when pinpool-bench is not built (no
- * DPDK).
+ * exactly one JSON object, one per benchmark, in order (buddy, slab, scale, ipc, load, conns,
+ * restart), each with its results and ratios; load's results name their client count and
+ * latency percentiles.  A tiny run (one repetition of a few hundred operations, load's
+ * points 50 ms each) keeps it within a few seconds; the figures themselves are not judged
+ * here (speed belongs to the benchmark, not to a test).  Skips, saying why, when
+ * pinpool-bench is not built (no DPDK).
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -38,7 +38,8 @@ static json_object *get(json_object *o, const char *key) {
 }
 
 static void bench_all_json_is_one_object_per_line_per_benchmark(void **state) {
-  static const char *const want[] = {"buddy", "slab", "scale", "ipc", "conns", "restart"};
+  static const char *const want[] = {"buddy", "slab",  "scale",  "ipc",
+                                     "load",  "conns", "restart"};
   const char *dir = getenv("PP_BIN_DIR");
   char bin[512], *out, *line, *save = NULL;
   int fd = memfd_create("bench-out", 0), st;
@@ -55,8 +56,8 @@ static void bench_all_json_is_one_object_per_line_per_benchmark(void **state) {
   assert_true(pid >= 0);
   if (pid == 0) {
     dup2(fd, STDOUT_FILENO);
-    execl(bin, bin, "--json", "--reps", "1", "--iters", "200", "--threads", "2", "all",
-          (char *)NULL);
+    execl(bin, bin, "--json", "--reps", "1", "--iters", "200", "--threads", "2", "--ms", "50",
+          "all", (char *)NULL);
     _exit(127);
   }
   assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -86,7 +87,16 @@ static void bench_all_json_is_one_object_per_line_per_benchmark(void **state) {
       /* Timings carry ns_per_op; conns reports memory (kib, bytes) and latencies instead. */
       if (json_object_object_get_ex(r, "ns_per_op", &ns))
         assert_true(json_object_get_double(ns) >= 0);
+      if (!strcmp(want[n], "load")) { /* every point: 1, 8 or 64 clients, p50 <= p99 */
+        int clients = json_object_get_int(get(r, "clients"));
+        assert_true(clients == 1 || clients == 8 || clients == 64);
+        assert_true(json_object_get_double(get(r, "p50_ns")) > 0);
+        assert_true(json_object_get_double(get(r, "p50_ns")) <=
+                    json_object_get_double(get(r, "p99_ns")));
+      }
     }
+    if (!strcmp(want[n], "load")) /* pinpool and echo at 3 client counts */
+      assert_int_equal(json_object_array_length(results), 6);
     assert_true(json_object_is_type(get(o, "ratios"), json_type_array));
     json_object_put(o);
   }

@@ -1,4 +1,5 @@
-/* proto_io — frame_send / frame_recv_response over a socketpair, fd passing included. */
+/* proto_io — frame_send / frame_recv_response / frame_rx over a socketpair, fd passing
+ * included, with both ways frame_rx waits. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -407,6 +409,156 @@ static void rx_gives_up_when_its_timeout_expires(void **state) {
   close(sv[1]);
 }
 
+/* The timeout a blocking wait leaves on the socket, in ms (0: none). */
+static long rcvtimeo_ms(int fd) {
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len), 0);
+  return (long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* By default a read waits in a blocking recvmsg whose SO_RCVTIMEO is the caller's timeout,
+ * set when the timeout changes and cleared for "no limit". */
+static void rx_blocking_wait_puts_the_timeout_on_the_socket(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  assert_int_equal(rx.wait, FRAME_RX_WAIT_BLOCK);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT, *got = NULL;
+  r.id = 1;
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 1500, &got, NULL), 0);
+  assert_int_equal(got->id, 1);
+  frame_free_response(got);
+  assert_int_equal(rcvtimeo_ms(sv[1]), 1500);
+  r.id = 2;
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, -1, &got, NULL), 0);
+  assert_int_equal(got->id, 2);
+  frame_free_response(got);
+  assert_int_equal(rcvtimeo_ms(sv[1]), 0);
+  assert_int_equal(rx.wait, FRAME_RX_WAIT_BLOCK);
+  frame_rx_free(&rx);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* The poll shape reads the same frames, passed fd and timeout included, and leaves the
+ * socket's SO_RCVTIMEO alone. */
+static void rx_poll_wait_reads_frames_fds_and_times_out_alike(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  rx.wait = FRAME_RX_WAIT_POLL;
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 30, &got, NULL), PP_EIO);
+  int mfd = memfd_create("proto-io-rx-poll", MFD_CLOEXEC);
+  assert_true(mfd >= 0);
+  Pinpool__V1__Welcome w;
+  Pinpool__V1__Response r = welcome_response(&w);
+  assert_int_equal(frame_send(sv[0], &r.base, 0, mfd), 0);
+  Pinpool__V1__Response r2 = PINPOOL__V1__RESPONSE__INIT;
+  r2.id = 2;
+  assert_int_equal(frame_send(sv[0], &r2.base, 0, -1), 0);
+  int fd = -1;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 1000, &got, &fd), 0);
+  assert_int_equal(got->body_case, PINPOOL__V1__RESPONSE__BODY_WELCOME);
+  assert_true(fd >= 0);
+  close(fd);
+  frame_free_response(got);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 1000, &got, &fd), 0);
+  assert_int_equal(got->id, 2);
+  assert_int_equal(fd, -1);
+  frame_free_response(got);
+  assert_int_equal(rcvtimeo_ms(sv[1]), 0);
+  frame_rx_free(&rx);
+  close(mfd);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* On a non-blocking socket a reply that comes late is still waited for (up to the
+ * timeout), not mistaken for an expired one; rx goes on waiting in poll. */
+static void rx_waits_for_a_late_reply_on_a_nonblocking_socket(void **state) {
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+    r.id = 7;
+    usleep(50 * 1000);
+    _exit(frame_send(sv[0], &r.base, 0, -1) == 0 ? 0 : 1);
+  }
+  Pinpool__V1__Response *got = NULL;
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 5000, &got, NULL), 0);
+  assert_int_equal(got->id, 7);
+  frame_free_response(got);
+  assert_int_equal(rx.wait, FRAME_RX_WAIT_POLL);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 30, &got, NULL), PP_EIO);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  frame_rx_free(&rx);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* A timeout of 0 takes what is there and does not wait for more. */
+static void rx_with_timeout_zero_does_not_wait(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  Pinpool__V1__Response *got = NULL;
+  uint64_t t0 = (uint64_t)time(NULL);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 0, &got, NULL), PP_EIO);
+  assert_true((uint64_t)time(NULL) - t0 <= 1);
+  Pinpool__V1__Response r = PINPOOL__V1__RESPONSE__INIT;
+  r.id = 3;
+  assert_int_equal(frame_send(sv[0], &r.base, 0, -1), 0);
+  assert_int_equal(frame_rx_response(sv[1], &rx, 0, 0, &got, NULL), 0);
+  assert_int_equal(got->id, 3);
+  frame_free_response(got);
+  frame_rx_free(&rx);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* frame_rx_frame hands out each frame's payload as it came, one per call, whatever message
+ * it holds. */
+static void rx_frame_returns_each_payload_unparsed(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  const uint8_t wire[] = {3, 0, 0, 0, 'a', 'b', 'c', 1, 0, 0, 0, 'z'};
+  assert_int_equal(write(sv[0], wire, sizeof wire), (ssize_t)sizeof wire);
+  frame_rx_t rx;
+  frame_rx_init(&rx);
+  const uint8_t *f = NULL;
+  size_t len = 0;
+  int fd = 9;
+  assert_int_equal(frame_rx_frame(sv[1], &rx, 0, -1, &f, &len, &fd), 0);
+  assert_int_equal(len, 3);
+  assert_memory_equal(f, "abc", 3);
+  assert_int_equal(fd, -1);
+  assert_int_equal(frame_rx_frame(sv[1], &rx, 0, -1, &f, &len, NULL), 0);
+  assert_int_equal(len, 1);
+  assert_memory_equal(f, "z", 1);
+  assert_int_equal(rx.start, rx.end);
+  frame_rx_free(&rx);
+  close(sv[0]);
+  close(sv[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(memfd_passes_with_the_welcome_frame),
@@ -424,6 +576,11 @@ int main(void) {
       cmocka_unit_test(rx_assembles_a_large_frame_sent_in_small_pieces),
       cmocka_unit_test(rx_rejects_oversized_and_truncated_frames),
       cmocka_unit_test(rx_gives_up_when_its_timeout_expires),
+      cmocka_unit_test(rx_blocking_wait_puts_the_timeout_on_the_socket),
+      cmocka_unit_test(rx_poll_wait_reads_frames_fds_and_times_out_alike),
+      cmocka_unit_test(rx_waits_for_a_late_reply_on_a_nonblocking_socket),
+      cmocka_unit_test(rx_with_timeout_zero_does_not_wait),
+      cmocka_unit_test(rx_frame_returns_each_payload_unparsed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
