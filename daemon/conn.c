@@ -87,6 +87,14 @@
  *     reclaimed exactly as when a client crashes (ledger_holder_release);
  *   - linger: a closing connection's last replies get CONN_CLOSE_LINGER_MS to flush.
  *
+ * A reload (reload.c) hands each connection to the next image of the process:
+ * conn_handoff says what it is (a session's, one before Hello, one closing) and copies its
+ * unhandled input (the reader's partial frame, or the parked rest) and its unwritten
+ * replies (the unwritten tail of the write in flight — libuv's write-queue size, counted
+ * back from conn_out_t.wend — then the append buffer); conn_adopt, in the new image, makes
+ * a connection of it again: the session attached, the replies written first, the input
+ * handled on the first turn, deadlines afresh.
+ *
  * Memory per idle connection (past Hello): conn_t (the uv_pipe_t inside it, the deadline
  * links, an empty frame reader), its session_t and its ledger holder — about 750 bytes of
  * heap — plus libuv's 8-byte watcher slot per descriptor.  Nothing else: no read buffer,

@@ -9,7 +9,9 @@
  * stale socket left by a crashed daemon is removed (a connect() that is refused proves
  * nobody listens; a live daemon makes us refuse to start), the socket is chmod'ed to
  * --socket-mode, and it listens with a backlog of SOMAXCONN.  Ours is unlinked when the
- * listener stops (shutdown).
+ * listener stops (shutdown).  After a reload the socket comes from the previous image of
+ * the process (listener_take), still ours to unlink if that image bound it; connections
+ * waiting in the backlog meanwhile are accepted by the new image.
  *
  * Accepting.  The listening socket is watched with a uv_poll handle and accepted here
  * with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC), at most LISTEN_BATCH per wake-up so that a

@@ -46,7 +46,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "endpoint.h"
@@ -582,14 +581,8 @@ int main(int argc, char **argv) {
   reloaded = rc == 1;
   if (reloaded) {
     uint64_t wd = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* Again from this image: systemd 252 ignores the old image's RELOADING=1 while its
-     * ExecReload= process still runs.  And the watchdog, as early as we can. */
-    if (fdstore_available())
-      sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "%s",
-                 (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u,
-                 sd_watchdog_enabled(0, &wd) > 0 ? "\nWATCHDOG=1" : "");
+    /* The watchdog, as early as we can: replay and adoption come next. */
+    if (sd_watchdog_enabled(0, &wd) > 0) sd_notify(0, "WATCHDOG=1");
     log_notice("reload: taking over from the previous image (handoff version %u, %u "
                "connections)",
                ho.version, ho.nconns);

@@ -60,6 +60,15 @@
  * rather than replay an incomplete journal), new Welcomes say grace_ms 0, and the log says
  * so at err.
  *
+ * Reload (SIGHUP, reload.c).  The state crosses execve as the journal: persist_reload_prepare
+ * compacts it, so that its current generation is exactly the live state (one snapshot for
+ * the new image to read, nothing the log could lack), and without a journal writes one for
+ * the handoff alone.  The new image takes region and journal back through the same
+ * recover() as after a crash (persist_config_t.handoff: from the previous image, not the
+ * store, whatever --journal says), keeps journaling into it — or closes it, when the old
+ * image did not journal — and the server attaches the sessions to their handed-over
+ * connections.
+ *
  * Shutdown (SIGTERM): persist_stop before the connections close, so that releasing their
  * sessions on the way out is not journaled: the journal keeps the live state, and a daemon
  * started with the stored fds within the grace period takes every session back.
@@ -561,10 +570,11 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
     return rc;
   }
   if (p->journal) ledger_set_recorder(p->ledger, persist_record, p);
-  if (!cfg->fd_store && !cfg->handoff)
-    log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
-               "every session; run under systemd (pinpoold.service) for restart survival");
-  else if (!p->stored)
+  if (!cfg->fd_store) {
+    if (!cfg->handoff) /* said at the first start already */
+      log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
+                 "every session; run under systemd (pinpoold.service) for restart survival");
+  } else if (!p->stored)
     log_warning("restart survival is off: the region and journal are not in the fd store");
   *ret_ledger = p->ledger;
   *ret = p;

@@ -6,8 +6,11 @@
  * mappings never went away.
  *
  * The old image (reload_exec, from the SIGHUP callback):
- *   1. RELOADING=1 with MONOTONIC_USEC= to the service manager (systemd 252 shows the unit
- *      reloading until READY=1; systemd >= 253's Type=notify-reload wants the timestamp).
+ *   1. RELOADING=1 with MONOTONIC_USEC= to the service manager: systemd 252 keeps the unit
+ *      reloading from it until READY=1 — also past the exit of ExecReload='s kill, which it
+ *      would otherwise take for the end of the reload (service_enter_running sees the
+ *      pending RELOADING=1) — so `systemctl reload` returns once the new image serves;
+ *      systemd >= 253's Type=notify-reload wants the timestamp.
  *   2. A request boundary comes for free: signals reach the loop as callbacks, between
  *      requests, so no request is half served and no journal transaction is open.  Nothing
  *      more is read; input already read and not handled (a frame in pieces, input parked by
@@ -42,9 +45,8 @@
  * the unit started and is not read again).
  *
  * The new image (main.c, handoff_take; persist_start; server_run, reload_adopt): reads
- * the handoff and unsets the variable, pings the watchdog and says RELOADING=1 again
- * (systemd 252 ignores a RELOADING=1 that arrives while the ExecReload= process still
- * runs), takes the socket, adopts the region and replays the journal as after a crash —
+ * the handoff and unsets the variable, pings the watchdog, takes the socket, adopts the
+ * region and replays the journal as after a crash —
  * every session comes back detached — then takes over each connection: a session's
  * connection attaches it again (no re-claim, the same session), a connection that had not
  * said Hello is screened anew, a closing one gets its last replies and is closed; each

@@ -41,7 +41,13 @@
  * pages are repaired.  Like the other timers it does not keep the loop alive.
  *
  * systemd.  READY=1 once the region is mapped (the ledger exists before we are called)
- * and the socket listens; STATUS= lines when clients come and go; STOPPING=1 at shutdown.
+ * and the socket listens — after a reload, once the connections are taken over, which
+ * ends the RELOADING=1 the old image sent; STATUS= lines when clients come and go;
+ * STOPPING=1 at shutdown.
+ *
+ * Reload (SIGHUP): reload.c executes the daemon again with every descriptor; server_run of
+ * the new image takes them over (listener_take, reload_adopt).  SIGHUP is blocked from
+ * main's start until its handler is in place here, so one that comes during start-up waits.
  *
  * Shutdown (SIGTERM/SIGINT): STOPPING=1, close the listener (unlink our socket), then
  * each connection stops reading, its queued replies are flushed (bounded by the linger

@@ -23,6 +23,8 @@
  *     PINPOOLD_TEST_HANDOFF_VERSION) falls back to the crash path: connections closed,
  *     sessions re-claimed from the journal, every byte in place;
  *   - a session waiting to be re-claimed after a crash keeps its deadline across a reload;
+ *   - the watchdog: every image pings, so a daemon reloaded three times is never killed by
+ *     a 2 s WatchdogSec=;
  *   - without a service manager (no fd store, no journal) a reload carries everything too.
  *
  * Every wait is bounded; timing only decides how long a test takes, never its outcome.
@@ -840,6 +842,40 @@ static void a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload
   rsd_free(&d);
 }
 
+/* ---- the watchdog ------------------------------------------------------------------------ */
+
+static void the_watchdog_is_fed_across_reloads(void **state) {
+  rsd_opts_t o = {.watchdog_usec = 2000000};
+  rsd_t d;
+  rcl_t c;
+  uint64_t h;
+  if (rsd_start(&d, &o)) fail_msg("the supervised daemon did not start");
+  pid_t pid = main_pid(&d);
+  assert_int_equal(rcl_open(&c, d.sock, "watched"), 0);
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(rsd_reload(&d), 0);
+    assert_int_equal(rcl_alloc(&c, 4096, NULL, &h, NULL), 0);
+    assert_int_equal(rcl_free(&c, h), 0);
+  }
+  /* Longer than WatchdogSec= after the last reload: only an image that pings stays. */
+  for (int i = 0; i < 30; i++) {
+    sleep_ms(100);
+    assert_int_equal(rcl_alloc(&c, 4096, NULL, &h, NULL), 0);
+    assert_int_equal(rcl_free(&c, h), 0);
+  }
+  sup_info_t in;
+  sup_info(d.sup, &in);
+  assert_int_equal(in.watchdog_timeouts, 0);
+  assert_same_process(&d, pid, 3);
+  /* Each image ran its own watchdog timer. */
+  assert_int_equal(rsd_log_count(&d, "watchdog: 2000 ms, pinged every 1000 ms"), 4);
+  assert_int_equal(c.reclaims, 0);
+  rcl_close(&c);
+  assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
+  rsd_free(&d);
+}
+
 /* ---- no service manager --------------------------------------------------------------- */
 
 static bool log_has(const testd_t *t, const char *needle) {
@@ -889,6 +925,7 @@ int main(void) {
       cmocka_unit_test(a_reload_without_its_binary_fails_and_the_daemon_serves_on),
       cmocka_unit_test(a_handoff_it_cannot_read_falls_back_to_reclaims),
       cmocka_unit_test(a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload),
+      cmocka_unit_test(the_watchdog_is_fed_across_reloads),
       cmocka_unit_test(without_a_service_manager_a_reload_carries_everything_too),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
