@@ -15,7 +15,8 @@
  *     and answered by the new image on the same connection;
  *   - replies queued for a client that does not read (thousands of pipelined requests)
  *     cross the reload: the client then reads every reply, in order, on the same
- *     connection, and its session's request count goes on;
+ *     connection, and its session's request count goes on; a connection already closing
+ *     (a protocol error behind its queued replies) gets every reply, the error, then EOF;
  *   - a reload whose binary is missing, or not an executable, fails in the old image,
  *     which says so and serves on with nothing changed; the next reload, with the binary
  *     back, succeeds;
@@ -615,46 +616,50 @@ static void frames_in_pieces_are_completed_after_a_reload(void **state) {
 
 #define SLOW_REQUESTS 4000
 
+/* Pipeline n lookups of a name nobody published on c, reading nothing, and wait until the
+ * daemon has answered them all (served: Hello + n).  Returns the first id. */
+static uint64_t pipeline_lookups(rsd_t *d, rcl_t *c, int n) {
+  uint8_t *all = NULL;
+  size_t total = 0;
+  uint64_t first = c->next_id + 1, served = 0, want = c->next_id + (uint64_t)n;
+  for (int i = 0; i < n; i++) {
+    Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+    Pinpool__V1__Lookup m = PINPOOL__V1__LOOKUP__INIT;
+    uint8_t *f;
+    size_t len;
+    m.name = "nobody-published-this";
+    req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
+    req.lookup = &m;
+    req.id = ++c->next_id;
+    pack(&req, &f, &len);
+    all = realloc(all, total + len);
+    assert_non_null(all);
+    memcpy(all + total, f, len);
+    total += len;
+    free(f);
+  }
+  send_bytes(c->fd, all, total);
+  free(all);
+  /* The socket holds a few hundred replies; the rest wait in the daemon's queue. */
+  for (int i = 0; i < 600 && served != want; i++) {
+    Pinpool__V1__Response *st = rsd_stats(d);
+    const Pinpool__V1__ClientInfo *ci = rsd_client(st, c->session_id);
+    assert_non_null(ci);
+    served = ci->requests;
+    frame_free_response(st);
+    if (served != want) sleep_ms(20);
+  }
+  assert_int_equal(served, want);
+  return first;
+}
+
 static void replies_queued_for_a_slow_reader_are_delivered_after_a_reload(void **state) {
   rsd_t d;
   rcl_t c;
   if (rsd_start(&d, NULL)) fail_msg("the supervised daemon did not start");
   pid_t pid = main_pid(&d);
   assert_int_equal(rcl_open(&c, d.sock, "slow-reader"), 0);
-  /* Thousands of lookups, pipelined; not one reply read. */
-  uint8_t *all = NULL;
-  size_t total = 0;
-  uint64_t first = c.next_id + 1;
-  for (int i = 0; i < SLOW_REQUESTS; i++) {
-    Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
-    Pinpool__V1__Lookup m = PINPOOL__V1__LOOKUP__INIT;
-    uint8_t *f;
-    size_t n;
-    m.name = "nobody-published-this";
-    req.body_case = PINPOOL__V1__REQUEST__BODY_LOOKUP;
-    req.lookup = &m;
-    req.id = ++c.next_id;
-    pack(&req, &f, &n);
-    all = realloc(all, total + n);
-    assert_non_null(all);
-    memcpy(all + total, f, n);
-    total += n;
-    free(f);
-  }
-  send_bytes(c.fd, all, total);
-  free(all);
-  /* Wait until the daemon has answered them all (Hello + the lookups): the socket holds a
-   * few hundred replies, the rest wait in the daemon's queue. */
-  uint64_t served = 0;
-  for (int i = 0; i < 600 && served != SLOW_REQUESTS + 1; i++) {
-    Pinpool__V1__Response *st = rsd_stats(&d);
-    const Pinpool__V1__ClientInfo *ci = rsd_client(st, c.session_id);
-    assert_non_null(ci);
-    served = ci->requests;
-    frame_free_response(st);
-    if (served != SLOW_REQUESTS + 1) sleep_ms(20);
-  }
-  assert_int_equal(served, SLOW_REQUESTS + 1);
+  uint64_t first = pipeline_lookups(&d, &c, SLOW_REQUESTS);
 
   assert_int_equal(rsd_reload(&d), 0);
   assert_int_equal(rsd_log_count(&d, "reload 1 done"), 1);
@@ -683,6 +688,46 @@ static void replies_queued_for_a_slow_reader_are_delivered_after_a_reload(void *
   frame_free_response(st);
   rcl_close(&c);
   assert_same_process(&d, pid, 1);
+  assert_books_balance(&d, REGION);
+  assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
+  rsd_free(&d);
+}
+
+static void a_closing_connection_gets_its_last_replies_after_a_reload(void **state) {
+  rsd_t d;
+  rcl_t c;
+  if (rsd_start(&d, NULL)) fail_msg("the supervised daemon did not start");
+  assert_int_equal(rcl_open(&c, d.sock, "closing"), 0);
+  uint64_t first = pipeline_lookups(&d, &c, 2000);
+  /* A frame of length 0: PROTOCOL_ERROR, queued behind the lookups' replies, and the
+   * connection closes once they are all written — its session is released at once. */
+  static const uint8_t zero[4] = {0};
+  send_bytes(c.fd, zero, sizeof zero);
+  bool gone = false;
+  for (int i = 0; i < 600 && !gone; i++) {
+    Pinpool__V1__Response *st = rsd_stats(&d);
+    gone = rsd_client(st, c.session_id) == NULL;
+    frame_free_response(st);
+    if (!gone) sleep_ms(20);
+  }
+  assert_true(gone);
+  assert_int_equal(rsd_reload(&d), 0);
+  assert_true(rsd_log_count(&d, "a closing connection") >= 1);
+  for (uint64_t id = first; id < first + 2000; id++) {
+    Pinpool__V1__Response *r = receive(c.fd, &c.rx, NULL);
+    if (r->id != id)
+      fail_msg("reply for %" PRIu64 " came where %" PRIu64 "'s belongs", r->id, id);
+    assert_int_equal(r->status, PINPOOL__V1__STATUS__NOT_FOUND);
+    frame_free_response(r);
+  }
+  Pinpool__V1__Response *r = receive(c.fd, &c.rx, NULL);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__PROTOCOL_ERROR);
+  frame_free_response(r);
+  /* Then the end of the connection. */
+  uint8_t b;
+  assert_int_equal(read(c.fd, &b, 1), 0);
+  rcl_close(&c);
   assert_books_balance(&d, REGION);
   assert_int_equal(rsd_stop(&d), 0);
   rsd_assert_log_clean(&d);
@@ -922,6 +967,7 @@ int main(void) {
       cmocka_unit_test(a_hundred_clients_carry_on_through_five_reloads_without_a_reclaim),
       cmocka_unit_test(frames_in_pieces_are_completed_after_a_reload),
       cmocka_unit_test(replies_queued_for_a_slow_reader_are_delivered_after_a_reload),
+      cmocka_unit_test(a_closing_connection_gets_its_last_replies_after_a_reload),
       cmocka_unit_test(a_reload_without_its_binary_fails_and_the_daemon_serves_on),
       cmocka_unit_test(a_handoff_it_cannot_read_falls_back_to_reclaims),
       cmocka_unit_test(a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload),
