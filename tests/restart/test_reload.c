@@ -24,8 +24,10 @@
  *     PINPOOLD_TEST_HANDOFF_VERSION) falls back to the crash path: connections closed,
  *     sessions re-claimed from the journal, every byte in place;
  *   - a session waiting to be re-claimed after a crash keeps its deadline across a reload;
+ *   - the fd store is untouched by reloads (the same two memfds), and a crash after two
+ *     reloads comes back from it with what the last image journaled;
  *   - the watchdog: every image pings, so a daemon reloaded three times is never killed by
- *     a 2 s WatchdogSec=;
+ *     a 3 s WatchdogSec=;
  *   - without a service manager (no fd store, no journal) a reload carries everything too.
  *
  * Every wait is bounded; timing only decides how long a test takes, never its outcome.
@@ -887,10 +889,46 @@ static void a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload
   rsd_free(&d);
 }
 
+/* ---- a crash after reloads -------------------------------------------------------------- */
+
+static void a_crash_after_reloads_comes_back_from_the_same_fd_store(void **state) {
+  rsd_t d;
+  rcl_t c;
+  uint64_t h1, o1, h2, o2, probe;
+  if (rsd_start(&d, NULL)) fail_msg("the supervised daemon did not start");
+  assert_int_equal(sup_fd_count(d.sup), 2); /* the region and the journal */
+  assert_int_equal(rcl_open(&c, d.sock, "crash-after-reload"), 0);
+  assert_int_equal(rcl_alloc(&c, 8192, "before", &h1, &o1), 0);
+  fill(c.base + o1, 8192, 1);
+  assert_int_equal(rsd_reload(&d), 0);
+  assert_int_equal(rsd_reload(&d), 0);
+  /* The store is untouched: the same two memfds, nothing added or removed. */
+  assert_int_equal(sup_fd_count(d.sup), 2);
+  assert_int_equal(sup_count(d.sup, 0, SUP_EV_FD_REMOVED), 0);
+  assert_int_equal(sup_count(d.sup, 0, SUP_EV_FD_DUPLICATE), 0);
+  /* A change the new image journaled, into the journal the store still holds. */
+  assert_int_equal(rcl_alloc(&c, 16384, "after", &h2, &o2), 0);
+  fill(c.base + o2, 16384, 2);
+  assert_int_equal(rsd_kill(&d), 0);
+  assert_true(rsd_log_count(&d, "restored from the journal") >= 1);
+  assert_int_equal(rcl_lookup(&c, "after", &probe, NULL), 0);
+  assert_int_equal(c.reclaims, 1);
+  assert_int_equal(rcl_free(&c, probe), 0);
+  assert_true(intact(c.base + o1, 8192, 1));
+  assert_true(intact(c.base + o2, 16384, 2));
+  assert_int_equal(rcl_free(&c, h1), 0);
+  assert_int_equal(rcl_free(&c, h2), 0);
+  rcl_close(&c);
+  assert_books_balance(&d, REGION);
+  assert_int_equal(rsd_stop(&d), 0);
+  rsd_assert_log_clean(&d);
+  rsd_free(&d);
+}
+
 /* ---- the watchdog ------------------------------------------------------------------------ */
 
 static void the_watchdog_is_fed_across_reloads(void **state) {
-  rsd_opts_t o = {.watchdog_usec = 2000000};
+  rsd_opts_t o = {.watchdog_usec = 3000000};
   rsd_t d;
   rcl_t c;
   uint64_t h;
@@ -903,7 +941,7 @@ static void the_watchdog_is_fed_across_reloads(void **state) {
     assert_int_equal(rcl_free(&c, h), 0);
   }
   /* Longer than WatchdogSec= after the last reload: only an image that pings stays. */
-  for (int i = 0; i < 30; i++) {
+  for (int i = 0; i < 35; i++) {
     sleep_ms(100);
     assert_int_equal(rcl_alloc(&c, 4096, NULL, &h, NULL), 0);
     assert_int_equal(rcl_free(&c, h), 0);
@@ -913,7 +951,7 @@ static void the_watchdog_is_fed_across_reloads(void **state) {
   assert_int_equal(in.watchdog_timeouts, 0);
   assert_same_process(&d, pid, 3);
   /* Each image ran its own watchdog timer. */
-  assert_int_equal(rsd_log_count(&d, "watchdog: 2000 ms, pinged every 1000 ms"), 4);
+  assert_int_equal(rsd_log_count(&d, "watchdog: 3000 ms, pinged every 1500 ms"), 4);
   assert_int_equal(c.reclaims, 0);
   rcl_close(&c);
   assert_int_equal(rsd_stop(&d), 0);
@@ -971,6 +1009,7 @@ int main(void) {
       cmocka_unit_test(a_reload_without_its_binary_fails_and_the_daemon_serves_on),
       cmocka_unit_test(a_handoff_it_cannot_read_falls_back_to_reclaims),
       cmocka_unit_test(a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload),
+      cmocka_unit_test(a_crash_after_reloads_comes_back_from_the_same_fd_store),
       cmocka_unit_test(the_watchdog_is_fed_across_reloads),
       cmocka_unit_test(without_a_service_manager_a_reload_carries_everything_too),
   };
