@@ -87,6 +87,14 @@
  *     reclaimed exactly as when a client crashes (ledger_holder_release);
  *   - linger: a closing connection's last replies get CONN_CLOSE_LINGER_MS to flush.
  *
+ * A reload (reload.c) hands each connection to the next image of the process:
+ * conn_handoff says what it is (a session's, one before Hello, one closing) and copies its
+ * unhandled input (the reader's partial frame, or the parked rest) and its unwritten
+ * replies (the unwritten tail of the write in flight — libuv's write-queue size, counted
+ * back from conn_out_t.wend — then the append buffer); conn_adopt, in the new image, makes
+ * a connection of it again: the session attached, the replies written first, the input
+ * handled on the first turn, deadlines afresh.
+ *
  * Memory per idle connection (past Hello): conn_t (the uv_pipe_t inside it, the deadline
  * links, an empty frame reader), its session_t and its ledger holder — about 750 bytes of
  * heap — plus libuv's 8-byte watcher slot per descriptor.  Nothing else: no read buffer,
@@ -119,6 +127,8 @@
 typedef struct conn_out {
   uv_write_t req; /* the one write in flight */
   uint8_t *wbuf;  /* its buffer (a whole reply, or an earlier pbuf), freed when it completes */
+  size_t wend;    /* the write covers wbuf up to here (a reload hands on what libuv has not
+                   * written of it: the last write-queue-size bytes before wend) */
   uint8_t *pbuf;  /* replies that came meanwhile, in order: the next write */
   size_t plen, pcap;
   size_t charged; /* real bytes of this queue, counted in srv->queued */
@@ -424,6 +434,7 @@ static void on_write(uv_write_t *req, int status) {
   if (o->plen) {
     uv_buf_t b = uv_buf_init((char *)o->pbuf, (unsigned)o->plen);
     o->wbuf = o->pbuf;
+    o->wend = o->plen;
     o->pbuf = NULL;
     o->plen = o->pcap = 0;
     if ((rc = uv_write(&o->req, (uv_stream_t *)&c->pipe, &b, 1, on_write)) != 0) {
@@ -502,6 +513,7 @@ int conn_write(conn_t *c, uint8_t *buf, size_t off, size_t len) {
     return PP_ENOPRIVMEM;
   }
   o->wbuf = buf;
+  o->wend = len;
   o->req.data = c;
   b = uv_buf_init((char *)buf + off, (unsigned)(len - off));
   if ((rc = uv_write(&o->req, s, &b, 1, on_write)) != 0) {
@@ -766,6 +778,37 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- accepting ---------------------------------------------------------------------- */
 
+/* A conn_t on fd (ours: non-blocking), on the server's list and counted.  NULL when it
+ * cannot be had (fd then closed, or closing with the handle). */
+static conn_t *conn_new(server_t *srv, int fd, uid_t uid) {
+  conn_t *c;
+  int rc;
+
+  if (!(c = calloc(1, sizeof *c))) {
+    log_err("accept: out of memory");
+    close(fd);
+    return NULL;
+  }
+  c->srv = srv;
+  c->uid = uid;
+  frame_reader_init(&c->reader, srv->cfg->max_frame);
+  uv_pipe_init(&srv->loop, &c->pipe, 0);
+  c->pipe.data = c;
+  if ((rc = uv_pipe_open(&c->pipe, fd)) != 0) {
+    log_warning("accept: %s", uv_strerror(rc));
+    close(fd);
+    c->handles_closing = c->closing = true;
+    srv->nconns++; /* on_handle_closed counts it out */
+    uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
+    return NULL;
+  }
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  if (++srv->nconns > srv->nconns_peak) srv->nconns_peak = srv->nconns;
+  return c;
+}
+
 void conn_accept(void *data, int fd) {
   server_t *srv = data;
   struct ucred cred;
@@ -774,7 +817,6 @@ void conn_accept(void *data, int fd) {
   handshake_verdict_t v;
   bool admin = false;
   conn_t *c;
-  int rc;
 
   if (srv->stopping) {
     close(fd);
@@ -790,32 +832,156 @@ void conn_accept(void *data, int fd) {
     close(fd);
     return;
   }
-  if (!(c = calloc(1, sizeof *c))) {
-    log_err("accept: out of memory");
-    close(fd);
-    return;
-  }
-  c->srv = srv;
-  c->uid = cred.uid;
-  frame_reader_init(&c->reader, srv->cfg->max_frame);
-  uv_pipe_init(&srv->loop, &c->pipe, 0);
-  c->pipe.data = c;
-  if ((rc = uv_pipe_open(&c->pipe, fd)) != 0) {
-    log_warning("accept: %s", uv_strerror(rc));
-    close(fd);
-    c->handles_closing = c->closing = true;
-    srv->nconns++; /* on_handle_closed counts it out */
-    uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
-    return;
-  }
-  c->next = srv->conns;
-  if (srv->conns) srv->conns->prev = c;
-  srv->conns = c;
-  if (++srv->nconns > srv->nconns_peak) srv->nconns_peak = srv->nconns;
+  if (!(c = conn_new(srv, fd, cred.uid))) return;
   c->rejecting = true; /* until the handshake admits it: teardown must not give a slot back */
   srv->nrejecting++;
   if (handshake_admit(c, &cred, admin, v, why)) {
     conn_close_now(c);
+    return;
+  }
+  conn_start_reading(c);
+}
+
+/* ---- a reload: handing connections on, taking them over --------------------------------- */
+
+int conn_handoff(const conn_t *c, handoff_conn_t *ret) {
+  const frame_reader_t *r = &c->reader;
+  handoff_conn_t h = {.fd = -1};
+  uv_os_fd_t fd;
+
+  if (c->handles_closing || uv_fileno((const uv_handle_t *)&c->pipe, &fd)) return 0;
+  h.fd = fd;
+  h.uid = (uint32_t)c->uid;
+  if (c->closing) {
+    h.kind = HANDOFF_CONN_CLOSING; /* its input no longer matters */
+  } else if (c->rejecting || !c->session || !c->session->hello_done) {
+    h.kind = HANDOFF_CONN_FRESH;
+  } else {
+    h.kind = HANDOFF_CONN_SESSION;
+    h.session_id = c->session->id;
+    h.requests = c->session->requests;
+    h.replay_armed = c->replay_armed;
+  }
+  if (!c->closing) {
+    /* Input read and not handled: a frame in pieces (the reader) or a parked rest — never
+     * both, since a read is parked only at a frame boundary. */
+    size_t rlen = r->header_have + (r->header_have == FRAME_HEADER_SIZE ? r->have : 0);
+    size_t plen = c->park ? c->park_len - c->park_off : 0;
+    if (rlen + plen > UINT32_MAX) return PP_EINVAL;
+    if (rlen + plen) {
+      if (!(h.in = malloc(rlen + plen))) return PP_ENOPRIVMEM;
+      memcpy(h.in, r->header, r->header_have);
+      if (rlen > r->header_have) memcpy(h.in + r->header_have, r->buf, r->have);
+      if (plen) memcpy(h.in + rlen, c->park + c->park_off, plen);
+      h.in_len = (uint32_t)(rlen + plen);
+    }
+  }
+  if (c->out) {
+    /* Replies not written: what libuv has not written of the write in flight (its queue
+     * holds that one write only), then the replies appended since. */
+    const conn_out_t *o = c->out;
+    size_t q = uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
+    size_t wl = o->wbuf && q <= o->wend ? q : 0;
+    if (wl + o->plen > UINT32_MAX) {
+      free(h.in);
+      return PP_EINVAL;
+    }
+    if (wl + o->plen) {
+      if (!(h.out = malloc(wl + o->plen))) {
+        free(h.in);
+        return PP_ENOPRIVMEM;
+      }
+      if (wl) memcpy(h.out, o->wbuf + o->wend - wl, wl);
+      if (o->plen) memcpy(h.out + wl, o->pbuf, o->plen);
+      h.out_len = (uint32_t)(wl + o->plen);
+    }
+  }
+  *ret = h;
+  return 1;
+}
+
+void conn_adopt(server_t *srv, handoff_conn_t *h) {
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  conn_refusal_t why = REFUSE_NONE;
+  handshake_verdict_t v = HANDSHAKE_ADMIT;
+  bool admin = false;
+  session_t *s = NULL;
+  conn_t *c;
+  int fd = h->fd;
+
+  h->fd = -1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != h->uid) {
+    log_warning("reload: connection (fd %d) is not the one handed over: closed", fd);
+    close(fd);
+    return;
+  }
+  if (h->kind == HANDOFF_CONN_SESSION) {
+    for (s = srv->sessions.head; s && s->id != h->session_id; s = s->next)
+      ;
+    if (!s || !s->detached || s->uid != cred.uid) {
+      /* Its session did not come back (the journal could not be taken back): closed, and
+       * its client's re-claim gets the answer a crash would give. */
+      log_notice("reload: session %" PRIu64 " (pid %d uid %u) is not in the state taken back: "
+                 "its connection is closed",
+                 h->session_id, (int)cred.pid, (unsigned)cred.uid);
+      close(fd);
+      return;
+    }
+  } else if (h->kind == HANDOFF_CONN_FRESH) {
+    v = handshake_screen(srv, &cred, &admin, &why);
+    if (v == HANDSHAKE_DROP) {
+      close(fd);
+      return;
+    }
+  }
+  if (!(c = conn_new(srv, fd, cred.uid))) return;
+  if (h->in_len || h->out_len)
+    log_debug("reload: %s connection (pid %d uid %u, session %" PRIu64 "): %u bytes of input "
+              "and %u of replies taken over",
+              h->kind == HANDOFF_CONN_SESSION ? "a session's"
+              : h->kind == HANDOFF_CONN_FRESH ? "a new"
+                                              : "a closing",
+              (int)cred.pid, (unsigned)cred.uid, h->session_id, h->in_len, h->out_len);
+  switch (h->kind) {
+  case HANDOFF_CONN_FRESH:
+    c->rejecting = true;
+    srv->nrejecting++;
+    if (handshake_admit(c, &cred, admin, v, why)) {
+      conn_close_now(c);
+      return;
+    }
+    break;
+  case HANDOFF_CONN_SESSION:
+    s->detached = false;
+    s->requests = h->requests;
+    c->session = s;
+    c->replay_armed = h->replay_armed;
+    break;
+  default: c->closing = true; break;
+  }
+  if (h->out_len) { /* the replies first, in their order */
+    uint8_t *buf = h->out;
+    h->out = NULL;
+    if (conn_write(c, buf, 0, h->out_len)) {
+      conn_close_now(c);
+      return;
+    }
+  }
+  if (c->closing) { /* as conn_close_graceful: flush, then shut down, bounded by linger */
+    server_dl_push(c, DL_LINGER);
+    if (c->out && c->out->plen)
+      c->shutdown_wanted = true;
+    else
+      conn_shutdown(c);
+    return;
+  }
+  if (h->in_len) { /* handled on the loop's first turn, before the socket is read again */
+    c->park = h->in;
+    c->park_len = h->in_len;
+    c->park_off = 0;
+    h->in = NULL;
+    conn_yield(c);
     return;
   }
   conn_start_reading(c);

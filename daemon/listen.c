@@ -9,7 +9,9 @@
  * stale socket left by a crashed daemon is removed (a connect() that is refused proves
  * nobody listens; a live daemon makes us refuse to start), the socket is chmod'ed to
  * --socket-mode, and it listens with a backlog of SOMAXCONN.  Ours is unlinked when the
- * listener stops (shutdown).
+ * listener stops (shutdown).  After a reload the socket comes from the previous image of
+ * the process (listener_take), still ours to unlink if that image bound it; connections
+ * waiting in the backlog meanwhile are accepted by the new image.
  *
  * Accepting.  The listening socket is watched with a uv_poll handle and accepted here
  * with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC), at most LISTEN_BATCH per wake-up so that a
@@ -95,12 +97,12 @@ static int prepare_path(const char *path) {
 #define LISTEN_PAUSE_MS 100u  /* accepting paused after running out of descriptors */
 #define LISTEN_WARN_MS 10000u /* at most one "out of descriptors" warning per this */
 
-static int use_passed_socket(listener_t *ls, int fd) {
+static int use_passed_socket(listener_t *ls, int fd, const char *by) {
   struct sockaddr_un sa;
   socklen_t len = sizeof sa;
 
   if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-    log_err("the socket systemd passed is not a listening Unix stream socket");
+    log_err("the socket passed %s is not a listening Unix stream socket", by);
     return PP_EINVAL;
   }
   ls->fd = fd;
@@ -111,7 +113,7 @@ static int use_passed_socket(listener_t *ls, int fd) {
     snprintf(ls->path, sizeof ls->path, "%.*s",
              (int)(len - offsetof(struct sockaddr_un, sun_path)), sa.sun_path);
   ls->own_socket = false;
-  log_info("using the socket passed by systemd: %s", ls->path);
+  log_info("using the socket passed %s: %s", by, ls->path);
   return 0;
 }
 
@@ -217,10 +219,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   }
 }
 
-int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *socket_path,
-                   unsigned socket_mode, listener_accept_cb on_accept, void *data) {
-  int rc;
-
+static void listener_init(listener_t *ls, listener_accept_cb on_accept, void *data) {
   ls->fd = -1;
   ls->spare_fd = -1;
   ls->open = false;
@@ -228,9 +227,40 @@ int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *s
   ls->on_accept = on_accept;
   ls->data = data;
   ls->refused = ls->refused_told = ls->warned_ms = 0;
-  rc = passed_fd >= 0 ? use_passed_socket(ls, passed_fd)
+}
+
+static int listener_watch(listener_t *ls, uv_loop_t *loop);
+
+int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *socket_path,
+                   unsigned socket_mode, listener_accept_cb on_accept, void *data) {
+  int rc;
+
+  listener_init(ls, on_accept, data);
+  rc = passed_fd >= 0 ? use_passed_socket(ls, passed_fd, "by systemd")
                       : bind_own_socket(ls, socket_path, socket_mode);
   if (rc) return rc;
+  return listener_watch(ls, loop);
+}
+
+int listener_take(listener_t *ls, uv_loop_t *loop, int fd, const char *own_path,
+                  listener_accept_cb on_accept, void *data) {
+  int rc;
+
+  listener_init(ls, on_accept, data);
+  if ((rc = use_passed_socket(ls, fd, "on by the previous image"))) return rc;
+  if (own_path) {
+    /* Bound by an earlier image: still ours to unlink, if it is still the path it has. */
+    if (strcmp(own_path, ls->path))
+      log_warning("the socket handed over is at %s, not at %s: it is not unlinked at exit",
+                  ls->path, own_path);
+    else
+      ls->own_socket = true;
+  }
+  return listener_watch(ls, loop);
+}
+
+static int listener_watch(listener_t *ls, uv_loop_t *loop) {
+  int rc;
   ls->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (ls->spare_fd < 0)
     log_warning("no spare descriptor (%s): out of descriptors, waiting connections stay in "

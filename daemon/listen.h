@@ -34,6 +34,11 @@ typedef struct listener {
  * be stopped either way. */
 int listener_start(listener_t *ls, uv_loop_t *loop, int passed_fd, const char *socket_path,
                    unsigned socket_mode, listener_accept_cb on_accept, void *data);
+/* After a reload: listen on fd, the socket the previous image of this process handed on;
+ * own_path (NULL: systemd's) is the path that image bound, which stays ours to unlink.
+ * Errors as listener_start's. */
+int listener_take(listener_t *ls, uv_loop_t *loop, int fd, const char *own_path,
+                  listener_accept_cb on_accept, void *data);
 /* Close the listener and unlink our own socket (never one systemd passed). */
 void listener_stop(listener_t *ls);
 

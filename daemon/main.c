@@ -17,27 +17,42 @@
  * (persist.c), before the socket listens; READY=1 is sent only after all that (server.c),
  * so a client that connects never waits on a half-built region.
  *
+ * A reload (SIGHUP, reload.c) executes this binary again in the same process: then
+ * PINPOOLD_HANDOFF_FD names what the previous image handed over (handoff.c), and the
+ * socket, region and journal come from there instead of from the service manager; the
+ * rest of the start-up is the same, and server_run takes the connections over.  SIGHUP is
+ * blocked from the first instruction until server_run has its handler (a reload's execve
+ * keeps it blocked too), so that a reload asked for during start-up waits instead of
+ * killing the daemon.  The path a reload executes is resolved here, once (resolve_exe).
+ *
  * Test-only knobs, read from the environment at start-up and documented as such in
  * pinpoold(8): PINPOOLD_TEST_CRASH_AFTER_COMMIT=N (SIGKILL after the N-th journaled
  * request, before its reply), PINPOOLD_TEST_HANG_AFTER_REQUESTS=N (the loop hangs after
  * N requests, for the watchdog), PINPOOLD_TEST_CHECK_JOURNAL=1 (journal against ledger
- * after every journaled request).
+ * after every journaled request), PINPOOLD_TEST_HANDOFF_VERSION=N (a reload writes its
+ * handoff as version N: the next image's fallback for a version it does not know).
  */
+#define _GNU_SOURCE /* pthread_sigmask in <signal.h> */
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "endpoint.h"
 #include "fdstore.h"
 #include "frame.h"
 #include "handlers.h"
+#include "handoff.h"
 #include "holes.h"
 #include "ledger.h"
 #include "log.h"
@@ -447,6 +462,47 @@ static int resolve_group(const char *name, gid_t *ret) {
   return 0;
 }
 
+/* The file a reload executes (reload.c explains why not /proc/self/exe): argv0 when it
+ * has a slash (absolute against the working directory of now), else the first executable
+ * file of that name on PATH; /proc/self/exe's target when neither works.  NULL: none. */
+static const char *resolve_exe(const char *argv0, char *buf, size_t len) {
+  char cwd[PATH_MAX], cand[PATH_MAX];
+  struct stat st;
+  ssize_t n;
+
+  if (argv0 && strchr(argv0, '/')) {
+    if (argv0[0] == '/') {
+      if ((size_t)snprintf(buf, len, "%s", argv0) < len) return buf;
+    } else if (getcwd(cwd, sizeof cwd) &&
+               (size_t)snprintf(buf, len, "%s/%s", cwd, argv0) < len) {
+      return buf;
+    }
+  } else if (argv0 && *argv0) {
+    const char *path = getenv("PATH");
+    for (const char *p = path; p && *p;) {
+      size_t dl = strcspn(p, ":");
+      int w = dl ? snprintf(cand, sizeof cand, "%.*s/%s", (int)dl, p, argv0)
+                 : snprintf(cand, sizeof cand, "./%s", argv0);
+      if (w > 0 && (size_t)w < sizeof cand && stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+          access(cand, X_OK) == 0) {
+        if (cand[0] == '/') {
+          if ((size_t)snprintf(buf, len, "%s", cand) < len) return buf;
+        } else if (getcwd(cwd, sizeof cwd) &&
+                   (size_t)snprintf(buf, len, "%s/%s", cwd, cand) < len) {
+          return buf;
+        }
+      }
+      p += dl;
+      if (*p == ':') p++;
+    }
+  }
+  n = readlink("/proc/self/exe", buf, len - 1);
+  if (n <= 0) return NULL;
+  buf[n] = '\0';
+  if (n > 10 && !strcmp(buf + n - 10, " (deleted)")) buf[n - 10] = '\0';
+  return buf;
+}
+
 int main(int argc, char **argv) {
   options_t o = {.size = 64ull << 20,
                  .policy = REGION_PAGE_AUTO,
@@ -475,8 +531,15 @@ int main(int argc, char **argv) {
   persist_t *persist = NULL;
   fdstore_fds_t fds;
   gid_t admin_gid = (gid_t)-1;
+  handoff_t ho = {0};
+  bool reloaded = false;
+  static char exe[PATH_MAX];
+  sigset_t hup;
   int rc;
 
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, NULL);
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--probe")) return probe_main(argc, argv);
 
@@ -512,9 +575,28 @@ int main(int argc, char **argv) {
   lc.max_caches = o.max_caches;
   lc.zero_on_free = o.zero_on_free;
 
+  /* A reload: what the previous image of this process handed over. */
+  rc = handoff_take(&ho);
+  if (rc < 0) return 1; /* nothing to trust: the service manager's restart takes over */
+  reloaded = rc == 1;
+  if (reloaded) {
+    uint64_t wd = 0;
+    /* The watchdog, as early as we can: replay and adoption come next. */
+    if (sd_watchdog_enabled(0, &wd) > 0) sd_notify(0, "WATCHDOG=1");
+    log_notice("reload: taking over from the previous image (handoff version %u, %u "
+               "connections)",
+               ho.version, ho.nconns);
+  }
+
   /* What the service manager hands us (the socket, the memfds it kept), then the region:
-   * taken back from the store, or fresh. */
-  if (fdstore_collect(&fds)) return 1;
+   * taken back from the store, or fresh.  After a reload it passed nothing (the first
+   * image took and unset LISTEN_FDS): the previous image did. */
+  if (reloaded) {
+    fds = (fdstore_fds_t){
+        .listen_fd = ho.listen_fd, .region_fd = ho.region_fd, .journal_fd = ho.journal_fd};
+  } else if (fdstore_collect(&fds)) {
+    return 1;
+  }
   if (fds.extra_regions || fds.extra_journals) {
     log_err("the fd store holds %u regions and %u journals more than one each: none is "
             "trusted",
@@ -528,10 +610,22 @@ int main(int argc, char **argv) {
   pc.grace_ms = o.grace_ms;
   pc.crash_after_commit = env_u64("PINPOOLD_TEST_CRASH_AFTER_COMMIT");
   pc.check_every_request = env_u64("PINPOOLD_TEST_CHECK_JOURNAL") != 0;
+  pc.handoff = reloaded;
+  pc.handoff_stored = reloaded && (ho.flags & HANDOFF_STORED);
+  pc.handoff_journal_temp = reloaded && (ho.flags & HANDOFF_JOURNAL_TEMP);
+  if (reloaded) {
+    session_skip_ids(ho.next_session_id);
+    if (ho.started_ms) sc.started_ms = ho.started_ms; /* the uptime goes on */
+  }
   rc = persist_start(&pc, &lc, fds.region_fd, fds.journal_fd, &ledger, &persist);
   if (rc) {
     if (fds.listen_fd >= 0) close(fds.listen_fd);
+    handoff_free(&ho);
     return 1;
+  }
+  if (reloaded) {
+    uint64_t wd = 0;
+    if (sd_watchdog_enabled(0, &wd) > 0) sd_notify(0, "WATCHDOG=1");
   }
 
   sc.socket_path = o.socket;
@@ -550,7 +644,17 @@ int main(int argc, char **argv) {
   sc.scan_interval_ms = o.scan_interval_ms;
   sc.listen_fd = fds.listen_fd;
   sc.hang_after_requests = env_u64("PINPOOLD_TEST_HANG_AFTER_REQUESTS");
-  rc = server_run(&sc, ledger, persist);
+  sc.handoff_version = (uint32_t)env_u64("PINPOOLD_TEST_HANDOFF_VERSION");
+  sc.argv = argv;
+  sc.exe_path = resolve_exe(argv[0], exe, sizeof exe);
+  if (!reloaded) {
+    if (sc.exe_path)
+      log_info("a reload (SIGHUP) executes %s", sc.exe_path);
+    else
+      log_warning("cannot tell which file this program is: a reload (SIGHUP) is refused");
+  }
+  rc = server_run(&sc, ledger, persist, reloaded ? &ho : NULL);
+  handoff_free(&ho);
   persist_free(persist);
   ledger_destroy(ledger);
   return rc ? 1 : 0;

@@ -60,6 +60,15 @@
  * rather than replay an incomplete journal), new Welcomes say grace_ms 0, and the log says
  * so at err.
  *
+ * Reload (SIGHUP, reload.c).  The state crosses execve as the journal: persist_reload_prepare
+ * compacts it, so that its current generation is exactly the live state (one snapshot for
+ * the new image to read, nothing the log could lack), and without a journal writes one for
+ * the handoff alone.  The new image takes region and journal back through the same
+ * recover() as after a crash (persist_config_t.handoff: from the previous image, not the
+ * store, whatever --journal says), keeps journaling into it — or closes it, when the old
+ * image did not journal — and the server attaches the sessions to their handed-over
+ * connections.
+ *
  * Shutdown (SIGTERM): persist_stop before the connections close, so that releasing their
  * sessions on the way out is not journaled: the journal keeps the live state, and a daemon
  * started with the stored fds within the grace period takes every session back.
@@ -106,6 +115,7 @@ struct persist {
   uint8_t region_id[PERSIST_REGION_ID_LEN];
   const session_list_t *sessions; /* what a snapshot exports */
   session_t *restored;            /* until the server takes them */
+  journal_t *handoff_journal;     /* written for a reload when not journaling */
   uint64_t next_session;          /* past every session id the journal has seen */
 
   /* the open transaction */
@@ -240,27 +250,31 @@ static int export_live(persist_t *p, jmodel_t *m, char *why, size_t n) {
   return rc;
 }
 
-/* The live state as a new generation.  0 or an error (the old generation stays). */
-static int compact(persist_t *p) {
+/* The live state as a new generation of j.  0 or an error (the old generation stays). */
+static int compact_into(persist_t *p, journal_t *j) {
   jmodel_t m;
   char why[256] = "";
   int rc;
 
   jmodel_init(&m);
   rc = export_live(p, &m, why, sizeof why);
-  if (!rc) rc = journal_compact_begin(p->journal);
+  if (!rc) rc = journal_compact_begin(j);
   if (!rc) {
-    rc = jmodel_emit(&m, p->journal);
-    if (!rc) rc = journal_compact_commit(p->journal);
-    if (rc) journal_compact_abort(p->journal);
+    rc = jmodel_emit(&m, j);
+    if (!rc) rc = journal_compact_commit(j);
+    if (rc) journal_compact_abort(j);
   }
   jmodel_fini(&m);
   if (rc)
     log_warning("journal compaction failed: %s%s%s", pp_strerror(rc), why[0] ? ": " : "",
-                why[0] ? why : journal_last_error(p->journal));
+                why[0] ? why : journal_last_error(j));
   else
     p->stats.compactions++;
   return rc;
+}
+
+static int compact(persist_t *p) {
+  return compact_into(p, p->journal);
 }
 
 static void stop_journaling(persist_t *p, const char *why) {
@@ -418,8 +432,10 @@ static int recover(persist_t *p, const ledger_config_t *lc, int region_fd, int *
   p->journal = j;
   j = NULL;
   session_skip_ids(m.next_session);
-  log_notice("restored from the journal (generation %" PRIu64 ", %" PRIu64
+  log_notice("%s (generation %" PRIu64 ", %" PRIu64
              " transactions%s%s): %zu sessions, %zu buffers, %zu caches, %zu objects",
+             p->cfg.handoff ? "reload: the previous image's state taken back from its journal"
+                            : "restored from the journal",
              scan.generation, scan.txns, scan.tail != JOURNAL_TAIL_NONE ? ", a " : "",
              scan.tail == JOURNAL_TAIL_TORN       ? "torn last write dropped"
              : scan.tail == JOURNAL_TAIL_SNAPSHOT ? "crashed compaction dropped"
@@ -512,7 +528,7 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
   p->cfg = *cfg;
   p->next_session = 1;
   if (region_fd >= 0 || journal_fd >= 0) {
-    if (!cfg->journal)
+    if (!cfg->journal && !cfg->handoff)
       snprintf(why, sizeof why, "journaling is off (--journal no)");
     else if (region_fd < 0 || journal_fd < 0)
       snprintf(why, sizeof why, "the fd store holds a %s but no %s",
@@ -520,15 +536,29 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
     else if (recover(p, lc, region_fd, &journal_fd, why, sizeof why) == 0)
       why[0] = '\0';
     if (why[0]) {
-      log_err("not taking back the stored state: %s; starting on a fresh region (the old "
+      log_err("not taking back the %s state: %s; starting on a fresh region (the old "
               "region's clients get STATE_LOST)",
-              why);
-      fdstore_drop(FDSTORE_REGION);
-      fdstore_drop(FDSTORE_JOURNAL);
+              cfg->handoff ? "previous image's" : "stored", why);
+      if (!cfg->handoff || cfg->handoff_stored) {
+        fdstore_drop(FDSTORE_REGION);
+        fdstore_drop(FDSTORE_JOURNAL);
+      }
       dropped = true;
     } else {
-      p->stored = cfg->fd_store;
+      /* After a reload the store holds what the previous image put there, if anything. */
+      p->stored = cfg->handoff ? cfg->handoff_stored : cfg->fd_store;
       p->stats.restored = true;
+      if (cfg->handoff && (cfg->handoff_journal_temp || !cfg->journal)) {
+        /* The previous image did not journal (it wrote this one for the handoff only), or
+         * this one is told not to: a journal left in the store would go stale. */
+        if (p->stored) {
+          fdstore_drop(FDSTORE_REGION);
+          fdstore_drop(FDSTORE_JOURNAL);
+          p->stored = false;
+        }
+        journal_close(p->journal);
+        p->journal = NULL;
+      }
     }
     if (region_fd >= 0) close(region_fd); /* the ledger adopted a duplicate */
     if (journal_fd >= 0) close(journal_fd);
@@ -540,10 +570,11 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
     return rc;
   }
   if (p->journal) ledger_set_recorder(p->ledger, persist_record, p);
-  if (!cfg->fd_store)
-    log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
-               "every session; run under systemd (pinpoold.service) for restart survival");
-  else if (!p->stored)
+  if (!cfg->fd_store) {
+    if (!cfg->handoff) /* said at the first start already */
+      log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
+                 "every session; run under systemd (pinpoold.service) for restart survival");
+  } else if (!p->stored)
     log_warning("restart survival is off: the region and journal are not in the fd store");
   *ret_ledger = p->ledger;
   *ret = p;
@@ -555,6 +586,7 @@ void persist_free(persist_t *p) {
   persist_stop(p); /* sessions never served (a daemon that could not listen) stay journaled */
   free_restored(p);
   journal_close(p->journal);
+  journal_close(p->handoff_journal);
   free(p->batch);
   free(p);
 }
@@ -682,6 +714,44 @@ out:
 void persist_stop(persist_t *p) {
   p->stopped = true;
   if (p->ledger) ledger_set_recorder(p->ledger, NULL, NULL);
+}
+
+bool persist_stored(const persist_t *p) {
+  return p->stored;
+}
+
+int persist_reload_prepare(persist_t *p, int *ret_fd, bool *ret_temp) {
+  uint8_t id[IDENTITY_LEN];
+  journal_t *j = NULL;
+  int rc;
+
+  if (p->stopped || p->in_txn || p->handoff_journal) return PP_EBUSY;
+  if (p->journal) {
+    /* The current generation becomes exactly the live state: the next image's replay is
+     * one snapshot, and what it rebuilds is what we hold, not only what we journaled. */
+    if ((rc = compact(p))) return rc;
+    *ret_fd = journal_fd(p->journal);
+    *ret_temp = false;
+    return 0;
+  }
+  /* Not journaling (no store, --journal no, or journaling failed for good): the state
+   * still travels as a journal, written now for the handoff alone. */
+  if ((rc = region_identity(region_fd(ledger_region(p->ledger)), id)) ||
+      (rc = journal_create(id, sizeof id, &j)))
+    return rc;
+  if ((rc = compact_into(p, j))) {
+    journal_close(j);
+    return rc;
+  }
+  p->handoff_journal = j;
+  *ret_fd = journal_fd(j);
+  *ret_temp = true;
+  return 0;
+}
+
+void persist_reload_abort(persist_t *p) {
+  journal_close(p->handoff_journal);
+  p->handoff_journal = NULL;
 }
 
 void persist_abandon(persist_t *p, const char *why) {

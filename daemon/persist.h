@@ -26,6 +26,11 @@ typedef struct persist_config {
   bool check_every_request;    /* PINPOOLD_TEST_CHECK_JOURNAL=1: replay the journal and
                                 * compare it with the ledger after every request
                                 * transaction; abort on a difference */
+  /* A reload (handoff.h): region_fd and journal_fd come from the previous image of this
+   * process, not from the store.  They are taken back whatever `journal` says; the store
+   * holds them when handoff_stored; a handoff_journal_temp journal is closed once read
+   * (the previous image was not journaling, and neither is this one). */
+  bool handoff, handoff_stored, handoff_journal_temp;
 } persist_config_t;
 
 typedef struct persist persist_t;
@@ -91,6 +96,15 @@ int persist_check(persist_t *p, char *why, size_t why_len);
  * releasing the sessions on the way out does not end them — a daemon started with the
  * stored fds takes them back. */
 void persist_stop(persist_t *p);
+/* Region and journal are in the service manager's fd store. */
+bool persist_stored(const persist_t *p);
+/* A reload is about to hand the state to the next image: the journal is compacted so that
+ * its current generation is exactly the live state (when not journaling, a journal is
+ * written for the handoff alone: *ret_temp).  *ret_fd: the journal's memfd, still ours.
+ * 0, or an error with nothing changed (the reload does not happen). */
+int persist_reload_prepare(persist_t *p, int *ret_fd, bool *ret_temp);
+/* The reload did not happen (execve failed): a journal written for it goes. */
+void persist_reload_abort(persist_t *p);
 /* The journal is not to be trusted any more (a failed check at shutdown): both fds leave
  * the store, so the next daemon starts fresh. */
 void persist_abandon(persist_t *p, const char *why);

@@ -41,7 +41,13 @@
  * pages are repaired.  Like the other timers it does not keep the loop alive.
  *
  * systemd.  READY=1 once the region is mapped (the ledger exists before we are called)
- * and the socket listens; STATUS= lines when clients come and go; STOPPING=1 at shutdown.
+ * and the socket listens — after a reload, once the connections are taken over, which
+ * ends the RELOADING=1 the old image sent; STATUS= lines when clients come and go;
+ * STOPPING=1 at shutdown.
+ *
+ * Reload (SIGHUP): reload.c executes the daemon again with every descriptor; server_run of
+ * the new image takes them over (listener_take, reload_adopt).  SIGHUP is blocked from
+ * main's start until its handler is in place here, so one that comes during start-up waits.
  *
  * Shutdown (SIGTERM/SIGINT): STOPPING=1, close the listener (unlink our socket), then
  * each connection stops reading, its queued replies are flushed (bounded by the linger
@@ -283,8 +289,9 @@ static void on_grace(uv_timer_t *t) {
   server_grace_arm(srv);
 }
 
-/* The restored sessions join the list, detached, each with the same deadline. */
-static int take_restored(server_t *srv) {
+/* The restored sessions join the list, detached, each with the same deadline (after a
+ * reload, reload_adopt then attaches those whose connections were handed on). */
+static int take_restored(server_t *srv, bool reload) {
   session_t *s = persist_take_restored(srv->persist), *next;
   uint64_t loop_at = uv_now(&srv->loop) + srv->grace_ms,
            unix_at = unix_now_ms() + srv->grace_ms;
@@ -309,7 +316,7 @@ static int take_restored(server_t *srv) {
     }
     n++;
   }
-  if (n)
+  if (n && !reload)
     log_notice("%u session%s from before the restart wait %u ms for their clients", n,
                n == 1 ? "" : "s", srv->grace_ms);
   server_grace_arm(srv);
@@ -364,6 +371,7 @@ static void server_stop(server_t *srv, const char *why) {
    * loop end without them. */
   uv_unref((uv_handle_t *)&srv->sigterm);
   uv_unref((uv_handle_t *)&srv->sigint);
+  uv_unref((uv_handle_t *)&srv->sighup);
   for (c = srv->conns; c; c = next) {
     next = c->next;
     /* Replies already queued are in-flight answers: flush them, bounded by the linger
@@ -374,6 +382,16 @@ static void server_stop(server_t *srv, const char *why) {
     else
       conn_close_now(c);
   }
+}
+
+static void on_sighup(uv_signal_t *h, int signum) {
+  server_t *srv = h->data;
+  (void)signum;
+  if (srv->stopping) {
+    log_notice("SIGHUP while shutting down: not reloading");
+    return;
+  }
+  reload_exec(srv); /* returns only when the reload failed: serving on */
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -404,11 +422,13 @@ static void server_free(server_t *srv) {
   free(srv);
 }
 
-int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist) {
+int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
+               handoff_t *ho) {
   server_t *srv = calloc(1, sizeof *srv);
   const region_t *r = ledger_region(ledger);
   handlers_config_t hc;
   uint64_t wd_usec = 0;
+  sigset_t hup;
   int rc;
 
   if (!srv) return PP_ENOPRIVMEM;
@@ -443,6 +463,16 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist)
   srv->sigterm.data = srv->sigint.data = srv;
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  /* SIGHUP (a reload) was blocked from main's start and across a reload's execve (the
+   * default action would kill us); with the handler in place it may come now, and one
+   * that came meanwhile is handled by the loop. */
+  uv_signal_init(&srv->loop, &srv->sighup);
+  srv->sighup.data = srv;
+  uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
+  uv_unref((uv_handle_t *)&srv->sighup);
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
   /* Neither timer keeps the loop alive: connections do, and the listener. */
   uv_timer_init(&srv->loop, &srv->dl_timer);
   uv_timer_init(&srv->loop, &srv->trim_timer);
@@ -466,9 +496,15 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist)
   uv_unref((uv_handle_t *)&srv->watchdog);
   raise_nofile(srv);
 
-  rc = listener_start(&srv->listener, &srv->loop, cfg->listen_fd, cfg->socket_path,
-                      cfg->socket_mode, conn_accept, srv);
-  if (!rc) rc = take_restored(srv);
+  if (ho)
+    rc = listener_take(&srv->listener, &srv->loop, ho->listen_fd,
+                       ho->flags & HANDOFF_OWN_SOCKET ? ho->socket_path : NULL, conn_accept,
+                       srv);
+  else
+    rc = listener_start(&srv->listener, &srv->loop, cfg->listen_fd, cfg->socket_path,
+                        cfg->socket_mode, conn_accept, srv);
+  if (!rc) rc = take_restored(srv, ho != NULL);
+  if (!rc && ho) reload_adopt(srv, ho);
   if (rc) {
     persist_stop(persist); /* not serving: what the journal holds stays as it is */
     listener_stop(&srv->listener);
@@ -482,7 +518,8 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist)
              region_size(r) >> 20, region_hugepages(r) ? "huge" : "normal",
              region_page_size(r) >> 10,
              region_phys_known(r) ? ", physical addresses known" : "", srv->listener.path);
-  log_notice("connect with: PINPOOL_SOCKET=%s <client>", srv->listener.path);
+  if (!ho) log_notice("connect with: PINPOOL_SOCKET=%s <client>", srv->listener.path);
+  /* After a reload READY=1 ends the reloading state; the pid has not changed. */
   if (srv->notify)
     sd_notifyf(0, "READY=1\nSTATUS=serving %" PRIu64 " MiB on %s\nMAINPID=%lu",
                region_size(r) >> 20, srv->listener.path, (unsigned long)getpid());

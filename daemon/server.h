@@ -31,15 +31,25 @@ typedef struct server_config {
   uint32_t scan_interval_ms;    /* whole-region scan for punched pages (holes.c); 0 = off */
   int listen_fd;                /* the socket systemd passed (fdstore.h); -1: bind our own */
   uint64_t hang_after_requests; /* tests: PINPOOLD_TEST_HANG_AFTER_REQUESTS (0: never) */
+  /* A reload (SIGHUP) executes exe_path with argv (what we were started with; main resolves
+   * the path at start-up, see reload.c).  NULL exe_path: SIGHUP is refused. */
+  const char *exe_path;
+  char *const *argv;
+  uint32_t handoff_version; /* tests: PINPOOLD_TEST_HANDOFF_VERSION (0: HANDOFF_VERSION) */
 } server_config_t;
 
 struct persist;
+struct handoff;
 
 /* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut
  * down cleanly (every session released; with a journal, the journal keeps them).  The
- * sessions persist restored wait, detached, for their clients until --grace runs out.
- * Returns 0, PP_ECORRUPT when the journal and the ledger disagreed at shutdown, or a
- * negative PP_E* code when the socket could not be set up. */
-int server_run(const server_config_t *cfg, ledger_t *ledger, struct persist *persist);
+ * sessions persist restored wait, detached, for their clients until --grace runs out —
+ * except, after a reload (ho: what the previous image of this process handed over, NULL
+ * on a plain start), those whose connections it handed on, which are served on them.
+ * SIGHUP re-executes the daemon (reload.c) and returns only if that fails.  Returns 0,
+ * PP_ECORRUPT when the journal and the ledger disagreed at shutdown, or a negative PP_E*
+ * code when the socket could not be set up. */
+int server_run(const server_config_t *cfg, ledger_t *ledger, struct persist *persist,
+               struct handoff *ho);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "frame.h"
 #include "handlers.h"
+#include "handoff.h"
 #include "holes.h"
 #include "ledger.h"
 #include "listen.h"
@@ -93,7 +94,7 @@ struct server {
   session_list_t sessions; /* past Hello: the clients --max-clients counts */
   uv_loop_t loop;
   listener_t listener;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   bool stopping, notify;
   conn_t *conns;
   uint32_t nconns;        /* connections open, whatever their state */
@@ -127,6 +128,7 @@ struct server {
   uint64_t requests;      /* served past Hello (the test hang counts them) */
   int exit_rc;            /* what server_run returns after a clean loop end */
   uint32_t grace_ms;      /* Welcome.grace_ms, and how long restored sessions wait */
+  uint32_t reloads;       /* re-executions of this process so far (reload.c) */
 };
 
 /* conn.c */
@@ -141,6 +143,15 @@ void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...)
 void conn_close_now(conn_t *c);
 /* Stop reading, release the session, flush what is queued, then close. */
 void conn_close_graceful(conn_t *c);
+/* What c hands the next process image on a reload (reload.c): 1 with *ret filled (its
+ * buffers malloc'd), 0 when c is not handed on (its descriptor is closed already),
+ * PP_ENOPRIVMEM / PP_EINVAL.  Reads c only. */
+int conn_handoff(const conn_t *c, handoff_conn_t *ret);
+/* A connection the previous image handed over: taken over as it was (its session, which
+ * must be detached on the list, attached; its replies written first; its input handled on
+ * the loop's first turn), screened again when it had no session.  Takes h's fd and
+ * buffers; closes the fd when the connection cannot be taken over. */
+void conn_adopt(server_t *srv, handoff_conn_t *h);
 /* A deadline of c passed (called by the server's timer, c already off that queue). */
 void conn_expired(conn_t *c, dl_kind_t kind);
 /* Queued memory went down: resume what the global cap paused, if it is low enough now. */
@@ -185,5 +196,13 @@ void server_conn_gone(server_t *srv);
 void server_request_done(server_t *srv);
 /* A detached session was re-claimed or a deadline moved: the grace timer follows. */
 void server_grace_arm(server_t *srv);
+
+/* reload.c */
+/* SIGHUP: hand everything to a new image of the installed binary (execve).  Returns only
+ * when that failed (logged at err): then nothing changed and the loop serves on. */
+void reload_exec(server_t *srv);
+/* The new image, once the restored sessions are on the list (detached): the handed-over
+ * connections taken over, the detached sessions' deadlines put back. */
+void reload_adopt(server_t *srv, handoff_t *ho);
 
 #endif

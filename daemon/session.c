@@ -97,6 +97,10 @@ void session_skip_ids(uint64_t next) {
   if (next > session_next_id) session_next_id = next;
 }
 
+uint64_t session_next(void) {
+  return session_next_id;
+}
+
 int session_keep_reply(session_t *s, uint64_t id, const uint8_t *bytes, size_t len) {
   session_keep_t *k = s->keep;
   if (!k && !(k = s->keep = calloc(1, sizeof *k))) return PP_ENOPRIVMEM;

@@ -68,8 +68,10 @@ int session_create(pid_t pid, uid_t uid, gid_t gid, session_t **ret);
 int session_restore(uint64_t id, const uint8_t token[SESSION_TOKEN_LEN], pid_t pid, uid_t uid,
                     gid_t gid, const char *name, uint64_t connected_ms, session_t **ret);
 /* Ids below next are never given to a new session (ids of sessions a restored journal
- * saw end). */
+ * saw end, or the previous image of a reloaded daemon gave). */
 void session_skip_ids(uint64_t next);
+/* The id the next new session gets (a reload hands it on). */
+uint64_t session_next(void);
 /* Keep bytes as the session's last journaled reply to request id.  PP_ENOPRIVMEM (the old
  * one is then forgotten too, so that a stale reply never answers a retry). */
 /* The kept reply (NULL and 0 when none): its request id in *ret_id. */

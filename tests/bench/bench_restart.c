@@ -15,6 +15,12 @@
  *                          (tests/common/supervisor.h) restarts it at once with the region
  *                          and journal it stored; the client starts its call once the old
  *                          process is gone.  Kills: 10 x --reps
+ *   pinpool.reload_p50     the pause a reload (SIGHUP: the daemon executes itself again and
+ *   pinpool.reload_p99     takes every connection over) costs a client making pp_alloc +
+ *                          pp_free requests back to back: its longest request in each
+ *                          reload's window, from just before the SIGHUP to a moment after
+ *                          READY=1, with the same state as above to hand over.  Reloads:
+ *                          10 x --reps
  *   pinpool.region_adopt   region_adopt of a 1 GiB region's memfd (what a restart does: map,
  *   create.region          reserve, populate, pin, read the physical addresses again),
  *                          against region_create of it; hugepages when the pool has 1 GiB of
@@ -27,7 +33,9 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +55,7 @@
 #define RS_MAX_REPS 64u
 #define RS_SLICES 20u
 #define RS_KILLS_PER_REP 10u
+#define RS_RELOADS_PER_REP 10u
 #define RS_ADOPT_SIZE (1ull << 30)
 
 typedef struct rs_daemon {
@@ -246,6 +255,118 @@ out:
   return rc;
 }
 
+/* ---- reload --------------------------------------------------------------------------------
+ */
+
+typedef struct rs_reloader {
+  pp_client *c;
+  _Atomic int phase; /* 2k + 1 during reload k's window, even between windows */
+  _Atomic int stop, err;
+  _Atomic uint64_t *stall; /* longest request per reload */
+  unsigned reloads;
+} rs_reloader_t;
+
+static void *rs_reload_client(void *arg) {
+  rs_reloader_t *r = arg;
+  while (!atomic_load(&r->stop)) {
+    pp_buffer b;
+    int p0 = atomic_load(&r->phase);
+    uint64_t t0 = bench_now_ns();
+    if (pp_alloc(r->c, 4096, 0, &b) || pp_free(r->c, b.handle)) {
+      atomic_store(&r->err, 1);
+      break;
+    }
+    uint64_t dt = bench_now_ns() - t0;
+    int p1 = atomic_load(&r->phase);
+    for (int q = p0; q <= p1; q++) {
+      unsigned k = (unsigned)(q - 1) / 2;
+      if (q % 2 == 0 || k >= r->reloads) continue;
+      if (dt > atomic_load(&r->stall[k])) atomic_store(&r->stall[k], dt);
+    }
+  }
+  return NULL;
+}
+
+static int rs_reload_latency(unsigned reloads, double *ret_p50, double *ret_p99) {
+  char exe[PATH_MAX + 16], dir[64] = "/tmp/pp-bench-reload-XXXXXX", sock[128], log[128];
+  const char *argv[] = {exe,  "--size",      "64M",     "--page-size",
+                        "4K", "--log-level", "warning", NULL};
+  rs_reloader_t r = {.reloads = reloads};
+  double *lat = calloc(reloads, sizeof *lat);
+  sup_t *s = NULL;
+  pp_cache *k = NULL;
+  void *objs[4096];
+  pthread_t t;
+  bool running = false;
+  unsigned n = 0;
+  int rc = -1;
+
+  r.stall = calloc(reloads, sizeof *r.stall);
+  if (!lat || !r.stall || !rs_daemon_path(exe, sizeof exe) || !mkdtemp(dir)) goto out;
+  snprintf(sock, sizeof sock, "%s/pinpool.sock", dir);
+  snprintf(log, sizeof log, "%s/pinpoold.log", dir);
+  sup_config_t cfg = {.argv = argv,
+                      .log_path = log,
+                      .listen_path = sock,
+                      .fd_store_max = 8,
+                      .restart = SUP_RESTART_ON_FAILURE,
+                      .seed = 1};
+  if (sup_new(&cfg, &s) || sup_start(s) || sup_wait_ready(s, 30000)) goto out;
+  if (pp_connect(sock, "bench-reload", &r.c) || pp_cache_open(r.c, "bench-reload", 64, 0, &k))
+    goto out;
+  /* The same state as the restart's to hand over: 256 buffers and 4096 objects. */
+  for (int i = 0; i < 256; i++) {
+    pp_buffer b;
+    if (pp_alloc(r.c, 16384, 0, &b)) goto out;
+  }
+  if (pp_cache_alloc_bulk(k, objs, 4096) != 4096) goto out;
+  if (pthread_create(&t, NULL, rs_reload_client, &r)) goto out;
+  running = true;
+  for (unsigned i = 0; i < reloads && !atomic_load(&r.err); i++) {
+    sup_info_t in, now;
+    bench_progress("restart: reload %u/%u", i + 1, reloads);
+    rs_sleep_ms(20);
+    sup_info(s, &in);
+    atomic_store(&r.phase, (int)(2 * i + 1));
+    if (sup_signal(s, SIGHUP)) goto out;
+    for (int w = 0;; w++) {
+      sup_info(s, &now);
+      if (now.reloads > in.reloads && now.ready) break;
+      if (now.exits != in.exits || w == 30000) goto out;
+      rs_sleep_ms(1);
+    }
+    rs_sleep_ms(20);
+    atomic_store(&r.phase, (int)(2 * i + 2));
+    n++;
+  }
+  atomic_store(&r.stop, 1);
+  pthread_join(t, NULL);
+  running = false;
+  if (atomic_load(&r.err) || pp_reclaims(r.c) != 0) goto out;
+  for (unsigned i = 0; i < n; i++)
+    lat[i] = (double)atomic_load(&r.stall[i]);
+  qsort(lat, n, sizeof *lat, cmp_double);
+  *ret_p50 = lat[n / 2];
+  size_t i99 = ((size_t)n * 99 + 99) / 100 - 1; /* ceil(0.99 n) - 1 */
+  *ret_p99 = lat[i99 < n ? i99 : n - 1];
+  rc = 0;
+out:
+  if (running) {
+    atomic_store(&r.stop, 1);
+    pthread_join(t, NULL);
+  }
+  if (rc)
+    fprintf(stderr, "pinpool-bench restart: the reload loop failed after %u reloads%s\n", n,
+            atomic_load(&r.err) ? " (a request failed)" : "");
+  pp_disconnect(r.c);
+  sup_free(s);
+  unlink(log);
+  rmdir(dir);
+  free(lat);
+  free((void *)r.stall);
+  return rc;
+}
+
 /* ---- adopt against create ------------------------------------------------------------------
  */
 
@@ -287,7 +408,7 @@ static int rs_adopt_vs_create(unsigned reps, double *ret_adopt, double *ret_crea
 
 int bench_restart(const bench_opts_t *o) {
   unsigned reps = o->reps < RS_MAX_REPS ? o->reps : RS_MAX_REPS;
-  double on = 0, off = 0, p50 = 0, p99 = 0, adopt = 0, create = 0;
+  double on = 0, off = 0, p50 = 0, p99 = 0, r50 = 0, r99 = 0, adopt = 0, create = 0;
   const char *pages = "?";
   cpu_set_t saved;
   bool pinned = sched_getaffinity(0, sizeof saved, &saved) == 0;
@@ -309,6 +430,7 @@ int bench_restart(const bench_opts_t *o) {
   if (rs_journal_cost(o, reps, &on, &off)) goto out;
   if (pinned) sched_setaffinity(0, sizeof saved, &saved);
   if (rs_restart_latency(RS_KILLS_PER_REP * reps, &p50, &p99)) goto out;
+  if (rs_reload_latency(RS_RELOADS_PER_REP * reps, &r50, &r99)) goto out;
   if (rs_adopt_vs_create(reps < 3 ? reps : 3, &adopt, &create, &pages)) {
     fprintf(stderr, "pinpool-bench restart: cannot create or adopt a 1 GiB region\n");
     goto out;
@@ -319,6 +441,8 @@ int bench_restart(const bench_opts_t *o) {
       {.name = "nojournal.alloc_free", .ns_per_op = off},
       {.name = "pinpool.restart_p50", .size = 64ull << 20, .ns_per_op = p50},
       {.name = "pinpool.restart_p99", .size = 64ull << 20, .ns_per_op = p99},
+      {.name = "pinpool.reload_p50", .size = 64ull << 20, .ns_per_op = r50},
+      {.name = "pinpool.reload_p99", .size = 64ull << 20, .ns_per_op = r99},
       {.name = "pinpool.region_adopt", .size = RS_ADOPT_SIZE, .ns_per_op = adopt},
       {.name = "create.region", .size = RS_ADOPT_SIZE, .ns_per_op = create},
   };

@@ -35,7 +35,10 @@ int rsd_start(rsd_t *d, const rsd_opts_t *o) {
   int argc = 0, rc;
 
   memset(d, 0, sizeof *d);
-  testd_bin(bin, sizeof bin, "pinpoold");
+  if (o && o->bin)
+    snprintf(bin, sizeof bin, "%s", o->bin);
+  else
+    testd_bin(bin, sizeof bin, "pinpoold");
   snprintf(d->dir, sizeof d->dir, "/tmp/pp-rsd-XXXXXX");
   if (!mkdtemp(d->dir)) {
     fprintf(stderr, "rsd: mkdtemp: %s\n", strerror(errno));
@@ -94,6 +97,44 @@ int rsd_kill(rsd_t *d) {
     return -1;
   }
   return 0;
+}
+
+int rsd_reload(rsd_t *d) {
+  sup_info_t in, now;
+  uint64_t deadline = 0;
+  int rc;
+  sup_info(d->sup, &in);
+  if (!in.ready) {
+    fprintf(stderr, "rsd: reload: the daemon is not ready (%s)\n", sup_state_name(in.state));
+    return -1;
+  }
+  if ((rc = sup_signal(d->sup, SIGHUP))) {
+    fprintf(stderr, "rsd: reload: %s\n", pp_strerror(rc));
+    return -1;
+  }
+  for (;;) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    if (!deadline) deadline = ms + RSD_READY_MS;
+    sup_info(d->sup, &now);
+    if (now.exits != in.exits || now.gen != in.gen ||
+        (now.main_pid && now.main_pid != in.main_pid)) {
+      fprintf(stderr, "rsd: reload: the daemon (pid %d) ended or was replaced (pid %d)\n",
+              (int)in.main_pid, (int)now.main_pid);
+      rsd_dump_log(d);
+      return -1;
+    }
+    if (now.reloads > in.reloads && now.ready) return 0;
+    if (ms > deadline) {
+      fprintf(stderr, "rsd: reload: no READY=1 within %d ms (%s)\n", RSD_READY_MS,
+              sup_state_name(now.state));
+      rsd_dump_log(d);
+      return -1;
+    }
+    ts = (struct timespec){0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 int rsd_stop(rsd_t *d) {

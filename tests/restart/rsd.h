@@ -6,7 +6,7 @@
  *
  * rsd_start() makes a folder /tmp/pp-rsd-XXXXXX (0755), lets the supervisor listen on
  * DIR/pinpool.sock (the socket outlives every daemon, as pinpoold.socket does) and start
- * $PP_BIN_DIR/pinpoold with
+ * $PP_BIN_DIR/pinpoold (or rsd_opts_t.bin) with
  *     --size 16M --page-size 4K --log-level debug [--admin-group <our gid>, not root]
  * then the test's options; FileDescriptorStoreMax=8, Restart=on-failure at once, the
  * daemon's log in DIR/pinpoold.log, printed when a check fails.  Every call returns 0 or
@@ -38,6 +38,7 @@ typedef struct rsd {
 } rsd_t;
 
 typedef struct rsd_opts {
+  const char *bin;         /* the daemon to run (NULL: $PP_BIN_DIR/pinpoold) */
   const char *const *args; /* more pinpoold options, NULL-terminated; may be NULL */
   const char *const *env;  /* "NAME=VALUE" for the daemon, NULL-terminated; may be NULL */
   uint64_t watchdog_usec;  /* WatchdogSec= (0: none) */
@@ -50,6 +51,11 @@ int rsd_start(rsd_t *d, const rsd_opts_t *o);
 /* SIGKILL the daemon and wait until the next one is ready (started here when restarts are
  * held). */
 int rsd_kill(rsd_t *d);
+/* SIGHUP (a reload: the daemon executes itself again, systemctl reload) and wait until it
+ * says READY=1 again — the reload done, or given up with the old image serving on (its
+ * log says which).  Fails (-1) when a daemon process ended meanwhile or the main pid
+ * changed: a reload is never a restart. */
+int rsd_reload(rsd_t *d);
 /* Stop it (SIGTERM) and require a clean exit (status 0: the daemon's shutdown check of the
  * journal against the ledger passed). */
 int rsd_stop(rsd_t *d);
