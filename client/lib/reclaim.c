@@ -198,6 +198,7 @@ static int reclaim_try(pp_client *c, uint64_t deadline, bool *ret_again) {
   if (reclaim_welcome_is_ours(c, resp->welcome, &st)) {
     reclaim_keep_offer(c, resp->welcome);
     c->reclaim = reclaim_offered(c);
+    bc_reclaimed(c, resp->welcome->features);
     rc = 0;
   } else {
     rc = PP_ESTATELOST;

@@ -345,7 +345,9 @@ int bench_ipc(const bench_opts_t *o) {
     if (pinned) sched_setaffinity(0, sizeof saved, &saved);
     return -1;
   }
-  if (pp_connect(d.sock, "pinpool-bench", &c) != 0 ||
+  /* Without buffer caches: pinpool.alloc_free is two requests. */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(d.sock, "pinpool-bench", &co, &c) != 0 ||
       pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 || ipc_raw_open(&r, d.sock) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
     goto out;
