@@ -182,6 +182,14 @@ static inline bc_slot_t *bc_slot(const pp_client *c, uint64_t u) {
   return chunk ? &chunk[u & (BC_CHUNK - 1)] : NULL;
 }
 
+/* The slot of a unit on one of this thread's stacks: its chunk exists, and this thread saw
+ * it made (the block came here through a registration or a free's compare-and-swap, both
+ * ordered after the chunk's pointer was published). */
+static inline bc_slot_t *bc_slot_held(const pp_client *c, uint64_t u) {
+  return &atomic_load_explicit(&c->bc_dir[u >> BC_CHUNK_SHIFT],
+                               memory_order_relaxed)[u & (BC_CHUNK - 1)];
+}
+
 /* The slot of unit u, making its chunk if needed; NULL when out of memory. */
 static bc_slot_t *bc_slot_make(pp_client *c, uint64_t u) {
   _Atomic(bc_slot_t *) *d = &c->bc_dir[u >> BC_CHUNK_SHIFT];
@@ -498,11 +506,10 @@ static inline void bc_fill(pp_client *c, bc_slot_t *sl, uint64_t u, unsigned k, 
   ret->addr = c->base + ret->offset;
 }
 
-/* Pop the top of stack k (non-empty, epoch current) for the program. */
-static inline void bc_pop(pp_client *c, bc_tc_t *tc, unsigned k, unsigned n, unsigned flags,
-                          pp_buffer *ret) {
+/* Pop the top of stack k (non-empty, epoch current; sl is its slot) for the program. */
+static inline void bc_pop(pp_client *c, bc_tc_t *tc, unsigned k, unsigned n, bc_slot_t *sl,
+                          unsigned flags, pp_buffer *ret) {
   uint64_t u = tc->stack[k][n - 1];
-  bc_slot_t *sl = bc_slot(c, u);
   uint64_t st = atomic_load_explicit(&sl->st, memory_order_relaxed);
   atomic_store_explicit(&tc->n[k], n - 1, memory_order_relaxed);
   atomic_store_explicit(&sl->st, bc_st(BC_ST_LIVE, bc_st_gen(st), k), memory_order_release);
@@ -510,8 +517,8 @@ static inline void bc_pop(pp_client *c, bc_tc_t *tc, unsigned k, unsigned n, uns
   if (flags & PP_ZERO) memset(ret->addr, 0, ret->size);
 }
 
-static int bc_alloc_slow(pp_client *c, unsigned k, unsigned flags, uint64_t size,
-                         pp_buffer *ret) {
+static __attribute__((noinline, cold)) int
+bc_alloc_slow(pp_client *c, unsigned k, unsigned flags, uint64_t size, pp_buffer *ret) {
   bc_tc_t *tc;
   unsigned n, want;
   int rc;
@@ -520,10 +527,10 @@ static int bc_alloc_slow(pp_client *c, unsigned k, unsigned flags, uint64_t size
     return client_alloc(c, NULL, size, flags, ret);
   n = atomic_load_explicit(&tc->n[k], memory_order_relaxed);
   if (n > 0) {
-    bc_slot_t *sl = bc_slot(c, tc->stack[k][n - 1]);
+    bc_slot_t *sl = bc_slot_held(c, tc->stack[k][n - 1]);
     if (atomic_load_explicit(&sl->epoch, memory_order_relaxed) ==
         atomic_load_explicit(&c->bc_epoch, memory_order_relaxed)) {
-      bc_pop(c, tc, k, n, flags, ret);
+      bc_pop(c, tc, k, n, sl, flags, ret);
       return 0;
     }
     (void)bc_flush(c, tc); /* described before the addresses moved: all of it goes back */
@@ -537,14 +544,15 @@ static int bc_alloc_slow(pp_client *c, unsigned k, unsigned flags, uint64_t size
     rc = bc_fetch(c, tc, k, 1);
   }
   if (rc < 0) return rc;
-  bc_pop(c, tc, k, atomic_load_explicit(&tc->n[k], memory_order_relaxed), flags, ret);
+  n = atomic_load_explicit(&tc->n[k], memory_order_relaxed);
+  bc_pop(c, tc, k, n, bc_slot_held(c, tc->stack[k][n - 1]), flags, ret);
   return 0;
 }
 
 /* The block at unit u of order k, which the program just gave up (slot CACHED), onto this
  * thread's stack — or straight back to the daemon when this thread has no cache or caching
  * is off. */
-static int bc_push_slow(pp_client *c, unsigned k, uint64_t u) {
+static __attribute__((noinline, cold)) int bc_push_slow(pp_client *c, unsigned k, uint64_t u) {
   bc_tc_t *tc = NULL;
   int rc = 0;
   if (atomic_load_explicit(&c->bc_limit, memory_order_relaxed) == 0 || !(tc = bc_find(c))) {
@@ -569,10 +577,10 @@ int bc_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret) {
   if (BC_LIKELY(tc != NULL && tc->serial == c->bc_serial)) {
     unsigned n = atomic_load_explicit(&tc->n[k], memory_order_relaxed);
     if (BC_LIKELY(n > 0)) {
-      bc_slot_t *sl = bc_slot(c, tc->stack[k][n - 1]);
+      bc_slot_t *sl = bc_slot_held(c, tc->stack[k][n - 1]);
       if (BC_LIKELY(atomic_load_explicit(&sl->epoch, memory_order_relaxed) ==
                     atomic_load_explicit(&c->bc_epoch, memory_order_relaxed))) {
-        bc_pop(c, tc, k, n, flags, ret);
+        bc_pop(c, tc, k, n, sl, flags, ret);
         return 0;
       }
     }

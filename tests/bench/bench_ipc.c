@@ -18,7 +18,22 @@
  *                           the objects go back untimed;
  *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
  *                           the calling thread's client-side magazines (target: <= 50 ns
- *                           per pair).
+ *                           per pair);
+ *   pinpool.alloc_free_cached
+ *                           pp_alloc(4096) + pp_free served by the calling thread's buffer
+ *                           cache, on a second client that keeps one (target: <= 20 ns per
+ *                           pair, <= 0.01x dpdk.memzone);
+ *   pinpool.bulk_per_buffer pp_alloc_bulk of 64 buffers of 4 KiB + pp_free_bulk of them,
+ *                           two round trips, divided by 64: what a buffer costs in bulk,
+ *                           next to raw.roundtrip;
+ *   dpdk.memzone            rte_memzone_reserve_aligned(size, RTE_MEMZONE_IOVA_CONTIG,
+ *                           align size) + rte_memzone_free in this process, sizes drawn
+ *                           from 4 KiB to 1 MiB exactly as bench_buddy.c draws them: DPDK's
+ *                           in-process contiguous allocation, the figure the cached pair's
+ *                           0.01x target is set against;
+ *   dpdk.memzone_4k         the same at 4 KiB only: the same-size peer of the cached pair.
+ * The client measuring round trips connects without buffer caches (each pp_alloc/pp_free
+ * a request); pinpool.alloc_free_cached uses its own client with them.
  * Placement: where the scheduler puts the two ends of a round trip decides its cost
  * more than anything either end does (same CPU: a direct switch; two CPUs: a cross-CPU
  * wake-up, slow on a VM), and left to itself it flips between the two from run to run
@@ -47,6 +62,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <rte_memory.h>
+#include <rte_memzone.h>
 
 #include "bench.h"
 #include "frame.h"
@@ -317,11 +335,68 @@ static double ipc_magazine_rep(pp_cache *k, uint64_t iters) {
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
+/* ---- buffer caches, bulk requests, DPDK's in-process peer --------------------------- */
+
+static double ipc_cached_rep(pp_client *c, uint64_t iters) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    pp_buffer b;
+    if (pp_alloc(c, 4096, 0, &b) != 0) return -1;
+    __asm__ volatile("" : : "r"(b.addr) : "memory");
+    if (pp_free(c, b.handle) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
+#define IPC_BULK 64u
+
+static double ipc_bulk_rep(pp_client *c, uint64_t iters) {
+  pp_buffer b[IPC_BULK];
+  uint64_t h[IPC_BULK];
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    if (pp_alloc_bulk(c, 4096, 0, IPC_BULK, b) != (int)IPC_BULK) return -1;
+    for (unsigned k = 0; k < IPC_BULK; k++)
+      h[k] = b[k].handle;
+    if (pp_free_bulk(c, h, IPC_BULK) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)(iters * IPC_BULK);
+}
+
+/* The sizes of bench_buddy.c's sequence (its seq_init): 4 KiB << (0..8), uniform. */
+#define IPC_MZ_SEQ 1024u
+static uint64_t ipc_mz_size[IPC_MZ_SEQ];
+
+static void ipc_mz_seq_init(void) {
+  uint64_t x = 0x2545F4914F6CDD1Dull;
+  for (unsigned i = 0; i < IPC_MZ_SEQ; i++) {
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    ipc_mz_size[i] = 4096ull << (unsigned)(((x * 2685821657736338717ull) >> 32) % 9u);
+  }
+}
+
+/* fixed: 0 for bench_buddy's sizes, else that size. */
+static double ipc_memzone_rep(uint64_t iters, uint64_t fixed) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    uint64_t size = fixed ? fixed : ipc_mz_size[i & (IPC_MZ_SEQ - 1)];
+    const struct rte_memzone *mz = rte_memzone_reserve_aligned(
+        "ppbench_ipc_mz", size, SOCKET_ID_ANY, RTE_MEMZONE_IOVA_CONTIG, (unsigned)size);
+    if (!mz) return -1;
+    rte_memzone_free(mz);
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
 int bench_ipc(const bench_opts_t *o) {
   unsigned reps = o->reps < IPC_MAX_REPS ? o->reps : IPC_MAX_REPS;
   uint64_t rpc_iters = o->iters ? o->iters : 20000;
   uint64_t mag_iters = o->iters ? o->iters * 100 : 2000000;
   double raw[IPC_MAX_REPS], af[IPC_MAX_REPS], rpc[IPC_MAX_REPS], mag[IPC_MAX_REPS];
+  double cached[IPC_MAX_REPS], bulk[IPC_MAX_REPS], mz[IPC_MAX_REPS], mz4k[IPC_MAX_REPS];
+  uint64_t bulk_iters = rpc_iters / IPC_BULK ? rpc_iters / IPC_BULK : 1;
+  uint64_t mz_iters = o->iters ? o->iters : 20000;
+  pp_client *cc = NULL; /* with buffer caches */
   ipc_daemon_t d = {0};
   ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}};
   pp_client *c = NULL;
@@ -352,6 +427,12 @@ int bench_ipc(const bench_opts_t *o) {
     fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
     goto out;
   }
+  if (pp_connect(d.sock, "pinpool-bench-cached", &cc) != 0 || !pp_buffer_cache_enabled(cc) ||
+      bench_eal_init() != 0) {
+    fprintf(stderr, "pinpool-bench ipc: no buffer caches, or no DPDK\n");
+    goto out;
+  }
+  ipc_mz_seq_init();
   offs = malloc(rpc_iters * sizeof *offs);
   echo = ipc_echo_start(&echo_fd);
   if (!offs || echo < 0) goto out;
@@ -359,7 +440,9 @@ int bench_ipc(const bench_opts_t *o) {
   /* Warm-up: first-touch faults, the magazines' first refill, the daemon's slabs. */
   if (ipc_raw_rep(echo_fd, 1000) < 0 || ipc_alloc_free_rep(c, 1000) < 0 ||
       ipc_cache_rpc_rep(&r, offs, rpc_iters < 1000 ? rpc_iters : 1000) < 0 ||
-      ipc_magazine_rep(k, 10000) < 0)
+      ipc_magazine_rep(k, 10000) < 0 || ipc_cached_rep(cc, 10000) < 0 ||
+      ipc_bulk_rep(c, 10) < 0 || ipc_memzone_rep(IPC_MZ_SEQ, 0) < 0 ||
+      ipc_memzone_rep(1000, 4096) < 0)
     goto out;
   /* Within a repetition the three round-trip measurements alternate in IPC_SLICES
    * slices, so that a burst of load from other work on the machine falls on all of them
@@ -378,16 +461,25 @@ int bench_ipc(const bench_opts_t *o) {
     }
     mag[i] = ipc_magazine_rep(k, mag_iters);
     if (mag[i] < 0) goto out;
+    cached[i] = ipc_cached_rep(cc, mag_iters);
+    bulk[i] = ipc_bulk_rep(c, bulk_iters);
+    mz[i] = ipc_memzone_rep(mz_iters, 0);
+    mz4k[i] = ipc_memzone_rep(mz_iters, 4096);
+    if (cached[i] < 0 || bulk[i] < 0 || mz[i] < 0 || mz4k[i] < 0) goto out;
   }
-  bench_result_t res[4] = {
+  bench_result_t res[8] = {
       {.name = "raw.roundtrip", .ns_per_op = bench_median(raw, reps)},
       {.name = "pinpool.alloc_free", .ns_per_op = bench_median(af, reps)},
       {.name = "pinpool.cache_alloc_rpc", .ns_per_op = bench_median(rpc, reps)},
       {.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)},
+      {.name = "pinpool.alloc_free_cached", .ns_per_op = bench_median(cached, reps)},
+      {.name = "pinpool.bulk_per_buffer", .ns_per_op = bench_median(bulk, reps)},
+      {.name = "dpdk.memzone", .ns_per_op = bench_median(mz, reps)},
+      {.name = "dpdk.memzone_4k", .ns_per_op = bench_median(mz4k, reps)},
   };
-  for (unsigned i = 0; i < 4; i++)
+  for (unsigned i = 0; i < 8; i++)
     res[i].ops_per_sec = 1e9 / res[i].ns_per_op;
-  bench_report("ipc", o, res, 4);
+  bench_report("ipc", o, res, 8);
   rc = 0;
 out:
   if (echo_fd >= 0) close(echo_fd); /* the echo child sees EOF and exits */
@@ -395,6 +487,7 @@ out:
   if (r.fd >= 0) close(r.fd);
   frame_rx_free(&r.rx);
   pp_disconnect(c);
+  pp_disconnect(cc);
   free(offs);
   ipc_daemon_stop(&d);
   if (pinned) sched_setaffinity(0, sizeof saved, &saved);
