@@ -25,8 +25,9 @@
  *     memory (malloc) running out;
  *   - output parameters are left untouched on failure;
  *   - a pp_client is thread-safe: requests on its connection are serialized by a mutex;
- *     pp_cache_alloc()/pp_cache_free() are served from per-thread magazines and take
- *     no lock at all until a magazine must be refilled or emptied;
+ *     pp_cache_alloc()/pp_cache_free(), and pp_alloc()/pp_free() of small buffers, are
+ *     served from per-thread magazines and buffer caches and take no lock at all until one
+ *     must be refilled or emptied;
  *   - offsets are what the daemon speaks and what other processes understand: pass
  *     b.offset (or b.handle, or a name) to a peer, never b.addr; pp_ptr()/pp_offset()
  *     convert within this process;
@@ -37,7 +38,9 @@
  * or calls pp_disconnect(), the daemon takes all of it back, buffers and objects alike.
  * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
  * thread and cache) are held too: they count against the uid's quota and show in
- * pinpoolctl until the thread exits or the client disconnects.
+ * pinpoolctl until the thread exits or the client disconnects.  So are the small buffers
+ * resting in a thread's buffer cache (see "Buffer caches" below: at most 256 KiB per
+ * thread and block size).
  *
  * A daemon restart is not the end of a session.  pinpoold keeps its region and a journal
  * of who holds what across a restart (under systemd), and keeps each session for a grace
