@@ -1479,9 +1479,14 @@ static void op_free_bulk(model_t *m) {
   ledger_why_t why;
   int want = 0, rc;
 
+  size_t mine[MAXBUFS], nmine = 0;
+  for (size_t i = 0; i < m->nbufs; i++)
+    if (m->bufs[i].refs[h]) mine[nmine++] = i;
   for (size_t i = 0; i < n; i++) {
     uint64_t r = below(m, 10);
-    if (r < 7 && m->nbufs)
+    if (r < 6 && nmine)
+      handles[i] = m->bufs[mine[below(m, nmine)]].handle; /* mostly its own */
+    else if (r < 7 && m->nbufs)
       handles[i] = m->bufs[below(m, m->nbufs)].handle;
     else if (r < 9 && i > 0)
       handles[i] = handles[below(m, i)]; /* listed twice */
@@ -1802,10 +1807,10 @@ static void run_model(uint64_t seed, limits_t lim, unsigned ops) {
     assert_true(m->counts[-PP_ELIMIT] > 0);
   printf("seed %" PRIu64 ": ok %" PRIu64 ", ENOMEM %" PRIu64 ", EQUOTA %" PRIu64
          ", ELIMIT %" PRIu64 ", EPERM %" PRIu64 ", EBUSY %" PRIu64 ", charge moves %" PRIu64
-         ", caches made %zu\n",
+         ", caches made %zu, bulk allocs %" PRIu64 ", bulk frees %" PRIu64 "\n",
          seed, m->counts[0], m->counts[-PP_ENOMEM], m->counts[-PP_EQUOTA],
          m->counts[-PP_ELIMIT], m->counts[-PP_EPERM], m->counts[-PP_EBUSY], m->moves,
-         m->ncache);
+         m->ncache, m->bulk_allocs, m->bulk_frees);
 
   /* With every holder gone, every cache went too and the region is whole again. */
   for (int h = 0; h < NH; h++)
