@@ -90,6 +90,14 @@
  *     client's serial, never reused, so a new client at an old address cannot alias.
  *   - re-claim: nothing is lost; the session, its buffers and their daemon handles survive,
  *     so every cached and live block stays valid; only addresses are described anew (above).
+ *     But while a re-claim is under way the session may be lost (the grace period may run
+ *     out), and a lost session's blocks are the daemon's to give to anyone: so the caches
+ *     serve nothing meanwhile (bc_suspend: pp_alloc goes to the daemon and waits for the
+ *     outcome, a freed block goes back rather than onto a stack), and once the connection
+ *     is broken for good, never again.  A program whose threads only use their caches
+ *     learns of a restart at its next request, like one that only touches buffers it
+ *     holds: if none comes within the grace period, the session goes, its cached blocks
+ *     with it, as for any client that does not come back.
  *   - PINPOOL_BUFFER_CACHE=0 (or no, off, false) in the environment,
  * PP_CONNECT_NO_BUFFER_CACHE, a daemon without FEATURE_BULK (Welcome.features), or a region of
  * more than 2^32 units: no caching; every pp_alloc goes to the daemon.  A re-claim on a daemon
@@ -245,10 +253,17 @@ int bc_init(pp_client *c, const Pinpool__V1__Welcome *w, bool enabled) {
 
 void bc_reclaimed(pp_client *c, uint32_t features) {
   atomic_store_explicit(&c->features, features, memory_order_relaxed);
-  if (!(features & PINPOOL__V1__FEATURE__FEATURE_BULK))
-    atomic_store_explicit(&c->bc_limit, 0, memory_order_relaxed);
   atomic_store_explicit(&c->bc_addr_gen, 0, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->bc_epoch, 1, memory_order_relaxed);
+  /* On again when they were on before the re-claim and the daemon still knows the bulk
+   * requests (a daemon without them: blocks still held go back one free at a time). */
+  if (c->bc_norders && (features & PINPOOL__V1__FEATURE__FEATURE_BULK))
+    atomic_store_explicit(&c->bc_limit, bc_block_size(c, c->bc_norders - 1),
+                          memory_order_relaxed);
+}
+
+void bc_suspend(pp_client *c) {
+  atomic_store_explicit(&c->bc_limit, 0, memory_order_relaxed);
 }
 
 /* An alloc_bulk reply's addresses_generation: a change from the last one seen means
@@ -610,7 +625,8 @@ int bc_free(pp_client *c, uint64_t handle) {
   unsigned k;
   if (!bc_release(c, handle, &u, &k)) return PP_ENOENT;
   bc_tc_t *tc = t_hot;
-  if (BC_LIKELY(tc != NULL && tc->serial == c->bc_serial)) {
+  if (BC_LIKELY(tc != NULL && tc->serial == c->bc_serial &&
+                atomic_load_explicit(&c->bc_limit, memory_order_relaxed) != 0)) {
     unsigned n = atomic_load_explicit(&tc->n[k], memory_order_relaxed);
     if (BC_LIKELY(n < c->bc_high[k])) {
       tc->stack[k][n] = (uint32_t)u;

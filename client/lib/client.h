@@ -194,8 +194,13 @@ int bc_init(pp_client *c, const Pinpool__V1__Welcome *w, bool enabled);
  * close), wait for exiting threads returning blocks, free the slot table. */
 void bc_fini(pp_client *c);
 /* A re-claim succeeded with a Welcome announcing features: cached addresses may be stale
- * (the new daemon read them again), and the requests the caches need may be gone. */
+ * (the new daemon read them again), and the requests the caches need may be gone; the
+ * caches serve again when they can. */
 void bc_reclaimed(pp_client *c, uint32_t features);
+/* The session may be lost (a re-claim under way) or is (the connection broke for good):
+ * the caches stop serving — pp_alloc goes to the daemon, which waits for the re-claim or
+ * fails with the connection's error, and freed blocks go back rather than onto a stack. */
+void bc_suspend(pp_client *c);
 /* pp_alloc of a size the caches serve (1 <= size <= bc_limit, known flags): a block from
  * this thread's cache, refilled with alloc_bulk when empty.  Falls back to client_alloc
  * when the caches cannot serve it. */

@@ -278,6 +278,31 @@ static void a_killed_clients_cached_blocks_come_back(void **state) {
 /* ---- bulk requests -------------------------------------------------------------------------
  */
 
+static void once_the_connection_breaks_for_good_the_caches_serve_nothing(void **state) {
+  fx_t f;
+  start(&f, NULL); /* no service manager: no re-claim, the first break is final */
+  pp_client *c = connect_with(&f, 0);
+  pp_buffer a, b, x;
+  assert_int_equal(pp_alloc(c, 4096, 0, &a), 0);
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), 0);
+  assert_int_equal(pp_free(c, b.handle), 0); /* 31 blocks cached */
+  kill(f.d.pid, SIGKILL);
+  int st;
+  waitpid(f.d.pid, &st, 0);
+  f.d.pid = 0;
+  /* The next request finds the daemon gone; from then on the caches' blocks may be
+   * someone else's: nothing is served from them, every call says why. */
+  int rc = pp_alloc(c, 8192, 0, &x);
+  if (rc != PP_EDISCONNECTED && rc != PP_EIO)
+    fail_msg("after the daemon died: %s", pp_err_name(rc));
+  assert_false(pp_buffer_cache_enabled(c));
+  assert_int_equal(pp_alloc(c, 4096, 0, &x), rc);
+  assert_int_equal(pp_free(c, a.handle), rc);
+  assert_int_equal(pp_free(c, a.handle), PP_ENOENT); /* it was let go all the same */
+  pp_disconnect(c);
+  assert_int_equal(testd_stop(&f.d), 0);
+}
+
 static void bulk_requests_are_all_or_nothing(void **state) {
   fx_t f;
   start(&f, "--quota", "256K", NULL);
@@ -495,6 +520,7 @@ int main(void) {
       cmocka_unit_test(a_cache_handle_is_valid_exactly_while_the_program_holds_its_block),
       cmocka_unit_test(quota_counts_cached_blocks_and_an_empty_cache_does_not_get_around_it),
       cmocka_unit_test(a_killed_clients_cached_blocks_come_back),
+      cmocka_unit_test(once_the_connection_breaks_for_good_the_caches_serve_nothing),
       cmocka_unit_test(bulk_requests_are_all_or_nothing),
       cmocka_unit_test(the_environment_and_the_connect_flag_turn_caching_off),
       cmocka_unit_test(segments_of_a_non_contiguous_buffer_match_the_clients_pagemap),

@@ -163,6 +163,12 @@ PP_API uint64_t pp_offset(pp_client *c, const void *addr);
  * it goes back to the daemon).  Handles of cached blocks have bit 63 set (the daemon's
  * never do); they are valid while the program holds the block, like any handle, and
  * survive a daemon restart.  Named buffers, lookups and larger sizes go to the daemon.
+ * While a re-claim is under way, and after the connection broke for good, the caches serve
+ * nothing (their blocks are the session's only if it comes back): pp_alloc() waits for the
+ * re-claim or fails with the connection's error like any request.  A thread that only
+ * uses its cache does not notice a daemon restart until some call of the client goes to
+ * the daemon; a session nobody re-claims within the grace period is released, cached
+ * blocks included, as always.
  * PINPOOL_BUFFER_CACHE=0 in the environment or PP_CONNECT_NO_BUFFER_CACHE turns the caches
  * off; so does a daemon that predates them. */
 
