@@ -1809,8 +1809,8 @@ static void run_model(uint64_t seed, limits_t lim, unsigned ops) {
          ", ELIMIT %" PRIu64 ", EPERM %" PRIu64 ", EBUSY %" PRIu64 ", charge moves %" PRIu64
          ", caches made %zu, bulk allocs %" PRIu64 ", bulk frees %" PRIu64 "\n",
          seed, m->counts[0], m->counts[-PP_ENOMEM], m->counts[-PP_EQUOTA],
-         m->counts[-PP_ELIMIT], m->counts[-PP_EPERM], m->counts[-PP_EBUSY], m->moves,
-         m->ncache, m->bulk_allocs, m->bulk_frees);
+         m->counts[-PP_ELIMIT], m->counts[-PP_EPERM], m->counts[-PP_EBUSY], m->moves, m->ncache,
+         m->bulk_allocs, m->bulk_frees);
 
   /* With every holder gone, every cache went too and the region is whole again. */
   for (int h = 0; h < NH; h++)
