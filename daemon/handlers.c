@@ -23,7 +23,9 @@
  * makes no malloc for it).  A reply too big for max_frame is cut down by its body's trim
  * function (trim_table[]: a Stats snapshot drops the map, then the buffer list, then the
  * client list, then half its caches at a time; a Stats page, which stats.c fills to fit
- * already, gives its second half to the next page; Buffer drops its segments), and
+ * already, gives its second half to the next page; Buffer drops its segments, and so do all
+ * of Buffers' buffers at once — alloc_bulk refuses a count whose reply would not fit
+ * without them, since it cannot be cut after the fact), and
  * Response.message says what was left out.  A reply that still cannot be packed becomes
  * an INTERNAL error reply with the same id.
  *
@@ -105,16 +107,16 @@ static int reply_no_private_memory(resp_t *resp, arena_t *a) {
   return reply(resp, a, PP_ENOPRIVMEM, "daemon out of private memory");
 }
 
-/* The Buffer body for b: its segments are the region's physically contiguous runs that
- * intersect it.  On failure the reference the request took is dropped again. */
-static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b, resp_t *resp,
-                        arena_t *a) {
+/* A Buffer message for b, in the arena: its segments are the region's physically
+ * contiguous runs that intersect it.  NULL when the arena is out of memory. */
+static Pinpool__V1__Buffer *buffer_msg(handlers_t *hs, session_t *s, const ledger_buf_info_t *b,
+                                       arena_t *a) {
   Pinpool__V1__Buffer *m = arena_alloc(a, sizeof *m);
   size_t nruns, lo = 0, hi, first, n = 0;
   const region_run_t *runs = ledger_runs(hs->ledger, &nruns);
   uint64_t end = b->offset + b->size;
 
-  if (!m) goto nomem;
+  if (!m) return NULL;
   pinpool__v1__buffer__init(m);
   m->handle = b->handle;
   m->offset = b->offset;
@@ -139,7 +141,7 @@ static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b
   if (n) {
     Pinpool__V1__Segment *seg = arena_alloc(a, n * sizeof *seg);
     m->segments = arena_alloc(a, n * sizeof *m->segments);
-    if (!m->segments || !seg) goto nomem;
+    if (!m->segments || !seg) return NULL;
     for (size_t i = 0; i < n; i++) {
       const region_run_t *r = &runs[first + i];
       uint64_t s0 = r->offset > b->offset ? r->offset : b->offset;
@@ -152,12 +154,21 @@ static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b
     }
     m->n_segments = n;
   }
+  return m;
+}
+
+/* The Buffer body for b.  On failure the reference the request took is dropped again
+ * (undo: alloc, lookup; a describe took none). */
+static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b, bool undo,
+                        resp_t *resp, arena_t *a) {
+  Pinpool__V1__Buffer *m = buffer_msg(hs, s, b, a);
+  if (!m) {
+    if (undo) ledger_buf_free(hs->ledger, s->holder, b->handle, NULL);
+    return reply_no_private_memory(resp, a);
+  }
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_BUFFER;
   resp->buffer = m;
   return 0;
-nomem:
-  ledger_buf_free(hs->ledger, s->holder, b->handle, NULL);
-  return reply_no_private_memory(resp, a);
 }
 
 /* The shared groups (--shared-group) this session's user belongs to, decided the first
@@ -189,7 +200,7 @@ static int h_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
   if (decide_groups(hs, s, m->name)) return reply_no_private_memory(resp, a);
   rc = ledger_buf_alloc(hs->ledger, s->holder, m->size, m->flags, m->name, &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
-  return reply_buffer(hs, s, &b, resp, a);
+  return reply_buffer(hs, s, &b, true, resp, a);
 }
 
 static int h_free(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
@@ -203,7 +214,82 @@ static int h_lookup(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp
   ledger_why_t why;
   int rc = ledger_buf_lookup(hs->ledger, s->holder, req->lookup->name, &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
-  return reply_buffer(hs, s, &b, resp, a);
+  return reply_buffer(hs, s, &b, true, resp, a);
+}
+
+/* The most a Buffer without segments or name takes in a Buffers reply: five varint fields
+ * of at most 10 bytes and a bool, each with its key, plus the repeated element's key and
+ * length.  And what the rest of the Response may take: id, body key and length,
+ * addresses_generation, and the message a trim adds. */
+#define BULK_BUFFER_MAX 48u
+#define BULK_REPLY_OVERHEAD 160u
+
+/* The client's report of its buffer caches, kept for Stats once the request succeeded. */
+static void take_cache_report(session_t *s, const Pinpool__V1__CacheReport *r) {
+  if (r) ledger_holder_set_cached(s->holder, r->buffers, r->bytes);
+}
+
+static int h_alloc_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                        arena_t *a) {
+  const Pinpool__V1__AllocBulk *m = req->alloc_bulk;
+  Pinpool__V1__Buffers *r;
+  ledger_buf_info_t *info;
+  ledger_why_t why;
+  int rc;
+
+  if (m->count == 0 || m->count > LEDGER_OBJECTS_MAX)
+    return reply(resp, a, PP_ERANGE, "count %u outside 1..%u", (unsigned)m->count,
+                 LEDGER_OBJECTS_MAX);
+  /* All or nothing, so the reply cannot be cut to fit max_frame after the fact: refuse
+   * what could not be answered before allocating anything. */
+  if ((uint64_t)m->count * BULK_BUFFER_MAX + BULK_REPLY_OVERHEAD > hs->cfg.max_frame)
+    return reply(resp, a, PP_ERANGE,
+                 "%u buffers may not fit one reply of max_frame %u bytes: at most %u",
+                 (unsigned)m->count, hs->cfg.max_frame,
+                 hs->cfg.max_frame > BULK_REPLY_OVERHEAD
+                     ? (hs->cfg.max_frame - BULK_REPLY_OVERHEAD) / BULK_BUFFER_MAX
+                     : 0u);
+  info = arena_alloc(a, m->count * sizeof *info);
+  r = arena_alloc(a, sizeof *r);
+  if (!info || !r) return reply_no_private_memory(resp, a);
+  rc = ledger_buf_alloc_bulk(hs->ledger, s->holder, m->size, m->flags, m->count, &why, info);
+  if (rc) return reply_why(resp, a, rc, &why);
+  pinpool__v1__buffers__init(r);
+  r->buffers = arena_alloc(a, m->count * sizeof *r->buffers);
+  if (!r->buffers) goto nomem;
+  for (uint32_t i = 0; i < m->count; i++)
+    if (!(r->buffers[i] = buffer_msg(hs, s, &info[i], a))) goto nomem;
+  r->n_buffers = m->count;
+  r->addresses_generation = ledger_addr_generation(hs->ledger);
+  take_cache_report(s, m->cache);
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_BUFFERS;
+  resp->buffers = r;
+  return 0;
+nomem:
+  /* Undone: each buffer's only reference dropped again, which frees it (no memory
+   * needed). */
+  for (uint32_t i = 0; i < m->count; i++)
+    ledger_buf_free(hs->ledger, s->holder, info[i].handle, NULL);
+  return reply_no_private_memory(resp, a);
+}
+
+static int h_free_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                       arena_t *a) {
+  const Pinpool__V1__FreeBulk *m = req->free_bulk;
+  ledger_why_t why;
+  int rc = ledger_buf_free_bulk(hs->ledger, s->holder, m->handles, m->n_handles, &why);
+  if (rc) return reply_why(resp, a, rc, &why);
+  take_cache_report(s, m->cache);
+  return 0;
+}
+
+static int h_describe(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                      arena_t *a) {
+  ledger_buf_info_t b;
+  ledger_why_t why;
+  int rc = ledger_buf_describe(hs->ledger, s->holder, req->describe->handle, &why, &b);
+  if (rc) return reply_why(resp, a, rc, &why);
+  return reply_buffer(hs, s, &b, false, resp, a);
 }
 
 static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
@@ -326,6 +412,9 @@ static const struct handler_row {
     [PINPOOL__V1__REQUEST__BODY_STATS] = {h_stats, true, "stats"},
     [PINPOOL__V1__REQUEST__BODY_SHRINK] = {h_shrink, true, "shrink"},
     [PINPOOL__V1__REQUEST__BODY_CACHE_CLOSE] = {h_cache_close, false, "cache_close"},
+    [PINPOOL__V1__REQUEST__BODY_ALLOC_BULK] = {h_alloc_bulk, false, "alloc_bulk"},
+    [PINPOOL__V1__REQUEST__BODY_FREE_BULK] = {h_free_bulk, false, "free_bulk"},
+    [PINPOOL__V1__REQUEST__BODY_DESCRIBE] = {h_describe, false, "describe"},
 };
 
 static void handle(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
@@ -349,6 +438,16 @@ static const char *trim_buffer(resp_t *resp) {
   return "segments";
 }
 
+/* Every buffer's segments at once: the handler checked that the rest fits. */
+static const char *trim_buffers(resp_t *resp) {
+  bool any = false;
+  for (size_t i = 0; i < resp->buffers->n_buffers; i++) {
+    any = any || resp->buffers->buffers[i]->n_segments;
+    resp->buffers->buffers[i]->n_segments = 0;
+  }
+  return any ? "segments" : NULL;
+}
+
 static const char *trim_stats(resp_t *resp) {
   return stats_trim(resp->stats);
 }
@@ -359,6 +458,7 @@ typedef const char *(*trim_fn)(resp_t *resp);
 static const trim_fn trim_table[] = {
     [PINPOOL__V1__RESPONSE__BODY_BUFFER] = trim_buffer,
     [PINPOOL__V1__RESPONSE__BODY_STATS] = trim_stats,
+    [PINPOOL__V1__RESPONSE__BODY_BUFFERS] = trim_buffers,
 };
 
 int handlers_pack(uint32_t max_frame, resp_t *resp, arena_t *a, uint8_t **ret_buf,

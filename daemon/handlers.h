@@ -12,6 +12,9 @@
 #include "session.h"
 #include "stats.h"
 
+/* Welcome.features: the requests beyond the first ones that handler_table[] serves. */
+#define HANDLERS_FEATURES ((uint32_t)PINPOOL__V1__FEATURE__FEATURE_BULK)
+
 typedef struct handlers_config {
   uint32_t max_frame;   /* replies are cut down to fit */
   uint32_t max_clients; /* only reported (Stats.max_clients); the server enforces it */

@@ -228,6 +228,7 @@ static void welcome(conn_t *c, const Pinpool__V1__Request *req, bool reclaimed) 
   w.region_id.len = PERSIST_REGION_ID_LEN;
   w.grace_ms = persist_grace_ms(srv->persist);
   w.reclaimed = reclaimed;
+  w.features = HANDLERS_FEATURES;
   resp.id = req->id;
   resp.body_case = PINPOOL__V1__RESPONSE__BODY_WELCOME;
   resp.welcome = &w;

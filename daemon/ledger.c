@@ -134,6 +134,19 @@
  * written).  A handle is consumed when its buffer record is made, even if the request
  * then undoes it: the journal never sees a handle twice.
  *
+ * Bulk requests.  alloc_bulk and free_bulk are alloc and free repeated in one request, all
+ * or nothing: the whole batch is checked first (count, the buffer limit and the quota for
+ * all its buffers together; for free_bulk every handle, a handle listed as often as the
+ * holder holds references to it), then the same primitives run per buffer, and a failure
+ * half-way (the buddy running dry, private memory) undoes the buffers taken, naming the
+ * one that failed.  Being primitives, they are one journal transaction each with nothing
+ * more to do for restart survival.  They serve clients that keep a cache of small blocks
+ * in front of the daemon (libpinpool's buffer caches): such a client reports what its
+ * caches hold with each bulk request, and the holder keeps the report for Stats
+ * (ledger_holder_set_cached) — shown, clamped to what the holder holds, never trusted,
+ * and not ownership, so not journaled.  describe re-reads one held buffer (its pages
+ * checked as for a lookup) and changes nothing.
+ *
  * Restart.  A restarted daemon replays the journal into a plain model (jmodel.c) and
  * builds the model's end state here (ledger_restore), rather than re-running history:
  * holders first, then each cache re-created under its id (slab_cache_create_with_id) and
@@ -273,7 +286,10 @@ struct ledger_holder {
   uint64_t buf_bytes; /* block bytes of the distinct buffers held */
   uint64_t obj_bytes; /* the objects held, each at its charge */
   luid_t *u;          /* its uid's record */
-  gid_t *groups;      /* shared groups its user belongs to */
+  /* What its client said its buffer caches hold (ledger_holder_set_cached): shown, never
+   * trusted — totals clamp it to what the holder holds. */
+  uint64_t cached_buffers, cached_bytes;
+  gid_t *groups; /* shared groups its user belongs to */
   uint32_t ngroups;
   bool groups_known;
   ledger_holder_t *prev, *next;
@@ -1449,6 +1465,13 @@ void ledger_holder_totals(const ledger_holder_t *h, ledger_holder_totals_t *ret)
   ret->objects = u64map_len(&h->objs);
   ret->obj_bytes = h->obj_bytes;
   ret->caches = u64map_len(&h->opens);
+  ret->cached_buffers = h->cached_buffers < ret->buffers ? h->cached_buffers : ret->buffers;
+  ret->cached_bytes = h->cached_bytes < h->buf_bytes ? h->cached_bytes : h->buf_bytes;
+}
+
+void ledger_holder_set_cached(ledger_holder_t *h, uint64_t buffers, uint64_t bytes) {
+  h->cached_buffers = buffers;
+  h->cached_bytes = bytes;
 }
 
 int ledger_holder_set_groups(ledger_t *l, ledger_holder_t *h, const gid_t *gids, size_t n) {
@@ -1717,6 +1740,166 @@ int ledger_buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why
   int rc = buf_free(l, h, handle, why);
   PP_VALIDATE(ledger_check, l);
   return rc;
+}
+
+/* ---- bulk requests -------------------------------------------------------------------
+ * alloc_bulk and free_bulk are alloc and free repeated, all or nothing, in one request:
+ * the same primitives in the same order (so the journal sees them as one transaction and
+ * nothing more is needed for restart survival), validated as a whole first.  They exist
+ * so that a client can keep a cache of small blocks in front of the daemon (libpinpool's
+ * buffer caches) and fill and empty it a batch at a time. */
+
+static int buf_alloc_bulk(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
+                          uint32_t count, ledger_why_t *why, ledger_buf_info_t *ret) {
+  const unsigned known = LEDGER_ALLOC_CONTIG | LEDGER_ALLOC_ZERO;
+  uid_t uid = h->ident.uid;
+  unsigned order, bad;
+  uint64_t bsize, total, offset;
+  lbuf_t **bufs;
+  uint32_t done = 0;
+  int rc;
+
+  if (flags & ~known) return fail(why, PP_EINVAL, "unknown alloc flags 0x%x", flags & ~known);
+  if (size == 0) return fail(why, PP_EINVAL, "size 0");
+  if (count == 0 || count > LEDGER_OBJECTS_MAX)
+    return fail(why, PP_ERANGE, "count %u outside 1..%u", count, LEDGER_OBJECTS_MAX);
+  if (size > region_size(l->region) || buddy_order_for_size(size, &order))
+    return fail(why, PP_ERANGE, "size %" PRIu64 " exceeds the region (%" PRIu64 " bytes)", size,
+                region_size(l->region));
+  bsize = buddy_order_size(order);
+  total = bsize * count; /* count <= 1024 and bsize <= the region: no overflow */
+  if (l->cfg.max_buffers && h->buf_refs + count > l->cfg.max_buffers)
+    return fail(why, PP_ELIMIT,
+                "this session holds %" PRIu64 " buffers; %u more exceed the limit of %u",
+                h->buf_refs, count, l->cfg.max_buffers);
+  if (!quota_allows(l, uid, total)) return fail_quota(l, uid, total, why);
+  bufs = malloc(count * sizeof *bufs);
+  if (!bufs) return fail_nomem(why);
+
+  for (; done < count; done++) {
+    lbuf_t *b;
+    rc = take_block(l, order, flags, &offset, &bad);
+    if (rc == PP_ELOSTPAGE) {
+      fail(why, rc,
+           "buffer %u of %u: %u free blocks of %" PRIu64 " bytes had pages punched out of the "
+           "region by a client and none could be replaced; nothing allocated",
+           done, count, bad, bsize);
+      goto undo;
+    }
+    if (rc == PP_ENOCONTIG) {
+      fail(why, rc, "buffer %u of %u: no physically contiguous block of %" PRIu64 " bytes%s",
+           done, count, bsize,
+           !region_phys_known(l->region)  ? " (physical addresses unknown)"
+           : !region_hugepages(l->region) ? " (no hugepages)"
+                                          : "");
+      goto undo;
+    }
+    if (rc == PP_ENOMEM) {
+      fail(why, rc, "buffer %u of %u: no free block of %" PRIu64 " bytes; nothing allocated",
+           done, count, bsize);
+      goto undo;
+    }
+    if (rc == PP_ERANGE) {
+      fail(why, rc, "size %" PRIu64 " exceeds the largest block", size);
+      goto undo;
+    }
+    if (rc) {
+      fail(why, rc, "buddy_alloc: %s", pp_strerror(rc));
+      goto undo;
+    }
+    if (buf_create(l, l->next_handle, offset, order, uid, &b)) {
+      buddy_free(l->buddy, offset);
+      rc = fail_nomem(why);
+      goto undo;
+    }
+    l->next_handle++; /* consumed even if undone below, as for alloc */
+    charge(l, uid, bsize);
+    if (hold_add(l, h, b)) {
+      uncharge(l, uid, bsize);
+      buf_destroy(l, b);
+      rc = fail_nomem(why);
+      goto undo;
+    }
+    bufs[done] = b;
+  }
+  /* Described once all are taken: a later take_block may have moved an earlier block's
+   * address (holes_sync after a repair). */
+  for (uint32_t i = 0; i < count; i++)
+    buf_info(bufs[i], &ret[i]);
+  free(bufs);
+  return 0;
+
+undo:
+  while (done > 0)
+    buf_unhold(l, h, bufs[--done], 0); /* the last reference: record, charge and block go */
+  free(bufs);
+  return rc;
+}
+
+int ledger_buf_alloc_bulk(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
+                          uint32_t count, ledger_why_t *why, ledger_buf_info_t *ret) {
+  int rc = buf_alloc_bulk(l, h, size, flags, count, why, ret);
+  PP_VALIDATE(ledger_check, l);
+  return rc;
+}
+
+static int buf_free_bulk(ledger_t *l, ledger_holder_t *h, const uint64_t *handles, size_t n,
+                         ledger_why_t *why) {
+  u64map_t seen; /* handle -> references of it this request drops so far */
+  int rc = 0;
+
+  if (n == 0) return 0;
+  if (n > LEDGER_OBJECTS_MAX)
+    return fail(why, PP_ERANGE, "%zu handles; at most %u per request", n, LEDGER_OBJECTS_MAX);
+  u64map_init(&seen);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t held = map_count(&h->holds, handles[i]), used = map_count(&seen, handles[i]);
+    /* The one answer for a handle h does not hold, as free gives; a handle listed more
+     * often than h holds references to it is not held for the extra ones. */
+    if (used >= held) {
+      rc = fail(why, PP_ENOENT,
+                "this session holds no buffer with handle %" PRIu64 " (index %zu)%s; nothing "
+                "freed",
+                handles[i], i, used ? " for this many references" : "");
+      goto out;
+    }
+    if (u64map_put(&seen, handles[i], used + 1)) {
+      rc = fail_nomem(why);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    lbuf_t *b = buf_by_handle(l, handles[i]);
+    PP_ASSERT(b != NULL);
+    buf_unhold(l, h, b, 1);
+  }
+out:
+  u64map_fini(&seen);
+  return rc;
+}
+
+int ledger_buf_free_bulk(ledger_t *l, ledger_holder_t *h, const uint64_t *handles, size_t n,
+                         ledger_why_t *why) {
+  int rc = buf_free_bulk(l, h, handles, n, why);
+  PP_VALIDATE(ledger_check, l);
+  return rc;
+}
+
+int ledger_buf_describe(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why,
+                        ledger_buf_info_t *ret) {
+  lbuf_t *b;
+  if (!u64map_get(&h->holds, handle, NULL))
+    return fail(why, PP_ENOENT, "this session holds no buffer with handle %" PRIu64, handle);
+  b = buf_by_handle(l, handle);
+  PP_ASSERT(b != NULL);
+  buf_check_holes(l, b); /* as lookup: addresses as the pages are now */
+  buf_info(b, ret);
+  PP_VALIDATE(ledger_check, l);
+  return 0;
+}
+
+uint64_t ledger_addr_generation(const ledger_t *l) {
+  return region_generation(l->region);
 }
 
 /* ---- caches and objects ------------------------------------------------------------- */

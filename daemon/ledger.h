@@ -121,6 +121,10 @@ typedef struct ledger_holder_totals {
   uint64_t objects;
   uint64_t obj_bytes; /* each object at its charge */
   uint64_t caches;    /* caches it has open */
+  /* Of its buffers, those its client's buffer caches hold, as the client last reported
+   * (ledger_holder_set_cached), clamped to buffers and buf_bytes. */
+  uint64_t cached_buffers;
+  uint64_t cached_bytes;
 } ledger_holder_totals_t;
 
 typedef struct ledger_shrink_result {
@@ -237,6 +241,9 @@ void ledger_holder_totals(const ledger_holder_t *h, ledger_holder_totals_t *ret)
  * names in besides its own.  Until this is called, none.  PP_ENOPRIVMEM. */
 int ledger_holder_set_groups(ledger_t *l, ledger_holder_t *h, const gid_t *gids, size_t n);
 bool ledger_holder_groups_known(const ledger_holder_t *h);
+/* What h's client says its buffer caches hold (AllocBulk/FreeBulk.cache): buffers h holds
+ * that its program does not.  Only shown (Stats); not ownership, so not journaled. */
+void ledger_holder_set_cached(ledger_holder_t *h, uint64_t buffers, uint64_t bytes);
 /* Bytes charged to uid now (what cfg.quota limits). */
 uint64_t ledger_uid_charged(const ledger_t *l, uid_t uid);
 
@@ -261,6 +268,26 @@ int ledger_buf_lookup(ledger_t *l, ledger_holder_t *h, const char *name, ledger_
 /* Drop one of h's references; the buffer goes with its last one.  PP_ENOENT when h holds
  * no buffer with that handle — the same answer whoever else holds it. */
 int ledger_buf_free(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why);
+
+/* count buffers (1..LEDGER_OBJECTS_MAX) of at least size bytes each, as ledger_buf_alloc
+ * without a name, all or nothing, into ret[0..count): the same checks (the buffer limit and
+ * the quota for all of them together), the same primitives per buffer.  A refusal past the
+ * first buffer says which one failed; whatever was taken goes back.  Errors: those of
+ * ledger_buf_alloc (PP_ERANGE also for count outside 1..LEDGER_OBJECTS_MAX). */
+int ledger_buf_alloc_bulk(ledger_t *l, ledger_holder_t *h, uint64_t size, unsigned flags,
+                          uint32_t count, ledger_why_t *why, ledger_buf_info_t *ret);
+/* Drop one of h's references per handle (a handle may be listed as often as h holds it),
+ * all or nothing: PP_ENOENT, nothing freed, naming the first handle h does not hold (for
+ * that many references) and its index; PP_ERANGE above LEDGER_OBJECTS_MAX handles;
+ * PP_ENOPRIVMEM.  None is a successful no-op. */
+int ledger_buf_free_bulk(ledger_t *l, ledger_holder_t *h, const uint64_t *handles, size_t n,
+                         ledger_why_t *why);
+/* The buffer h holds under handle, described as it is now (its pages checked against
+ * pagemap first, as for a lookup); changes no ownership.  PP_ENOENT as ledger_buf_free. */
+int ledger_buf_describe(ledger_t *l, ledger_holder_t *h, uint64_t handle, ledger_why_t *why,
+                        ledger_buf_info_t *ret);
+/* region_generation(): moves whenever physical addresses, runs or lost pages change. */
+uint64_t ledger_addr_generation(const ledger_t *l);
 
 /* Open the slab cache name (h's scope unless qualified) for h, creating it in a scope h
  * may create names in.  PP_EINVAL (bad name or align), PP_EGEOMETRY (exists with another

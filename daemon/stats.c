@@ -67,11 +67,16 @@
  * and used + free + cached + quarantined == region_size (quarantined: blocks kept out of
  * the buddy for pages punched out of the region; ledger.c).  Damage from such pages shows
  * per buffer (damaged, lost_bytes), per client (damaged_buffers) and in total (lost,
- * quarantined, damaged, punched so far, objects set aside).  Per client: bytes_held = the blocks of the
- * buffers it holds (whoever pays for them) + its objects at their charge; bytes_charged =
- * what its uid pays — the blocks of the buffers charged to it, its sessions' objects, and
- * one slab per cache they hold objects in — the figure --quota limits.  Names (buffers,
- * slabinfo rows) are fully qualified, "~1000/frames", so operators see whose they are.
+ * quarantined, damaged, punched so far, objects set aside).  Per client: bytes_held = the
+ * blocks of the buffers it holds (whoever pays for them) + its objects at their charge;
+ * bytes_charged = what its uid pays — the blocks of the buffers charged to it, its
+ * sessions' objects, and one slab per cache they hold objects in — the figure --quota
+ * limits; cached_buffers and cached_bytes = what its client's buffer caches hold of those
+ * buffers (blocks the session holds and its program does not), as the client last
+ * reported them with an alloc_bulk or free_bulk, clamped to what the session holds.  Only
+ * the client knows which of its blocks its program has, and counting that here would
+ * cost a round trip per block, which is what the caches save.  Names (buffers, slabinfo
+ * rows) are fully qualified, "~1000/frames", so operators see whose they are.
  * MapBlock.in_magazines is the ledger's derivation (see ledger_walk_blocks).
  *
  * Locks: none of our own; the map walk runs under the buddy lock and its callback only
@@ -258,6 +263,8 @@ static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, const session_t *
   ci->objects = t.objects;
   ci->requests = s->requests;
   if (s->holder) ci->damaged_buffers = ledger_holder_damaged(l, s->holder);
+  ci->cached_buffers = t.cached_buffers;
+  ci->cached_bytes = t.cached_bytes;
   ci->detached = s->detached;
   ci->detached_deadline_unix_ms = session_detached_deadline(s);
   return ci;

@@ -17,7 +17,9 @@
  *     it or its deadline passes; clients says how long it has left (the one view that
  *     reads the clock: ctl_view_clients_at takes the time for tests).  Two figures of
  *     memory per session: HELD, what it holds, and CHARGED, what its uid pays — what
- *     --quota limits — and per buffer the uid charged for it now.  A buffer with more
+ *     --quota limits — and per buffer the uid charged for it now.  CACHED is the part of
+ *     HELD its client's buffer caches keep (blocks no program holds), as the client last
+ *     reported it (ClientInfo.cached_bytes).  A buffer with more
  *     holders than one page could carry lists those it has and counts the rest ("+N").
  *   - buffers --name: names in Stats are qualified ("~1000/frames", "~g44/ring"); a
  *     qualified filter matches exactly, an unqualified one the name in every scope.
@@ -434,20 +436,23 @@ void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s) {
 }
 
 void ctl_view_clients_at(FILE *out, const Pinpool__V1__Stats *s, uint64_t now_ms) {
-  char a[32], b[32], ch[32], st[64], dmg[40];
+  char a[32], b[32], ch[32], ca[32], st[64], dmg[40];
 
-  /* HELD: what the session holds; CHARGED: what its uid pays (what --quota limits). */
-  fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %12s %8s %8s %9s  %s\n", "SESSION", "PID", "UID",
-          "NAME", "CONNECTED", "HELD", "CHARGED", "BUFFERS", "OBJECTS", "REQUESTS", "STATE");
+  /* HELD: what the session holds; CHARGED: what its uid pays (what --quota limits);
+   * CACHED: of HELD, the blocks its client's buffer caches hold, as last reported. */
+  fprintf(out, "%8s %8s %6s  %-16s %-19s %12s %12s %8s %10s %8s %9s  %s\n", "SESSION", "PID",
+          "UID", "NAME", "CONNECTED", "HELD", "CHARGED", "BUFFERS", "CACHED", "OBJECTS",
+          "REQUESTS", "STATE");
   for (size_t i = 0; i < s->n_clients; i++) {
     const Pinpool__V1__ClientInfo *c = s->clients[i];
     fprintf(out,
             "%8" PRIu64 " %8" PRIu32 " %6" PRIu32 "  %-16s %-19s %12s %12s %8" PRIu64
-            " %8" PRIu64 " %9" PRIu64 "  %s%s\n",
+            " %10s %8" PRIu64 " %9" PRIu64 "  %s%s\n",
             c->session_id, c->pid, c->uid, c->name && c->name[0] ? c->name : "-",
             fmt_since(a, sizeof a, c->connected_since_unix_ms),
             ctl_fmt_size(b, sizeof b, c->bytes_held),
-            ctl_fmt_size(ch, sizeof ch, c->bytes_charged), c->buffers, c->objects, c->requests,
+            ctl_fmt_size(ch, sizeof ch, c->bytes_charged), c->buffers,
+            ctl_fmt_size(ca, sizeof ca, c->cached_bytes), c->objects, c->requests,
             ctl_fmt_session_state(st, sizeof st, c, now_ms), fmt_damaged(dmg, sizeof dmg, c));
   }
 }
@@ -677,6 +682,8 @@ json_object *ctl_json_clients(const Pinpool__V1__Stats *s) {
     put_bool(e, "detached", c->detached);
     put_u64(e, "detached_deadline_unix_ms", c->detached_deadline_unix_ms);
     put_u64(e, "damaged_buffers", c->damaged_buffers);
+    put_u64(e, "cached_buffers", c->cached_buffers);
+    put_u64(e, "cached_bytes", c->cached_bytes);
     json_object_array_add(list, e);
   }
   json_object_object_add(o, "clients", list);

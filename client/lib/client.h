@@ -9,7 +9,10 @@
  *   2. pp_client.lock: one request/response exchange at a time on the connection (a
  *      re-claim after a daemon restart included: reclaim.c), and the fields marked
  *      (lock) below.
- * Nothing takes cmag_lock while holding a client lock.
+ * Nothing takes cmag_lock while holding a client lock.  bc_lock (bcache.c, one per
+ * process: the links between threads' buffer caches and clients, and the count of exiting
+ * threads returning blocks) is taken with no other lock held, and never held across a
+ * request: it ranks beside cmag_lock, before a client lock.
  */
 #ifndef PP_CLIENT_INTERNAL_H
 #define PP_CLIENT_INTERNAL_H
@@ -26,6 +29,24 @@
 #include "rpc.h"
 
 struct cmag_thread_cache;
+struct bc_thread_cache;
+
+/* Buffer caches (bcache.c): blocks of the small orders — min_block up to BC_MAX_BYTES, and
+ * never above the region's page size, so contiguous by construction — held by the session
+ * and kept per thread for the program's next pp_alloc. */
+#define BC_MAX_BYTES (64u << 10)
+#define BC_ORDERS 5u               /* orders 0..4 at most: 4 KiB .. 64 KiB */
+#define BC_CHUNK_SHIFT 10u         /* slots per chunk of the slot table: 1024 */
+#define BC_HANDLE_TAG (1ull << 63) /* a handle the caches made; the daemon's are below */
+
+/* One per min_block unit of the region that starts a cached block (bcache.c's essay). */
+typedef struct bc_slot {
+  _Atomic uint64_t st;      /* state, order and generation */
+  _Atomic uint64_t dhandle; /* the daemon's handle for the block while the session holds it */
+  _Atomic uint64_t phys;    /* its physical address as the daemon described it; 0 unknown */
+  _Atomic uint32_t epoch;   /* c->bc_epoch when it was described */
+  uint32_t pad;
+} bc_slot_t;
 
 /* Welcome.min_block of a daemon that predates the field: the buddy's unit was 4 KiB. */
 #define CLIENT_MIN_BLOCK_DEFAULT 4096u
@@ -68,6 +89,21 @@ struct pp_client {
   uint64_t rng;              /* (lock) xorshift state for the backoff's jitter */
   _Atomic uint64_t reclaims; /* successful re-claims, for pp_reclaims() */
   unsigned cmag_returning;   /* (cmag_lock) exiting threads returning objects to c */
+  _Atomic uint32_t features; /* Welcome.features of the last Welcome */
+
+  /* Buffer caches (bcache.c). */
+  _Atomic uint64_t bc_limit;    /* sizes 1..bc_limit are served from the caches; 0: off */
+  unsigned bc_shift;            /* log2(min_block) */
+  unsigned bc_norders;          /* orders cached when on: 0..bc_norders-1 */
+  unsigned bc_high[BC_ORDERS];  /* per thread and order: the high watermark, in blocks */
+  uint64_t bc_serial;           /* process-unique, never reused: threads find their caches */
+  uint64_t bc_units;            /* region_size / min_block: the slot table's extent */
+  _Atomic(bc_slot_t *) *bc_dir; /* chunks of the slot table, made when first needed */
+  size_t bc_ndir;
+  _Atomic uint32_t bc_epoch;    /* moves when cached addresses may be stale */
+  _Atomic uint64_t bc_addr_gen; /* Buffers.addresses_generation + 1 last seen; 0 unknown */
+  struct bc_thread_cache *bc_threads; /* (bc_lock) every thread's cache for c */
+  unsigned bc_returning;              /* (bc_lock) exiting threads returning blocks */
 };
 
 struct pp_cache {
@@ -149,6 +185,49 @@ static inline bool client_obj_valid(const pp_cache *k, const void *obj) {
   }
   return i < k->objs_per_slab && color <= k->slab_tail;
 }
+
+/* bcache.c.  bc_init: at pp_connect, from its Welcome; caching on unless `enabled` is
+ * false (PP_CONNECT_NO_BUFFER_CACHE), PINPOOL_BUFFER_CACHE says no, the daemon lacks
+ * FEATURE_BULK or the region does not suit.  PP_ENOPRIVMEM. */
+int bc_init(pp_client *c, const Pinpool__V1__Welcome *w, bool enabled);
+/* pp_disconnect: orphan every thread's cache of c (the daemon reclaims their blocks at the
+ * close), wait for exiting threads returning blocks, free the slot table. */
+void bc_fini(pp_client *c);
+/* A re-claim succeeded with a Welcome announcing features: cached addresses may be stale
+ * (the new daemon read them again), and the requests the caches need may be gone; the
+ * caches serve again when they can. */
+void bc_reclaimed(pp_client *c, uint32_t features);
+/* The session may be lost (a re-claim under way) or is (the connection broke for good):
+ * the caches stop serving — pp_alloc goes to the daemon, which waits for the re-claim or
+ * fails with the connection's error, and freed blocks go back rather than onto a stack. */
+void bc_suspend(pp_client *c);
+/* pp_alloc of a size the caches serve (1 <= size <= bc_limit, known flags): a block from
+ * this thread's cache, refilled with alloc_bulk when empty.  Falls back to client_alloc
+ * when the caches cannot serve it. */
+int bc_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret);
+/* pp_free of a handle with BC_HANDLE_TAG: PP_ENOENT unless the program holds that block
+ * under that handle. */
+int bc_free(pp_client *c, uint64_t handle);
+/* Errors that a request may not meet once this thread's caches went back: no room in the
+ * region, the quota, the buffer limit (what the cached blocks take counts there too). */
+bool bc_err_is_room(int rc);
+/* Give back everything this thread's cache of c holds (Linux drains its per-CPU lists when
+ * an allocation fails, for the same reason); false when it held nothing. */
+bool bc_drain_self(pp_client *c);
+/* pp_free_bulk / pp_buffer_segments for tagged handles (bcache.c). */
+int bc_free_bulk(pp_client *c, const uint64_t *handles, unsigned n);
+int bc_segments(pp_client *c, uint64_t handle, pp_segment *out, unsigned n);
+
+/* pinpool.c: alloc or alloc_named through the daemon (no cache). */
+int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned flags, pp_buffer *ret);
+/* pinpool.c: free_bulk of handles, all or nothing, with the client's cache report (NULL:
+ * none); n <= PROTO_OBJECTS_MAX.  PP_EVERSION when the daemon lacks FEATURE_BULK. */
+int client_free_bulk(pp_client *c, const uint64_t *handles, unsigned n,
+                     const Pinpool__V1__CacheReport *report);
+/* pinpool.c: describe handle (a daemon handle) and copy its segments as
+ * pp_buffer_segments does; *ret_phys gets Buffer.phys_addr (may be NULL). */
+int client_describe(pp_client *c, uint64_t handle, pp_segment *out, unsigned n,
+                    uint64_t *ret_phys);
 
 /* cmag.c: pp_disconnect() calls this first, so that no thread touches k again
  * through its magazines (they are orphaned; the daemon reclaims their objects).  It

@@ -45,6 +45,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,8 +128,9 @@ int pp_connect_opts(const char *socket_path, const char *client_name,
   if (!ret_client) return PP_EINVAL;
   /* The sizes of the options this library knows (one so far): a program built against a
    * later header, with fields this library would ignore, is told so. */
-  if (opts && (opts->size != sizeof(pp_connect_options) ||
-               (opts->flags & ~(uint32_t)PP_CONNECT_NO_RECLAIM) != 0))
+  if (opts &&
+      (opts->size != sizeof(pp_connect_options) ||
+       (opts->flags & ~(uint32_t)(PP_CONNECT_NO_RECLAIM | PP_CONNECT_NO_BUFFER_CACHE)) != 0))
     return PP_EINVAL;
   if (!socket_path) {
     rc = endpoint_default_path(path, sizeof path);
@@ -169,6 +171,8 @@ int pp_connect_opts(const char *socket_path, const char *client_name,
     rc = PP_EOS;
     goto fail;
   }
+  rc = bc_init(c, w, !(opts && (opts->flags & PP_CONNECT_NO_BUFFER_CACHE)));
+  if (rc < 0) goto fail;
   client_reclaim_init(c, w, &st, !(opts && (opts->flags & PP_CONNECT_NO_RECLAIM)));
   close(memfd);
   frame_free_response(resp);
@@ -179,6 +183,8 @@ fail:
   if (memfd >= 0) close(memfd);
   frame_free_response(resp);
   rpc_close(&c->rpc);
+  if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
+  free(c->bc_dir);
   pthread_mutex_destroy(&c->lock);
   free(c);
   return rc;
@@ -190,6 +196,8 @@ void pp_disconnect(pp_client *c) {
    * through them, and the daemon reclaims the objects they held when the socket closes,
    * which is cheaper than sending them back one magazine at a time. */
   cmag_orphan_client(c);
+  /* The same for the buffer caches; threads still returning blocks finish first. */
+  bc_fini(c);
   /* fd -1 after a re-claim that failed: nothing to close, the mapping is still here. */
   rpc_close(&c->rpc);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
@@ -254,8 +262,8 @@ static int client_buffer_out(pp_client *c, const Pinpool__V1__Buffer *b, pp_buff
   return 0;
 }
 
-static int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned flags,
-                        pp_buffer *ret) {
+int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned flags,
+                 pp_buffer *ret) {
   if (!c || !ret || size == 0 || (flags & ~(PP_CONTIGUOUS | PP_ZERO)) != 0) return PP_EINVAL;
   Pinpool__V1__Alloc a = PINPOOL__V1__ALLOC__INIT;
   a.size = size;
@@ -264,6 +272,11 @@ static int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned 
   Pinpool__V1__Response *resp;
   int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_ALLOC, &a.base,
                       PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  /* What this thread's buffer cache holds counts against the region, the quota and the
+   * buffer limit: given back, it may make room. */
+  if (rc < 0 && bc_err_is_room(rc) && bc_drain_self(c))
+    rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_ALLOC, &a.base,
+                    PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
   if (rc < 0) return rc;
   rc = client_buffer_out(c, resp->buffer, ret);
   frame_free_response(resp);
@@ -271,6 +284,10 @@ static int client_alloc(pp_client *c, const char *name, uint64_t size, unsigned 
 }
 
 int pp_alloc(pp_client *c, uint64_t size, unsigned flags, pp_buffer *ret) {
+  /* size - 1 < limit: 1 <= size <= limit, and never with caching off (limit 0). */
+  if (c && ret && size - 1 < atomic_load_explicit(&c->bc_limit, memory_order_relaxed) &&
+      (flags & ~(PP_CONTIGUOUS | PP_ZERO)) == 0)
+    return bc_alloc(c, size, flags, ret);
   return client_alloc(c, NULL, size, flags, ret);
 }
 
@@ -287,6 +304,9 @@ int pp_lookup(pp_client *c, const char *name, pp_buffer *ret) {
   Pinpool__V1__Response *resp;
   int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_LOOKUP, &l.base,
                       PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  if (rc == PP_ELIMIT && bc_drain_self(c))
+    rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_LOOKUP, &l.base,
+                    PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
   if (rc < 0) return rc;
   rc = client_buffer_out(c, resp->buffer, ret);
   frame_free_response(resp);
@@ -295,6 +315,7 @@ int pp_lookup(pp_client *c, const char *name, pp_buffer *ret) {
 
 int pp_free(pp_client *c, uint64_t handle) {
   if (!c) return PP_EINVAL;
+  if (handle & BC_HANDLE_TAG) return bc_free(c, handle);
   Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
   f.handle = handle;
   Pinpool__V1__Response *resp;
@@ -303,6 +324,120 @@ int pp_free(pp_client *c, uint64_t handle) {
   if (rc < 0) return rc;
   frame_free_response(resp);
   return 0;
+}
+
+static bool client_has_bulk(pp_client *c) {
+  return atomic_load_explicit(&c->features, memory_order_relaxed) &
+         PINPOOL__V1__FEATURE__FEATURE_BULK;
+}
+
+int pp_alloc_bulk(pp_client *c, uint64_t size, unsigned flags, unsigned n, pp_buffer *out) {
+  if (!c || (n > 0 && !out) || size == 0 || (flags & ~(PP_CONTIGUOUS | PP_ZERO)) != 0)
+    return PP_EINVAL;
+  if (n == 0) return 0;
+  if (n > PROTO_OBJECTS_MAX) return PP_ERANGE;
+  if (!client_has_bulk(c)) return PP_EVERSION;
+  Pinpool__V1__AllocBulk a = PINPOOL__V1__ALLOC_BULK__INIT;
+  a.size = size;
+  a.count = n;
+  a.flags = flags;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_ALLOC_BULK, &a.base,
+                      PINPOOL__V1__RESPONSE__BODY_BUFFERS, &resp);
+  if (rc < 0 && bc_err_is_room(rc) && bc_drain_self(c))
+    rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_ALLOC_BULK, &a.base,
+                    PINPOOL__V1__RESPONSE__BODY_BUFFERS, &resp);
+  if (rc < 0) return rc;
+  const Pinpool__V1__Buffers *bs = resp->buffers;
+  pp_buffer *tmp = bs->n_buffers == n ? malloc(n * sizeof *tmp) : NULL;
+  rc = bs->n_buffers != n ? PP_EPROTO : !tmp ? PP_ENOPRIVMEM : 0;
+  for (unsigned i = 0; rc == 0 && i < n; i++) {
+    rc = client_buffer_out(c, bs->buffers[i], &tmp[i]);
+    if (rc == 0 && (tmp[i].handle & BC_HANDLE_TAG)) rc = PP_EPROTO;
+  }
+  if (rc == 0) {
+    memcpy(out, tmp, n * sizeof *out);
+    rc = (int)n;
+  } else {
+    /* All or nothing: what the daemon gave goes back. */
+    uint64_t handles[PROTO_OBJECTS_MAX];
+    unsigned m = 0;
+    for (size_t i = 0; i < bs->n_buffers && m < PROTO_OBJECTS_MAX; i++)
+      if (!(bs->buffers[i]->handle & BC_HANDLE_TAG)) handles[m++] = bs->buffers[i]->handle;
+    (void)client_free_bulk(c, handles, m, NULL);
+  }
+  free(tmp);
+  frame_free_response(resp);
+  return rc;
+}
+
+int client_free_bulk(pp_client *c, const uint64_t *handles, unsigned n,
+                     const Pinpool__V1__CacheReport *report) {
+  if (n == 0) return 0;
+  if (!client_has_bulk(c)) return PP_EVERSION;
+  Pinpool__V1__FreeBulk f = PINPOOL__V1__FREE_BULK__INIT;
+  f.handles = (uint64_t *)handles;
+  f.n_handles = n;
+  f.cache = (Pinpool__V1__CacheReport *)report;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_FREE_BULK, &f.base,
+                      PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
+  if (rc < 0) return rc;
+  frame_free_response(resp);
+  return 0;
+}
+
+int pp_free_bulk(pp_client *c, const uint64_t *handles, unsigned n) {
+  if (!c || (n > 0 && !handles)) return PP_EINVAL;
+  if (n == 0) return 0;
+  if (n > PROTO_OBJECTS_MAX) return PP_ERANGE;
+  for (unsigned i = 0; i < n; i++)
+    if (handles[i] & BC_HANDLE_TAG) return bc_free_bulk(c, handles, n);
+  return client_free_bulk(c, handles, n, NULL);
+}
+
+int client_describe(pp_client *c, uint64_t handle, pp_segment *out, unsigned n,
+                    uint64_t *ret_phys) {
+  if (!client_has_bulk(c)) return PP_EVERSION;
+  Pinpool__V1__Describe d = PINPOOL__V1__DESCRIBE__INIT;
+  d.handle = handle;
+  Pinpool__V1__Response *resp;
+  int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_DESCRIBE, &d.base,
+                      PINPOOL__V1__RESPONSE__BODY_BUFFER, &resp);
+  if (rc < 0) return rc;
+  const Pinpool__V1__Buffer *b = resp->buffer;
+  pp_buffer tmp;
+  rc = client_buffer_out(c, b, &tmp);
+  /* Left out to fit max_frame (the message says so): the list cannot be had whole. */
+  if (rc == 0 && b->n_segments == 0 && resp->message && resp->message[0]) rc = PP_ERANGE;
+  /* Each segment inside the buffer, in offset order, not overlapping. */
+  for (size_t i = 0, at = b->offset; rc == 0 && i < b->n_segments; i++) {
+    const Pinpool__V1__Segment *g = b->segments[i];
+    if (g->length == 0 || g->offset < at || g->offset - b->offset > b->size ||
+        g->length > b->offset + b->size - g->offset)
+      rc = PP_EPROTO;
+    at = g->offset + g->length;
+  }
+  if (rc == 0) {
+    for (size_t i = 0; out && i < b->n_segments && i < n; i++)
+      out[i] = (pp_segment){.offset = b->segments[i]->offset,
+                            .phys = b->segments[i]->phys_addr,
+                            .length = b->segments[i]->length};
+    if (ret_phys) *ret_phys = b->phys_addr;
+    rc = b->n_segments > INT_MAX ? INT_MAX : (int)b->n_segments;
+  }
+  frame_free_response(resp);
+  return rc;
+}
+
+int pp_buffer_segments(pp_client *c, uint64_t handle, pp_segment *out, unsigned n) {
+  if (!c || (n > 0 && !out)) return PP_EINVAL;
+  if (handle & BC_HANDLE_TAG) return bc_segments(c, handle, out, n);
+  return client_describe(c, handle, out, n, NULL);
+}
+
+bool pp_buffer_cache_enabled(pp_client *c) {
+  return c && atomic_load_explicit(&c->bc_limit, memory_order_relaxed) != 0;
 }
 
 /* ---- caches ------------------------------------------------------------------------ */

@@ -198,6 +198,7 @@ static int reclaim_try(pp_client *c, uint64_t deadline, bool *ret_again) {
   if (reclaim_welcome_is_ours(c, resp->welcome, &st)) {
     reclaim_keep_offer(c, resp->welcome);
     c->reclaim = reclaim_offered(c);
+    bc_reclaimed(c, resp->welcome->features);
     rc = 0;
   } else {
     rc = PP_ESTATELOST;
@@ -251,9 +252,15 @@ int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufC
       c->reclaim = false;
       break;
     }
+    /* While the session may be lost, the buffer caches hand out nothing: their blocks are
+     * the session's only if the re-claim succeeds (bc_reclaimed turns them on again). */
+    bc_suspend(c);
     rc = reclaim_session(c);
     if (rc < 0) break;
   }
+  /* Broken for good: every later call fails, and the caches must not serve blocks the
+   * daemon may have given to someone else. */
+  if (c->rpc.broken) bc_suspend(c);
   pthread_mutex_unlock(&c->lock);
   return rc;
 }

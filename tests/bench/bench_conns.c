@@ -259,7 +259,9 @@ int bench_conns(const bench_opts_t *o) {
     free(lat);
     return -1;
   }
-  if (pp_connect(d.sock, "pinpool-bench-conns", &c) != 0) {
+  /* Without buffer caches: every pair is two requests among the idle clients. */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(d.sock, "pinpool-bench-conns", &co, &c) != 0) {
     fprintf(stderr, "pinpool-bench conns: cannot talk to pinpoold\n");
     goto out;
   }

@@ -28,7 +28,22 @@
  *                           waiting is cheaper against the real daemon;
  *   pinpool.cache_magazine  pp_cache_alloc + pp_cache_free of a 64-byte object served by
  *                           the calling thread's client-side magazines (target: <= 50 ns
- *                           per pair).
+ *                           per pair);
+ *   pinpool.alloc_free_cached
+ *                           pp_alloc(4096) + pp_free served by the calling thread's buffer
+ *                           cache, on a second client that keeps one (target: <= 20 ns per
+ *                           pair, <= 0.01x dpdk.memzone);
+ *   pinpool.bulk_per_buffer pp_alloc_bulk of 64 buffers of 4 KiB + pp_free_bulk of them,
+ *                           two round trips, divided by 64: what a buffer costs in bulk,
+ *                           next to raw.roundtrip;
+ *   dpdk.memzone            rte_memzone_reserve_aligned(size, RTE_MEMZONE_IOVA_CONTIG,
+ *                           align size) + rte_memzone_free in this process, sizes drawn
+ *                           from 4 KiB to 1 MiB exactly as bench_buddy.c draws them: DPDK's
+ *                           in-process contiguous allocation, the figure the cached pair's
+ *                           0.01x target is set against;
+ *   dpdk.memzone_4k         the same at 4 KiB only: the same-size peer of the cached pair.
+ * The client measuring round trips connects without buffer caches (each pp_alloc/pp_free
+ * a request); pinpool.alloc_free_cached uses its own client with them.
  * Every round-trip entry also reports voluntary context switches per operation of the
  * measuring thread (getrusage RUSAGE_THREAD) and of its peer (the echo child or the
  * daemon's loop thread: /proc/PID/status), counted over the measured slices.
@@ -55,6 +70,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <rte_memory.h>
+#include <rte_memzone.h>
 
 #include "bench.h"
 #include "frame.h"
@@ -270,6 +288,59 @@ static double ipc_magazine_rep(pp_cache *k, uint64_t iters) {
   return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
+/* ---- buffer caches, bulk requests, DPDK's in-process peer --------------------------- */
+
+static double ipc_cached_rep(pp_client *c, uint64_t iters) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    pp_buffer b;
+    if (pp_alloc(c, 4096, 0, &b) != 0) return -1;
+    __asm__ volatile("" : : "r"(b.addr) : "memory");
+    if (pp_free(c, b.handle) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
+#define IPC_BULK 64u
+
+static double ipc_bulk_rep(pp_client *c, uint64_t iters) {
+  pp_buffer b[IPC_BULK];
+  uint64_t h[IPC_BULK];
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    if (pp_alloc_bulk(c, 4096, 0, IPC_BULK, b) != (int)IPC_BULK) return -1;
+    for (unsigned k = 0; k < IPC_BULK; k++)
+      h[k] = b[k].handle;
+    if (pp_free_bulk(c, h, IPC_BULK) != 0) return -1;
+  }
+  return (double)(bench_now_ns() - t0) / (double)(iters * IPC_BULK);
+}
+
+/* The sizes of bench_buddy.c's sequence (its seq_init): 4 KiB << (0..8), uniform. */
+#define IPC_MZ_SEQ 1024u
+static uint64_t ipc_mz_size[IPC_MZ_SEQ];
+
+static void ipc_mz_seq_init(void) {
+  uint64_t x = 0x2545F4914F6CDD1Dull;
+  for (unsigned i = 0; i < IPC_MZ_SEQ; i++) {
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    ipc_mz_size[i] = 4096ull << (unsigned)(((x * 2685821657736338717ull) >> 32) % 9u);
+  }
+}
+
+/* fixed: 0 for bench_buddy's sizes, else that size. */
+static double ipc_memzone_rep(uint64_t iters, uint64_t fixed) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < iters; i++) {
+    uint64_t size = fixed ? fixed : ipc_mz_size[i & (IPC_MZ_SEQ - 1)];
+    const struct rte_memzone *mz = rte_memzone_reserve_aligned(
+        "ppbench_ipc_mz", size, SOCKET_ID_ANY, RTE_MEMZONE_IOVA_CONTIG, (unsigned)size);
+    if (!mz) return -1;
+    rte_memzone_free(mz);
+  }
+  return (double)(bench_now_ns() - t0) / (double)iters;
+}
+
 /* ---- the run ---------------------------------------------------------------------- */
 
 /* One round-trip entry: its timed loop, whose context switches count as the peer's, and
@@ -303,6 +374,10 @@ int bench_ipc(const bench_opts_t *o) {
   uint64_t rpc_iters = o->iters ? o->iters : 10000;
   uint64_t mag_iters = o->iters ? o->iters * 100 : 2000000;
   double mag[IPC_MAX_REPS];
+  double cached[IPC_MAX_REPS], bulk[IPC_MAX_REPS], mz[IPC_MAX_REPS], mz4k[IPC_MAX_REPS];
+  uint64_t bulk_iters = rpc_iters / IPC_BULK ? rpc_iters / IPC_BULK : 1;
+  uint64_t mz_iters = o->iters ? o->iters : 20000;
+  pp_client *cc = NULL; /* with buffer caches */
   bench_daemon_t d = {0};
   ipc_raw_conn_t r = {.fd = -1, .rx = {.fd = -1}}, rp = {.fd = -1, .rx = {.fd = -1}};
   ipc_echo_t eb = {.pid = -1, .fd = -1}, ep = {.pid = -1, .fd = -1}, eu = {.pid = -1, .fd = -1};
@@ -328,13 +403,21 @@ int bench_ipc(const bench_opts_t *o) {
   }
   uint64_t slice = rpc_iters / IPC_SLICES ? rpc_iters / IPC_SLICES : 1;
   uint64_t warm = rpc_iters < 1000 ? rpc_iters : 1000;
-  if (pp_connect(d.sock, "pinpool-bench", &c) != 0 ||
+  /* Without buffer caches: pinpool.alloc_free is two requests. */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(d.sock, "pinpool-bench", &co, &c) != 0 ||
       pp_cache_open(c, "bench-mag-64", 64, 64, &k) != 0 ||
       ipc_raw_open(&r, d.sock, FRAME_RX_WAIT_BLOCK, warm > slice ? warm : slice) < 0 ||
       ipc_raw_open(&rp, d.sock, FRAME_RX_WAIT_POLL, warm > slice ? warm : slice) < 0) {
     fprintf(stderr, "pinpool-bench ipc: cannot talk to pinpoold\n");
     goto out;
   }
+  if (pp_connect(d.sock, "pinpool-bench-cached", &cc) != 0 || !pp_buffer_cache_enabled(cc) ||
+      bench_eal_init() != 0) {
+    fprintf(stderr, "pinpool-bench ipc: no buffer caches, or no DPDK\n");
+    goto out;
+  }
+  ipc_mz_seq_init();
   if (ipc_echo_start(&eb, false, cpu_peer) < 0 || ipc_echo_start(&ep, true, cpu_peer) < 0)
     goto out;
   if (bench_echo_start(&uv, cpu_peer) < 0 || (eu.fd = bench_connect_unix(uv.sock)) < 0) {
@@ -363,7 +446,10 @@ int bench_ipc(const bench_opts_t *o) {
   /* Warm-up: first-touch faults, the magazines' first refill, the daemon's slabs. */
   for (unsigned j = 0; j < NE; j++)
     if (e[j].rep(e[j].ctx, warm) < 0) goto out;
-  if (ipc_magazine_rep(k, 10000) < 0) goto out;
+  if (ipc_magazine_rep(k, 10000) < 0 || ipc_cached_rep(cc, 10000) < 0 ||
+      ipc_bulk_rep(c, 10) < 0 || ipc_memzone_rep(IPC_MZ_SEQ, 0) < 0 ||
+      ipc_memzone_rep(1000, 4096) < 0)
+    goto out;
   /* Within a repetition the round-trip measurements alternate in IPC_SLICES slices, so
    * that a burst of load from other work on the machine falls on all of them rather than
    * on whichever happened to run then. */
@@ -374,8 +460,14 @@ int bench_ipc(const bench_opts_t *o) {
         if (ipc_slice(&e[j], i, slice) < 0) goto out;
     mag[i] = ipc_magazine_rep(k, mag_iters);
     if (mag[i] < 0) goto out;
+    cached[i] = ipc_cached_rep(cc, mag_iters);
+    bulk[i] = ipc_bulk_rep(c, bulk_iters);
+    mz[i] = ipc_memzone_rep(mz_iters, 0);
+    mz4k[i] = ipc_memzone_rep(mz_iters, 4096);
+    if (cached[i] < 0 || bulk[i] < 0 || mz[i] < 0 || mz4k[i] < 0) goto out;
   }
-  bench_result_t res[NE + 1];
+  enum { NX = 5 }; /* the entries measured apart from the round-trip slices */
+  bench_result_t res[NE + NX];
   for (unsigned j = 0; j < NE; j++) {
     res[j] = (bench_result_t){.name = e[j].name,
                               .ns_per_op = bench_median(e[j].ns, reps),
@@ -385,9 +477,16 @@ int bench_ipc(const bench_opts_t *o) {
   }
   res[NE] =
       (bench_result_t){.name = "pinpool.cache_magazine", .ns_per_op = bench_median(mag, reps)};
-  for (unsigned j = 0; j <= NE; j++)
+  res[NE + 1] = (bench_result_t){.name = "pinpool.alloc_free_cached",
+                                 .ns_per_op = bench_median(cached, reps)};
+  res[NE + 2] = (bench_result_t){.name = "pinpool.bulk_per_buffer",
+                                 .ns_per_op = bench_median(bulk, reps)};
+  res[NE + 3] = (bench_result_t){.name = "dpdk.memzone", .ns_per_op = bench_median(mz, reps)};
+  res[NE + 4] =
+      (bench_result_t){.name = "dpdk.memzone_4k", .ns_per_op = bench_median(mz4k, reps)};
+  for (unsigned j = 0; j < NE + NX; j++)
     res[j].ops_per_sec = 1e9 / res[j].ns_per_op;
-  bench_report("ipc", o, res, NE + 1);
+  bench_report("ipc", o, res, NE + NX);
   rc = 0;
 out:
   ipc_echo_stop(&eb);
@@ -397,6 +496,7 @@ out:
   ipc_raw_close(&r);
   ipc_raw_close(&rp);
   pp_disconnect(c);
+  pp_disconnect(cc);
   bench_daemon_stop(&d);
   if (pinned) sched_setaffinity(0, sizeof saved, &saved);
   return rc;

@@ -164,7 +164,10 @@ static int rs_journal_cost(const bench_opts_t *o, unsigned reps, double *ret_on,
     fprintf(stderr, "pinpool-bench restart: cannot start pinpoold\n");
     goto out;
   }
-  if (pp_connect(dj.sock, "bench-journal", &cj) || pp_connect(dn.sock, "bench-nojournal", &cn))
+  /* Without buffer caches: each pp_alloc and pp_free is a request (and a transaction). */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(dj.sock, "bench-journal", &co, &cj) ||
+      pp_connect_opts(dn.sock, "bench-nojournal", &co, &cn))
     goto out;
   if (rs_alloc_free(cj, 1000) < 0 || rs_alloc_free(cn, 1000) < 0) goto out; /* warm-up */
   for (unsigned r = 0; r < reps; r++) {
@@ -217,7 +220,10 @@ static int rs_restart_latency(unsigned kills, double *ret_p50, double *ret_p99) 
                       .restart = SUP_RESTART_ON_FAILURE,
                       .seed = 1};
   if (sup_new(&cfg, &s) || sup_start(s) || sup_wait_ready(s, 30000)) goto out;
-  if (pp_connect(sock, "bench-restart", &c) || pp_cache_open(c, "bench-restart", 64, 0, &k))
+  /* Without buffer caches: the first pp_alloc after a kill must be a request. */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(sock, "bench-restart", &co, &c) ||
+      pp_cache_open(c, "bench-restart", 64, 0, &k))
     goto out;
   /* Some state to bring back: 256 buffers and 4096 objects. */
   for (int i = 0; i < 256; i++) {

@@ -4,7 +4,8 @@
  * with exactly the bytes a test wants, so that each defensive check of the client is
  * seen to fire: bad frames, a Welcome without the memfd or with a region the memfd
  * cannot back, unknown versions and statuses, a reply to the wrong request, a buffer
- * outside the region; and libpinpool's own memory running out (a calloc that fails on
+ * outside the region, a buffer cache refill with a misplaced block, a daemon without the
+ * bulk requests; and libpinpool's own memory running out (a calloc that fails on
  * demand).  No real pinpoold is involved.
  */
 #define _GNU_SOURCE
@@ -58,10 +59,12 @@ typedef enum {
 
 typedef enum {
   NEXT_NONE,
-  NEXT_WRONG_ID,       /* answer the next request with another id */
-  NEXT_BUFFER_OUTSIDE, /* a Buffer that ends past the region */
-  NEXT_CLOSE,          /* hang up instead of answering */
-  NEXT_CACHE_INFO,     /* a CacheInfo with FAKE_SLAB_BYTES per slab */
+  NEXT_WRONG_ID,        /* answer the next request with another id */
+  NEXT_BUFFER_OUTSIDE,  /* a Buffer that ends past the region */
+  NEXT_CLOSE,           /* hang up instead of answering */
+  NEXT_CACHE_INFO,      /* a CacheInfo with FAKE_SLAB_BYTES per slab */
+  NEXT_BULK_MISALIGNED, /* Welcome with FEATURE_BULK; Buffers whose 5th block is not
+                           aligned to its size; then the request after it is recorded */
 } fake_next_t;
 
 /* The cache NEXT_CACHE_INFO announces: 8 objects of 1 KiB in a 16 KiB slab.  pinpoold
@@ -77,7 +80,26 @@ typedef struct fake {
   fake_hello_t hello;
   fake_next_t next;
   pthread_t t;
+  int after_case;    /* NEXT_BULK_MISALIGNED: the body of the request after the reply */
+  size_t after_n;    /* and its handles when it is a free_bulk */
+  uint64_t after_h0; /* the first of them */
 } fake_t;
+
+/* Read one request frame (blocking); the request, or NULL on EOF/error. */
+static Pinpool__V1__Request *fake_read_full(int fd) {
+  uint8_t hdr[4];
+  if (recv(fd, hdr, 4, MSG_WAITALL) != 4) return NULL;
+  uint32_t n = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+  if (n == 0 || n > 65536) return NULL;
+  uint8_t *buf = malloc(n);
+  if (!buf || recv(fd, buf, n, MSG_WAITALL) != (ssize_t)n) {
+    free(buf);
+    return NULL;
+  }
+  Pinpool__V1__Request *req = frame_unpack_request(buf, n, 1 << 20);
+  free(buf);
+  return req;
+}
 
 /* Read one request frame (blocking); its id, or 0 on EOF/error. */
 static uint64_t fake_read_request(int fd) {
@@ -118,7 +140,9 @@ static void *fake_main(void *arg) {
   resp.welcome = &w;
   int pass = memfd;
   switch (f->hello) {
-  case WELCOME_OK: break;
+  case WELCOME_OK:
+    if (f->next == NEXT_BULK_MISALIGNED) w.features = PINPOOL__V1__FEATURE__FEATURE_BULK;
+    break;
   case WELCOME_NO_FD: pass = -1; break;
   case WELCOME_VERSION_2: w.protocol_version = 2; break;
   case WELCOME_REGION_TOO_BIG: w.region_size = 2 * FAKE_REGION; break;
@@ -139,6 +163,45 @@ static void *fake_main(void *arg) {
   if (frame_send(fd, &resp.base, 65536, pass) < 0) goto out;
 
   if (f->next == NEXT_NONE) goto drain;
+  if (f->next == NEXT_BULK_MISALIGNED) {
+    Pinpool__V1__Request *req = fake_read_full(fd);
+    if (!req || req->body_case != PINPOOL__V1__REQUEST__BODY_ALLOC_BULK) {
+      frame_free_request(req);
+      goto out;
+    }
+    uint32_t count = req->alloc_bulk->count;
+    Pinpool__V1__Buffer bb[64], *bp[64];
+    Pinpool__V1__Buffers bs = PINPOOL__V1__BUFFERS__INIT;
+    Pinpool__V1__Response r3 = PINPOOL__V1__RESPONSE__INIT;
+    for (uint32_t i = 0; i < count && i < 64; i++) {
+      pinpool__v1__buffer__init(&bb[i]);
+      bb[i].handle = 100 + i;
+      bb[i].offset = i * 4096 + (i == 4 ? 512 : 0);
+      bb[i].size = 4096;
+      bb[i].contiguous = true;
+      bp[i] = &bb[i];
+    }
+    bs.buffers = bp;
+    bs.n_buffers = count < 64 ? count : 64;
+    r3.id = req->id;
+    r3.body_case = PINPOOL__V1__RESPONSE__BODY_BUFFERS;
+    r3.buffers = &bs;
+    frame_free_request(req);
+    if (frame_send(fd, &r3.base, 65536, -1) < 0) goto out;
+    req = fake_read_full(fd);
+    if (req) {
+      f->after_case = (int)req->body_case;
+      if (req->body_case == PINPOOL__V1__REQUEST__BODY_FREE_BULK) {
+        f->after_n = req->free_bulk->n_handles;
+        if (f->after_n) f->after_h0 = req->free_bulk->handles[0];
+      }
+      Pinpool__V1__Response r4 = PINPOOL__V1__RESPONSE__INIT;
+      r4.id = req->id;
+      frame_free_request(req);
+      if (frame_send(fd, &r4.base, 65536, -1) < 0) goto out;
+    }
+    goto drain;
+  }
   id = fake_read_request(fd);
   if (id == 0 || f->next == NEXT_CLOSE) goto out;
   Pinpool__V1__Buffer b = PINPOOL__V1__BUFFER__INIT;
@@ -320,6 +383,44 @@ static void an_older_daemons_welcome_means_4_kib_blocks(void **state) {
   assert_int_equal(pthread_join(f->t, NULL), 0);
 }
 
+static void blocks_the_daemon_describes_wrongly_are_refused_and_given_back(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_BULK_MISALIGNED);
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_true(pp_buffer_cache_enabled(c));
+  pp_buffer b;
+  memset(&b, 0x55, sizeof b);
+  pp_buffer before = b;
+  /* A refill whose fifth block is not aligned to its size cannot be cached. */
+  assert_int_equal(pp_alloc(c, 4096, 0, &b), PP_EPROTO);
+  assert_memory_equal(&b, &before, sizeof b);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+  /* What it was given went straight back, every block. */
+  assert_int_equal(f->after_case, PINPOOL__V1__REQUEST__BODY_FREE_BULK);
+  assert_int_equal(f->after_n, 32);
+  assert_int_equal(f->after_h0, 100);
+}
+
+static void an_older_daemon_means_no_buffer_caches_and_no_bulk_calls(void **state) {
+  fake_t *f = *state;
+  fake_start(f, WELCOME_OK, NEXT_NONE); /* Welcome.features 0, as before the field */
+  pp_client *c = NULL;
+  assert_int_equal(pp_connect(f->sock, "victim", &c), 0);
+  assert_false(pp_buffer_cache_enabled(c));
+  pp_buffer b[2];
+  uint64_t h = 5;
+  pp_segment seg;
+  assert_int_equal(pp_alloc_bulk(c, 4096, 0, 2, b), PP_EVERSION);
+  assert_int_equal(pp_free_bulk(c, &h, 1), PP_EVERSION);
+  assert_int_equal(pp_buffer_segments(c, h, &seg, 1), PP_EVERSION);
+  /* A made-up cache handle is not held. */
+  assert_int_equal(pp_free(c, (1ull << 63) | 1), PP_ENOENT);
+  pp_disconnect(c);
+  assert_int_equal(pthread_join(f->t, NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(handshake_checks_reject_a_bad_welcome, fake_setup,
@@ -328,6 +429,11 @@ int main(void) {
                                       fake_setup, fake_teardown),
       cmocka_unit_test_setup_teardown(a_buffer_outside_the_region_is_refused, fake_setup,
                                       fake_teardown),
+      cmocka_unit_test_setup_teardown(
+          blocks_the_daemon_describes_wrongly_are_refused_and_given_back, fake_setup,
+          fake_teardown),
+      cmocka_unit_test_setup_teardown(an_older_daemon_means_no_buffer_caches_and_no_bulk_calls,
+                                      fake_setup, fake_teardown),
       cmocka_unit_test_setup_teardown(a_hang_up_mid_session_is_disconnected, fake_setup,
                                       fake_teardown),
       cmocka_unit_test_setup_teardown(connect_without_private_memory_is_enoprivmem, fake_setup,

@@ -313,6 +313,9 @@ int testd_books(const testd_t *d, uint64_t session_id, testd_books_t *ret_books,
       ret_session->objects = ci->objects;
       ret_session->bytes_held = ci->bytes_held;
       ret_session->requests = ci->requests;
+      ret_session->bytes_charged = ci->bytes_charged;
+      ret_session->cached_buffers = ci->cached_buffers;
+      ret_session->cached_bytes = ci->cached_bytes;
     }
   }
 out:

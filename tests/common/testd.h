@@ -84,6 +84,8 @@ typedef struct testd_books {
 typedef struct testd_session {
   bool found;
   uint64_t buffers, objects, bytes_held, requests;
+  uint64_t bytes_charged;                /* its uid's charge */
+  uint64_t cached_buffers, cached_bytes; /* what its client last said its caches hold */
 } testd_session_t;
 
 /* The books after a Shrink (so that empty slabs and the daemon's magazines neither hide

@@ -794,6 +794,33 @@ static void clients_show_what_each_holds_and_what_its_uid_is_charged(void **stat
   json_object_put(o);
 }
 
+static void clients_show_what_their_buffer_caches_hold(void **state) {
+  Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
+  Pinpool__V1__ClientInfo c = PINPOOL__V1__CLIENT_INFO__INIT, *list[] = {&c};
+  json_object *o, *v;
+  char *text;
+
+  c.session_id = 8;
+  c.name = "cacher";
+  c.bytes_held = 256 * KiB;
+  c.buffers = 64;
+  c.cached_buffers = 40;
+  c.cached_bytes = 160 * KiB;
+  s.clients = list;
+  s.n_clients = 1;
+  s.nr_clients = 1;
+  text = render_at(ctl_view_clients_at, &s, 0);
+  assert_non_null(strstr(text, "  BUFFERS     CACHED  OBJECTS"));
+  assert_non_null(strstr(text, "       64    160 KiB        0"));
+  free(text);
+  o = ctl_json_clients(&s);
+  v = json_object_array_get_idx(json_object_object_get(o, "clients"), 0);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "cached_buffers")), 40);
+  assert_int_equal(json_object_get_uint64(json_object_object_get(v, "cached_bytes")),
+                   160 * KiB);
+  json_object_put(o);
+}
+
 static void buffers_show_the_uid_charged_and_count_holders_a_page_could_not_list(void **state) {
   Pinpool__V1__Stats s = PINPOOL__V1__STATS__INIT;
   Pinpool__V1__BufferInfo b = PINPOOL__V1__BUFFER_INFO__INIT, *list[] = {&b};
@@ -987,6 +1014,7 @@ int main(void) {
       cmocka_unit_test(pages_that_would_not_end_or_repeat_items_are_refused),
       cmocka_unit_test(buffer_names_match_unqualified_in_every_scope_and_qualified_exactly),
       cmocka_unit_test(clients_show_what_each_holds_and_what_its_uid_is_charged),
+      cmocka_unit_test(clients_show_what_their_buffer_caches_hold),
       cmocka_unit_test(buffers_show_the_uid_charged_and_count_holders_a_page_could_not_list),
       cmocka_unit_test(status_shows_the_physical_runs_and_the_hugepage_sort),
       cmocka_unit_test(map_shows_the_physical_runs_under_the_picture),

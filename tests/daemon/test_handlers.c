@@ -278,6 +278,192 @@ static void out_of_private_memory_answers_no_private_memory_and_changes_nothing(
   close_fixture(&f);
 }
 
+static resp_t *pack_and_read(resp_t *resp, arena_t *a, uint32_t max_frame, int want_rc);
+static resp_t *pack_and_read_early(resp_t *resp, arena_t *a, uint32_t max_frame) {
+  return pack_and_read(resp, a, max_frame, 0);
+}
+
+static resp_t *serve_alloc_bulk(fixture_t *f, uint64_t size, uint32_t count,
+                                const Pinpool__V1__CacheReport *report) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__AllocBulk m = PINPOOL__V1__ALLOC_BULK__INIT;
+  m.size = size;
+  m.count = count;
+  m.cache = (Pinpool__V1__CacheReport *)report;
+  req.id = 11;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC_BULK;
+  req.alloc_bulk = &m;
+  return serve(f, &req);
+}
+
+static resp_t *serve_free_bulk(fixture_t *f, uint64_t *handles, size_t n,
+                               const Pinpool__V1__CacheReport *report) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__FreeBulk m = PINPOOL__V1__FREE_BULK__INIT;
+  m.handles = handles;
+  m.n_handles = n;
+  m.cache = (Pinpool__V1__CacheReport *)report;
+  req.id = 12;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_FREE_BULK;
+  req.free_bulk = &m;
+  return serve(f, &req);
+}
+
+static ledger_holder_totals_t fixture_totals(fixture_t *f) {
+  ledger_holder_totals_t t;
+  ledger_holder_totals(f->s->holder, &t);
+  return t;
+}
+
+static void
+alloc_bulk_answers_with_every_buffer_and_free_bulk_names_the_bad_handle(void **state) {
+  Pinpool__V1__CacheReport rep = PINPOOL__V1__CACHE_REPORT__INIT;
+  uint64_t handles[8];
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, FRAME_MAX_DEFAULT, false);
+  rep.buffers = 3;
+  rep.bytes = 3 * 4096;
+  r = serve_alloc_bulk(&f, 4096, 8, &rep);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_BUFFERS);
+  assert_int_equal(r->buffers->n_buffers, 8);
+  assert_int_equal(r->buffers->addresses_generation, ledger_addr_generation(f.ledger));
+  for (size_t i = 0; i < 8; i++) {
+    const Pinpool__V1__Buffer *b = r->buffers->buffers[i];
+    assert_int_equal(b->handle, i + 1);
+    assert_int_equal(b->size, 4096);
+    assert_true(b->contiguous);
+    if (region_phys_known(ledger_region(f.ledger))) {
+      assert_int_equal(b->n_segments, 1);
+      assert_int_equal(b->segments[0]->phys_addr, b->phys_addr);
+    }
+    handles[i] = b->handle;
+  }
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 8);
+  assert_int_equal(fixture_totals(&f).cached_buffers, 3); /* the report, kept */
+  assert_int_equal(fixture_totals(&f).cached_bytes, 3 * 4096);
+
+  /* One bad handle: NOT_FOUND naming it and its index, nothing freed, report not taken. */
+  handles[2] = 999;
+  rep.buffers = 0;
+  rep.bytes = 0;
+  r = serve_free_bulk(&f, handles, 8, &rep);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__NOT_FOUND);
+  assert_non_null(strstr(r->message, "handle 999 (index 2)"));
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 8);
+  assert_int_equal(fixture_totals(&f).cached_buffers, 3);
+  handles[2] = 3;
+  r = serve_free_bulk(&f, handles, 8, &rep);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 0);
+  assert_int_equal(fixture_totals(&f).cached_buffers, 0);
+  r = serve_alloc_bulk(&f, 4096, 0, NULL);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OUT_OF_RANGE);
+  frame_free_response(r);
+  close_fixture(&f);
+}
+
+static void
+alloc_bulk_whose_reply_may_not_fit_is_refused_before_anything_is_taken(void **state) {
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, 4096, false);
+  r = serve_alloc_bulk(&f, 4096, 100, NULL);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OUT_OF_RANGE);
+  assert_non_null(strstr(r->message, "at most 82"));
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 0);
+  /* As many as may fit: they do, segments or not (serve checks the frame's size). */
+  r = serve_alloc_bulk(&f, 4096, 82, NULL);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->buffers->n_buffers, 82);
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 82);
+  close_fixture(&f);
+}
+
+static void buffers_too_big_leave_out_their_segments(void **state) {
+  arena_t a;
+  resp_t resp = PINPOOL__V1__RESPONSE__INIT, *r;
+  Pinpool__V1__Buffers bs = PINPOOL__V1__BUFFERS__INIT;
+  Pinpool__V1__Buffer b[100], *bp[100];
+  Pinpool__V1__Segment seg[100], *segs[100];
+
+  arena_init(&a, 0);
+  for (size_t i = 0; i < 100; i++) {
+    pinpool__v1__buffer__init(&b[i]);
+    pinpool__v1__segment__init(&seg[i]);
+    b[i].handle = i + 1;
+    b[i].offset = seg[i].offset = i << 32;
+    b[i].size = seg[i].length = 4096;
+    b[i].phys_addr = seg[i].phys_addr = (1ull << 60) + (i << 20);
+    b[i].contiguous = true;
+    segs[i] = &seg[i];
+    b[i].segments = &segs[i];
+    b[i].n_segments = 1;
+    bp[i] = &b[i];
+  }
+  bs.buffers = bp;
+  bs.n_buffers = 100;
+  resp.body_case = PINPOOL__V1__RESPONSE__BODY_BUFFERS;
+  resp.buffers = &bs;
+  r = pack_and_read_early(&resp, &a, 4096);
+  assert_int_equal(r->buffers->n_buffers, 100);
+  for (size_t i = 0; i < 100; i++)
+    assert_int_equal(r->buffers->buffers[i]->n_segments, 0);
+  assert_string_equal(r->message, "segments left out: the reply would exceed max_frame 4096");
+  frame_free_response(r);
+  arena_reset(&a);
+}
+
+static void describe_answers_for_a_held_buffer_only(void **state) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Describe m = PINPOOL__V1__DESCRIBE__INIT;
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, FRAME_MAX_DEFAULT, false);
+  r = serve_alloc(&f, 65536, NULL);
+  m.handle = r->buffer->handle;
+  uint64_t off = r->buffer->offset;
+  frame_free_response(r);
+  req.id = 5;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_DESCRIBE;
+  req.describe = &m;
+  r = serve(&f, &req);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__OK);
+  assert_int_equal(r->buffer->offset, off);
+  assert_int_equal(r->buffer->size, 65536);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < r->buffer->n_segments; i++)
+    sum += r->buffer->segments[i]->length;
+  if (region_phys_known(ledger_region(f.ledger))) assert_int_equal(sum, 65536);
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buf_refs, 1); /* no reference taken */
+  m.handle += 1;
+  r = serve(&f, &req);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__NOT_FOUND);
+  frame_free_response(r);
+  close_fixture(&f);
+}
+
+static void out_of_private_memory_for_alloc_bulk_takes_nothing(void **state) {
+  fixture_t f;
+  resp_t *r;
+  open_fixture(&f, FRAME_MAX_DEFAULT, false);
+  arena_reset(&f.hs.arena);
+  f.hs.arena.budget = 1;
+  r = serve_alloc_bulk(&f, 4096, 16, NULL);
+  assert_int_equal(r->status, PINPOOL__V1__STATUS__NO_PRIVATE_MEMORY);
+  frame_free_response(r);
+  assert_int_equal(fixture_totals(&f).buffers, 0);
+  f.hs.arena.budget = 64u << 20;
+  close_fixture(&f);
+}
+
 /* ---- fitting max_frame -------------------------------------------------------------- */
 
 static Pinpool__V1__Stats *big_stats(arena_t *a, size_t nmap, size_t nbufs, size_t nclients) {
@@ -424,6 +610,11 @@ int main(void) {
       cmocka_unit_test(admin_rows_refuse_other_sessions_before_running),
       cmocka_unit_test(a_body_without_a_row_is_a_protocol_error),
       cmocka_unit_test(out_of_private_memory_answers_no_private_memory_and_changes_nothing),
+      cmocka_unit_test(alloc_bulk_answers_with_every_buffer_and_free_bulk_names_the_bad_handle),
+      cmocka_unit_test(alloc_bulk_whose_reply_may_not_fit_is_refused_before_anything_is_taken),
+      cmocka_unit_test(buffers_too_big_leave_out_their_segments),
+      cmocka_unit_test(describe_answers_for_a_held_buffer_only),
+      cmocka_unit_test(out_of_private_memory_for_alloc_bulk_takes_nothing),
       cmocka_unit_test(stats_too_big_leaves_out_map_then_buffers_then_clients_and_says_so),
       cmocka_unit_test(buffer_too_big_leaves_out_its_segments),
       cmocka_unit_test(a_reply_with_nothing_to_leave_out_stays_too_big),

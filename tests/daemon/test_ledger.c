@@ -561,6 +561,148 @@ static void buffer_limit_counts_references(void **state) {
   ledger_destroy(l);
 }
 
+static void alloc_bulk_and_free_bulk_are_all_or_nothing(void **state) {
+  ledger_t *l = make_ledger(64 * PG, 0, false);
+  uint64_t before = ledger_free_bytes(l);
+  ledger_holder_t *h = holder(l, 1, 1000), *o = holder(l, 2, 1001);
+  ledger_buf_info_t b[LEDGER_OBJECTS_MAX + 1], x;
+  uint64_t handles[8];
+  ledger_why_t why;
+
+  /* Past the quota as a whole: nothing is taken. */
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 65, &why, b), PP_EQUOTA);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 0, &why, b), PP_ERANGE);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, LEDGER_OBJECTS_MAX + 1, &why, b),
+                   PP_ERANGE);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0x10, 2, &why, b), PP_EINVAL);
+  checked(l);
+  assert_int_equal(totals_of(h).buffers, 0);
+  assert_int_equal(ledger_uid_charged(l, 1000), 0);
+  assert_int_equal(ledger_free_bytes(l), before);
+
+  /* Within it: count buffers, in handle order, each charged and held once. */
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 3000, LEDGER_ALLOC_ZERO, 6, &why, b), 0);
+  checked(l);
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(b[i].handle, (uint64_t)i + 1);
+    assert_int_equal(b[i].size, 4096);
+    assert_true(b[i].contiguous);
+    handles[i] = b[i].handle;
+  }
+  assert_int_equal(totals_of(h).buffers, 6);
+  assert_int_equal(ledger_uid_charged(l, 1000), 6 * PG);
+
+  /* A handle not held — another session's, freed, listed more often than held — frees
+   * nothing and is named with its index. */
+  assert_int_equal(ledger_buf_alloc(l, o, 4096, 0, NULL, &why, &x), 0);
+  handles[6] = x.handle;
+  assert_int_equal(ledger_buf_free_bulk(l, h, handles, 7, &why), PP_ENOENT);
+  assert_non_null(strstr(why.msg, "(index 6)"));
+  handles[6] = handles[2];
+  assert_int_equal(ledger_buf_free_bulk(l, h, handles, 7, &why), PP_ENOENT);
+  assert_non_null(strstr(why.msg, "(index 6)"));
+  assert_int_equal(ledger_buf_free_bulk(l, h, handles, LEDGER_OBJECTS_MAX + 1, &why),
+                   PP_ERANGE);
+  checked(l);
+  assert_int_equal(totals_of(h).buffers, 6);
+  assert_int_equal(ledger_buf_free_bulk(l, h, handles, 0, &why), 0);
+
+  /* A buffer held twice may be listed twice. */
+  char name[] = "twice";
+  ledger_buf_info_t n1, n2;
+  assert_int_equal(ledger_buf_alloc(l, h, 4096, 0, name, &why, &n1), 0);
+  assert_int_equal(ledger_buf_lookup(l, h, name, &why, &n2), 0);
+  handles[6] = n1.handle;
+  handles[7] = n1.handle;
+  assert_int_equal(ledger_buf_free_bulk(l, h, handles, 8, &why), 0);
+  checked(l);
+  assert_int_equal(totals_of(h).buffers, 0);
+  assert_int_equal(ledger_uid_charged(l, 1000), 0);
+
+  assert_int_equal(ledger_buf_free(l, o, x.handle, &why), 0);
+  release(l, h);
+  release(l, o);
+  assert_int_equal(ledger_free_bytes(l), before);
+  ledger_destroy(l);
+
+  /* The buddy running dry half-way (three of four blocks found): what was taken goes
+   * back, and the handles it consumed are not given again. */
+  l = make_ledger(0, 0, false);
+  h = holder(l, 1, 1000);
+  assert_int_equal(ledger_buf_alloc(l, h, 1 << 20, 0, NULL, &why, &x), 0);
+  uint64_t free_now = ledger_free_bytes(l), creates = ledger_mutations(l, LEDGER_OP_BUF_CREATE);
+  assert_int_equal(free_now, 3u << 20);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 1 << 20, 0, 4, &why, b), PP_ENOMEM);
+  assert_non_null(strstr(why.msg, "buffer 3 of 4"));
+  assert_non_null(strstr(why.msg, "nothing allocated"));
+  checked(l);
+  assert_int_equal(ledger_mutations(l, LEDGER_OP_BUF_CREATE) - creates, 3);
+  assert_int_equal(totals_of(h).buffers, 1);
+  assert_int_equal(ledger_free_bytes(l), free_now);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 1 << 20, 0, 3, &why, b), 0);
+  assert_int_equal(b[0].handle, x.handle + 4);
+  release(l, h);
+  ledger_destroy(l);
+}
+
+static void bulk_counts_against_the_buffer_limit_per_buffer(void **state) {
+  ledger_t *l = make_ledger(0, 5, false);
+  ledger_holder_t *h = holder(l, 1, 1000);
+  ledger_buf_info_t b[8];
+  ledger_why_t why;
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 6, &why, b), PP_ELIMIT);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 5, &why, b), 0);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 1, &why, b), PP_ELIMIT);
+  checked(l);
+  release(l, h);
+  ledger_destroy(l);
+}
+
+static void describe_reports_a_held_buffer_and_changes_nothing(void **state) {
+  ledger_t *l = make_ledger(0, 0, false);
+  ledger_holder_t *h = holder(l, 1, 1000), *o = holder(l, 2, 1000);
+  ledger_buf_info_t b, d;
+  ledger_why_t why;
+  uint64_t creates = ledger_mutations(l, LEDGER_OP_HOLD);
+  assert_int_equal(ledger_buf_alloc(l, h, 65536, 0, NULL, &why, &b), 0);
+  creates = ledger_mutations(l, LEDGER_OP_HOLD) - creates;
+  assert_int_equal(creates, 1);
+  uint64_t holds = ledger_mutations(l, LEDGER_OP_HOLD);
+  assert_int_equal(ledger_buf_describe(l, h, b.handle, &why, &d), 0);
+  assert_int_equal(d.handle, b.handle);
+  assert_int_equal(d.offset, b.offset);
+  assert_int_equal(d.size, b.size);
+  assert_int_equal(d.phys, b.phys);
+  assert_int_equal(ledger_mutations(l, LEDGER_OP_HOLD), holds);
+  assert_int_equal(totals_of(h).buf_refs, 1);
+  /* Another session's handle is one this session does not hold. */
+  assert_int_equal(ledger_buf_describe(l, o, b.handle, &why, &d), PP_ENOENT);
+  assert_int_equal(ledger_buf_describe(l, h, b.handle + 1, &why, &d), PP_ENOENT);
+  checked(l);
+  release(l, h);
+  release(l, o);
+  ledger_destroy(l);
+}
+
+static void cache_report_is_shown_clamped_to_what_the_holder_holds(void **state) {
+  ledger_t *l = make_ledger(0, 0, false);
+  ledger_holder_t *h = holder(l, 1, 1000);
+  ledger_buf_info_t b[4];
+  ledger_why_t why;
+  assert_int_equal(totals_of(h).cached_buffers, 0);
+  assert_int_equal(ledger_buf_alloc_bulk(l, h, 4096, 0, 4, &why, b), 0);
+  ledger_holder_set_cached(h, 3, 3 * PG);
+  assert_int_equal(totals_of(h).cached_buffers, 3);
+  assert_int_equal(totals_of(h).cached_bytes, 3 * PG);
+  /* A client that says more than its session holds is shown what it holds. */
+  ledger_holder_set_cached(h, 100, 100 * PG);
+  assert_int_equal(totals_of(h).cached_buffers, 4);
+  assert_int_equal(totals_of(h).cached_bytes, 4 * PG);
+  checked(l);
+  release(l, h);
+  ledger_destroy(l);
+}
+
 static void cache_free_is_all_or_nothing_and_names_the_first_bad_offset(void **state) {
   ledger_t *l = make_ledger(0, 0, false);
   ledger_holder_t *a = holder(l, 1, 1000), *b = holder(l, 2, 1001);
@@ -899,8 +1041,9 @@ typedef struct model {
   size_t ncache; /* ever created */
   uint32_t last_id;
   uint64_t next_handle;
-  uint64_t counts[PP__ERR_MAX]; /* outcomes seen, by -rc */
-  uint64_t moves;               /* charge moves seen */
+  uint64_t counts[PP__ERR_MAX];     /* outcomes seen, by -rc */
+  uint64_t moves;                   /* charge moves seen */
+  uint64_t bulk_allocs, bulk_frees; /* successful alloc_bulk and free_bulk of 2 or more */
 } model_t;
 
 static uint64_t rnd(model_t *m) { /* xorshift64* */
@@ -1261,6 +1404,119 @@ static void op_free(model_t *m) {
   if (--b->refs[h] == 0) settle_buf(m, b);
 }
 
+/* alloc_bulk: the checks of alloc for the batch as a whole, then count buffers in handle
+ * order, or nothing.  The buddy running dry half-way undoes the blocks taken, whose handles
+ * stay consumed: as many as the free memory could be split into. */
+static void op_alloc_bulk(model_t *m) {
+  int h = (int)below(m, NH);
+  uint32_t count = 1 + (uint32_t)below(m, 8);
+  uint64_t size = 1 + below(m, below(m, 4) ? 8192 : 40000), bsize = PG, avail = 0;
+  unsigned flags = below(m, 8) == 0 ? LEDGER_ALLOC_CONTIG : 0, k = 0;
+  ledger_buf_info_t info[LEDGER_OBJECTS_MAX + 1];
+  buddy_stats_t bs;
+  ledger_why_t why;
+  int want = 0, rc;
+
+  if (below(m, 50) == 0) flags |= 0x10;
+  if (below(m, 50) == 0) size = 0;
+  if (below(m, 50) == 0) count = below(m, 2) ? 0 : LEDGER_OBJECTS_MAX + 1;
+  if (below(m, 100) == 0) size = REGION + 1;
+  while (bsize < size)
+    bsize *= 2, k++;
+  if (bsize > PG) flags &= ~LEDGER_ALLOC_CONTIG; /* machine-dependent: see op_alloc */
+  if (flags & ~3u)
+    want = PP_EINVAL;
+  else if (size == 0)
+    want = PP_EINVAL;
+  else if (count == 0 || count > LEDGER_OBJECTS_MAX)
+    want = PP_ERANGE;
+  else if (size > REGION)
+    want = PP_ERANGE;
+  else if (m->lim.max_buffers && holder_refs(m, h) + count > m->lim.max_buffers)
+    want = PP_ELIMIT;
+  else if (!quota_ok(m, model_uid[h], bsize * count))
+    want = PP_EQUOTA;
+  if (!want && m->nbufs + count > MAXBUFS) return;
+  ledger_buddy_stats(m->l, &bs);
+  for (unsigned o = k; o < BUDDY_NR_ORDERS; o++)
+    avail += bs.nr_free[o] << (o - k);
+  rc = ledger_buf_alloc_bulk(m->l, m->h[h], size, flags, count, &why, info);
+  if (!want && rc == PP_ENOMEM) {
+    assert_true(avail < count);
+    assert_non_null(strstr(why.msg, "nothing allocated"));
+    m->next_handle += avail;
+    m->counts[-rc]++;
+    return;
+  }
+  expect(m, rc, want, "alloc_bulk");
+  if (rc) return;
+  m->bulk_allocs += count > 1;
+  for (uint32_t i = 0; i < count; i++) {
+    assert_int_equal(info[i].handle, m->next_handle);
+    assert_int_equal(info[i].size, bsize);
+    assert_int_equal(info[i].offset % bsize, 0);
+    assert_true(info[i].contiguous || bsize > PG);
+    assert_outside_buffers(m, info[i].offset, bsize);
+    for (size_t j = 0; j < m->nobjs; j++)
+      assert_true(m->objs[j].off < info[i].offset || m->objs[j].off >= info[i].offset + bsize);
+    m->next_handle++;
+    m->bufs[m->nbufs] = (mbuf_t){.handle = info[i].handle,
+                                 .offset = info[i].offset,
+                                 .size = bsize,
+                                 .uid = model_uid[h],
+                                 .name = -1};
+    m->bufs[m->nbufs].refs[h] = 1;
+    m->bufs[m->nbufs++].since[h] = ++m->clock;
+  }
+}
+
+/* free_bulk: every handle must be held, as often as it is listed; the first that is not
+ * is named with its index and nothing is freed. */
+static void op_free_bulk(model_t *m) {
+  int h = (int)below(m, NH);
+  size_t n = below(m, 7), bad = SIZE_MAX;
+  uint64_t handles[8], used[8] = {0};
+  ledger_why_t why;
+  int want = 0, rc;
+
+  size_t mine[MAXBUFS], nmine = 0;
+  for (size_t i = 0; i < m->nbufs; i++)
+    if (m->bufs[i].refs[h]) mine[nmine++] = i;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t r = below(m, 10);
+    if (r < 6 && nmine)
+      handles[i] = m->bufs[mine[below(m, nmine)]].handle; /* mostly its own */
+    else if (r < 7 && m->nbufs)
+      handles[i] = m->bufs[below(m, m->nbufs)].handle;
+    else if (r < 9 && i > 0)
+      handles[i] = handles[below(m, i)]; /* listed twice */
+    else
+      handles[i] = below(m, m->next_handle + 3);
+  }
+  for (size_t i = 0; i < n && bad == SIZE_MAX; i++) {
+    mbuf_t *b = by_handle(m, handles[i]);
+    uint64_t before = 0;
+    for (size_t j = 0; j < i; j++)
+      before += handles[j] == handles[i];
+    used[i] = before + 1;
+    if (!b || b->refs[h] < used[i]) bad = i;
+  }
+  if (bad != SIZE_MAX) want = PP_ENOENT;
+  rc = ledger_buf_free_bulk(m->l, m->h[h], handles, n, &why);
+  expect(m, rc, want, "free_bulk");
+  if (rc == PP_ENOENT) {
+    char msg[80];
+    snprintf(msg, sizeof msg, "handle %" PRIu64 " (index %zu)", handles[bad], bad);
+    assert_non_null(strstr(why.msg, msg));
+  }
+  if (rc) return;
+  m->bulk_frees += n > 1;
+  for (size_t i = 0; i < n; i++) {
+    mbuf_t *b = by_handle(m, handles[i]);
+    if (--b->refs[h] == 0) settle_buf(m, b);
+  }
+}
+
 /* A cache id for h: mostly one it has open, sometimes one of another holder's, a
  * destroyed one, or one that never was. */
 static uint32_t pick_cache_id(model_t *m, int h, mcache_t **ret) {
@@ -1510,7 +1766,9 @@ static void run_model(uint64_t seed, limits_t lim, unsigned ops) {
 
   for (unsigned i = 0; i < ops; i++) {
     uint64_t r = below(m, 100);
-    if (r < 20)
+    if (below(m, 10) == 0)
+      below(m, 2) ? op_alloc_bulk(m) : op_free_bulk(m);
+    else if (r < 20)
       op_alloc(m);
     else if (r < 30)
       op_lookup(m);
@@ -1543,15 +1801,16 @@ static void run_model(uint64_t seed, limits_t lim, unsigned ops) {
   assert_true(m->counts[-PP_ENOPRIVMEM] > 0 && m->counts[-PP_EGEOMETRY] > 0);
   assert_true(m->counts[-PP_EBUSY] > 0);
   assert_true(m->moves > 0);
+  assert_true(m->bulk_allocs > 0 && m->bulk_frees > 0);
   if (lim.quota) assert_true(m->counts[-PP_EQUOTA] > 0);
   if (lim.max_buffers || lim.max_caches || lim.max_caches_per_uid)
     assert_true(m->counts[-PP_ELIMIT] > 0);
   printf("seed %" PRIu64 ": ok %" PRIu64 ", ENOMEM %" PRIu64 ", EQUOTA %" PRIu64
          ", ELIMIT %" PRIu64 ", EPERM %" PRIu64 ", EBUSY %" PRIu64 ", charge moves %" PRIu64
-         ", caches made %zu\n",
+         ", caches made %zu, bulk allocs %" PRIu64 ", bulk frees %" PRIu64 "\n",
          seed, m->counts[0], m->counts[-PP_ENOMEM], m->counts[-PP_EQUOTA],
-         m->counts[-PP_ELIMIT], m->counts[-PP_EPERM], m->counts[-PP_EBUSY], m->moves,
-         m->ncache);
+         m->counts[-PP_ELIMIT], m->counts[-PP_EPERM], m->counts[-PP_EBUSY], m->moves, m->ncache,
+         m->bulk_allocs, m->bulk_frees);
 
   /* With every holder gone, every cache went too and the region is whole again. */
   for (int h = 0; h < NH; h++)
@@ -1591,6 +1850,10 @@ int main(void) {
       cmocka_unit_test(quota_counts_buffers_and_objects_per_uid),
       cmocka_unit_test(objects_cost_at_most_twice_their_charge_in_every_geometry),
       cmocka_unit_test(buffer_limit_counts_references),
+      cmocka_unit_test(alloc_bulk_and_free_bulk_are_all_or_nothing),
+      cmocka_unit_test(bulk_counts_against_the_buffer_limit_per_buffer),
+      cmocka_unit_test(describe_reports_a_held_buffer_and_changes_nothing),
+      cmocka_unit_test(cache_report_is_shown_clamped_to_what_the_holder_holds),
       cmocka_unit_test(cache_free_is_all_or_nothing_and_names_the_first_bad_offset),
       cmocka_unit_test(cache_alloc_without_room_refuses_bad_requests_for_their_own_reason),
       cmocka_unit_test(caches_live_while_someone_has_them_open),

@@ -12,7 +12,8 @@
  * The state is compared as jmodel exports: sessions with their tokens and kept replies,
  * buffers with their names, charged uids and holders in order, caches, objects, counters.
  *
- * What must hold: the journal replayed equals the ledger after every request; a restart
+ * What must hold: the journal replayed equals the ledger after every request (bulk
+ * requests among them, one transaction each); a restart
  * rebuilds exactly the state of the last whole transaction; a journal cut at any record
  * boundary is rebuilt exactly as of its last whole transaction or refused (never anything
  * else), and cut between transactions it is rebuilt; damage and a journal of another region
@@ -151,7 +152,7 @@ static void d_random_op(daemon_t *d, uint64_t *rng) {
   session_t *s = nth_session(d, rnd(rng, d->sessions.n));
   ledger_holder_totals_t t;
   ledger_holder_totals(s->holder, &t);
-  switch (rnd(rng, 12)) {
+  switch (rnd(rng, 14)) {
   case 0:
     if (d->sessions.n > 2) {
       d_end(d, s);
@@ -223,6 +224,25 @@ static void d_random_op(daemon_t *d, uint64_t *rng) {
     for (uint32_t id = 0; id < 8; id++)
       if (ledger_cache_close(d->l, s->holder, id, &why) == 0) break;
     break;
+  case 12: {
+    ledger_buf_info_t bs[16];
+    ledger_buf_alloc_bulk(d->l, s->holder, 4096u << rnd(rng, 3), 0, 1 + (uint32_t)rnd(rng, 16),
+                          &why, bs);
+    break;
+  }
+  case 13: {
+    /* some of the buffers it holds, sometimes with one it does not (nothing freed) */
+    uint64_t handles[12];
+    size_t it = 0, n = 0;
+    ledger_buf_info_t info;
+    while (n < 12 && ledger_buf_next(d->l, &it, &info))
+      for (uint32_t i = 0; i < info.nholders; i++)
+        if (ledger_buf_holder(info.buf, i)->session_id == s->id && rnd(rng, 2))
+          handles[n++] = info.handle;
+    if (n && rnd(rng, 8) == 0) handles[rnd(rng, n)] = UINT64_MAX - 1;
+    ledger_buf_free_bulk(d->l, s->holder, handles, n, &why);
+    break;
+  }
   }
   d_reply(d, s);
 }
@@ -313,6 +333,59 @@ static void journal_matches_the_ledger_after_every_request(void **state) {
   persist_stats_t st;
   persist_get_stats(d.p, &st);
   assert_true(st.request_txns > 100);
+  d_free(&d);
+}
+
+static uint64_t txns(daemon_t *d) {
+  persist_stats_t st;
+  persist_get_stats(d->p, &st);
+  return st.request_txns;
+}
+
+static void bulk_requests_are_one_transaction_each_and_survive_a_restart(void **state) {
+  daemon_t d, n;
+  ledger_buf_info_t b[64];
+  uint64_t handles[64];
+  ledger_why_t why;
+  d_start(&d, -1, -1);
+  session_t *s = d_session(&d, 1000);
+
+  /* alloc_bulk of 64: one transaction, and the journal equals the ledger. */
+  uint64_t t0 = txns(&d);
+  assert_int_equal(ledger_buf_alloc_bulk(d.l, s->holder, 4096, 0, 64, &why, b), 0);
+  d_reply(&d, s);
+  assert_int_equal(txns(&d), t0 + 1);
+  check(&d);
+  for (int i = 0; i < 64; i++)
+    handles[i] = b[i].handle;
+
+  /* A refused free_bulk changes nothing and writes nothing. */
+  handles[63] = UINT64_MAX - 1;
+  assert_int_equal(ledger_buf_free_bulk(d.l, s->holder, handles, 64, &why), PP_ENOENT);
+  d_reply(&d, s);
+  assert_int_equal(txns(&d), t0 + 1);
+  handles[63] = b[63].handle;
+
+  /* free_bulk of half: one transaction. */
+  assert_int_equal(ledger_buf_free_bulk(d.l, s->holder, handles, 32, &why), 0);
+  d_reply(&d, s);
+  assert_int_equal(txns(&d), t0 + 2);
+  check(&d);
+
+  /* A restart brings back exactly the 32 left, under their handles. */
+  restart(&d, &n);
+  assert_true(restored(&n));
+  check(&n);
+  assert_same_state(&d, &n);
+  session_t *r = n.sessions.head;
+  assert_non_null(r);
+  assert_int_equal(ledger_buf_free_bulk(n.l, r->holder, handles + 32, 32, &why), 0);
+  d_reply(&n, r);
+  check(&n);
+  ledger_holder_totals_t t;
+  ledger_holder_totals(r->holder, &t);
+  assert_int_equal(t.buffers, 0);
+  d_free(&n);
   d_free(&d);
 }
 
@@ -666,6 +739,7 @@ static void model_that_does_not_fit_the_region_is_refused(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(journal_matches_the_ledger_after_every_request),
+      cmocka_unit_test(bulk_requests_are_one_transaction_each_and_survive_a_restart),
       cmocka_unit_test(restart_rebuilds_exactly_the_state_of_the_last_transaction),
       cmocka_unit_test(journal_cut_at_every_record_boundary_is_rebuilt_exactly_or_refused),
       cmocka_unit_test(damaged_transaction_refuses_the_journal),

@@ -73,6 +73,15 @@ void fuzz_build_corpus(void) {
   sr.include_buffers = 1;
   sr.include_map = 1;
   Pinpool__V1__ShrinkRequest sh = PINPOOL__V1__SHRINK_REQUEST__INIT;
+  Pinpool__V1__CacheReport rep = PINPOOL__V1__CACHE_REPORT__INIT;
+  rep.buffers = 31, rep.bytes = 31 * 4096;
+  Pinpool__V1__AllocBulk ab = PINPOOL__V1__ALLOC_BULK__INIT;
+  ab.size = 4096, ab.count = 32, ab.flags = 1, ab.cache = &rep;
+  uint64_t handles[5] = {1, 2, 3, 3, 0x7fffffffffffffffULL};
+  Pinpool__V1__FreeBulk fb = PINPOOL__V1__FREE_BULK__INIT;
+  fb.n_handles = 5, fb.handles = handles, fb.cache = &rep;
+  Pinpool__V1__Describe de = PINPOOL__V1__DESCRIBE__INIT;
+  de.handle = 9;
 
   rq.id = 1, rq.body_case = PINPOOL__V1__REQUEST__BODY_HELLO, rq.hello = &hello;
   add_msg(&rq.base);
@@ -92,6 +101,12 @@ void fuzz_build_corpus(void) {
   add_msg(&rq.base);
   rq.id = 9, rq.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK, rq.shrink = &sh;
   add_msg(&rq.base);
+  rq.id = 10, rq.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC_BULK, rq.alloc_bulk = &ab;
+  add_msg(&rq.base);
+  rq.id = 11, rq.body_case = PINPOOL__V1__REQUEST__BODY_FREE_BULK, rq.free_bulk = &fb;
+  add_msg(&rq.base);
+  rq.id = 12, rq.body_case = PINPOOL__V1__REQUEST__BODY_DESCRIBE, rq.describe = &de;
+  add_msg(&rq.base);
 
   fuzz_nrequests = fuzz_ncorpus;
 
@@ -100,6 +115,7 @@ void fuzz_build_corpus(void) {
   w.protocol_version = 1, w.session_id = 77, w.region_size = 16 << 20, w.page_size = 4096;
   w.session_token.data = token, w.session_token.len = sizeof token;
   w.max_frame = FRAME_MAX_DEFAULT;
+  w.features = PINPOOL__V1__FEATURE__FEATURE_BULK;
   Pinpool__V1__Segment seg[2] = {PINPOOL__V1__SEGMENT__INIT, PINPOOL__V1__SEGMENT__INIT};
   Pinpool__V1__Segment *segp[2] = {&seg[0], &seg[1]};
   seg[0].offset = 0, seg[0].phys_addr = 0x100000000ULL, seg[0].length = 1 << 21;
@@ -147,6 +163,11 @@ void fuzz_build_corpus(void) {
   rs.id = 8, rs.body_case = PINPOOL__V1__RESPONSE__BODY_STATS, rs.stats = &st;
   add_msg(&rs.base);
   rs.id = 9, rs.body_case = PINPOOL__V1__RESPONSE__BODY_SHRINK, rs.shrink = &shr;
+  add_msg(&rs.base);
+  Pinpool__V1__Buffer *bp[2] = {&b, &b};
+  Pinpool__V1__Buffers bs = PINPOOL__V1__BUFFERS__INIT;
+  bs.n_buffers = 2, bs.buffers = bp, bs.addresses_generation = 3;
+  rs.id = 11, rs.body_case = PINPOOL__V1__RESPONSE__BODY_BUFFERS, rs.buffers = &bs;
   add_msg(&rs.base);
   rs.id = 10, rs.body_case = PINPOOL__V1__RESPONSE__BODY__NOT_SET;
   rs.status = PINPOOL__V1__STATUS__QUOTA_EXCEEDED, rs.message = "quota exceeded: 64M";

@@ -267,12 +267,17 @@ static void put_random_request(fuzz_stream_t *s) {
   Pinpool__V1__CacheFree cf = PINPOOL__V1__CACHE_FREE__INIT;
   Pinpool__V1__StatsRequest st = PINPOOL__V1__STATS_REQUEST__INIT;
   Pinpool__V1__ShrinkRequest sh = PINPOOL__V1__SHRINK_REQUEST__INIT;
+  Pinpool__V1__AllocBulk ab = PINPOOL__V1__ALLOC_BULK__INIT;
+  Pinpool__V1__FreeBulk fb = PINPOOL__V1__FREE_BULK__INIT;
+  Pinpool__V1__Describe de = PINPOOL__V1__DESCRIBE__INIT;
+  Pinpool__V1__CacheReport rep = PINPOOL__V1__CACHE_REPORT__INIT;
+  uint64_t handles[8];
   static const char *names[] = {"", GOOD_NAME, "a", "fz-shared", "fuzz-good-objs", "x\x01y"};
   char cname[16];
   uint64_t offs[8];
 
   req.id = fuzz_rnd();
-  switch (fuzz_below(9)) {
+  switch (fuzz_below(12)) {
   case 0:
   case 1:
     a.size = fuzz_below(3) ? fuzz_below(5 * 4096) : pick_u64();
@@ -312,6 +317,27 @@ static void put_random_request(fuzz_stream_t *s) {
     st.include_buffers = (int)fuzz_below(2);
     st.include_map = (int)fuzz_below(2);
     req.body_case = PINPOOL__V1__REQUEST__BODY_STATS, req.stats = &st;
+    break;
+  case 8:
+    ab.size = fuzz_below(3) ? fuzz_below(5 * 4096) : pick_u64();
+    ab.count = (uint32_t)(fuzz_below(3) ? fuzz_below(40) : pick_u64());
+    ab.flags = (uint32_t)fuzz_below(8);
+    rep.buffers = pick_u64(), rep.bytes = pick_u64();
+    if (fuzz_below(2)) ab.cache = &rep;
+    req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC_BULK, req.alloc_bulk = &ab;
+    break;
+  case 9:
+    fb.n_handles = fuzz_below(9);
+    for (size_t i = 0; i < fb.n_handles; i++)
+      handles[i] = fuzz_below(4) ? fuzz_below(64) : pick_u64();
+    fb.handles = handles;
+    rep.buffers = pick_u64(), rep.bytes = pick_u64();
+    if (fuzz_below(2)) fb.cache = &rep;
+    req.body_case = PINPOOL__V1__REQUEST__BODY_FREE_BULK, req.free_bulk = &fb;
+    break;
+  case 10:
+    de.handle = fuzz_below(4) ? fuzz_below(64) : pick_u64();
+    req.body_case = PINPOOL__V1__REQUEST__BODY_DESCRIBE, req.describe = &de;
     break;
   default: req.body_case = PINPOOL__V1__REQUEST__BODY_SHRINK, req.shrink = &sh; break;
   }

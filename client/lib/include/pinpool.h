@@ -25,8 +25,9 @@
  *     memory (malloc) running out;
  *   - output parameters are left untouched on failure;
  *   - a pp_client is thread-safe: requests on its connection are serialized by a mutex;
- *     pp_cache_alloc()/pp_cache_free() are served from per-thread magazines and take
- *     no lock at all until a magazine must be refilled or emptied;
+ *     pp_cache_alloc()/pp_cache_free(), and pp_alloc()/pp_free() of small buffers, are
+ *     served from per-thread magazines and buffer caches and take no lock at all until one
+ *     must be refilled or emptied;
  *   - offsets are what the daemon speaks and what other processes understand: pass
  *     b.offset (or b.handle, or a name) to a peer, never b.addr; pp_ptr()/pp_offset()
  *     convert within this process;
@@ -37,7 +38,9 @@
  * or calls pp_disconnect(), the daemon takes all of it back, buffers and objects alike.
  * Objects resting in a thread's magazines (at most two magazines of 8 to 64 objects per
  * thread and cache) are held too: they count against the uid's quota and show in
- * pinpoolctl until the thread exits or the client disconnects.
+ * pinpoolctl until the thread exits or the client disconnects.  So are the small buffers
+ * resting in a thread's buffer cache (see "Buffer caches" below: at most 256 KiB per
+ * thread and block size).
  *
  * A daemon restart is not the end of a session.  pinpoold keeps its region and a journal
  * of who holds what across a restart (under systemd), and keeps each session for a grace
@@ -106,11 +109,15 @@ PP_API int pp_connect(const char *socket_path, const char *client_name, pp_clien
  * PP_EINVAL). */
 typedef struct pp_connect_options {
   uint32_t size;  /* sizeof(pp_connect_options) */
-  uint32_t flags; /* PP_CONNECT_NO_RECLAIM */
+  uint32_t flags; /* PP_CONNECT_NO_RECLAIM, PP_CONNECT_NO_BUFFER_CACHE */
 } pp_connect_options;
 /* Never re-claim the session: the first broken connection is final (as with
  * PINPOOL_RECLAIM=0 in the environment, which turns it off whatever the flags say). */
 #define PP_CONNECT_NO_RECLAIM 0x1u
+/* No buffer caches: every pp_alloc() and pp_free() is a request to the daemon (as with
+ * PINPOOL_BUFFER_CACHE=0 in the environment, which turns them off whatever the flags say).
+ * See "Buffer caches" below. */
+#define PP_CONNECT_NO_BUFFER_CACHE 0x2u
 #define PP_CONNECT_OPTIONS_INIT                                                                \
   { sizeof(pp_connect_options), 0u }
 /* pp_connect() with options (NULL: the defaults, which is pp_connect()).  PP_EINVAL also
@@ -140,7 +147,33 @@ PP_API uint64_t pp_reclaims(pp_client *c);
 PP_API void *pp_ptr(pp_client *c, uint64_t offset);
 PP_API uint64_t pp_offset(pp_client *c, const void *addr);
 
-/* A buffer of at least size bytes (rounded up to a buddy block: see ret->size).
+/* Buffer caches.  Small buffers — sizes up to 64 KiB, and no larger than the region's
+ * page size (so 4 KiB on a region of 4 KiB pages, up to 64 KiB on hugepages) — come from
+ * per-thread caches of blocks the session already holds, so that pp_alloc() and pp_free()
+ * of them mostly never leave the process (a few nanoseconds instead of a round trip).
+ * Such a block is physically contiguous by construction (PP_CONTIGUOUS always holds);
+ * PP_ZERO zeroes it in the calling thread.  Watermarks, per thread and block size: at most
+ * 256 KiB of blocks (64 of 4 KiB, 32 of 8 KiB, 16 of 16 KiB, 8 of 32 KiB, 4 of 64 KiB); an
+ * empty cache is refilled with half that in one request, and a free onto a full one first
+ * returns the colder half in one request.  What the caches hold is the session's: it
+ * counts against the uid's quota and pinpoold --max-buffers like any buffer, pinpoolctl
+ * clients shows it (CACHED), and it goes back to the daemon when its thread exits, at
+ * pp_disconnect(), and when the process dies.  A block the program frees is not zeroed
+ * before the cache hands it out again (PP_ZERO does that; pinpoold --zero-on-free only when
+ * it goes back to the daemon).  Handles of cached blocks have bit 63 set (the daemon's
+ * never do); they are valid while the program holds the block, like any handle, and
+ * survive a daemon restart.  Named buffers, lookups and larger sizes go to the daemon.
+ * While a re-claim is under way, and after the connection broke for good, the caches serve
+ * nothing (their blocks are the session's only if it comes back): pp_alloc() waits for the
+ * re-claim or fails with the connection's error like any request.  A thread that only
+ * uses its cache does not notice a daemon restart until some call of the client goes to
+ * the daemon; a session nobody re-claims within the grace period is released, cached
+ * blocks included, as always.
+ * PINPOOL_BUFFER_CACHE=0 in the environment or PP_CONNECT_NO_BUFFER_CACHE turns the caches
+ * off; so does a daemon that predates them. */
+
+/* A buffer of at least size bytes (rounded up to a buddy block: see ret->size), from this
+ * thread's buffer cache when the size is small enough (above), else from the daemon.
  * flags: PP_CONTIGUOUS, PP_ZERO.  Errors: PP_EINVAL (size 0, unknown flags), PP_ENOMEM,
  * PP_ENOCONTIG, PP_ERANGE, PP_EQUOTA, PP_ELIMIT, PP_ELOSTPAGE (the free blocks that could
  * serve it had pages punched out of the region by some client, and the daemon could not
@@ -157,9 +190,42 @@ PP_API int pp_alloc_named(pp_client *c, const char *name, uint64_t size, unsigne
  * "~1000/frames").  PP_ENOENT when there is none. */
 PP_API int pp_lookup(pp_client *c, const char *name, pp_buffer *ret);
 /* Drop this session's hold on a buffer (from pp_alloc*() or pp_lookup()).  The memory
- * goes back to the allocator when its last holder lets go.  PP_ENOENT for a handle this
- * session does not hold, whoever else does (nothing changes). */
+ * goes back to the allocator when its last holder lets go — or, for a block of the buffer
+ * caches, to this thread's cache.  PP_ENOENT for a handle this session does not hold,
+ * whoever else does, or a cached block's handle freed already (nothing changes). */
 PP_API int pp_free(pp_client *c, uint64_t handle);
+
+/* n buffers of at least size bytes each, from the daemon in one request, all or nothing:
+ * returns n with out[0..n) filled, or a negative code with nothing allocated.  n up to
+ * 1024 (PP_ERANGE above, or when the reply could not fit the daemon's frame size).  Errors
+ * as pp_alloc()'s; the quota and --max-buffers count every buffer; PP_EVERSION from a
+ * daemon that predates bulk requests.  The handles are the daemon's, never a cache's. */
+PP_API int pp_alloc_bulk(pp_client *c, uint64_t size, unsigned flags, unsigned n,
+                         pp_buffer *out);
+/* Drop n holds (a handle may appear once per hold), all or nothing: 0, or PP_ENOENT and
+ * nothing freed when any handle is not held (n up to 1024, else PP_ERANGE).  Cached blocks'
+ * handles go to this thread's cache, the others to the daemon in one request. */
+PP_API int pp_free_bulk(pp_client *c, const uint64_t *handles, unsigned n);
+/* Whether this client's buffer caches are on (see "Buffer caches"). */
+PP_API bool pp_buffer_cache_enabled(pp_client *c);
+
+/* One physically contiguous piece of a buffer: what a DMA engine's scatter-gather list
+ * takes. */
+typedef struct pp_segment {
+  uint64_t offset; /* from the start of the region */
+  uint64_t phys;   /* physical address of its first byte */
+  uint64_t length; /* bytes */
+} pp_segment;
+/* The physically contiguous runs of the buffer this session holds under handle, in offset
+ * order, into out[0..n): returns how many there are (more than n means out holds the
+ * first n; call again with room for all), 0 when the daemon does not know physical
+ * addresses (Welcome.physical_addresses false) — and pages punched out of the region and
+ * not repaired are in no segment.  A cached block is one segment, answered without a
+ * round trip unless the daemon's addresses may have moved since it was described; any
+ * other buffer is described by the daemon (one round trip).  PP_ENOENT for a handle the
+ * session does not hold, PP_ERANGE when the list does not fit one reply of the daemon's
+ * frame size, PP_EVERSION from a daemon that predates it. */
+PP_API int pp_buffer_segments(pp_client *c, uint64_t handle, pp_segment *out, unsigned n);
 
 /* Open (or find: idempotent by name and geometry) a slab cache of object_size-byte
  * objects aligned to align (a power of two; 0 means 8); the name is scoped like
