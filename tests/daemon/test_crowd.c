@@ -9,7 +9,7 @@
  * silent (tests/common/crowd.c, in batches of 500), and after they have all left and the
  * daemon has noticed.  The targets: at most 16 MiB with the 10,000 connected, and back
  * to within 2 MiB of the idle figure afterwards.  Memory is deterministic enough for that
- * (the daemon measures about 0.75 KiB per idle client, so 16 MiB leaves room); the
+ * (the daemon measures about 0.9 KiB per idle client, so 16 MiB leaves room); the
  * figures are printed.
  *
  * Label "heavy": `make test` runs it in the normal build only.  Under ASan the allocator's
