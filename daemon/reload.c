@@ -192,6 +192,14 @@ void reload_exec(server_t *srv) {
     log_err("SIGHUP: no path to execute again was found at start-up: not reloading");
     return;
   }
+  if (srv->pools->n > 1) {
+    /* Only the default pool's region and journal are handed on: the other pools would
+     * come back empty under connections that map them.  Restart instead. */
+    log_err("SIGHUP: a reload hands on the default pool only, and %u more pools are "
+            "configured: not reloading",
+            srv->pools->n - 1);
+    return;
+  }
   log_notice("SIGHUP: reloading: executing %s again with %u connection%s", cfg->exe_path,
              srv->nconns, srv->nconns == 1 ? "" : "s");
   if (srv->notify)

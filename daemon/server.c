@@ -196,7 +196,8 @@ void server_conn_gone(server_t *srv) {
 
 static void on_holes(uv_timer_t *t) {
   server_t *srv = t->data;
-  holes_pass(&srv->holes);
+  for (uint32_t i = 0; i < srv->pools->n; i++)
+    holes_pass(&srv->holes[i]);
 }
 
 /* ---- descriptors ---------------------------------------------------------------------- */
@@ -282,6 +283,7 @@ static void on_grace(uv_timer_t *t) {
                "the restart: its holdings are released",
                s->id, s->name, (int)s->pid, (unsigned)s->uid, srv->grace_ms);
     handshake_forget(srv, s);
+    pools_session_release(srv->pools, s);
     persist_release(srv->persist, srv->ledger, s);
     session_destroy(s);
   }
@@ -413,6 +415,7 @@ static void server_free(server_t *srv) {
   for (s = srv->sessions.head; s; s = next) {
     next = s->next;
     session_list_del(&srv->sessions, s);
+    pools_session_release(srv->pools, s);
     if (s->holder) ledger_holder_release(srv->ledger, s->holder);
     session_destroy(s);
   }
@@ -422,9 +425,9 @@ static void server_free(server_t *srv) {
   free(srv);
 }
 
-int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
-               handoff_t *ho) {
+int server_run(const server_config_t *cfg, pools_t *pools, persist_t *persist, handoff_t *ho) {
   server_t *srv = calloc(1, sizeof *srv);
+  ledger_t *ledger = pools->v[0].ledger;
   const region_t *r = ledger_region(ledger);
   handlers_config_t hc;
   uint64_t wd_usec = 0;
@@ -445,6 +448,7 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
                "kept for administrators",
                cfg->admin_reserve, cfg->max_clients, srv->admin_reserve);
   srv->ledger = ledger;
+  srv->pools = pools;
   srv->persist = persist;
   srv->grace_ms = persist_grace_ms(persist);
   persist_bind_sessions(persist, &srv->sessions);
@@ -453,6 +457,7 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
                            .max_clients = cfg->max_clients,
                            .started_ms = cfg->started_ms};
   handlers_init(&srv->handlers, ledger, &srv->sessions, &hc);
+  handlers_set_pools(&srv->handlers, pools, persist_region_id(persist));
   signal(SIGPIPE, SIG_IGN);
   if ((rc = uv_loop_init(&srv->loop))) {
     server_free(srv);
@@ -479,7 +484,8 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
   srv->dl_timer.data = srv->trim_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->dl_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
-  holes_init(&srv->holes, ledger);
+  for (uint32_t i = 0; i < pools->n; i++)
+    holes_init(&srv->holes[i], pools->v[i].ledger);
   uv_timer_init(&srv->loop, &srv->holes_timer);
   srv->holes_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->holes_timer);

@@ -29,8 +29,12 @@ typedef struct stats_memo {
   uint64_t largest_free_contig;
 } stats_memo_t;
 
+struct pools;
+
 typedef struct stats_source {
-  ledger_t *ledger;
+  ledger_t *ledger;               /* the pool's (pools.h) */
+  uint32_t pool;                  /* its id: which holder of each session the clients show */
+  const struct pools *pools;      /* NULL: the default pool alone */
   const session_list_t *sessions; /* sessions past Hello: Stats.clients */
   uint32_t max_clients;           /* only reported */
   uint64_t uptime_ms;
