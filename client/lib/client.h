@@ -30,6 +30,7 @@
 
 struct cmag_thread_cache;
 struct bc_thread_cache;
+struct pp_pool;
 
 /* Buffer caches (bcache.c): blocks of the small orders — min_block up to BC_MAX_BYTES, and
  * never above the region's page size, so contiguous by construction — held by the session
@@ -90,6 +91,7 @@ struct pp_client {
   _Atomic uint64_t reclaims; /* successful re-claims, for pp_reclaims() */
   unsigned cmag_returning;   /* (cmag_lock) exiting threads returning objects to c */
   _Atomic uint32_t features; /* Welcome.features of the last Welcome */
+  struct pp_pool *pools;     /* (lock) pools attached (pool.c), freed by pp_disconnect */
 
   /* Buffer caches (bcache.c). */
   _Atomic uint64_t bc_limit;    /* sizes 1..bc_limit are served from the caches; 0: off */
@@ -233,5 +235,24 @@ int client_describe(pp_client *c, uint64_t handle, pp_segment *out, unsigned n,
  * through its magazines (they are orphaned; the daemon reclaims their objects).  It
  * returns once no exiting thread is still returning objects through c. */
 void cmag_orphan_client(pp_client *c);
+
+/* An attached pool other than the default (pool.c). */
+struct pp_pool {
+  pp_client *c;
+  struct pp_pool *next; /* (c->lock) in c->pools */
+  uint32_t id;          /* PoolAttached.pool: every request names the pool by it */
+  unsigned access;      /* PP_POOL_READ or PP_POOL_WRITE */
+  uint8_t *base;        /* mapped PROT_READ, plus PROT_WRITE for a writer */
+  uint64_t region_size, page_size, min_block;
+  bool hugepages, phys_known;
+  char name[64];
+};
+
+/* client_rpc with room for a descriptor that comes with the reply (*ret_fd, -1: none). */
+int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
+                  ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
+                  Pinpool__V1__Response **ret_resp, int *ret_fd);
+/* Unmap and free every pool of c (pp_disconnect). */
+void pool_fini(pp_client *c);
 
 #endif /* PP_CLIENT_INTERNAL_H */

@@ -183,6 +183,7 @@ fail:
   if (memfd >= 0) close(memfd);
   frame_free_response(resp);
   rpc_close(&c->rpc);
+  pool_fini(c);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   free(c->bc_dir);
   pthread_mutex_destroy(&c->lock);
@@ -318,6 +319,8 @@ int pp_free(pp_client *c, uint64_t handle) {
   if (handle & BC_HANDLE_TAG) return bc_free(c, handle);
   Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
   f.handle = handle;
+  /* A handle of another pool names it in bits 48..62 (pool.c): freed there. */
+  f.pool = (uint32_t)(handle >> 48) & 0x7fffu;
   Pinpool__V1__Response *resp;
   int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_FREE, &f.base,
                       PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
