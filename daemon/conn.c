@@ -722,12 +722,12 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     goto out;
   }
   if (handlers_serve(&c->srv->handlers, c->session, req, &buf, &blen)) {
-    persist_request_end(c->srv->persist, c->session, req->id, NULL, 0);
+    pools_request_end(c->srv->pools, c->session, req->id, NULL, 0);
     conn_close_now(c);
     goto out;
   }
   /* Journaled (what changed, and this reply) before the reply is written. */
-  persist_request_end(c->srv->persist, c->session, req->id, buf, blen);
+  pools_request_end(c->srv->pools, c->session, req->id, buf, blen);
   if (c->srv->handlers.reply_fd >= 0)
     conn_send_fd(c, buf, blen, c->srv->handlers.reply_fd, c->srv->handlers.reply_fd_close);
   else

@@ -76,7 +76,7 @@ uint64_t handlers_now_ms(void) {
 void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,
                    const handlers_config_t *cfg) {
   hs->ledger = ledger;
-  pools_init(&hs->own_pools, ledger);
+  pools_init(&hs->own_pools, ledger, NULL);
   hs->pools = &hs->own_pools;
   hs->region_id = NULL;
   hs->sessions = sessions;

@@ -786,10 +786,23 @@ int main(int argc, char **argv) {
       log_warning("cannot tell which file this program is: a reload (SIGHUP) is refused");
   }
   /* The other pools, after the default one: fresh each time (pools.c). */
-  pools_init(&pools, ledger);
+  pools_init(&pools, ledger, persist);
   for (uint32_t i = 0; i < o.npools; i++) {
     const pool_def_t *d = &o.pools[i];
-    if ((rc = pools_add(&pools, d, &lc))) {
+    int rfd = -1, jfd = -1;
+    for (unsigned k = 0; k < fds.npools; k++) {
+      fdstore_pool_fds_t *e = &fds.pools[k];
+      if (strcmp(e->name, d->name)) continue;
+      if (e->twice)
+        log_err("pool '%s': the fd store holds its region or journal twice: neither is "
+                "trusted, the pool starts fresh",
+                d->name);
+      rfd = e->region_fd;
+      jfd = e->journal_fd;
+      e->region_fd = e->journal_fd = -1;
+      e->name[0] = '\0'; /* taken */
+    }
+    if ((rc = pools_add(&pools, d, &lc, &pc, rfd, jfd))) {
       log_err("%s: pool '%s': key 'size' (%" PRIu64 " bytes, page-size %s%s): its region "
               "cannot be had: %s (the log above says why)",
               d->where, d->name, d->size,
@@ -807,6 +820,21 @@ int main(int argc, char **argv) {
     }
     log_info("pool '%s' (id %u): %" PRIu64 " bytes, writers '%s', readers '%s'", d->name, i + 1,
              region_size(ledger_region(pools.v[i + 1].ledger)), d->writers, d->readers);
+  }
+  /* What the store keeps for pools the config no longer has: nobody will take it back. */
+  for (unsigned k = 0; k < fds.npools; k++) {
+    fdstore_pool_fds_t *e = &fds.pools[k];
+    char name[FDSTORE_POOL_NAME_MAX + 16];
+    if (!e->name[0]) continue;
+    log_notice("pool '%s' is not configured any more: its stored region and journal leave "
+               "the fd store, and what sessions held there is gone",
+               e->name);
+    if (e->region_fd >= 0) close(e->region_fd);
+    if (e->journal_fd >= 0) close(e->journal_fd);
+    snprintf(name, sizeof name, "%s.%s", FDSTORE_REGION, e->name);
+    fdstore_drop(name);
+    snprintf(name, sizeof name, "%s.%s", FDSTORE_JOURNAL, e->name);
+    fdstore_drop(name);
   }
   rc = server_run(&sc, &pools, persist, reloaded ? &ho : NULL);
   handoff_free(&ho);

@@ -49,11 +49,11 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "debug.h"
 #include "log.h"
@@ -157,8 +157,9 @@ int pools_check_def(const pool_def_t *d, pool_acl_t *ret_writers, pool_acl_t *re
   return 0;
 }
 
-void pools_init(pools_t *ps, ledger_t *l) {
+void pools_init(pools_t *ps, ledger_t *l, persist_t *persist) {
   memset(ps, 0, sizeof *ps);
+  ps->v[0].persist = persist;
   ps->n = 1;
   ps->v[0].id = 0;
   snprintf(ps->v[0].name, sizeof ps->v[0].name, "%s", POOL_DEFAULT_NAME);
@@ -170,22 +171,21 @@ void pools_init(pools_t *ps, ledger_t *l) {
   ps->v[0].numa_node = lc->numa_node;
 }
 
-int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base) {
+int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base,
+              const persist_config_t *pc, int region_fd, int journal_fd) {
   pool_t *p;
   ledger_config_t lc = *base;
+  persist_config_t ppc = *pc;
   char memfd_name[POOL_NAME_MAX + 16], why[256];
-  size_t got = 0;
-  int rc;
+  int rc = PP_ELIMIT;
 
-  if (ps->n == POOLS_MAX) return PP_ELIMIT;
-  p = &ps->v[ps->n];
-  memset(p, 0, sizeof *p);
-  if ((rc = pools_check_def(d, &p->writers, &p->readers, why, sizeof why))) return rc;
-  while (got < sizeof p->region_id) {
-    ssize_t r = getrandom(p->region_id + got, sizeof p->region_id - got, 0);
-    if (r < 0 && errno != EINTR) return PP_EOS;
-    if (r > 0) got += (size_t)r;
+  if (ps->n == POOLS_MAX || (rc = pools_check_def(d, &ps->v[ps->n].writers,
+                                                  &ps->v[ps->n].readers, why, sizeof why))) {
+    if (region_fd >= 0) close(region_fd);
+    if (journal_fd >= 0) close(journal_fd);
+    return rc;
   }
+  p = &ps->v[ps->n];
   snprintf(memfd_name, sizeof memfd_name, "pinpool.%s", d->name);
   lc.size = d->size;
   lc.policy = d->policy;
@@ -194,7 +194,11 @@ int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base) {
   lc.bind_node = d->bind_node;
   lc.numa_node = d->numa_node;
   lc.memfd_name = memfd_name;
-  if ((rc = ledger_create(&lc, &p->ledger))) return rc;
+  ppc.pool = ps->n;
+  ppc.pool_name = d->name;
+  if ((rc = persist_start(&ppc, &lc, region_fd, journal_fd, &p->ledger, &p->persist)))
+    return rc;
+  memcpy(p->region_id, persist_region_id(p->persist), sizeof p->region_id);
   p->id = ps->n;
   snprintf(p->name, sizeof p->name, "%s", d->name);
   snprintf(p->writers_text, sizeof p->writers_text, "%s", d->writers);
@@ -206,8 +210,10 @@ int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base) {
 }
 
 void pools_fini(pools_t *ps) {
-  for (uint32_t i = 1; i < ps->n; i++)
+  for (uint32_t i = 1; i < ps->n; i++) {
+    persist_free(ps->v[i].persist); /* stops journaling: the journal keeps the state */
     if (ps->v[i].ledger) ledger_destroy(ps->v[i].ledger);
+  }
   ps->n = ps->n ? 1 : 0;
 }
 
@@ -247,6 +253,7 @@ int pools_attach(pools_t *ps, session_t *s, pool_t *p, pool_access_t acc) {
     ledger_ident_t ident = {.session_id = s->id, .pid = s->pid, .uid = s->uid};
     int rc = ledger_holder_create(p->ledger, &ident, &sp->holder);
     if (rc) return rc;
+    if (p->persist) persist_attach(p->persist, s); /* journaled before the reply */
   }
   sp->access = (uint8_t)acc;
   return 0;
@@ -269,8 +276,76 @@ int pools_session_get(pools_t *ps, session_t *s, uint32_t id, ledger_t **ret_l,
 
 void pools_session_release(pools_t *ps, session_t *s) {
   if (!s->pools) return;
-  for (uint32_t i = 1; i < ps->n; i++)
-    if (s->pools[i].holder) ledger_holder_release(ps->v[i].ledger, s->pools[i].holder);
+  for (uint32_t i = 1; i < ps->n; i++) {
+    if (!s->pools[i].holder) continue;
+    if (ps->v[i].persist) {
+      persist_detach(ps->v[i].persist, ps->v[i].ledger, s);
+    } else {
+      ledger_holder_release(ps->v[i].ledger, s->pools[i].holder);
+      s->pools[i].holder = NULL;
+    }
+  }
   free(s->pools);
   s->pools = NULL;
+}
+
+void pools_request_end(pools_t *ps, session_t *s, uint64_t req_id, const uint8_t *reply,
+                       size_t len) {
+  for (uint32_t i = 0; i < ps->n; i++)
+    if (ps->v[i].persist) persist_request_end(ps->v[i].persist, s, req_id, reply, len);
+}
+
+static session_t *find_session(session_list_t *list, uint64_t id) {
+  for (session_t *s = list->head; s; s = s->next)
+    if (s->id == id) return s;
+  return NULL;
+}
+
+void pools_take_restored(pools_t *ps, session_list_t *list) {
+  for (uint32_t i = 1; i < ps->n; i++) {
+    pool_t *p = &ps->v[i];
+    session_t *sh = p->persist ? persist_take_restored(p->persist) : NULL, *next;
+    unsigned kept = 0;
+    for (; sh; sh = next) {
+      session_t *s = find_session(list, sh->id);
+      pool_access_t acc = s ? pools_access(p, s->uid, s->gid) : POOL_ACCESS_NONE;
+      uint64_t rid = 0, mine = 0;
+      size_t rlen = 0, mine_len = 0;
+      const uint8_t *reply, *own;
+
+      next = sh->next;
+      sh->next = NULL;
+      if (acc == POOL_ACCESS_NONE ||
+          (!s->pools && !(s->pools = calloc(POOLS_MAX, sizeof *s->pools)))) {
+        log_notice("pool '%s': session %" PRIu64 "'s holdings there are released: %s", p->name,
+                   sh->id,
+                   !s     ? "the session did not come back (the default pool started fresh)"
+                   : !acc ? "its uid is no longer a writer or reader of the pool"
+                          : "out of private memory");
+        persist_detach(p->persist, p->ledger, sh);
+        session_destroy(sh);
+        continue;
+      }
+      s->pools[i].holder = sh->pools[i].holder;
+      s->pools[i].access = (uint8_t)acc;
+      sh->pools[i].holder = NULL;
+      /* Exactly once across pools: the reply of the session's latest journaled request. */
+      own = session_kept_reply(s, &mine, &mine_len);
+      reply = persist_kept_reply(p->persist, s->id, &rid, &rlen);
+      if (reply && (!own || rid > mine)) session_keep_reply(s, rid, reply, rlen);
+      session_destroy(sh);
+      kept++;
+    }
+    if (kept) log_info("pool '%s': %u sessions' holdings taken back", p->name, kept);
+  }
+}
+
+void pools_tick(pools_t *ps) {
+  for (uint32_t i = 1; i < ps->n; i++)
+    if (ps->v[i].persist) persist_tick(ps->v[i].persist);
+}
+
+void pools_stop(pools_t *ps) {
+  for (uint32_t i = 1; i < ps->n; i++)
+    if (ps->v[i].persist) persist_stop(ps->v[i].persist);
 }

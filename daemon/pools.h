@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "ledger.h"
+#include "persist.h"
 #include "session.h"
 
 #define POOLS_MAX 16u     /* pools per daemon, the default pool included */
@@ -56,7 +57,8 @@ typedef struct pool {
   uint32_t id; /* its index: 0 is the default pool */
   char name[POOL_NAME_MAX + 1];
   ledger_t *ledger;
-  bool open; /* the default pool: everyone who may connect writes */
+  persist_t *persist; /* its journal and fd store entries (persist.c); NULL: none */
+  bool open;          /* the default pool: everyone who may connect writes */
   pool_acl_t writers, readers;
   char writers_text[POOL_ACL_TEXT], readers_text[POOL_ACL_TEXT];
   bool bind_node;
@@ -85,12 +87,16 @@ int pools_parse_acl(const char *text, pool_acl_t *ret, char *why, size_t why_len
 int pools_check_def(const pool_def_t *d, pool_acl_t *ret_writers, pool_acl_t *ret_readers,
                     char *why, size_t why_len);
 
-/* ps with the default pool alone (id 0, everyone writes) over ledger l. */
-void pools_init(pools_t *ps, ledger_t *l);
-/* Create the pool d describes (its region, its allocators: ledger_create with base's
- * limits and d's geometry, quota and node) as the next id.  Errors as ledger_create. */
-int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base);
-/* Destroy every pool but the default one (its ledger is its owner's). */
+/* ps with the default pool alone (id 0, everyone writes) over ledger l, journaled by
+ * persist (NULL: not journaled; the default pool's persist stays its owner's). */
+void pools_init(pools_t *ps, ledger_t *l, persist_t *persist);
+/* The pool d describes as the next id: its region and allocators (base's limits, d's
+ * geometry, quota and node) taken back from region_fd and journal_fd (the fd store's for
+ * this pool, -1 when none; both consumed) or created fresh, as persist_start does for the
+ * default pool with pc.  Errors as persist_start. */
+int pools_add(pools_t *ps, const pool_def_t *d, const ledger_config_t *base,
+              const persist_config_t *pc, int region_fd, int journal_fd);
+/* Destroy every pool but the default one (its ledger and persist are their owner's). */
 void pools_fini(pools_t *ps);
 pool_t *pools_find(pools_t *ps, const char *name);
 pool_t *pools_get(pools_t *ps, uint32_t id);
@@ -106,7 +112,21 @@ int pools_attach(pools_t *ps, session_t *s, pool_t *p, pool_access_t acc);
  * (s->holder).  PP_ENOENT when s has not attached id (or there is no such pool). */
 int pools_session_get(pools_t *ps, session_t *s, uint32_t id, ledger_t **ret_l,
                       ledger_holder_t **ret_h, pool_access_t *ret_acc);
-/* Give back everything s holds in pools other than the default, and its attachments. */
+/* Give back everything s holds in pools other than the default, and its attachments
+ * (journaled: persist_detach). */
 void pools_session_release(pools_t *ps, session_t *s);
+/* persist_request_end for every pool's persist (only one that recorded a change writes). */
+void pools_request_end(pools_t *ps, session_t *s, uint64_t req_id, const uint8_t *reply,
+                       size_t len);
+/* The sessions each pool's journal brought back (persist_take_restored of the pool's
+ * persist), joined to the default pool's sessions on list by id: each attachment goes to
+ * the session of that id, when it is on the list and its uid may still use the pool, with
+ * the access the lists give now; the session keeps the reply of the highest request id.
+ * Attachments with no such session, or whose uid lost its access, are released (logged,
+ * journaled). */
+void pools_take_restored(pools_t *ps, session_list_t *list);
+/* persist_tick / persist_stop for every pool but the default. */
+void pools_tick(pools_t *ps);
+void pools_stop(pools_t *ps);
 
 #endif

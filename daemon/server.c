@@ -321,6 +321,8 @@ static int take_restored(server_t *srv, bool reload) {
   if (n && !reload)
     log_notice("%u session%s from before the restart wait %u ms for their clients", n,
                n == 1 ? "" : "s", srv->grace_ms);
+  /* Their attachments of the other pools, from those pools' journals. */
+  pools_take_restored(srv->pools, &srv->sessions);
   server_grace_arm(srv);
   return rc;
 }
@@ -332,6 +334,7 @@ static void on_watchdog(uv_timer_t *t) {
 
 void server_request_done(server_t *srv) {
   persist_tick(srv->persist);
+  pools_tick(srv->pools);
   if (srv->cfg->hang_after_requests && ++srv->requests == srv->cfg->hang_after_requests) {
     log_notice("PINPOOLD_TEST_HANG_AFTER_REQUESTS=%" PRIu64 ": the loop hangs now (for tests "
                "of the watchdog)",
@@ -365,7 +368,16 @@ static void server_stop(server_t *srv, const char *why) {
     persist_abandon(srv->persist, "the journal does not match the ledger");
     srv->exit_rc = PP_ECORRUPT;
   }
+  for (uint32_t i = 1; i < srv->pools->n; i++) {
+    pool_t *p = &srv->pools->v[i];
+    if (p->persist && persist_check(p->persist, jwhy, sizeof jwhy)) {
+      log_err("pool '%s': the journal does not match the ledger: %s", p->name, jwhy);
+      persist_abandon(p->persist, "the journal does not match the ledger");
+      srv->exit_rc = PP_ECORRUPT;
+    }
+  }
   persist_stop(srv->persist);
+  pools_stop(srv->pools);
   uv_timer_stop(&srv->grace_timer);
   uv_timer_stop(&srv->watchdog);
   listener_stop(&srv->listener);
@@ -452,6 +464,8 @@ int server_run(const server_config_t *cfg, pools_t *pools, persist_t *persist, h
   srv->persist = persist;
   srv->grace_ms = persist_grace_ms(persist);
   persist_bind_sessions(persist, &srv->sessions);
+  for (uint32_t i = 1; i < pools->n; i++)
+    if (pools->v[i].persist) persist_bind_sessions(pools->v[i].persist, &srv->sessions);
   srv->notify = getenv("NOTIFY_SOCKET") != NULL;
   hc = (handlers_config_t){.max_frame = cfg->max_frame,
                            .max_clients = cfg->max_clients,
@@ -513,6 +527,7 @@ int server_run(const server_config_t *cfg, pools_t *pools, persist_t *persist, h
   if (!rc && ho) reload_adopt(srv, ho);
   if (rc) {
     persist_stop(persist); /* not serving: what the journal holds stays as it is */
+    pools_stop(pools);
     listener_stop(&srv->listener);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);

@@ -246,6 +246,11 @@ struct pp_pool {
   uint64_t region_size, page_size, min_block;
   bool hugepages, phys_known;
   char name[64];
+  uint8_t region_id[CLIENT_REGION_ID_MAX]; /* PoolAttached.region_id */
+  size_t region_id_len;
+  dev_t dev; /* the memfd's file: a re-claim must find the same one */
+  ino_t ino;
+  _Atomic int lost; /* 0, or what every call returns: the pool's state did not survive */
 };
 
 /* client_rpc with room for a descriptor that comes with the reply (*ret_fd, -1: none). */
@@ -254,5 +259,8 @@ int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
                   Pinpool__V1__Response **ret_resp, int *ret_fd);
 /* Unmap and free every pool of c (pp_disconnect). */
 void pool_fini(pp_client *c);
+/* After a re-claim (c->lock held): attach every pool again and check that it is the same
+ * region (region_id, the memfd's file); a pool that is not is lost (PP_ESTATELOST). */
+void pool_reclaimed(pp_client *c);
 
 #endif /* PP_CLIENT_INTERNAL_H */

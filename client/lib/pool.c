@@ -17,9 +17,17 @@
  * reader's allocations and cache requests on its own (PERMISSION_DENIED): the check here
  * only saves the round trip and keeps the types honest.
  *
+ * Restart survival: the daemon journals every pool, and a re-claimed session keeps its
+ * attachments.  After a re-claim (reclaim.c, once the interrupted request went out again)
+ * pool_reclaimed attaches each pool again and compares what comes back with what the
+ * first attach said — the pool id, region_id, size and access, and the memfd's file
+ * (st_dev, st_ino) — so that the mapping is known to be of the same memory; a pool that
+ * does not match (the daemon started it fresh: its config changed, its stored state was
+ * not trusted) is lost, and its calls return PP_ESTATELOST from then on, while the other
+ * pools and the default one carry on.
+ *
  * Not here: buffer caches and magazines (the default pool's only: every pool request is
- * a round trip), and restart survival (the daemon journals the default pool only: after
- * a re-claim the pool's requests fail with PP_ESTATELOST, as the daemon answers).
+ * a round trip).
  *
  * Nothing the daemon says is trusted blindly: the memfd must back the announced size,
  * and a buffer's offset and size must lie within the pool's region before a pointer is
@@ -66,16 +74,18 @@ int pp_pool_attach(pp_client *c, const char *name, pp_pool **ret_pool) {
     goto out;
   /* A region the fd cannot back would SIGBUS on first touch. */
   if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < pa->region_size) goto out;
-  /* Attached before: the same pp_pool (the daemon kept the one attachment). */
+  /* Attached before: the same pp_pool (the daemon kept the one attachment) — unless that
+   * one was lost in a restart: then this is a new attachment, mapped anew. */
   pthread_mutex_lock(&c->lock);
   for (pp_pool *q = c->pools; q; q = q->next)
-    if (q->id == pa->pool) p = q;
+    if (q->id == pa->pool && !atomic_load(&q->lost)) p = q;
   pthread_mutex_unlock(&c->lock);
   if (p) {
     *ret_pool = p;
     rc = 0;
     goto out;
   }
+  if (pa->region_id.len > CLIENT_REGION_ID_MAX) goto out;
   if (!(p = calloc(1, sizeof *p))) {
     rc = PP_ENOPRIVMEM;
     goto out;
@@ -90,6 +100,10 @@ int pp_pool_attach(pp_client *c, const char *name, pp_pool **ret_pool) {
   p->hugepages = pa->hugepages;
   p->phys_known = pa->physical_addresses;
   snprintf(p->name, sizeof p->name, "%s", name);
+  memcpy(p->region_id, pa->region_id.data, pa->region_id.len);
+  p->region_id_len = pa->region_id.len;
+  p->dev = st.st_dev;
+  p->ino = st.st_ino;
   prot = p->access == PP_POOL_WRITE ? PROT_READ | PROT_WRITE : PROT_READ;
   p->base = mmap(NULL, (size_t)p->region_size, prot, MAP_SHARED, fd, 0);
   if (p->base == MAP_FAILED) {
@@ -108,6 +122,34 @@ out:
   if (fd >= 0) close(fd);
   frame_free_response(resp);
   return rc;
+}
+
+void pool_reclaimed(pp_client *c) {
+  for (pp_pool *p = c->pools; p; p = p->next) {
+    Pinpool__V1__AttachPool m = PINPOOL__V1__ATTACH_POOL__INIT;
+    Pinpool__V1__Response *resp = NULL;
+    const Pinpool__V1__PoolAttached *pa;
+    struct stat st;
+    int fd = -1, rc;
+    bool same;
+
+    if (atomic_load(&p->lost)) continue;
+    m.name = p->name;
+    rc = rpc_call(&c->rpc, PINPOOL__V1__REQUEST__BODY_ATTACH_POOL, &m.base,
+                  PINPOOL__V1__RESPONSE__BODY_POOL, &resp, &fd);
+    if (rc < 0 && c->rpc.broken) return; /* the connection failed again: the next call's */
+    pa = rc < 0 ? NULL : resp->pool;
+    same =
+        pa && fd >= 0 && pa->pool == p->id && fstat(fd, &st) == 0 && st.st_dev == p->dev &&
+        st.st_ino == p->ino && (uint64_t)st.st_size >= p->region_size &&
+        pa->region_size == p->region_size && pa->region_id.len == p->region_id_len &&
+        !memcmp(pa->region_id.data, p->region_id, p->region_id_len) &&
+        (pa->access == PINPOOL__V1__POOL_ACCESS__POOL_ACCESS_WRITE ? PP_POOL_WRITE
+                                                                   : PP_POOL_READ) == p->access;
+    if (!same) atomic_store(&p->lost, PP_ESTATELOST);
+    if (fd >= 0) close(fd);
+    frame_free_response(resp);
+  }
 }
 
 void pool_fini(pp_client *c) {
@@ -158,6 +200,7 @@ int pp_pool_alloc(pp_pool *p, const char *name, uint64_t size, unsigned flags, p
 
   if (!p || !ret || size == 0 || (flags & ~(PP_CONTIGUOUS | PP_ZERO)) != 0) return PP_EINVAL;
   if (p->access != PP_POOL_WRITE) return PP_EPERM;
+  if ((rc = atomic_load(&p->lost))) return rc;
   a.size = size;
   a.flags = flags;
   a.name = (char *)name;
@@ -183,6 +226,7 @@ static int lookup(pp_pool *p, const char *name, pp_rbuffer *ret) {
   int rc;
 
   if (!p || !name || !*name || !ret) return PP_EINVAL;
+  if ((rc = atomic_load(&p->lost))) return rc;
   l.name = (char *)name;
   l.pool = p->id;
   rc = client_rpc(p->c, PINPOOL__V1__REQUEST__BODY_LOOKUP, &l.base,
@@ -225,6 +269,7 @@ int pp_pool_free(pp_pool *p, uint64_t handle) {
   int rc;
 
   if (!p) return PP_EINVAL;
+  if ((rc = atomic_load(&p->lost))) return rc;
   f.handle = handle;
   f.pool = p->id;
   rc = client_rpc(p->c, PINPOOL__V1__REQUEST__BODY_FREE, &f.base,

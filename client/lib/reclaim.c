@@ -250,8 +250,9 @@ int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
                   Pinpool__V1__Response **ret_resp, int *ret_fd) {
   pthread_mutex_lock(&c->lock);
   uint64_t id = c->rpc.next_id++;
+  unsigned reclaims;
   int rc;
-  for (unsigned reclaims = 0;; reclaims++) {
+  for (reclaims = 0;; reclaims++) {
     rc = rpc_call_id(&c->rpc, id, body_case, body, want, ret_resp, ret_fd);
     if (rc >= 0 || !c->rpc.lost || !c->reclaim) break;
     if (reclaims == RECLAIM_MAX_PER_REQUEST) {
@@ -267,6 +268,9 @@ int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
   /* Broken for good: every later call fails, and the caches must not serve blocks the
    * daemon may have given to someone else. */
   if (c->rpc.broken) bc_suspend(c);
+  /* The other pools, checked after the interrupted request went out again (it must be the
+   * first request of the re-claimed session: exactly once). */
+  if (reclaims && !c->rpc.broken && c->pools) pool_reclaimed(c);
   pthread_mutex_unlock(&c->lock);
   return rc;
 }
