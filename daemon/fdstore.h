@@ -5,6 +5,7 @@
 #define PP_DAEMON_FDSTORE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define FDSTORE_REGION "region"
 #define FDSTORE_JOURNAL "journal"
@@ -16,6 +17,7 @@ typedef struct fdstore_pool_fds {
   char name[FDSTORE_POOL_NAME_MAX + 1];
   int region_fd, journal_fd; /* -1: none (or more than one: both closed, twice set) */
   bool twice;
+  uint32_t flags; /* after a reload: handoff.h's HANDOFF_STORED, HANDOFF_JOURNAL_TEMP */
 } fdstore_pool_fds_t;
 
 typedef struct fdstore_fds {

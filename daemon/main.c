@@ -726,6 +726,14 @@ int main(int argc, char **argv) {
   if (reloaded) {
     fds = (fdstore_fds_t){
         .listen_fd = ho.listen_fd, .region_fd = ho.region_fd, .journal_fd = ho.journal_fd};
+    /* The other pools' (a handoff of version 2). */
+    for (uint32_t i = 0; i < ho.npools && fds.npools < FDSTORE_POOLS_MAX; i++) {
+      fdstore_pool_fds_t *e = &fds.pools[fds.npools++];
+      snprintf(e->name, sizeof e->name, "%s", ho.pools[i].name);
+      e->region_fd = ho.pools[i].region_fd;
+      e->journal_fd = ho.pools[i].journal_fd;
+      e->flags = ho.pools[i].flags;
+    }
   } else if (fdstore_collect(&fds)) {
     return 1;
   }
@@ -789,6 +797,7 @@ int main(int argc, char **argv) {
   pools_init(&pools, ledger, persist);
   for (uint32_t i = 0; i < o.npools; i++) {
     const pool_def_t *d = &o.pools[i];
+    persist_config_t ppc = pc;
     int rfd = -1, jfd = -1;
     for (unsigned k = 0; k < fds.npools; k++) {
       fdstore_pool_fds_t *e = &fds.pools[k];
@@ -799,10 +808,13 @@ int main(int argc, char **argv) {
                 d->name);
       rfd = e->region_fd;
       jfd = e->journal_fd;
+      /* After a reload: what the previous image said of this pool's fds. */
+      ppc.handoff_stored = reloaded && (e->flags & HANDOFF_STORED);
+      ppc.handoff_journal_temp = reloaded && (e->flags & HANDOFF_JOURNAL_TEMP);
       e->region_fd = e->journal_fd = -1;
       e->name[0] = '\0'; /* taken */
     }
-    if ((rc = pools_add(&pools, d, &lc, &pc, rfd, jfd))) {
+    if ((rc = pools_add(&pools, d, &lc, &ppc, rfd, jfd))) {
       log_err("%s: pool '%s': key 'size' (%" PRIu64 " bytes, page-size %s%s): its region "
               "cannot be had: %s (the log above says why)",
               d->where, d->name, d->size,
@@ -831,6 +843,7 @@ int main(int argc, char **argv) {
                e->name);
     if (e->region_fd >= 0) close(e->region_fd);
     if (e->journal_fd >= 0) close(e->journal_fd);
+    if (reloaded && !(e->flags & HANDOFF_STORED)) continue; /* the store has none of it */
     snprintf(name, sizeof name, "%s.%s", FDSTORE_REGION, e->name);
     fdstore_drop(name);
     snprintf(name, sizeof name, "%s.%s", FDSTORE_JOURNAL, e->name);
