@@ -115,7 +115,8 @@ struct pp_cache {
                             magazines by it, so a recycled address cannot alias */
   uint8_t *base;         /* copies of c->base / c->region_size: one pointer */
   uint64_t region_size;  /*   chase fewer on the fast path */
-  uint32_t id;           /* the daemon's cache_id */
+  uint32_t id;           /* the daemon's cache_id (ids are per pool) */
+  uint32_t pool;         /* the pool it lives in (pool.c); 0: the default pool */
   uint32_t object_size;
   uint32_t align;  /* power of two */
   uint32_t stride; /* object_size rounded up to align */
@@ -257,6 +258,11 @@ struct pp_pool {
 int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
                   ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
                   Pinpool__V1__Response **ret_resp, int *ret_fd);
+/* pp_cache_open in the pool pool_id whose region is mapped at base (pool.c; 0 and c->base:
+ * the default pool's). */
+int client_cache_open(pp_client *c, uint32_t pool_id, uint8_t *base, uint64_t region_size,
+                      uint64_t min_block, const char *name, uint32_t object_size,
+                      uint32_t align, pp_cache **ret_cache);
 /* Unmap and free every pool of c (pp_disconnect). */
 void pool_fini(pp_client *c);
 /* After a re-claim (c->lock held): attach every pool again and check that it is the same

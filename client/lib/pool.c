@@ -26,8 +26,13 @@
  * not trusted) is lost, and its calls return PP_ESTATELOST from then on, while the other
  * pools and the default one carry on.
  *
- * Not here: buffer caches and magazines (the default pool's only: every pool request is
- * a round trip).
+ * Slab caches: pp_pool_cache_open opens a cache in the pool (writers only); the pp_cache
+ * it gives works as the default pool's — objects from this thread's magazines, refilled
+ * and drained a batch at a time (cmag.c) — with its pointers into the pool's mapping and
+ * its requests naming the pool.
+ *
+ * Not here: the buffer caches (bcache.c) serve the default pool only: pp_pool_alloc and
+ * pp_pool_free are each a round trip.
  *
  * Nothing the daemon says is trusted blindly: the memfd must back the announced size,
  * and a buffer's offset and size must lie within the pool's region before a pointer is
@@ -261,6 +266,16 @@ int pp_pool_lookup(pp_pool *p, const char *name, pp_buffer *ret) {
   ret->contiguous = rb.contiguous;
   ret->addr = p->base + rb.offset; /* a writer's mapping is writable */
   return 0;
+}
+
+int pp_pool_cache_open(pp_pool *p, const char *name, uint32_t object_size, uint32_t align,
+                       pp_cache **ret_cache) {
+  int rc;
+  if (!p) return PP_EINVAL;
+  if (p->access != PP_POOL_WRITE) return PP_EPERM;
+  if ((rc = atomic_load(&p->lost))) return rc;
+  return client_cache_open(p->c, p->id, p->base, p->region_size, p->min_block, name,
+                           object_size, align, ret_cache);
 }
 
 int pp_pool_free(pp_pool *p, uint64_t handle) {

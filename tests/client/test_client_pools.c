@@ -1,8 +1,8 @@
 /*
  * test_client_pools.c — libpinpool's pools against a real pinpoold: a writer allocates and
- * publishes in a pool, a reader (another uid) attaches it read-only and reads through
- * const pointers only, an outsider is refused with nothing mapped, and the default pool
- * works as before beside them.
+ * publishes in a pool and keeps slab objects there, a reader (another uid) attaches it
+ * read-only and reads through const pointers only, an outsider is refused with nothing
+ * mapped, and the default pool works as before beside them.
  *
  * The daemon gets a config file with one pool, "cam": root (this process) writes every
  * pool; uid 65533 is its reader; uid 65532 is in neither list.  The other uids are forked
@@ -80,6 +80,10 @@ static void reader(const char *sock) {
   EXPECT(data == (const uint8_t *)pp_pool_rbase(p) + rb.offset);
   EXPECT(pp_pool_lookup(p, "~0/greeting", &b) == PP_EPERM);
   EXPECT(pp_pool_alloc(p, NULL, 4096, 0, &b) == PP_EPERM);
+  {
+    pp_cache *k = NULL;
+    EXPECT(pp_pool_cache_open(p, "~0/objs", 64, 0, &k) == PP_EPERM && k == NULL);
+  }
   /* Its own reference goes, through the pool's handle, with pp_free as well. */
   EXPECT(rb.handle >> 48 == 1);
   EXPECT(pp_free(c, rb.handle) == 0);
@@ -135,6 +139,28 @@ static void a_writer_publishes_in_a_pool_and_a_reader_gets_const_pointers(void *
   assert_int_equal(pp_pool_lookup(p, "greeting", &look), 0);
   assert_ptr_equal(look.addr, b.addr);
   assert_int_equal(pp_pool_free(p, look.handle), 0);
+  /* Slab caches in the pool: objects in its mapping, apart from the default pool's cache
+   * of the same name. */
+  {
+    pp_cache *kp, *kd;
+    uint8_t *o[40];
+    const uint8_t *pb = pp_pool_base(p);
+    assert_int_equal(pp_pool_cache_open(p, "objs", 64, 0, &kp), 0);
+    assert_int_equal(pp_cache_open(c, "objs", 64, 0, &kd), 0);
+    assert_ptr_not_equal(kp, kd);
+    for (int i = 0; i < 40; i++) {
+      o[i] = pp_cache_alloc(kp);
+      assert_non_null(o[i]);
+      assert_true(o[i] >= pb && o[i] + 64 <= pb + pp_pool_region_size(p));
+      memset(o[i], i, 64);
+    }
+    uint8_t *od = pp_cache_alloc(kd);
+    assert_non_null(od);
+    assert_true(od >= (uint8_t *)pp_base(c) && od < (uint8_t *)pp_base(c) + pp_region_size(c));
+    assert_int_equal(pp_cache_free(kd, od), 0);
+    for (int i = 0; i < 40; i++)
+      assert_int_equal(pp_cache_free(kp, o[i]), 0);
+  }
   /* The default pool's handles and the pool's never meet. */
   assert_int_equal(pp_alloc(c, 4096, 0, &other), 0);
   assert_int_not_equal(other.handle >> 48, 1);

@@ -264,10 +264,13 @@ PP_API int pp_cache_free_bulk(pp_cache *k, void *const *objs, unsigned n);
  * writers published; allocating is PP_EPERM).  A caller in neither list gets PP_EPERM
  * and nothing is mapped.  An attachment lasts until pp_disconnect; attaching the same
  * pool again returns the same pp_pool.  Handles of a pool's buffers carry the pool's id
- * (bits 48..62), so they are unambiguous across pools; free them with pp_pool_free.
- * The buffer caches serve the default pool only: pool requests always go to the daemon.
- * After a daemon restart the default pool's holdings come back (re-claim); other pools'
- * do not, and their calls return PP_ESTATELOST. */
+ * (bits 48..62), so they are unambiguous across pools: pp_pool_free or pp_free frees them.
+ * Slab caches work in a pool as in the default one (pp_pool_cache_open); the buffer caches
+ * serve the default pool only: pp_pool_alloc and pp_pool_free always go to the daemon.
+ * After a daemon restart every pool's holdings come back with the session: the re-claim
+ * attaches each pool again and checks that it is the same region.  A pool the daemon had
+ * to start fresh (its config changed, its stored state was not trusted) is lost: its
+ * calls return PP_ESTATELOST, and pp_pool_attach gives a new attachment. */
 typedef struct pp_pool pp_pool;
 #define PP_POOL_READ 1u
 #define PP_POOL_WRITE 2u
@@ -303,6 +306,10 @@ PP_API int pp_pool_alloc(pp_pool *p, const char *name, uint64_t size, unsigned f
 PP_API int pp_pool_lookup(pp_pool *p, const char *name, pp_buffer *ret);
 /* pp_lookup in the pool, read-only: for readers and writers alike. */
 PP_API int pp_pool_rlookup(pp_pool *p, const char *name, pp_rbuffer *ret);
+/* pp_cache_open in the pool: writers only (PP_EPERM for a reader).  The pp_cache it gives
+ * takes the calls above (pp_cache_alloc, pp_cache_free, ...), its objects in the pool. */
+PP_API int pp_pool_cache_open(pp_pool *p, const char *name, uint32_t object_size,
+                              uint32_t align, pp_cache **ret_cache);
 /* Drop this session's hold on a buffer of the pool (from pp_pool_alloc or a lookup). */
 PP_API int pp_pool_free(pp_pool *p, uint64_t handle);
 
