@@ -132,18 +132,18 @@ typedef struct in_pool {
 } in_pool_t;
 
 /* The pool id names for s.  A pool s has not attached is NOT_FOUND — or STATE_LOST for a
- * session a restart brought back, whose attachments of pools other than the default did
- * not survive (pools.c) — and a request that changes a pool (write) from a read-only
- * attachment is PERMISSION_DENIED.  Nonzero: the reply is made. */
+ * session a restart brought back when that pool's stored state could not be taken back
+ * (its attachment may have been lost with it) — and a request that changes a pool
+ * (write) from a read-only attachment is PERMISSION_DENIED.  Nonzero: the reply is made. */
 static int pool_for(handlers_t *hs, session_t *s, uint32_t id, bool write, const char *what,
                     in_pool_t *ret, resp_t *resp, arena_t *a) {
   const pool_t *p = pools_get(hs->pools, id);
   if (!p) return reply(resp, a, PP_ENOENT, "no pool with id %u", (unsigned)id);
   if (pools_session_get(hs->pools, s, id, &ret->l, &ret->h, &ret->acc)) {
-    if (s->restored)
+    if (s->restored && p->persist && persist_state_lost(p->persist))
       return reply(resp, a, PP_ESTATELOST,
-                   "pool '%s': this session's attachment did not survive the daemon's "
-                   "restart: attach it again",
+                   "pool '%s' started fresh after the daemon's restart: what this session "
+                   "held there is gone; attach it again",
                    p->name);
     return reply(resp, a, PP_ENOENT, "pool '%s' is not attached: attach_pool first", p->name);
   }

@@ -140,6 +140,7 @@ struct persist {
   ledger_t *ledger;
   journal_t *journal; /* NULL: not journaling */
   bool stored;        /* region and journal are in the fd store */
+  bool state_lost;    /* stored state was there and not taken back: started fresh */
   bool stopped;
   uint8_t region_id[PERSIST_REGION_ID_LEN];
   const session_list_t *sessions; /* what a snapshot exports */
@@ -669,6 +670,7 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
         fdstore_drop(p->journal_name);
       }
       dropped = true;
+      p->state_lost = true;
     } else {
       /* After a reload the store holds what the previous image put there, if anything. */
       p->stored = cfg->handoff ? cfg->handoff_stored : cfg->fd_store;
@@ -867,6 +869,10 @@ out:
 void persist_stop(persist_t *p) {
   p->stopped = true;
   if (p->ledger) ledger_set_recorder(p->ledger, NULL, NULL);
+}
+
+bool persist_state_lost(const persist_t *p) {
+  return p->state_lost;
 }
 
 bool persist_stored(const persist_t *p) {

@@ -112,6 +112,9 @@ int persist_check(persist_t *p, char *why, size_t why_len);
  * releasing the sessions on the way out does not end them — a daemon started with the
  * stored fds takes them back. */
 void persist_stop(persist_t *p);
+/* Stored state (or a previous image's) was there at start-up and could not be taken
+ * back: this region is fresh, and the sessions' holdings in it are gone. */
+bool persist_state_lost(const persist_t *p);
 /* Region and journal are in the service manager's fd store. */
 bool persist_stored(const persist_t *p);
 /* A reload is about to hand the state to the next image: the journal is compacted so that

@@ -38,9 +38,14 @@
  * default pool's handles unchanged, bit 63 left to the client (libpinpool's buffer-cache
  * handles).  Cache ids and object offsets are per pool, named with the request's pool.
  *
- * Restart survival covers the default pool only (persist.c journals its ledger and keeps
- * its memfd in the fd store); other pools start fresh with each daemon, and a session
- * re-claimed after a restart has no attachment in them (handlers.c: STATE_LOST).
+ * Restart survival: every pool has a persist of its own (persist.c: its journal, its
+ * region and journal in the fd store as region.NAME and journal.NAME), which records the
+ * pool's ledger changes and its attachments (pools_attach: persist_attach; release:
+ * persist_detach).  After a restart pools_take_restored joins each pool's restored
+ * attachments to the sessions the default pool's journal brought back, by session id,
+ * with the access the lists give now; a pool whose stored state could not be taken back
+ * starts fresh on its own, and a restored session's request there is STATE_LOST
+ * (handlers.c).  A reload hands every pool on (reload.c, handoff version 2).
  *
  * Locks: none; only the loop thread calls in.
  */

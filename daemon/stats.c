@@ -747,8 +747,23 @@ static const char *trim_page(Pinpool__V1__Stats *st) {
   return cut;
 }
 
+static const char *trim_snapshot(Pinpool__V1__Stats *st);
+
 const char *stats_trim(Pinpool__V1__Stats *st) {
-  if (st->list != PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT) return trim_page(st);
+  const char *cut = st->list != PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT
+                        ? trim_page(st)
+                        : trim_snapshot(st);
+  if (cut) return cut;
+  /* Last: the pool list (up to POOLS_MAX entries with their access lists), which a small
+   * max_frame may not hold beside the summary. */
+  if (st->n_pools) {
+    st->n_pools = 0;
+    return "the pool list";
+  }
+  return NULL;
+}
+
+static const char *trim_snapshot(Pinpool__V1__Stats *st) {
   if (st->n_map) {
     st->n_map = 0;
     return "map";

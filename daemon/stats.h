@@ -54,7 +54,8 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
 /* Cut st down when its reply would not fit max_frame, and say what was cut so far; NULL
  * when nothing more can go.  A SNAPSHOT loses the map, then the buffer list, then the
  * client list, then half of the caches at a time.  A page loses its second half, with
- * next_cursor and more moved back so that the next page brings it: nothing is lost. */
+ * next_cursor and more moved back so that the next page brings it: nothing is lost.  When
+ * neither can lose more, the pool list (Stats.pools) goes. */
 const char *stats_trim(Pinpool__V1__Stats *st);
 
 #endif

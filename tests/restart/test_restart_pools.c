@@ -152,45 +152,7 @@ static void holdings_in_every_pool_survive_a_sigkill_and_a_reload(void **state) 
   finish(&f);
 }
 
-static void a_pool_whose_config_changed_starts_fresh_and_the_others_survive(void **state) {
-  fixture_t f;
-  pp_client *c;
-  pp_pool *cam, *big, *cam_new;
-  pp_buffer a, k, n;
-
-  (void)state;
-  start(&f, NULL);
-  assert_int_equal(pp_connect(f.d.sock, "pools-changed", &c), 0);
-  assert_int_equal(pp_pool_attach(c, "cam", &cam), 0);
-  assert_int_equal(pp_pool_attach(c, "big", &big), 0);
-  assert_int_equal(pp_pool_alloc(cam, "frame", 8192, 0, &a), 0);
-  assert_int_equal(pp_pool_alloc(big, "kept", 8192, 0, &k), 0);
-  fill(k.addr, k.size, 5);
-  /* The operator gives cam another size; the next daemon reads the file. */
-  write_config(f.conf, "4M");
-  assert_int_equal(rsd_kill(&f.d), 0);
-  assert_true(rsd_log_count(&f.d, "pool 'cam': not taking back the stored state") >= 1);
-  assert_int_equal(pool_used(&f.d, 1), 0);    /* cam: fresh */
-  assert_int_equal(pool_used(&f.d, 2), 8192); /* big: as it was */
-  /* The re-claim finds big the same, cam another region: lost, and said so. */
-  assert_int_equal(pp_pool_alloc(big, NULL, 4096, 0, &n), 0);
-  assert_int_equal(pp_reclaims(c), 1);
-  assert_int_equal(pp_pool_free(big, n.handle), 0);
-  assert_true(intact(k.addr, k.size, 5));
-  assert_int_equal(pp_pool_alloc(cam, NULL, 4096, 0, &n), PP_ESTATELOST);
-  assert_int_equal(pp_pool_free(cam, a.handle), PP_ESTATELOST);
-  /* Attached again: the new region, of the new size. */
-  assert_int_equal(pp_pool_attach(c, "cam", &cam_new), 0);
-  assert_ptr_not_equal(cam_new, cam);
-  assert_int_equal(pp_pool_region_size(cam_new), 4u << 20);
-  assert_int_equal(pp_pool_alloc(cam_new, NULL, 4096, 0, &n), 0);
-  assert_int_equal(pp_pool_free(cam_new, n.handle), 0);
-  assert_int_equal(pp_pool_free(big, k.handle), 0);
-  pp_disconnect(c);
-  finish(&f);
-}
-
-/* ---- exactly once, in a pool ----------------------------------------------------------- */
+/* ---- raw requests with a pool ----------------------------------------------------------- */
 
 static int r_attach(rcl_t *c, const char *name) {
   Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
@@ -224,6 +186,57 @@ static int r_free(rcl_t *c, uint32_t pool, uint64_t handle) {
   req.body_case = PINPOOL__V1__REQUEST__BODY_FREE;
   req.free = &m;
   return rcl_call(c, &req, NULL);
+}
+
+static void a_pool_whose_config_changed_starts_fresh_and_the_others_survive(void **state) {
+  fixture_t f;
+  pp_client *c;
+  pp_pool *cam, *big, *cam_new;
+  pp_buffer a, k, n;
+
+  (void)state;
+  start(&f, NULL);
+  assert_int_equal(pp_connect(f.d.sock, "pools-changed", &c), 0);
+  assert_int_equal(pp_pool_attach(c, "cam", &cam), 0);
+  assert_int_equal(pp_pool_attach(c, "big", &big), 0);
+  assert_int_equal(pp_pool_alloc(cam, "frame", 8192, 0, &a), 0);
+  assert_int_equal(pp_pool_alloc(big, "kept", 8192, 0, &k), 0);
+  fill(k.addr, k.size, 5);
+  /* A raw client too, which does not attach again after its re-claim. */
+  rcl_t raw;
+  uint64_t rh = 0;
+  assert_int_equal(rcl_open(&raw, f.d.sock, "pools-raw"), 0);
+  assert_int_equal(r_attach(&raw, "cam"), 0);
+  assert_int_equal(r_attach(&raw, "big"), 0);
+  assert_int_equal(r_alloc(&raw, 1, 4096, &rh), 0);
+  /* The operator gives cam another size; the next daemon reads the file. */
+  write_config(f.conf, "4M");
+  assert_int_equal(rsd_kill(&f.d), 0);
+  assert_true(rsd_log_count(&f.d, "pool 'cam': not taking back the stored state") >= 1);
+  assert_int_equal(pool_used(&f.d, 1), 0);    /* cam: fresh */
+  assert_int_equal(pool_used(&f.d, 2), 8192); /* big: as it was */
+  /* The re-claim finds big the same, cam another region: lost, and said so. */
+  assert_int_equal(pp_pool_alloc(big, NULL, 4096, 0, &n), 0);
+  assert_int_equal(pp_reclaims(c), 1);
+  assert_int_equal(pp_pool_free(big, n.handle), 0);
+  assert_true(intact(k.addr, k.size, 5));
+  assert_int_equal(pp_pool_alloc(cam, NULL, 4096, 0, &n), PP_ESTATELOST);
+  assert_int_equal(pp_pool_free(cam, a.handle), PP_ESTATELOST);
+  /* The daemon says the same to the raw client in cam, and serves it in big. */
+  assert_int_equal(r_alloc(&raw, 1, 4096, &rh), PP_ESTATELOST);
+  assert_int_equal(raw.reclaims, 1);
+  assert_int_equal(r_alloc(&raw, 2, 4096, &rh), 0);
+  assert_int_equal(r_free(&raw, 2, rh), 0);
+  rcl_close(&raw);
+  /* Attached again: the new region, of the new size. */
+  assert_int_equal(pp_pool_attach(c, "cam", &cam_new), 0);
+  assert_ptr_not_equal(cam_new, cam);
+  assert_int_equal(pp_pool_region_size(cam_new), 4u << 20);
+  assert_int_equal(pp_pool_alloc(cam_new, NULL, 4096, 0, &n), 0);
+  assert_int_equal(pp_pool_free(cam_new, n.handle), 0);
+  assert_int_equal(pp_pool_free(big, k.handle), 0);
+  pp_disconnect(c);
+  finish(&f);
 }
 
 static void a_request_in_a_pool_journaled_before_the_crash_is_answered_once(void **state) {
