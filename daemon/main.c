@@ -487,7 +487,9 @@ static void usage(FILE *out) {
                "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
     fprintf(out, "  --%-19s %s\n", option_defs[i].name, option_defs[i].help);
-  fprintf(out, "  --%-19s %s\n", "config", "FILE  the same keys as key=value lines");
+  fprintf(out, "  --%-19s %s\n", "config",
+          "FILE  the same keys as key=value lines, then [pool NAME] sections (size,\n"
+          "                        page-size, sort-pages, quota, numa-node, writers, readers)");
   fprintf(out, "  --%-19s %s\n", "probe",
           "print what region this machine would give, and exit");
   fprintf(out, "  --%-19s\n  --%-19s\n", "help", "version");
