@@ -183,7 +183,6 @@ fail:
   if (memfd >= 0) close(memfd);
   frame_free_response(resp);
   rpc_close(&c->rpc);
-  pool_fini(c);
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   free(c->bc_dir);
   pthread_mutex_destroy(&c->lock);
@@ -201,6 +200,7 @@ void pp_disconnect(pp_client *c) {
   bc_fini(c);
   /* fd -1 after a re-claim that failed: nothing to close, the mapping is still here. */
   rpc_close(&c->rpc);
+  pool_fini(c); /* every pool's mapping, as the default pool's below */
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   for (pp_cache *k = c->caches, *next; k; k = next) {
     next = k->next;
