@@ -199,6 +199,7 @@ static void conn_release_session(conn_t *c) {
   session_t *s = c->session;
   if (!s) return;
   handshake_leave(c); /* off the session list first: a snapshot must not see it */
+  pools_session_release(c->srv->pools, s); /* the other pools are not journaled */
   if (s->hello_done)
     persist_release(c->srv->persist, c->srv->ledger, s); /* journaled: release + end */
   else if (s->holder)
@@ -540,6 +541,49 @@ static void conn_send(conn_t *c, uint8_t *buf, size_t len) {
   if (c->out && !c->closing && conn_over(c)) conn_pause(c);
 }
 
+/* A reply that carries fd with its first byte (AttachPool's memfd); nothing may be queued
+ * before it (the caller checked).  fd is closed after when close_fd. */
+static void conn_send_fd(conn_t *c, uint8_t *buf, size_t len, int fd, bool close_fd) {
+  uv_os_fd_t sock;
+  ssize_t n = -1;
+
+  if (!c->out && !uv_fileno((uv_handle_t *)&c->pipe, &sock)) {
+    do
+      n = frame_sendmsg_fd(sock, buf, len, fd, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+  }
+  if (close_fd) close(fd);
+  if (n < 0) {
+    log_info("session %" PRIu64 ": sending a descriptor: %s", conn_sid(c),
+             c->out ? "replies queued" : strerror(errno));
+    free(buf);
+    conn_close_now(c);
+    return;
+  }
+  /* The fd went with the first byte; the rest, if any, takes the ordinary path. */
+  if (conn_write(c, buf, (size_t)n, len)) {
+    conn_close_now(c);
+    return;
+  }
+  if (c->out && !c->closing && conn_over(c)) conn_pause(c);
+}
+
+/* An error reply (no body) to request id; the connection stays. */
+static void conn_reply_error(conn_t *c, uint64_t id, int rc, const char *msg) {
+  Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+
+  resp.id = id;
+  resp.status = (Pinpool__V1__Status)(-rc);
+  resp.message = (char *)msg;
+  if (frame_pack(&resp.base, c->srv->cfg->max_frame, &buf, &len)) {
+    conn_close_now(c);
+    return;
+  }
+  conn_send(c, buf, len);
+}
+
 void conn_fail(conn_t *c, uint64_t id, int rc, const char *fmt, ...) {
   Pinpool__V1__Response resp = PINPOOL__V1__RESPONSE__INIT;
   uint8_t *buf = NULL;
@@ -670,14 +714,24 @@ static void handle_frame(conn_t *c, const uint8_t *frame, size_t len) {
     conn_send(c, buf, kept_len);
     goto out;
   }
+  if (req->body_case == PINPOOL__V1__REQUEST__BODY_ATTACH_POOL && c->out) {
+    /* Its reply carries a descriptor, which goes with the reply's first byte: it cannot
+     * wait behind replies the client has not read yet. */
+    conn_reply_error(c, req->id, PP_EBUSY,
+                     "attach_pool while replies wait unread: read them, then ask again");
+    goto out;
+  }
   if (handlers_serve(&c->srv->handlers, c->session, req, &buf, &blen)) {
-    persist_request_end(c->srv->persist, c->session, req->id, NULL, 0);
+    pools_request_end(c->srv->pools, c->session, req->id, NULL, 0);
     conn_close_now(c);
     goto out;
   }
   /* Journaled (what changed, and this reply) before the reply is written. */
-  persist_request_end(c->srv->persist, c->session, req->id, buf, blen);
-  conn_send(c, buf, blen);
+  pools_request_end(c->srv->pools, c->session, req->id, buf, blen);
+  if (c->srv->handlers.reply_fd >= 0)
+    conn_send_fd(c, buf, blen, c->srv->handlers.reply_fd, c->srv->handlers.reply_fd_close);
+  else
+    conn_send(c, buf, blen);
   server_request_done(c->srv);
 out:
   frame_free_request(req);

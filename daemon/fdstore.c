@@ -16,9 +16,11 @@
  * The store (systemd.service(5) FileDescriptorStoreMax=, sd_pid_notify_with_fds(3)):
  * FDSTORE=1 with FDNAME= gives the manager a duplicate to keep while we run, across our
  * crashes, kills and restarts, until FDSTOREREMOVE=1 or the service stops for good.  A
- * memfd is not pollable, so the manager never drops it by itself.  Without NOTIFY_SOCKET
- * (pinpoold started by hand, `make run`, tests without a supervisor) there is no store:
- * fdstore_available() says so and the daemon runs without restart survival.
+ * memfd is not pollable, so the manager never drops it by itself.  Pools other than the
+ * default store theirs as "region.NAME" and "journal.NAME" (persist.c); they are collected
+ * by name in fdstore_fds_t.pools, with the same rule for a name seen twice.  Without
+ * NOTIFY_SOCKET (pinpoold started by hand, `make run`, tests without a supervisor) there is no
+ * store: fdstore_available() says so and the daemon runs without restart survival.
  *
  * Locks: none; start-up and the loop thread.
  */
@@ -35,6 +37,40 @@
 
 #include "log.h"
 #include "pinpool_err.h"
+
+/* "region.NAME" or "journal.NAME": fd kept in f's entry for NAME (true), else false. */
+static bool pool_fd(fdstore_fds_t *f, const char *name, int fd) {
+  bool region = !strncmp(name, FDSTORE_REGION ".", sizeof FDSTORE_REGION);
+  bool journal = !strncmp(name, FDSTORE_JOURNAL ".", sizeof FDSTORE_JOURNAL);
+  const char *pool = region ? name + sizeof FDSTORE_REGION : name + sizeof FDSTORE_JOURNAL;
+  fdstore_pool_fds_t *e = NULL;
+  int *slot;
+
+  if ((!region && !journal) || !*pool || strlen(pool) > FDSTORE_POOL_NAME_MAX) return false;
+  for (unsigned i = 0; i < f->npools && !e; i++)
+    if (!strcmp(f->pools[i].name, pool)) e = &f->pools[i];
+  if (!e) {
+    if (f->npools == FDSTORE_POOLS_MAX) {
+      log_err("the fd store holds more than %u pools: '%s' is closed", FDSTORE_POOLS_MAX, name);
+      close(fd);
+      return true;
+    }
+    e = &f->pools[f->npools++];
+    snprintf(e->name, sizeof e->name, "%s", pool);
+    e->region_fd = e->journal_fd = -1;
+  }
+  slot = region ? &e->region_fd : &e->journal_fd;
+  if (*slot >= 0 || e->twice) { /* two of one name: neither is trusted */
+    if (e->region_fd >= 0) close(e->region_fd);
+    if (e->journal_fd >= 0) close(e->journal_fd);
+    e->region_fd = e->journal_fd = -1;
+    e->twice = true;
+    close(fd);
+  } else {
+    *slot = fd;
+  }
+  return true;
+}
 
 int fdstore_collect(fdstore_fds_t *ret) {
   char **names = NULL;
@@ -62,6 +98,7 @@ int fdstore_collect(fdstore_fds_t *ret) {
       }
       continue;
     }
+    if (pool_fd(&f, name, fd)) continue;
     if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0) {
       if (f.listen_fd >= 0) {
         log_err("systemd passed two listening sockets (fds %d and %d); pinpoold wants one",
@@ -86,6 +123,10 @@ int fdstore_collect(fdstore_fds_t *ret) {
     if (f.listen_fd >= 0) close(f.listen_fd);
     if (f.region_fd >= 0) close(f.region_fd);
     if (f.journal_fd >= 0) close(f.journal_fd);
+    for (unsigned i = 0; i < f.npools; i++) {
+      if (f.pools[i].region_fd >= 0) close(f.pools[i].region_fd);
+      if (f.pools[i].journal_fd >= 0) close(f.pools[i].journal_fd);
+    }
     return rc;
   }
   *ret = f;

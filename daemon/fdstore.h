@@ -5,9 +5,20 @@
 #define PP_DAEMON_FDSTORE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define FDSTORE_REGION "region"
 #define FDSTORE_JOURNAL "journal"
+/* A pool's (pools.c): "region.NAME" and "journal.NAME". */
+#define FDSTORE_POOLS_MAX 64u
+#define FDSTORE_POOL_NAME_MAX 47u
+
+typedef struct fdstore_pool_fds {
+  char name[FDSTORE_POOL_NAME_MAX + 1];
+  int region_fd, journal_fd; /* -1: none (or more than one: both closed, twice set) */
+  bool twice;
+  uint32_t flags; /* after a reload: handoff.h's HANDOFF_STORED, HANDOFF_JOURNAL_TEMP */
+} fdstore_pool_fds_t;
 
 typedef struct fdstore_fds {
   int listen_fd;  /* the listening socket systemd passed; -1: bind our own */
@@ -16,6 +27,9 @@ typedef struct fdstore_fds {
   /* More than one fd under a name we store (a store that kept two regions): none of them
    * can be trusted, so region_fd / journal_fd are -1 and these say why. */
   unsigned extra_regions, extra_journals;
+  /* What the store kept for pools other than the default, by pool name. */
+  fdstore_pool_fds_t pools[FDSTORE_POOLS_MAX];
+  unsigned npools;
 } fdstore_fds_t;
 
 /* Reads LISTEN_FDS / LISTEN_FDNAMES (sd_listen_fds_with_names; the variables are unset,

@@ -48,6 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "debug.h"
 #include "frame.h"
@@ -73,10 +76,21 @@ uint64_t handlers_now_ms(void) {
 void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,
                    const handlers_config_t *cfg) {
   hs->ledger = ledger;
+  pools_init(&hs->own_pools, ledger, NULL);
+  hs->pools = &hs->own_pools;
+  hs->region_id = NULL;
   hs->sessions = sessions;
   hs->cfg = *cfg;
   arena_init(&hs->arena, 64u * 1024u * 1024u);
-  hs->stats_memo = (stats_memo_t){0};
+  memset(hs->stats_memo, 0, sizeof hs->stats_memo);
+  hs->reply_fd = -1;
+  hs->reply_fd_close = false;
+}
+
+void handlers_set_pools(handlers_t *hs, pools_t *pools, const uint8_t *region_id) {
+  PP_ASSERT(pools->v[0].ledger == hs->ledger);
+  hs->pools = pools;
+  hs->region_id = region_id;
 }
 
 void handlers_fini(handlers_t *hs) {
@@ -107,18 +121,59 @@ static int reply_no_private_memory(resp_t *resp, arena_t *a) {
   return reply(resp, a, PP_ENOPRIVMEM, "daemon out of private memory");
 }
 
-/* A Buffer message for b, in the arena: its segments are the region's physically
- * contiguous runs that intersect it.  NULL when the arena is out of memory. */
-static Pinpool__V1__Buffer *buffer_msg(handlers_t *hs, session_t *s, const ledger_buf_info_t *b,
-                                       arena_t *a) {
+/* ---- pools -------------------------------------------------------------------------- */
+
+/* Where a request runs: the pool it names, the session's holder there and its ledger. */
+typedef struct in_pool {
+  uint32_t id;
+  ledger_t *l;
+  ledger_holder_t *h;
+  pool_access_t acc;
+} in_pool_t;
+
+/* The pool id names for s.  A pool s has not attached is NOT_FOUND — or STATE_LOST for a
+ * session a restart brought back when that pool's stored state could not be taken back
+ * (its attachment may have been lost with it) — and a request that changes a pool
+ * (write) from a read-only attachment is PERMISSION_DENIED.  Nonzero: the reply is made. */
+static int pool_for(handlers_t *hs, session_t *s, uint32_t id, bool write, const char *what,
+                    in_pool_t *ret, resp_t *resp, arena_t *a) {
+  const pool_t *p = pools_get(hs->pools, id);
+  if (!p) return reply(resp, a, PP_ENOENT, "no pool with id %u", (unsigned)id);
+  if (pools_session_get(hs->pools, s, id, &ret->l, &ret->h, &ret->acc)) {
+    if (s->restored && p->persist && persist_state_lost(p->persist))
+      return reply(resp, a, PP_ESTATELOST,
+                   "pool '%s' started fresh after the daemon's restart: what this session "
+                   "held there is gone; attach it again",
+                   p->name);
+    return reply(resp, a, PP_ENOENT, "pool '%s' is not attached: attach_pool first", p->name);
+  }
+  if (write && ret->acc != POOL_ACCESS_WRITE)
+    return reply(resp, a, PP_EPERM, "%s: pool '%s' is read-only for uid %u", what, p->name,
+                 (unsigned)s->uid);
+  ret->id = id;
+  return 0;
+}
+
+/* A handle of pool id as the ledger knows it: the pool's bits taken off.  A handle that
+ * names another pool stays as it is, which no ledger handle is (< 2^48): the ledger's
+ * NOT_FOUND, with the same message as any handle the session does not hold. */
+static uint64_t ledger_handle(uint32_t id, uint64_t handle) {
+  return (handle & POOL_HANDLE_MASK) == POOL_HANDLE(id, 0) ? handle & ~POOL_HANDLE_MASK
+                                                           : handle;
+}
+
+/* A Buffer message for b of pool ip, in the arena: its segments are the region's
+ * physically contiguous runs that intersect it.  NULL when the arena is out of memory. */
+static Pinpool__V1__Buffer *buffer_msg(const in_pool_t *ip, session_t *s,
+                                       const ledger_buf_info_t *b, arena_t *a) {
   Pinpool__V1__Buffer *m = arena_alloc(a, sizeof *m);
   size_t nruns, lo = 0, hi, first, n = 0;
-  const region_run_t *runs = ledger_runs(hs->ledger, &nruns);
+  const region_run_t *runs = ledger_runs(ip->l, &nruns);
   uint64_t end = b->offset + b->size;
 
   if (!m) return NULL;
   pinpool__v1__buffer__init(m);
-  m->handle = b->handle;
+  m->handle = POOL_HANDLE(ip->id, b->handle);
   m->offset = b->offset;
   m->size = b->size;
   m->phys_addr = b->phys;
@@ -159,11 +214,11 @@ static Pinpool__V1__Buffer *buffer_msg(handlers_t *hs, session_t *s, const ledge
 
 /* The Buffer body for b.  On failure the reference the request took is dropped again
  * (undo: alloc, lookup; a describe took none). */
-static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b, bool undo,
-                        resp_t *resp, arena_t *a) {
-  Pinpool__V1__Buffer *m = buffer_msg(hs, s, b, a);
+static int reply_buffer(const in_pool_t *ip, session_t *s, const ledger_buf_info_t *b,
+                        bool undo, resp_t *resp, arena_t *a) {
+  Pinpool__V1__Buffer *m = buffer_msg(ip, s, b, a);
   if (!m) {
-    if (undo) ledger_buf_free(hs->ledger, s->holder, b->handle, NULL);
+    if (undo) ledger_buf_free(ip->l, ip->h, b->handle, NULL);
     return reply_no_private_memory(resp, a);
   }
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_BUFFER;
@@ -172,21 +227,20 @@ static int reply_buffer(handlers_t *hs, session_t *s, const ledger_buf_info_t *b
 }
 
 /* The shared groups (--shared-group) this session's user belongs to, decided the first
- * time one of its requests would create a name in a group's scope ("~g..."): the rule of
- * the admin group (session_is_admin: the primary gid from SO_PEERCRED, the supplementary
- * groups of the uid's user, root in every group).  Until then the holder is in none,
- * which is also what it is when no shared group is configured. */
-static int decide_groups(handlers_t *hs, session_t *s, const char *name) {
-  const ledger_config_t *cfg = ledger_config(hs->ledger);
+ * time one of its requests would create a name in a group's scope ("~g...") of a pool:
+ * the rule of the admin group (session_is_admin: the primary gid from SO_PEERCRED, the
+ * supplementary groups of the uid's user, root in every group).  Until then the holder is
+ * in none, which is also what it is when no shared group is configured. */
+static int decide_groups(const in_pool_t *ip, session_t *s, const char *name) {
+  const ledger_config_t *cfg = ledger_config(ip->l);
   gid_t member[LEDGER_SHARED_GROUPS_MAX];
   size_t n = 0;
 
-  if (!name || name[0] != '~' || name[1] != 'g' || ledger_holder_groups_known(s->holder))
-    return 0;
+  if (!name || name[0] != '~' || name[1] != 'g' || ledger_holder_groups_known(ip->h)) return 0;
   for (uint32_t i = 0; i < cfg->nshared_groups; i++)
     if (session_is_admin(s->uid, s->gid, cfg->shared_groups[i]))
       member[n++] = cfg->shared_groups[i];
-  return ledger_holder_set_groups(hs->ledger, s->holder, member, n);
+  return ledger_holder_set_groups(ip->l, ip->h, member, n);
 }
 
 /* ---- the handlers ------------------------------------------------------------------- */
@@ -195,26 +249,34 @@ static int h_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
   const Pinpool__V1__Alloc *m = req->alloc;
   ledger_buf_info_t b;
   ledger_why_t why;
+  in_pool_t ip;
   int rc;
 
-  if (decide_groups(hs, s, m->name)) return reply_no_private_memory(resp, a);
-  rc = ledger_buf_alloc(hs->ledger, s->holder, m->size, m->flags, m->name, &why, &b);
+  if (pool_for(hs, s, m->pool, true, "alloc", &ip, resp, a)) return resp->status;
+  if (decide_groups(&ip, s, m->name)) return reply_no_private_memory(resp, a);
+  rc = ledger_buf_alloc(ip.l, ip.h, m->size, m->flags, m->name, &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
-  return reply_buffer(hs, s, &b, true, resp, a);
+  return reply_buffer(&ip, s, &b, true, resp, a);
 }
 
 static int h_free(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
   ledger_why_t why;
-  int rc = ledger_buf_free(hs->ledger, s->holder, req->free->handle, &why);
+  in_pool_t ip;
+  int rc;
+  if (pool_for(hs, s, req->free->pool, false, "free", &ip, resp, a)) return resp->status;
+  rc = ledger_buf_free(ip.l, ip.h, ledger_handle(ip.id, req->free->handle), &why);
   return rc ? reply_why(resp, a, rc, &why) : 0;
 }
 
 static int h_lookup(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
   ledger_buf_info_t b;
   ledger_why_t why;
-  int rc = ledger_buf_lookup(hs->ledger, s->holder, req->lookup->name, &why, &b);
+  in_pool_t ip;
+  int rc;
+  if (pool_for(hs, s, req->lookup->pool, false, "lookup", &ip, resp, a)) return resp->status;
+  rc = ledger_buf_lookup(ip.l, ip.h, req->lookup->name, &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
-  return reply_buffer(hs, s, &b, true, resp, a);
+  return reply_buffer(&ip, s, &b, true, resp, a);
 }
 
 /* The most a Buffer without segments or name takes in a Buffers reply: five varint fields
@@ -225,8 +287,8 @@ static int h_lookup(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp
 #define BULK_REPLY_OVERHEAD 160u
 
 /* The client's report of its buffer caches, kept for Stats once the request succeeded. */
-static void take_cache_report(session_t *s, const Pinpool__V1__CacheReport *r) {
-  if (r) ledger_holder_set_cached(s->holder, r->buffers, r->bytes);
+static void take_cache_report(const in_pool_t *ip, const Pinpool__V1__CacheReport *r) {
+  if (r) ledger_holder_set_cached(ip->h, r->buffers, r->bytes);
 }
 
 static int h_alloc_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
@@ -235,8 +297,10 @@ static int h_alloc_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *
   Pinpool__V1__Buffers *r;
   ledger_buf_info_t *info;
   ledger_why_t why;
+  in_pool_t ip;
   int rc;
 
+  if (pool_for(hs, s, m->pool, true, "alloc_bulk", &ip, resp, a)) return resp->status;
   if (m->count == 0 || m->count > LEDGER_OBJECTS_MAX)
     return reply(resp, a, PP_ERANGE, "count %u outside 1..%u", (unsigned)m->count,
                  LEDGER_OBJECTS_MAX);
@@ -252,16 +316,16 @@ static int h_alloc_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *
   info = arena_alloc(a, m->count * sizeof *info);
   r = arena_alloc(a, sizeof *r);
   if (!info || !r) return reply_no_private_memory(resp, a);
-  rc = ledger_buf_alloc_bulk(hs->ledger, s->holder, m->size, m->flags, m->count, &why, info);
+  rc = ledger_buf_alloc_bulk(ip.l, ip.h, m->size, m->flags, m->count, &why, info);
   if (rc) return reply_why(resp, a, rc, &why);
   pinpool__v1__buffers__init(r);
   r->buffers = arena_alloc(a, m->count * sizeof *r->buffers);
   if (!r->buffers) goto nomem;
   for (uint32_t i = 0; i < m->count; i++)
-    if (!(r->buffers[i] = buffer_msg(hs, s, &info[i], a))) goto nomem;
+    if (!(r->buffers[i] = buffer_msg(&ip, s, &info[i], a))) goto nomem;
   r->n_buffers = m->count;
-  r->addresses_generation = ledger_addr_generation(hs->ledger);
-  take_cache_report(s, m->cache);
+  r->addresses_generation = ledger_addr_generation(ip.l);
+  take_cache_report(&ip, m->cache);
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_BUFFERS;
   resp->buffers = r;
   return 0;
@@ -269,17 +333,29 @@ nomem:
   /* Undone: each buffer's only reference dropped again, which frees it (no memory
    * needed). */
   for (uint32_t i = 0; i < m->count; i++)
-    ledger_buf_free(hs->ledger, s->holder, info[i].handle, NULL);
+    ledger_buf_free(ip.l, ip.h, info[i].handle, NULL);
   return reply_no_private_memory(resp, a);
 }
 
 static int h_free_bulk(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
                        arena_t *a) {
   const Pinpool__V1__FreeBulk *m = req->free_bulk;
+  const uint64_t *handles = m->handles;
   ledger_why_t why;
-  int rc = ledger_buf_free_bulk(hs->ledger, s->holder, m->handles, m->n_handles, &why);
+  in_pool_t ip;
+  int rc;
+
+  if (pool_for(hs, s, m->pool, false, "free_bulk", &ip, resp, a)) return resp->status;
+  if (ip.id != 0 && m->n_handles) {
+    uint64_t *v = arena_alloc(a, m->n_handles * sizeof *v);
+    if (!v) return reply_no_private_memory(resp, a);
+    for (size_t i = 0; i < m->n_handles; i++)
+      v[i] = ledger_handle(ip.id, m->handles[i]);
+    handles = v;
+  }
+  rc = ledger_buf_free_bulk(ip.l, ip.h, handles, m->n_handles, &why);
   if (rc) return reply_why(resp, a, rc, &why);
-  take_cache_report(s, m->cache);
+  take_cache_report(&ip, m->cache);
   return 0;
 }
 
@@ -287,9 +363,13 @@ static int h_describe(handlers_t *hs, session_t *s, const req_t *req, resp_t *re
                       arena_t *a) {
   ledger_buf_info_t b;
   ledger_why_t why;
-  int rc = ledger_buf_describe(hs->ledger, s->holder, req->describe->handle, &why, &b);
+  in_pool_t ip;
+  int rc;
+  if (pool_for(hs, s, req->describe->pool, false, "describe", &ip, resp, a))
+    return resp->status;
+  rc = ledger_buf_describe(ip.l, ip.h, ledger_handle(ip.id, req->describe->handle), &why, &b);
   if (rc) return reply_why(resp, a, rc, &why);
-  return reply_buffer(hs, s, &b, false, resp, a);
+  return reply_buffer(&ip, s, &b, false, resp, a);
 }
 
 static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
@@ -298,14 +378,16 @@ static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *
   Pinpool__V1__CacheInfo *ci;
   ledger_cache_info_t info;
   ledger_why_t why;
+  in_pool_t ip;
   int rc;
 
-  if (decide_groups(hs, s, m->name)) return reply_no_private_memory(resp, a);
-  rc = ledger_cache_open(hs->ledger, s->holder, m->name, m->object_size, m->align, &why, &info);
+  if (pool_for(hs, s, m->pool, true, "cache_open", &ip, resp, a)) return resp->status;
+  if (decide_groups(&ip, s, m->name)) return reply_no_private_memory(resp, a);
+  rc = ledger_cache_open(ip.l, ip.h, m->name, m->object_size, m->align, &why, &info);
   if (rc) return reply_why(resp, a, rc, &why);
   ci = arena_alloc(a, sizeof *ci);
   if (!ci) {
-    ledger_cache_close(hs->ledger, s->holder, info.id, NULL); /* the open just taken */
+    ledger_cache_close(ip.l, ip.h, info.id, NULL); /* the open just taken */
     return reply_no_private_memory(resp, a);
   }
   pinpool__v1__cache_info__init(ci);
@@ -323,23 +405,30 @@ static int h_cache_open(handlers_t *hs, session_t *s, const req_t *req, resp_t *
 static int h_cache_close(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
                          arena_t *a) {
   ledger_why_t why;
-  int rc = ledger_cache_close(hs->ledger, s->holder, req->cache_close->cache_id, &why);
+  in_pool_t ip;
+  int rc;
+  if (pool_for(hs, s, req->cache_close->pool, true, "cache_close", &ip, resp, a))
+    return resp->status;
+  rc = ledger_cache_close(ip.l, ip.h, req->cache_close->cache_id, &why);
   return rc ? reply_why(resp, a, rc, &why) : 0;
 }
 
 static int h_cache_alloc(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
                          arena_t *a) {
   const Pinpool__V1__CacheAlloc *m = req->cache_alloc;
-  Pinpool__V1__Objects *o = arena_alloc(a, sizeof *o);
+  Pinpool__V1__Objects *o;
   uint64_t *offs = NULL;
   ledger_why_t why;
+  in_pool_t ip;
   int rc;
 
+  if (pool_for(hs, s, m->pool, true, "cache_alloc", &ip, resp, a)) return resp->status;
+  o = arena_alloc(a, sizeof *o);
   /* Room for the answer first, so the ledger writes the offsets straight into the reply;
    * a count out of range gets none (the ledger refuses it for that). */
   if (o && m->count > 0 && m->count <= LEDGER_OBJECTS_MAX)
     offs = arena_alloc(a, m->count * sizeof *offs);
-  rc = ledger_cache_alloc(hs->ledger, s->holder, m->cache_id, m->count, offs, &why);
+  rc = ledger_cache_alloc(ip.l, ip.h, m->cache_id, m->count, offs, &why);
   if (rc) return reply_why(resp, a, rc, &why);
   pinpool__v1__objects__init(o);
   o->offsets = offs;
@@ -353,34 +442,62 @@ static int h_cache_free(handlers_t *hs, session_t *s, const req_t *req, resp_t *
                         arena_t *a) {
   const Pinpool__V1__CacheFree *m = req->cache_free;
   ledger_why_t why;
-  int rc =
-      ledger_cache_free(hs->ledger, s->holder, m->cache_id, m->offsets, m->n_offsets, &why);
+  in_pool_t ip;
+  int rc;
+  if (pool_for(hs, s, m->pool, true, "cache_free", &ip, resp, a)) return resp->status;
+  rc = ledger_cache_free(ip.l, ip.h, m->cache_id, m->offsets, m->n_offsets, &why);
   return rc ? reply_why(resp, a, rc, &why) : 0;
 }
 
 static int h_stats(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
-  stats_source_t src = {.ledger = hs->ledger,
+  const Pinpool__V1__StatsRequest *rq = req->stats;
+  Pinpool__V1__StatsRequest copy;
+  const pool_t *p = pools_get(hs->pools, rq->pool);
+  Pinpool__V1__Stats *st;
+  int rc;
+
+  (void)s;
+  if (!p) return reply(resp, a, PP_ENOENT, "no pool with id %u", (unsigned)rq->pool);
+  stats_source_t src = {.ledger = p->ledger,
+                        .pool = p->id,
+                        .pools = hs->pools,
                         .sessions = hs->sessions,
                         .max_clients = hs->cfg.max_clients,
                         .uptime_ms = handlers_now_ms() - hs->cfg.started_ms,
                         .max_frame = hs->cfg.max_frame,
-                        .memo = &hs->stats_memo};
-  Pinpool__V1__Stats *st;
-  int rc = stats_build(&src, req->stats, &st, a);
+                        .memo = &hs->stats_memo[p->id]};
+  if (p->id && rq->list == PINPOOL__V1__STATS_LIST__STATS_LIST_BUFFERS) {
+    copy = *rq; /* the cursor is a handle as clients see them: the ledger's, here */
+    copy.cursor = ledger_handle(p->id, rq->cursor);
+    rq = &copy;
+  }
+  rc = stats_build(&src, rq, &st, a);
   if (rc == PP_EINVAL)
     return reply(resp, a, rc, "unknown stats list %d", (int)req->stats->list);
   if (rc) return reply_no_private_memory(resp, a);
+  for (size_t i = 0; i < st->n_buffers; i++)
+    st->buffers[i]->handle = POOL_HANDLE(p->id, st->buffers[i]->handle);
+  if (p->id && st->list == PINPOOL__V1__STATS_LIST__STATS_LIST_BUFFERS && st->next_cursor)
+    st->next_cursor = POOL_HANDLE(p->id, st->next_cursor);
   resp->body_case = PINPOOL__V1__RESPONSE__BODY_STATS;
   resp->stats = st;
   return 0;
 }
 
+/* Every pool's magazines drained and empty slabs returned, the results summed. */
 static int h_shrink(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
   Pinpool__V1__ShrinkResult *r = arena_alloc(a, sizeof *r);
-  ledger_shrink_result_t res;
+  ledger_shrink_result_t res = {0};
 
+  (void)req;
   if (!r) return reply_no_private_memory(resp, a);
-  ledger_shrink(hs->ledger, &res);
+  for (uint32_t i = 0; i < hs->pools->n; i++) {
+    ledger_shrink_result_t one;
+    ledger_shrink(hs->pools->v[i].ledger, &one);
+    res.objects_drained += one.objects_drained;
+    res.slabs_released += one.slabs_released;
+    res.bytes_released += one.bytes_released;
+  }
   pinpool__v1__shrink_result__init(r);
   r->objects_drained = res.objects_drained;
   r->slabs_released = res.slabs_released;
@@ -390,6 +507,59 @@ static int h_shrink(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp
   log_info("shrink by session %" PRIu64 ": %" PRIu64 " objects drained, %" PRIu64
            " slabs (%" PRIu64 " bytes) released",
            s->id, res.objects_drained, res.slabs_released, res.bytes_released);
+  return 0;
+}
+
+/* Attach a pool by name: its geometry, the session's access, and the memfd to send with
+ * the reply (hs->reply_fd) — the region's own for a writer, a read-only re-open of it
+ * for a reader (pools.c), none for anyone else. */
+static int h_attach_pool(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp,
+                         arena_t *a) {
+  const char *name = req->attach_pool->name;
+  pool_t *p = pools_find(hs->pools, name);
+  Pinpool__V1__PoolAttached *pa = arena_alloc(a, sizeof *pa);
+  pool_access_t acc;
+  const region_t *r;
+  int fd, rc;
+  bool own = false;
+
+  if (!pa) return reply_no_private_memory(resp, a);
+  if (!p) return reply(resp, a, PP_ENOENT, "no pool named '%s'", name);
+  acc = pools_access(p, s->uid, s->gid);
+  if (acc == POOL_ACCESS_NONE)
+    return reply(resp, a, PP_EPERM, "uid %u is neither a writer nor a reader of pool '%s'",
+                 (unsigned)s->uid, p->name);
+  r = ledger_region(p->ledger);
+  fd = region_fd(r);
+  if (acc == POOL_ACCESS_READ) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+      log_err("pool '%s': re-opening its memfd read-only: %s", p->name, strerror(errno));
+      return reply(resp, a, PP_EOS, "pool '%s': the daemon cannot open a read-only descriptor",
+                   p->name);
+    }
+    own = true;
+  }
+  if ((rc = pools_attach(hs->pools, s, p, acc))) {
+    if (own) close(fd);
+    return reply_no_private_memory(resp, a);
+  }
+  pinpool__v1__pool_attached__init(pa);
+  pa->pool = p->id;
+  pa->name = p->name;
+  pa->access = (Pinpool__V1__PoolAccess)acc;
+  pa->region_size = region_size(r);
+  pa->page_size = region_page_size(r);
+  pa->hugepages = region_hugepages(r);
+  pa->physical_addresses = region_phys_known(r);
+  pa->min_block = BUDDY_MIN_SIZE;
+  pa->region_id.data = p->id ? p->region_id : (uint8_t *)hs->region_id;
+  pa->region_id.len = pa->region_id.data ? POOL_REGION_ID_LEN : 0;
+  resp->body_case = PINPOOL__V1__RESPONSE__BODY_POOL;
+  resp->pool = pa;
+  hs->reply_fd = fd;
+  hs->reply_fd_close = own;
   return 0;
 }
 
@@ -415,6 +585,7 @@ static const struct handler_row {
     [PINPOOL__V1__REQUEST__BODY_ALLOC_BULK] = {h_alloc_bulk, false, "alloc_bulk"},
     [PINPOOL__V1__REQUEST__BODY_FREE_BULK] = {h_free_bulk, false, "free_bulk"},
     [PINPOOL__V1__REQUEST__BODY_DESCRIBE] = {h_describe, false, "describe"},
+    [PINPOOL__V1__REQUEST__BODY_ATTACH_POOL] = {h_attach_pool, false, "attach_pool"},
 };
 
 static void handle(handlers_t *hs, session_t *s, const req_t *req, resp_t *resp, arena_t *a) {
@@ -486,6 +657,8 @@ int handlers_serve(handlers_t *hs, session_t *s, const req_t *req, uint8_t **ret
   int rc;
 
   PP_ASSERT(s->holder != NULL);
+  hs->reply_fd = -1;
+  hs->reply_fd_close = false;
   resp.id = req->id;
   handle(hs, s, req, &resp, a);
   rc = handlers_pack(hs->cfg.max_frame, &resp, a, ret_buf, ret_len);
@@ -497,6 +670,9 @@ int handlers_serve(handlers_t *hs, session_t *s, const req_t *req, uint8_t **ret
     err.message = (char *)"reply could not be encoded";
     log_err("packing a reply failed: %s", pp_strerror(rc));
     rc = frame_pack(&err.base, hs->cfg.max_frame, ret_buf, ret_len);
+    if (hs->reply_fd >= 0 && hs->reply_fd_close) close(hs->reply_fd);
+    hs->reply_fd = -1; /* no descriptor with an error reply */
+    hs->reply_fd_close = false;
   }
   return rc;
 }

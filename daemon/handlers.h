@@ -9,11 +9,13 @@
 #include "arena.h"
 #include "ledger.h"
 #include "pinpool.pb-c.h"
+#include "pools.h"
 #include "session.h"
 #include "stats.h"
 
 /* Welcome.features: the requests beyond the first ones that handler_table[] serves. */
-#define HANDLERS_FEATURES ((uint32_t)PINPOOL__V1__FEATURE__FEATURE_BULK)
+#define HANDLERS_FEATURES                                                                      \
+  ((uint32_t)PINPOOL__V1__FEATURE__FEATURE_BULK | (uint32_t)PINPOOL__V1__FEATURE__FEATURE_POOLS)
 
 typedef struct handlers_config {
   uint32_t max_frame;   /* replies are cut down to fit */
@@ -22,15 +24,27 @@ typedef struct handlers_config {
 } handlers_config_t;
 
 typedef struct handlers {
-  ledger_t *ledger;
+  ledger_t *ledger; /* the default pool's */
+  pools_t *pools;   /* every pool: own_pools unless handlers_set_pools said otherwise */
+  pools_t own_pools;
+  const uint8_t *region_id;       /* the default pool's (persist_region_id); NULL: zeros */
   const session_list_t *sessions; /* sessions past Hello (Stats.clients) */
   handlers_config_t cfg;
-  arena_t arena;           /* each reply, rewound once packed */
-  stats_memo_t stats_memo; /* what Stats replies keep from one to the next */
+  arena_t arena;                      /* each reply, rewound once packed */
+  stats_memo_t stats_memo[POOLS_MAX]; /* what Stats replies keep, per pool */
+  /* A descriptor to send with the reply handlers_serve just packed (AttachPool: the pool's
+   * memfd), -1 when none; the caller sends it with the reply's first byte and, when
+   * reply_fd_close, closes it after.  handlers_serve sets both every time. */
+  int reply_fd;
+  bool reply_fd_close;
 } handlers_t;
 
+/* The handlers over one pool, the default, whose ledger is ledger. */
 void handlers_init(handlers_t *hs, ledger_t *ledger, const session_list_t *sessions,
                    const handlers_config_t *cfg);
+/* Serve every pool of pools (pools->v[0].ledger must be the ledger of handlers_init), the
+ * default pool's region named by region_id (PoolAttached.region_id). */
+void handlers_set_pools(handlers_t *hs, pools_t *pools, const uint8_t *region_id);
 /* Frees the arena. */
 void handlers_fini(handlers_t *hs);
 

@@ -41,6 +41,11 @@
  *       u32 nconns (= nfds), then per connection: i32 fd (= fds[i]), u8 kind, u8 flags
  *       (bit 0 replay_armed), u16 0, u32 uid, u64 session_id, u64 requests, str in,
  *       str out
+ *   Version 2 adds the pools other than the default (daemon/pools.c) at the end of the
+ *   body: u32 npools, then per pool: str name, i32 region_fd, i32 journal_fd, u32 flags
+ *   (bits 1 and 2 as the stable flags, for that pool's region and journal).  Their
+ *   descriptors are not in the stable part: a binary that falls back leaves them open and
+ *   unused, and starts those pools fresh.
  *   (str: u32 length, then the bytes.)  The file is exactly H + 4 nfds + B + 4 bytes.
  *
  * Versions.  A binary writes HANDOFF_VERSION and reads every version up to it; meeting a
@@ -91,10 +96,15 @@ static void why_set(char *why, size_t n, const char *fmt, ...) {
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-static size_t body_size(const handoff_t *h) {
+static size_t body_size(const handoff_t *h, uint32_t version) {
   size_t n = 8 + 8 + 8 + 4 + 4 + strlen(h->socket_path) + 4 + 16u * h->ndetached + 4;
   for (uint32_t i = 0; i < h->nconns; i++)
     n += CONN_FIXED + 4 + h->conns[i].in_len + 4 + h->conns[i].out_len;
+  if (version >= 2) {
+    n += 4;
+    for (uint32_t i = 0; i < h->npools; i++)
+      n += 4 + strlen(h->pools[i].name) + 12;
+  }
   return n;
 }
 
@@ -110,7 +120,7 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
 }
 
 int handoff_write(const handoff_t *h, uint32_t version, int *ret_fd) {
-  size_t blen = body_size(h), fdlen = 4u * (size_t)h->nconns;
+  size_t blen = body_size(h, version), fdlen = 4u * (size_t)h->nconns;
   size_t total = HEADER_LEN_V1 + fdlen + blen + 4;
   journal_enc_t e;
   uint8_t *buf;
@@ -156,6 +166,15 @@ int handoff_write(const handoff_t *h, uint32_t version, int *ret_fd) {
     journal_enc_str(&e, c->in, c->in_len);
     journal_enc_str(&e, c->out, c->out_len);
   }
+  if (version >= 2) {
+    journal_enc_u32(&e, h->npools);
+    for (uint32_t i = 0; i < h->npools; i++) {
+      journal_enc_str(&e, h->pools[i].name, strlen(h->pools[i].name));
+      journal_enc_u32(&e, (uint32_t)h->pools[i].region_fd);
+      journal_enc_u32(&e, (uint32_t)h->pools[i].journal_fd);
+      journal_enc_u32(&e, h->pools[i].flags);
+    }
+  }
   uint32_t bcrc = journal_crc32c(0, buf + body_at, e.len - body_at);
   journal_enc_u32(&e, bcrc);
   if (e.err || e.len != total) {
@@ -195,9 +214,11 @@ void handoff_free(handoff_t *h) {
   }
   free(h->conns);
   free(h->detached);
+  free(h->pools);
   h->conns = NULL;
   h->detached = NULL;
-  h->nconns = h->ndetached = 0;
+  h->pools = NULL;
+  h->nconns = h->ndetached = h->npools = 0;
 }
 
 static int read_whole(int fd, uint8_t **ret, size_t *ret_len) {
@@ -224,9 +245,51 @@ static uint32_t get32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The version 1 body into h.  0 or PP_ECORRUPT (why) / PP_ENOPRIVMEM. */
-static int read_body_v1(const uint8_t *body, size_t len, const int *fds, uint32_t nfds,
-                        handoff_t *h, char *why, size_t why_len) {
+/* Version 2's pools into h: each descriptor >= 3, none listed twice or among the stable
+ * part's (handoff_take checks that they are open).  0 or PP_ECORRUPT (why) /
+ * PP_ENOPRIVMEM. */
+static int read_pools(journal_dec_t *d, const int *fds, uint32_t nfds, handoff_t *h, char *why,
+                      size_t why_len) {
+  uint32_t np = journal_dec_u32(d);
+  if (d->err || np > (d->len - d->off) / 16) {
+    why_set(why, why_len, "%u pools do not fit the body", np);
+    return PP_ECORRUPT;
+  }
+  if (np && !(h->pools = calloc(np, sizeof *h->pools))) return PP_ENOPRIVMEM;
+  h->npools = np;
+  for (uint32_t i = 0; i < np; i++) {
+    handoff_pool_t *p = &h->pools[i];
+    if (journal_dec_cstr(d, p->name, sizeof p->name) || !p->name[0]) {
+      why_set(why, why_len, "pool %u's name is malformed", i);
+      return PP_ECORRUPT;
+    }
+    p->region_fd = (int)journal_dec_u32(d);
+    p->journal_fd = (int)journal_dec_u32(d);
+    p->flags = journal_dec_u32(d);
+    if (d->err || (p->flags & ~(uint32_t)(HANDOFF_STORED | HANDOFF_JOURNAL_TEMP)) ||
+        p->region_fd < 3 || p->journal_fd < 3 || p->region_fd == p->journal_fd) {
+      why_set(why, why_len, "pool '%s' does not check out", p->name);
+      return PP_ECORRUPT;
+    }
+    for (uint32_t j = 0; j < nfds + 3 + 2 * i; j++) {
+      int other = j < nfds                  ? fds[j]
+                  : j == nfds               ? h->listen_fd
+                  : j == nfds + 1           ? h->region_fd
+                  : j == nfds + 2           ? h->journal_fd
+                  : (j - nfds - 3) % 2 == 0 ? h->pools[(j - nfds - 3) / 2].region_fd
+                                            : h->pools[(j - nfds - 3) / 2].journal_fd;
+      if (other == p->region_fd || other == p->journal_fd) {
+        why_set(why, why_len, "pool '%s''s descriptor %d is listed twice", p->name, other);
+        return PP_ECORRUPT;
+      }
+    }
+  }
+  return 0;
+}
+
+/* The body (version 1 or 2) into h.  0 or PP_ECORRUPT (why) / PP_ENOPRIVMEM. */
+static int read_body(const uint8_t *body, size_t len, uint32_t version, const int *fds,
+                     uint32_t nfds, handoff_t *h, char *why, size_t why_len) {
   journal_dec_t d;
   int rc = 0;
 
@@ -291,6 +354,7 @@ static int read_body_v1(const uint8_t *body, size_t len, const int *fds, uint32_
       }
     }
   }
+  if (!rc && version >= 2) rc = read_pools(&d, fds, nfds, h, why, why_len);
   if (!rc && journal_dec_finish(&d)) {
     why_set(why, why_len, "%zu bytes left over at the end of the body", len - d.off);
     rc = PP_ECORRUPT;
@@ -375,7 +439,7 @@ int handoff_read(int fd, handoff_t *ret, int **ret_fds, uint32_t *ret_nfds, char
     why_set(why, why_len, "unknown flags %#x", h.flags);
     goto out;
   }
-  rc = read_body_v1(body, blen, fds, nfds, &h, why, why_len);
+  rc = read_body(body, blen, version, fds, nfds, &h, why, why_len);
   if (rc) {
     handoff_free(&h);
     goto out;
@@ -452,6 +516,19 @@ int handoff_take(handoff_t *ret) {
   fd_cloexec(ret->journal_fd);
   for (uint32_t i = 0; i < nfds; i++)
     fd_cloexec(fds[i]);
+  for (uint32_t i = 0; i < ret->npools; i++) {
+    handoff_pool_t *p = &ret->pools[i];
+    if (!fd_open(p->region_fd) || !fd_open(p->journal_fd) || p->region_fd == hfd ||
+        p->journal_fd == hfd) {
+      log_err("the handoff names descriptors of pool '%s' that are not open: the pool starts "
+              "fresh",
+              p->name);
+      p->region_fd = p->journal_fd = -1;
+      continue;
+    }
+    fd_cloexec(p->region_fd);
+    fd_cloexec(p->journal_fd);
+  }
   if (rc) {
     /* The crash path: the journal is complete (the old image compacted it), but this
      * binary cannot say which connection is whose, so every connection is closed and

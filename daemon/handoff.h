@@ -12,7 +12,7 @@
 /* The environment variable naming the handoff memfd's descriptor in the new image. */
 #define HANDOFF_ENV "PINPOOLD_HANDOFF_FD"
 /* The version this binary writes and the newest it reads. */
-#define HANDOFF_VERSION 1u
+#define HANDOFF_VERSION 2u
 #define HANDOFF_PATH_MAX 108u /* sun_path */
 
 /* Stable flags (every version): what the next image must know even when it cannot read
@@ -44,6 +44,14 @@ typedef struct handoff_conn {
   uint32_t out_len;
 } handoff_conn_t;
 
+/* A pool other than the default (version 2): its region and journal memfds. */
+#define HANDOFF_POOL_NAME_MAX 47u
+typedef struct handoff_pool {
+  char name[HANDOFF_POOL_NAME_MAX + 1];
+  int region_fd, journal_fd;
+  uint32_t flags; /* HANDOFF_STORED, HANDOFF_JOURNAL_TEMP: as the stable flags, its own */
+} handoff_pool_t;
+
 /* A session waiting to be re-claimed after an earlier restart: it keeps its deadline. */
 typedef struct handoff_detached {
   uint64_t session_id;
@@ -63,6 +71,8 @@ typedef struct handoff {
   uint32_t nconns;
   handoff_detached_t *detached;
   uint32_t ndetached;
+  handoff_pool_t *pools; /* version 2 */
+  uint32_t npools;
   /* Reading only: the body could not be used (why); conns is then empty, their fds closed,
    * and the next image goes on as after a crash (its clients re-claim). */
   bool fell_back;

@@ -189,8 +189,10 @@
  * adopts the region, whose reserve fills every hole, and starts with nothing lost.
  *
  * Several pools per daemon: nothing here is global — each ledger has its own region,
- * buddy, slabs, handle counter and holders; a session would hold one ledger_holder_t per
- * pool, and a handle would be named with its pool.
+ * buddy, slabs, handle counter, quota and holders.  daemon/pools.c keeps one ledger per
+ * pool; a session holds one ledger_holder_t per pool it attached, and handlers.c names a
+ * handle with its pool (pools.h: the pool id in bits 48..62 of the handle a client sees),
+ * so the handles here stay below 2^48.
  *
  * Invariants (ledger_check, run after every request at PP_DEBUG=3):
  *   sum over holders of holds' counts == their buf_refs; every held handle is live and
@@ -1312,7 +1314,9 @@ int ledger_create(const ledger_config_t *cfg, ledger_t **ret) {
   region_config_t rc = {.size = cfg->size,
                         .policy = cfg->policy,
                         .no_sort = cfg->no_sort_pages,
-                        .name = "pinpool",
+                        .bind_node = cfg->bind_node,
+                        .numa_node = cfg->numa_node,
+                        .name = cfg->memfd_name ? cfg->memfd_name : "pinpool",
                         .log = log_region_cb,
                         .log_ctx = NULL};
   ledger_t *l = ledger_alloc(cfg);

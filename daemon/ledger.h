@@ -52,6 +52,11 @@ typedef struct ledger_config {
    * names up there.  None by default. */
   gid_t shared_groups[LEDGER_SHARED_GROUPS_MAX];
   uint32_t nshared_groups;
+  /* The pool's region: its memfd's name (NULL: "pinpool"; shows in /proc/PID/fd), and the
+   * NUMA node its pages come from when bind_node (region_config_t). */
+  const char *memfd_name;
+  bool bind_node;
+  unsigned numa_node;
 } ledger_config_t;
 
 typedef struct ledger ledger_t;

@@ -8,6 +8,14 @@
  * An unknown key or a bad value stops the daemon with the file and line named (exit 2):
  * a typo in a unit's config must not silently run with defaults.
  *
+ * Pools (pools.c): the region --size/--page-size describe is the default pool.  A line
+ * `[pool NAME]` in the file starts the section of one more pool; the keys after it, up
+ * to the next section, are that pool's: size (required), page-size, sort-pages, quota,
+ * numa-node, writers and readers (lists of users and @groups).  Nothing else is allowed
+ * in a section.  Each pool is checked (pools_check_def: size against an explicit page
+ * size, the node, every user and group) before any region is made, and created after the
+ * default pool; any refusal names the pool and the key (exit 2).
+ *
  * `--probe` anywhere hands the whole argv to probe_main() (probe.c) before anything else.
  *
  * Start-up order matters for systemd: the fds the service manager passes are sorted out
@@ -57,7 +65,9 @@
 #include "ledger.h"
 #include "log.h"
 #include "persist.h"
+#include "pools.h"
 #include "probe.h"
+#include "osl.h"
 #include "region.h"
 #include "units.h"
 #include "server.h"
@@ -88,7 +98,11 @@ typedef struct options {
   uint64_t max_queued;
   uint32_t scan_interval_ms;
   uint32_t grace_ms;
-  int journal; /* JOURNAL_AUTO, JOURNAL_YES, JOURNAL_NO */
+  int journal;    /* JOURNAL_AUTO, JOURNAL_YES, JOURNAL_NO */
+  bool bind_node; /* --numa-node: the default pool's */
+  unsigned numa_node;
+  pool_def_t pools[POOLS_MAX - 1]; /* [pool NAME] sections of the config file */
+  uint32_t npools;
 } options_t;
 
 enum { JOURNAL_AUTO = 0, JOURNAL_YES, JOURNAL_NO };
@@ -141,7 +155,8 @@ typedef enum {
   OPT_MAX_QUEUED,
   OPT_SCAN_INTERVAL,
   OPT_GRACE,
-  OPT_JOURNAL
+  OPT_JOURNAL,
+  OPT_NUMA_NODE
 } opt_id_t;
 
 /* --shared-group a,b: each entry appended (a repeated option adds to the list). */
@@ -220,6 +235,9 @@ static const struct option_def {
     {"journal", OPT_JOURNAL, false,
      "auto|yes|no  journal every ownership change for restart survival; auto: when a "
      "service manager keeps our fds (NOTIFY_SOCKET) (default auto)"},
+    {"numa-node", OPT_NUMA_NODE, false,
+     "N  take the default pool's pages from NUMA node N (default: where the kernel puts "
+     "them)"},
 };
 
 static const struct option_def *find_option(const char *name, size_t len) {
@@ -313,6 +331,10 @@ static int apply_option(options_t *o, const struct option_def *d, const char *va
     else
       rc = PP_EINVAL;
     break;
+  case OPT_NUMA_NODE:
+    rc = parse_u32(val, &o->numa_node);
+    if (!rc) o->bind_node = true;
+    break;
   }
   if (rc) {
     fprintf(stderr, "pinpoold: %s: bad value '%s' for %s\n", where, val ? val : "", d->name);
@@ -331,10 +353,95 @@ static char *trim(char *s) {
   return s;
 }
 
+/* One key of a [pool NAME] section; on error prints why, naming the pool and the key. */
+static int apply_pool_key(pool_def_t *d, const char *key, const char *val, const char *where) {
+  int rc = 0;
+  if (!val) {
+    fprintf(stderr, "pinpoold: %s: pool '%s': key '%s' needs '= VALUE'\n", where, d->name, key);
+    return PP_EINVAL;
+  }
+  if (!strcmp(key, "size")) {
+    rc = units_parse_size(val, &d->size);
+    if (!rc && d->size == 0) rc = PP_EINVAL;
+  } else if (!strcmp(key, "page-size")) {
+    rc = region_parse_policy(val, &d->policy);
+  } else if (!strcmp(key, "sort-pages")) {
+    rc = parse_bool(val, &d->sort_pages);
+  } else if (!strcmp(key, "quota")) {
+    rc = units_parse_size(val, &d->quota);
+  } else if (!strcmp(key, "numa-node")) {
+    rc = parse_u32(val, &d->numa_node);
+    if (!rc) d->bind_node = true;
+  } else if (!strcmp(key, "writers") || !strcmp(key, "readers")) {
+    char *dst = key[0] == 'w' ? d->writers : d->readers;
+    if (strlen(val) >= POOL_ACL_TEXT)
+      rc = PP_ERANGE;
+    else
+      snprintf(dst, POOL_ACL_TEXT, "%s", val);
+  } else {
+    fprintf(stderr, "pinpoold: %s: pool '%s': unknown key '%s'\n", where, d->name, key);
+    return PP_EINVAL;
+  }
+  if (rc) {
+    fprintf(stderr, "pinpoold: %s: pool '%s': bad value '%s' for key '%s'\n", where, d->name,
+            val, key);
+    return PP_EINVAL;
+  }
+  return 0;
+}
+
+/* "[pool NAME]": a new section, or an error (printed). */
+static int start_pool(options_t *o, char *s, const char *where, pool_def_t **ret) {
+  size_t n = strlen(s);
+  char *name;
+  if (n < 2 || s[n - 1] != ']' || strncmp(s, "[pool", 5) || (s[5] != ' ' && s[5] != '\t')) {
+    fprintf(stderr, "pinpoold: %s: a section is written [pool NAME]\n", where);
+    return PP_EINVAL;
+  }
+  s[n - 1] = '\0';
+  name = trim(s + 5);
+  if (!*name || strlen(name) > POOL_NAME_MAX ||
+      strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789-_.") != strlen(name)) {
+    fprintf(stderr,
+            "pinpoold: %s: pool '%s': a pool name is 1 to %u letters, digits, '-', '_' or "
+            "'.'\n",
+            where, name, POOL_NAME_MAX);
+    return PP_EINVAL;
+  }
+  if (!strcmp(name, POOL_DEFAULT_NAME)) {
+    fprintf(stderr,
+            "pinpoold: %s: pool '%s': the default pool is the one --size and --page-size "
+            "describe; it has no section\n",
+            where, name);
+    return PP_EINVAL;
+  }
+  for (uint32_t i = 0; i < o->npools; i++)
+    if (!strcmp(o->pools[i].name, name)) {
+      fprintf(stderr, "pinpoold: %s: pool '%s' is defined twice (first at %s)\n", where, name,
+              o->pools[i].where);
+      return PP_EINVAL;
+    }
+  if (o->npools == POOLS_MAX - 1) {
+    fprintf(stderr, "pinpoold: %s: pool '%s': at most %u pools besides the default one\n",
+            where, name, POOLS_MAX - 1);
+    return PP_EINVAL;
+  }
+  *ret = &o->pools[o->npools++];
+  memset(*ret, 0, sizeof **ret);
+  snprintf((*ret)->name, sizeof(*ret)->name, "%s", name);
+  snprintf((*ret)->where, sizeof(*ret)->where, "%s", where);
+  (*ret)->policy = REGION_PAGE_AUTO;
+  (*ret)->sort_pages = true;
+  return 0;
+}
+
 static int load_config(options_t *o, const char *path) {
   FILE *f = fopen(path, "re");
   char line[1024], where[1100];
   unsigned lineno = 0;
+  pool_def_t *pool = NULL; /* the section being read; NULL: the daemon's own keys */
   int rc = 0;
 
   if (!f) {
@@ -347,10 +454,18 @@ static int load_config(options_t *o, const char *path) {
     lineno++;
     snprintf(where, sizeof where, "%s:%u", path, lineno);
     if (!*s || *s == '#') continue;
+    if (*s == '[') {
+      rc = start_pool(o, s, where, &pool);
+      continue;
+    }
     eq = strchr(s, '=');
     if (eq) *eq = '\0';
     key = trim(s);
     val = eq ? trim(eq + 1) : NULL;
+    if (pool) {
+      rc = apply_pool_key(pool, key, val, where);
+      continue;
+    }
     d = find_option(key, strlen(key));
     if (!d) {
       fprintf(stderr, "pinpoold: %s: unknown key '%s'\n", where, key);
@@ -372,7 +487,9 @@ static void usage(FILE *out) {
                "Serves pinned, physically contiguous buffers from a hugepage region.\n\n");
   for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
     fprintf(out, "  --%-19s %s\n", option_defs[i].name, option_defs[i].help);
-  fprintf(out, "  --%-19s %s\n", "config", "FILE  the same keys as key=value lines");
+  fprintf(out, "  --%-19s %s\n", "config",
+          "FILE  the same keys as key=value lines, then [pool NAME] sections (size,\n"
+          "                        page-size, sort-pages, quota, numa-node, writers, readers)");
   fprintf(out, "  --%-19s %s\n", "probe",
           "print what region this machine would give, and exit");
   fprintf(out, "  --%-19s\n  --%-19s\n", "help", "version");
@@ -529,6 +646,7 @@ int main(int argc, char **argv) {
   persist_config_t pc = {0};
   ledger_t *ledger = NULL;
   persist_t *persist = NULL;
+  static pools_t pools;
   fdstore_fds_t fds;
   gid_t admin_gid = (gid_t)-1;
   handoff_t ho = {0};
@@ -565,7 +683,23 @@ int main(int argc, char **argv) {
     lc.shared_groups[lc.nshared_groups++] = g;
   }
 
+  if (o.bind_node && (o.numa_node > INT32_MAX || !osl_numa_node_exists((int)o.numa_node))) {
+    log_err("numa-node %u: that NUMA node does not exist on this machine", o.numa_node);
+    return 2;
+  }
+  /* Every pool's section is checked before any region is made: a refusal costs nothing. */
+  for (uint32_t i = 0; i < o.npools; i++) {
+    pool_acl_t w, r;
+    char why[512];
+    if (pools_check_def(&o.pools[i], &w, &r, why, sizeof why)) {
+      log_err("%s: %s", o.pools[i].where, why);
+      return 2;
+    }
+  }
+
   sc.started_ms = handlers_now_ms();
+  lc.bind_node = o.bind_node;
+  lc.numa_node = o.numa_node;
   lc.size = o.size;
   lc.policy = o.policy;
   lc.no_sort_pages = !o.sort_pages;
@@ -594,6 +728,14 @@ int main(int argc, char **argv) {
   if (reloaded) {
     fds = (fdstore_fds_t){
         .listen_fd = ho.listen_fd, .region_fd = ho.region_fd, .journal_fd = ho.journal_fd};
+    /* The other pools' (a handoff of version 2). */
+    for (uint32_t i = 0; i < ho.npools && fds.npools < FDSTORE_POOLS_MAX; i++) {
+      fdstore_pool_fds_t *e = &fds.pools[fds.npools++];
+      snprintf(e->name, sizeof e->name, "%s", ho.pools[i].name);
+      e->region_fd = ho.pools[i].region_fd;
+      e->journal_fd = ho.pools[i].journal_fd;
+      e->flags = ho.pools[i].flags;
+    }
   } else if (fdstore_collect(&fds)) {
     return 1;
   }
@@ -653,8 +795,65 @@ int main(int argc, char **argv) {
     else
       log_warning("cannot tell which file this program is: a reload (SIGHUP) is refused");
   }
-  rc = server_run(&sc, ledger, persist, reloaded ? &ho : NULL);
+  /* The other pools, after the default one: fresh each time (pools.c). */
+  pools_init(&pools, ledger, persist);
+  for (uint32_t i = 0; i < o.npools; i++) {
+    const pool_def_t *d = &o.pools[i];
+    persist_config_t ppc = pc;
+    int rfd = -1, jfd = -1;
+    for (unsigned k = 0; k < fds.npools; k++) {
+      fdstore_pool_fds_t *e = &fds.pools[k];
+      if (strcmp(e->name, d->name)) continue;
+      if (e->twice)
+        log_err("pool '%s': the fd store holds its region or journal twice: neither is "
+                "trusted, the pool starts fresh",
+                d->name);
+      rfd = e->region_fd;
+      jfd = e->journal_fd;
+      /* After a reload: what the previous image said of this pool's fds. */
+      ppc.handoff_stored = reloaded && (e->flags & HANDOFF_STORED);
+      ppc.handoff_journal_temp = reloaded && (e->flags & HANDOFF_JOURNAL_TEMP);
+      e->region_fd = e->journal_fd = -1;
+      e->name[0] = '\0'; /* taken */
+    }
+    if ((rc = pools_add(&pools, d, &lc, &ppc, rfd, jfd))) {
+      log_err("%s: pool '%s': key 'size' (%" PRIu64 " bytes, page-size %s%s): its region "
+              "cannot be had: %s (the log above says why)",
+              d->where, d->name, d->size,
+              d->policy == REGION_PAGE_AUTO ? "auto"
+              : d->policy == REGION_PAGE_4K ? "4K"
+              : d->policy == REGION_PAGE_2M ? "2M"
+                                            : "1G",
+              d->bind_node ? ", numa-node set" : "", pp_strerror(rc));
+      pools_fini(&pools);
+      if (fds.listen_fd >= 0) close(fds.listen_fd);
+      handoff_free(&ho);
+      persist_free(persist);
+      ledger_destroy(ledger);
+      return 2;
+    }
+    log_info("pool '%s' (id %u): %" PRIu64 " bytes, writers '%s', readers '%s'", d->name, i + 1,
+             region_size(ledger_region(pools.v[i + 1].ledger)), d->writers, d->readers);
+  }
+  /* What the store keeps for pools the config no longer has: nobody will take it back. */
+  for (unsigned k = 0; k < fds.npools; k++) {
+    fdstore_pool_fds_t *e = &fds.pools[k];
+    char name[FDSTORE_POOL_NAME_MAX + 16];
+    if (!e->name[0]) continue;
+    log_notice("pool '%s' is not configured any more: its stored region and journal leave "
+               "the fd store, and what sessions held there is gone",
+               e->name);
+    if (e->region_fd >= 0) close(e->region_fd);
+    if (e->journal_fd >= 0) close(e->journal_fd);
+    if (reloaded && !(e->flags & HANDOFF_STORED)) continue; /* the store has none of it */
+    snprintf(name, sizeof name, "%s.%s", FDSTORE_REGION, e->name);
+    fdstore_drop(name);
+    snprintf(name, sizeof name, "%s.%s", FDSTORE_JOURNAL, e->name);
+    fdstore_drop(name);
+  }
+  rc = server_run(&sc, &pools, persist, reloaded ? &ho : NULL);
   handoff_free(&ho);
+  pools_fini(&pools);
   persist_free(persist);
   ledger_destroy(ledger);
   return rc ? 1 : 0;

@@ -73,6 +73,20 @@
  * sessions on the way out is not journaled: the journal keeps the live state, and a daemon
  * started with the stored fds within the grace period takes every session back.
  *
+ * Pools (pools.c).  Every pool has a persist of its own: its region and its journal, in the
+ * store as "region.NAME" and "journal.NAME" (the default pool's as "region" and
+ * "journal"), its ledger's changes recorded there.  A pool's journal knows the sessions
+ * that attached the pool (persist_attach: JREC_SESSION_NEW; persist_detach:
+ * JREC_SESSION_END), their holdings in it, and the reply to their last request that
+ * changed the pool (kept in p->replies, for snapshots: the session's own kept reply is
+ * that of its last journaled request in any pool).  At start-up each pool is recovered on
+ * its own, exactly as above, into sessions of its own (holders in s->pools[pool]); the
+ * server joins them to the default pool's sessions by id (server.c), and a pool that
+ * cannot be recovered — its fds missing, damaged, or no longer matching its config
+ * (size, page size) — starts fresh without touching the others.  Exactly once across
+ * pools: a session's kept reply after a restart is the one of the highest request id
+ * among the journals (ids grow within a session).
+ *
  * Without a service manager (no NOTIFY_SOCKET) there is no store and nothing survives the
  * process: journaling is off unless asked for (--journal yes, for tests and benchmarks),
  * and Welcome.grace_ms is 0 so that clients do not wait for a daemon that cannot have
@@ -98,6 +112,7 @@
 #include "fdstore.h"
 #include "jmodel.h"
 #include "log.h"
+#include "pools.h"
 
 _Static_assert(JM_TOKEN_LEN == SESSION_TOKEN_LEN, "tokens in the journal");
 _Static_assert(JM_SESSION_NAME_MAX == SESSION_NAME_MAX, "session names in the journal");
@@ -106,11 +121,26 @@ _Static_assert(JM_REGION_ID_LEN == PERSIST_REGION_ID_LEN, "region ids in the jou
 #define IDENTITY_LEN 36u
 #define FRESH_RETRY_MS 2000u /* a fresh hugepage region waits this long for the old one's */
 
+/* A pool's last journaled reply to a session (struct persist.replies). */
+typedef struct kept {
+  uint64_t id;
+  uint32_t len;
+  uint8_t bytes[];
+} kept_t;
+
+/* Request transactions committed by every persist of this process (the test knob
+ * PINPOOLD_TEST_CRASH_AFTER_COMMIT counts them all). */
+static uint64_t request_txns_all;
+
 struct persist {
   persist_config_t cfg;
+  char region_name[48], journal_name[48]; /* FDNAME= of the region and the journal */
+  char who[64];     /* "" for the default pool, "pool 'NAME': " for another: log lines */
+  u64map_t replies; /* a pool's: session id -> kept_t * */
   ledger_t *ledger;
   journal_t *journal; /* NULL: not journaling */
   bool stored;        /* region and journal are in the fd store */
+  bool state_lost;    /* stored state was there and not taken back: started fresh */
   bool stopped;
   uint8_t region_id[PERSIST_REGION_ID_LEN];
   const session_list_t *sessions; /* what a snapshot exports */
@@ -233,16 +263,68 @@ static void persist_record(void *ctx, const ledger_rec_t *r) {
 /* ---- export, snapshot, failure ------------------------------------------------------------
  */
 
+/* Is s one of p's sessions?  Every session past Hello is the default pool's; a pool's are
+ * those attached to it. */
+static bool of_persist(const persist_t *p, const session_t *s) {
+  return !p->cfg.pool || (s->pools && s->pools[p->cfg.pool].holder);
+}
+
+const uint8_t *persist_kept_reply(const persist_t *p, uint64_t sid, uint64_t *ret_id,
+                                  size_t *ret_len) {
+  uint64_t v;
+  const kept_t *k;
+  if (!u64map_get(&p->replies, sid, &v)) return NULL;
+  k = (const kept_t *)(uintptr_t)v;
+  *ret_id = k->id;
+  *ret_len = k->len;
+  return k->bytes;
+}
+
+/* A pool's kept reply for session sid (replacing the one before).  PP_ENOPRIVMEM. */
+static int keep_pool_reply(persist_t *p, uint64_t sid, uint64_t id, const uint8_t *bytes,
+                           size_t len) {
+  kept_t *k = malloc(sizeof *k + len);
+  uint64_t v;
+  if (!k) return PP_ENOPRIVMEM;
+  k->id = id;
+  k->len = (uint32_t)len;
+  memcpy(k->bytes, bytes, len);
+  if (u64map_get(&p->replies, sid, &v)) free((void *)(uintptr_t)v);
+  if (u64map_put(&p->replies, sid, (uint64_t)(uintptr_t)k)) {
+    u64map_del(&p->replies, sid);
+    free(k);
+    return PP_ENOPRIVMEM;
+  }
+  return 0;
+}
+
+static void drop_pool_reply(persist_t *p, uint64_t sid) {
+  uint64_t v;
+  if (!u64map_get(&p->replies, sid, &v)) return;
+  free((void *)(uintptr_t)v);
+  u64map_del(&p->replies, sid);
+}
+
+static void clear_replies(persist_t *p) {
+  uint64_t k, v;
+  for (size_t it = 0; u64map_next(&p->replies, &it, &k, &v);)
+    free((void *)(uintptr_t)v);
+  u64map_fini(&p->replies);
+  u64map_init(&p->replies);
+}
+
 /* The live state — sessions (with their kept replies) and the ledger — as a model. */
 static int export_live(persist_t *p, jmodel_t *m, char *why, size_t n) {
   int rc = jmodel_set_region(m, p->region_id, why, n);
   for (const session_t *s = p->sessions ? p->sessions->head : NULL; s && !rc; s = s->next) {
+    if (!of_persist(p, s)) continue;
     rc =
         jmodel_session_new(m, s->id, s->token, (uint32_t)s->uid, (uint32_t)s->gid,
                            (uint32_t)s->pid, s->connected_ms, s->name, strlen(s->name), why, n);
     uint64_t rid;
     size_t rlen;
-    const uint8_t *reply = session_kept_reply(s, &rid, &rlen);
+    const uint8_t *reply = p->cfg.pool ? persist_kept_reply(p, s->id, &rid, &rlen)
+                                       : session_kept_reply(s, &rid, &rlen);
     if (!rc && reply) rc = jmodel_reply(m, s->id, rid, reply, rlen, why, n);
   }
   if (!rc) rc = ledger_export(p->ledger, m, why, n);
@@ -266,8 +348,8 @@ static int compact_into(persist_t *p, journal_t *j) {
   }
   jmodel_fini(&m);
   if (rc)
-    log_warning("journal compaction failed: %s%s%s", pp_strerror(rc), why[0] ? ": " : "",
-                why[0] ? why : journal_last_error(j));
+    log_warning("%sjournal compaction failed: %s%s%s", p->who, pp_strerror(rc),
+                why[0] ? ": " : "", why[0] ? why : journal_last_error(j));
   else
     p->stats.compactions++;
   return rc;
@@ -278,12 +360,12 @@ static int compact(persist_t *p) {
 }
 
 static void stop_journaling(persist_t *p, const char *why) {
-  log_err("restart survival is off until pinpoold starts again: %s; the region and the "
+  log_err("%srestart survival is off until pinpoold starts again: %s; the region and the "
           "journal leave the fd store, so the next start is a fresh one",
-          why);
+          p->who, why);
   if (p->stored) {
-    fdstore_drop(FDSTORE_REGION);
-    fdstore_drop(FDSTORE_JOURNAL);
+    fdstore_drop(p->region_name);
+    fdstore_drop(p->journal_name);
   }
   p->stored = false;
   ledger_set_recorder(p->ledger, NULL, NULL);
@@ -299,9 +381,9 @@ static void stop_journaling(persist_t *p, const char *why) {
 static void commit_failed(persist_t *p, int rc) {
   char msg[256];
   p->stats.failures++;
-  log_err("the journal could not record a change: %s%s%s; writing a snapshot of the whole "
+  log_err("%sthe journal could not record a change: %s%s%s; writing a snapshot of the whole "
           "state instead",
-          pp_strerror(rc), journal_last_error(p->journal)[0] ? ": " : "",
+          p->who, pp_strerror(rc), journal_last_error(p->journal)[0] ? ": " : "",
           journal_last_error(p->journal));
   if (compact(p) == 0) return;
   snprintf(msg, sizeof msg, "neither the change nor a snapshot could be journaled (%s)",
@@ -348,16 +430,23 @@ static void on_holder(void *ctx, uint64_t sid, ledger_holder_t *h) {
   session_t *s = NULL;
   u64map_get(&r->m->sessions, sid, &v);
   js = (const jm_session_t *)(uintptr_t)v;
+  persist_t *p = r->p;
   if (session_restore(js->id, js->token, (pid_t)js->pid, (uid_t)js->uid, (gid_t)js->gid,
                       js->name, js->connected_ms, &s) ||
-      (js->reply_len && session_keep_reply(s, js->reply_id, js->reply, js->reply_len))) {
+      (p->cfg.pool && !(s->pools = calloc(POOLS_MAX, sizeof *s->pools))) ||
+      (js->reply_len &&
+       (p->cfg.pool ? keep_pool_reply(p, js->id, js->reply_id, js->reply, js->reply_len)
+                    : session_keep_reply(s, js->reply_id, js->reply, js->reply_len)))) {
     /* Without the session its holder cannot be kept: give its holdings back now. */
     if (s) session_destroy(s);
-    ledger_holder_release(r->p->ledger, h);
+    ledger_holder_release(p->ledger, h);
     r->rc = PP_ENOPRIVMEM;
     return;
   }
-  s->holder = h;
+  if (p->cfg.pool)
+    s->pools[p->cfg.pool].holder = h; /* a pool's session: its attachment (pools.h) */
+  else
+    s->holder = h;
   s->next = NULL;
   *r->tail = s;
   r->tail = &s->next;
@@ -368,9 +457,31 @@ static void free_restored(persist_t *p) {
   for (s = p->restored; s; s = next) {
     next = s->next;
     if (s->holder) ledger_holder_release(p->ledger, s->holder);
+    if (p->cfg.pool && s->pools && s->pools[p->cfg.pool].holder)
+      ledger_holder_release(p->ledger, s->pools[p->cfg.pool].holder);
     session_destroy(s);
   }
   p->restored = NULL;
+}
+
+/* A pool's stored region must be what its config says now: a pool whose size or page size
+ * was changed between runs starts fresh rather than live on in its old shape. */
+static int fits_config(const ledger_t *l, const ledger_config_t *lc, char *why, size_t n) {
+  static const uint64_t policy_page[] = {
+      [REGION_PAGE_4K] = 4096u, [REGION_PAGE_2M] = 2u << 20, [REGION_PAGE_1G] = 1u << 30};
+  const region_t *r = ledger_region(l);
+  uint64_t ps = region_page_size(r), want = (lc->size + ps - 1) / ps * ps;
+  if (lc->policy != REGION_PAGE_AUTO && ps != policy_page[lc->policy]) {
+    snprintf(why, n, "the stored region has pages of %" PRIu64 " bytes, its config says %s", ps,
+             region_policy_name(lc->policy));
+    return PP_EGEOMETRY;
+  }
+  if (region_size(r) != want) {
+    snprintf(why, n, "the stored region has %" PRIu64 " bytes, its config says %" PRIu64,
+             region_size(r), want);
+    return PP_EGEOMETRY;
+  }
+  return 0;
 }
 
 /* The stored region and journal back, or why not.  On success p->ledger, p->journal and
@@ -411,6 +522,7 @@ static int recover(persist_t *p, const ledger_config_t *lc, int region_fd, int *
     snprintf(why, n, "the stored region cannot be adopted: %s", pp_strerror(rc));
     goto out;
   }
+  if (p->cfg.pool && (rc = fits_config(p->ledger, lc, why, n))) goto out;
   restore_ctx_t r = {.p = p, .m = &m, .tail = &p->restored};
   if ((rc = ledger_restore(p->ledger, &m, on_holder, &r, w, sizeof w)) || (rc = r.rc)) {
     snprintf(why, n, "the journal's state does not fit the region: %s",
@@ -432,8 +544,9 @@ static int recover(persist_t *p, const ledger_config_t *lc, int region_fd, int *
   p->journal = j;
   j = NULL;
   session_skip_ids(m.next_session);
-  log_notice("%s (generation %" PRIu64 ", %" PRIu64
+  log_notice("%s%s (generation %" PRIu64 ", %" PRIu64
              " transactions%s%s): %zu sessions, %zu buffers, %zu caches, %zu objects",
+             p->who,
              p->cfg.handoff ? "reload: the previous image's state taken back from its journal"
                             : "restored from the journal",
              scan.generation, scan.txns, scan.tail != JOURNAL_TAIL_NONE ? ", a " : "",
@@ -445,6 +558,7 @@ static int recover(persist_t *p, const ledger_config_t *lc, int region_fd, int *
 out:
   if (rc) {
     free_restored(p);
+    clear_replies(p);
     if (p->ledger) ledger_destroy(p->ledger);
     p->ledger = NULL;
   }
@@ -489,25 +603,27 @@ static int start_fresh(persist_t *p, const ledger_config_t *lc, bool old_dropped
   if (!p->cfg.journal) return 0;
   int fd = region_fd(ledger_region(p->ledger));
   if ((rc = region_identity(fd, id)) || (rc = journal_create(id, sizeof id, &p->journal))) {
-    log_err("cannot create the journal (%s): restart survival is off", pp_strerror(rc));
+    log_err("%scannot create the journal (%s): restart survival is off", p->who,
+            pp_strerror(rc));
     p->journal = NULL;
     return 0;
   }
   if ((rc = journal_txn_begin(p->journal)) || (rc = jrec_region(p->journal, p->region_id)) ||
       (rc = jrec_counters(p->journal, p->next_session, 1, 0)) ||
       (rc = journal_txn_commit(p->journal, NULL))) {
-    log_err("cannot write the journal (%s): restart survival is off", pp_strerror(rc));
+    log_err("%scannot write the journal (%s): restart survival is off", p->who,
+            pp_strerror(rc));
     journal_close(p->journal);
     p->journal = NULL;
     return 0;
   }
   if (p->cfg.fd_store) {
-    if (fdstore_put(fd, FDSTORE_REGION) == 0 &&
-        fdstore_put(journal_fd(p->journal), FDSTORE_JOURNAL) == 0) {
+    if (fdstore_put(fd, p->region_name) == 0 &&
+        fdstore_put(journal_fd(p->journal), p->journal_name) == 0) {
       p->stored = true;
     } else {
-      fdstore_drop(FDSTORE_REGION);
-      fdstore_drop(FDSTORE_JOURNAL);
+      fdstore_drop(p->region_name);
+      fdstore_drop(p->journal_name);
     }
   }
   return 0;
@@ -527,6 +643,16 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
   }
   p->cfg = *cfg;
   p->next_session = 1;
+  u64map_init(&p->replies);
+  if (cfg->pool) {
+    snprintf(p->region_name, sizeof p->region_name, "%s.%s", FDSTORE_REGION, cfg->pool_name);
+    snprintf(p->journal_name, sizeof p->journal_name, "%s.%s", FDSTORE_JOURNAL, cfg->pool_name);
+  } else {
+    snprintf(p->region_name, sizeof p->region_name, "%s", FDSTORE_REGION);
+    snprintf(p->journal_name, sizeof p->journal_name, "%s", FDSTORE_JOURNAL);
+  }
+  if (cfg->pool) snprintf(p->who, sizeof p->who, "pool '%s': ", cfg->pool_name);
+  p->cfg.pool_name = NULL; /* the caller's string: only the names above are kept */
   if (region_fd >= 0 || journal_fd >= 0) {
     if (!cfg->journal && !cfg->handoff)
       snprintf(why, sizeof why, "journaling is off (--journal no)");
@@ -536,14 +662,15 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
     else if (recover(p, lc, region_fd, &journal_fd, why, sizeof why) == 0)
       why[0] = '\0';
     if (why[0]) {
-      log_err("not taking back the %s state: %s; starting on a fresh region (the old "
+      log_err("%snot taking back the %s state: %s; starting on a fresh region (the old "
               "region's clients get STATE_LOST)",
-              cfg->handoff ? "previous image's" : "stored", why);
+              p->who, cfg->handoff ? "previous image's" : "stored", why);
       if (!cfg->handoff || cfg->handoff_stored) {
-        fdstore_drop(FDSTORE_REGION);
-        fdstore_drop(FDSTORE_JOURNAL);
+        fdstore_drop(p->region_name);
+        fdstore_drop(p->journal_name);
       }
       dropped = true;
+      p->state_lost = true;
     } else {
       /* After a reload the store holds what the previous image put there, if anything. */
       p->stored = cfg->handoff ? cfg->handoff_stored : cfg->fd_store;
@@ -552,8 +679,8 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
         /* The previous image did not journal (it wrote this one for the handoff only), or
          * this one is told not to: a journal left in the store would go stale. */
         if (p->stored) {
-          fdstore_drop(FDSTORE_REGION);
-          fdstore_drop(FDSTORE_JOURNAL);
+          fdstore_drop(p->region_name);
+          fdstore_drop(p->journal_name);
           p->stored = false;
         }
         journal_close(p->journal);
@@ -564,18 +691,19 @@ int persist_start(const persist_config_t *cfg, const ledger_config_t *lc, int re
     if (journal_fd >= 0) close(journal_fd);
   }
   if (!p->ledger && (rc = start_fresh(p, lc, dropped))) {
-    log_err("cannot create the region (%" PRIu64 " bytes, %s pages): %s", lc->size,
+    log_err("%scannot create the region (%" PRIu64 " bytes, %s pages): %s", p->who, lc->size,
             region_policy_name(lc->policy), pp_strerror(rc));
     free(p);
     return rc;
   }
   if (p->journal) ledger_set_recorder(p->ledger, persist_record, p);
   if (!cfg->fd_store) {
-    if (!cfg->handoff) /* said at the first start already */
+    if (!cfg->handoff && !cfg->pool) /* said at the first start already, once */
       log_notice("no service manager fd store (NOTIFY_SOCKET is not set): a restart loses "
                  "every session; run under systemd (pinpoold.service) for restart survival");
   } else if (!p->stored)
-    log_warning("restart survival is off: the region and journal are not in the fd store");
+    log_warning("%srestart survival is off: the region and journal are not in the fd store",
+                p->who);
   *ret_ledger = p->ledger;
   *ret = p;
   return 0;
@@ -588,6 +716,8 @@ void persist_free(persist_t *p) {
   journal_close(p->journal);
   journal_close(p->handoff_journal);
   free(p->batch);
+  clear_replies(p);
+  u64map_fini(&p->replies);
   free(p);
 }
 
@@ -646,11 +776,35 @@ void persist_release(persist_t *p, ledger_t *l, session_t *s) {
   txn_commit(p);
 }
 
+void persist_attach(persist_t *p, const session_t *s) {
+  if (s->id >= p->next_session) p->next_session = s->id + 1;
+  if (!persist_journaling(p)) return;
+  txn_open(p);
+  if (!p->txn_err)
+    add(p, jrec_session_new(p->journal, s->id, s->token, (uint32_t)s->uid, (uint32_t)s->gid,
+                            (uint32_t)s->pid, s->connected_ms, s->name));
+  txn_commit(p);
+}
+
+void persist_detach(persist_t *p, ledger_t *l, session_t *s) {
+  ledger_holder_t *h = s->pools ? s->pools[p->cfg.pool].holder : NULL;
+  if (!h) return;
+  ledger_holder_release(l, h);
+  s->pools[p->cfg.pool].holder = NULL;
+  drop_pool_reply(p, s->id);
+  if (!persist_journaling(p)) return;
+  txn_open(p);
+  if (p->in_txn) batch_flush(p);
+  if (!p->txn_err) add(p, jrec_session_end(p->journal, s->id));
+  txn_commit(p);
+}
+
 void persist_request_end(persist_t *p, session_t *s, uint64_t req_id, const uint8_t *reply,
                          size_t len) {
   if (!p->journal || (!p->in_txn && !p->txn_err)) return; /* nothing changed */
   if (reply) {
     session_keep_reply(s, req_id, reply, len);
+    if (p->cfg.pool && keep_pool_reply(p, s->id, req_id, reply, len)) add(p, PP_ENOPRIVMEM);
     if (p->in_txn) {
       batch_flush(p);
       if (!p->txn_err) add(p, jrec_reply(p->journal, s->id, req_id, reply, len));
@@ -658,7 +812,8 @@ void persist_request_end(persist_t *p, session_t *s, uint64_t req_id, const uint
   }
   if (txn_commit(p) == 0 && reply) {
     p->stats.request_txns++;
-    if (p->cfg.crash_after_commit && p->stats.request_txns == p->cfg.crash_after_commit) {
+    request_txns_all++;
+    if (p->cfg.crash_after_commit && request_txns_all == p->cfg.crash_after_commit) {
       log_notice("PINPOOLD_TEST_CRASH_AFTER_COMMIT=%" PRIu64 ": request %" PRIu64
                  " of session %" PRIu64 " is journaled; dying unanswered",
                  p->cfg.crash_after_commit, req_id, s->id);
@@ -714,6 +869,10 @@ out:
 void persist_stop(persist_t *p) {
   p->stopped = true;
   if (p->ledger) ledger_set_recorder(p->ledger, NULL, NULL);
+}
+
+bool persist_state_lost(const persist_t *p) {
+  return p->state_lost;
 }
 
 bool persist_stored(const persist_t *p) {

@@ -31,6 +31,12 @@ typedef struct persist_config {
    * holds them when handoff_stored; a handoff_journal_temp journal is closed once read
    * (the previous image was not journaling, and neither is this one). */
   bool handoff, handoff_stored, handoff_journal_temp;
+  /* A pool other than the default (pools.c): its name names its fds in the store
+   * ("region.NAME", "journal.NAME"), and its sessions are the sessions that attached it
+   * (persist_attach, persist_detach), its holders in s->pools[pool].  0 / NULL: the
+   * default pool's persist, whose sessions are every session past Hello (s->holder). */
+  uint32_t pool;
+  const char *pool_name;
 } persist_config_t;
 
 typedef struct persist persist_t;
@@ -78,6 +84,16 @@ journal_t *persist_journal(const persist_t *p);
 /* A session past Hello (on the bound list already): journaled in a transaction of its
  * own.  A failure is handled inside (fresh snapshot, else journaling off). */
 void persist_session_new(persist_t *p, const session_t *s);
+/* A pool's persist: s attached the pool (its holder is s->pools[pool].holder now): a
+ * session of this pool's journal, as persist_session_new. */
+void persist_attach(persist_t *p, const session_t *s);
+/* A pool's persist: everything s holds in the pool goes back and its attachment ends, in
+ * one transaction (as persist_release). */
+void persist_detach(persist_t *p, ledger_t *l, session_t *s);
+/* A pool's persist: the reply to the last request of session sid journaled here (its id
+ * in *ret_id), NULL when none. */
+const uint8_t *persist_kept_reply(const persist_t *p, uint64_t sid, uint64_t *ret_id,
+                                  size_t *ret_len);
 /* Everything s holds goes back (ledger_holder_release) and the session ends, in one
  * transaction.  s must be off the bound list. */
 void persist_release(persist_t *p, ledger_t *l, session_t *s);
@@ -96,6 +112,9 @@ int persist_check(persist_t *p, char *why, size_t why_len);
  * releasing the sessions on the way out does not end them — a daemon started with the
  * stored fds takes them back. */
 void persist_stop(persist_t *p);
+/* Stored state (or a previous image's) was there at start-up and could not be taken
+ * back: this region is fresh, and the sessions' holdings in it are gone. */
+bool persist_state_lost(const persist_t *p);
 /* Region and journal are in the service manager's fd store. */
 bool persist_stored(const persist_t *p);
 /* A reload is about to hand the state to the next image: the journal is compacted so that

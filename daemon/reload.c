@@ -24,6 +24,10 @@
  *      as the journal; the handoff (handoff.c) maps descriptors to sessions and carries
  *      each connection's unhandled input and unwritten replies, the sessions still waiting
  *      to be re-claimed with their deadlines, the uptime's origin and the session counter.
+ *      Every other pool (pools.c) is handed on the same way: its journal compacted (or
+ *      written for the handoff), its region and journal memfds listed in the handoff by
+ *      the pool's name; the new image adopts each pool whose name its config still has
+ *      and joins the sessions' attachments to their sessions as after a crash.
  *   4. FD_CLOEXEC is cleared on exactly the descriptors handed on — the socket, the region,
  *      the journal, the handoff memfd and each connection — so that everything else (the
  *      epoll fd, libuv's signal pipe, io_uring's pinning ring, pagemap, the spare fd) closes
@@ -143,6 +147,11 @@ static char **handoff_environ(int hfd, char *var, size_t var_len) {
 
 /* What this image hands the next (descriptors and buffers are still ours).  0 or an
  * error. */
+/* Each pool's journal descriptor and whether it was written for the handoff alone (index:
+ * pool id), filled by reload_exec before handoff_build. */
+static int pool_jfd[POOLS_MAX];
+static bool pool_temp[POOLS_MAX];
+
 static int handoff_build(server_t *srv, int journal_fd, bool temp, uint64_t t0, handoff_t *ho) {
   const region_t *r = ledger_region(srv->ledger);
   uint32_t nd = 0;
@@ -174,6 +183,17 @@ static int handoff_build(server_t *srv, int journal_fd, bool temp, uint64_t t0, 
     if (s->detached)
       ho->detached[ho->ndetached++] = (handoff_detached_t){
           .session_id = s->id, .deadline_unix_ms = s->keep->detached_deadline_unix_ms};
+  if (srv->pools->n > 1 && !(ho->pools = calloc(srv->pools->n - 1, sizeof *ho->pools)))
+    return PP_ENOPRIVMEM;
+  for (uint32_t i = 1; i < srv->pools->n; i++) {
+    const pool_t *p = &srv->pools->v[i];
+    handoff_pool_t *hp = &ho->pools[ho->npools++];
+    snprintf(hp->name, sizeof hp->name, "%s", p->name);
+    hp->region_fd = region_fd(ledger_region(p->ledger));
+    hp->journal_fd = pool_jfd[i];
+    hp->flags = (persist_stored(p->persist) ? HANDOFF_STORED : 0) |
+                (pool_temp[i] ? HANDOFF_JOURNAL_TEMP : 0);
+  }
   return 0;
 }
 
@@ -185,6 +205,7 @@ void reload_exec(server_t *srv) {
   char var[64], **env = NULL;
   const char *what = "";
   int jfd = -1, hfd = -1, rc, err = 0;
+  uint32_t npools = 1; /* pools whose journals were prepared: 1.. npools-1 */
   bool temp = false;
   sigset_t hup, old;
 
@@ -199,6 +220,10 @@ void reload_exec(server_t *srv) {
                t0 / 1000, cfg->exe_path);
   what = "compacting the journal";
   if ((rc = persist_reload_prepare(srv->persist, &jfd, &temp))) goto fail;
+  for (npools = 1; npools < srv->pools->n; npools++)
+    if ((rc = persist_reload_prepare(srv->pools->v[npools].persist, &pool_jfd[npools],
+                                     &pool_temp[npools])))
+      goto fail;
   what = "collecting the connections";
   if ((rc = handoff_build(srv, jfd, temp, t0, &ho))) goto fail;
   what = "writing the handoff";
@@ -212,6 +237,10 @@ void reload_exec(server_t *srv) {
   if (!rc) rc = fds_keep(&kept, hfd);
   for (uint32_t i = 0; !rc && i < ho.nconns; i++)
     rc = fds_keep(&kept, ho.conns[i].fd);
+  for (uint32_t i = 0; !rc && i < ho.npools; i++) {
+    rc = fds_keep(&kept, ho.pools[i].region_fd);
+    if (!rc) rc = fds_keep(&kept, ho.pools[i].journal_fd);
+  }
   if (rc) goto fail;
   what = "building the environment";
   if (!(env = handoff_environ(hfd, var, sizeof var))) {
@@ -239,6 +268,8 @@ fail:
   if (hfd >= 0) close(hfd);
   handoff_free(&ho);
   persist_reload_abort(srv->persist);
+  for (uint32_t i = 1; i < npools; i++)
+    persist_reload_abort(srv->pools->v[i].persist);
   if (err)
     log_err("reload: cannot execute %s: %s; this image serves on, nothing changed",
             cfg->exe_path, strerror(err));

@@ -196,7 +196,8 @@ void server_conn_gone(server_t *srv) {
 
 static void on_holes(uv_timer_t *t) {
   server_t *srv = t->data;
-  holes_pass(&srv->holes);
+  for (uint32_t i = 0; i < srv->pools->n; i++)
+    holes_pass(&srv->holes[i]);
 }
 
 /* ---- descriptors ---------------------------------------------------------------------- */
@@ -282,6 +283,7 @@ static void on_grace(uv_timer_t *t) {
                "the restart: its holdings are released",
                s->id, s->name, (int)s->pid, (unsigned)s->uid, srv->grace_ms);
     handshake_forget(srv, s);
+    pools_session_release(srv->pools, s);
     persist_release(srv->persist, srv->ledger, s);
     session_destroy(s);
   }
@@ -319,6 +321,8 @@ static int take_restored(server_t *srv, bool reload) {
   if (n && !reload)
     log_notice("%u session%s from before the restart wait %u ms for their clients", n,
                n == 1 ? "" : "s", srv->grace_ms);
+  /* Their attachments of the other pools, from those pools' journals. */
+  pools_take_restored(srv->pools, &srv->sessions);
   server_grace_arm(srv);
   return rc;
 }
@@ -330,6 +334,7 @@ static void on_watchdog(uv_timer_t *t) {
 
 void server_request_done(server_t *srv) {
   persist_tick(srv->persist);
+  pools_tick(srv->pools);
   if (srv->cfg->hang_after_requests && ++srv->requests == srv->cfg->hang_after_requests) {
     log_notice("PINPOOLD_TEST_HANG_AFTER_REQUESTS=%" PRIu64 ": the loop hangs now (for tests "
                "of the watchdog)",
@@ -363,7 +368,16 @@ static void server_stop(server_t *srv, const char *why) {
     persist_abandon(srv->persist, "the journal does not match the ledger");
     srv->exit_rc = PP_ECORRUPT;
   }
+  for (uint32_t i = 1; i < srv->pools->n; i++) {
+    pool_t *p = &srv->pools->v[i];
+    if (p->persist && persist_check(p->persist, jwhy, sizeof jwhy)) {
+      log_err("pool '%s': the journal does not match the ledger: %s", p->name, jwhy);
+      persist_abandon(p->persist, "the journal does not match the ledger");
+      srv->exit_rc = PP_ECORRUPT;
+    }
+  }
   persist_stop(srv->persist);
+  pools_stop(srv->pools);
   uv_timer_stop(&srv->grace_timer);
   uv_timer_stop(&srv->watchdog);
   listener_stop(&srv->listener);
@@ -413,6 +427,7 @@ static void server_free(server_t *srv) {
   for (s = srv->sessions.head; s; s = next) {
     next = s->next;
     session_list_del(&srv->sessions, s);
+    pools_session_release(srv->pools, s);
     if (s->holder) ledger_holder_release(srv->ledger, s->holder);
     session_destroy(s);
   }
@@ -422,9 +437,9 @@ static void server_free(server_t *srv) {
   free(srv);
 }
 
-int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
-               handoff_t *ho) {
+int server_run(const server_config_t *cfg, pools_t *pools, persist_t *persist, handoff_t *ho) {
   server_t *srv = calloc(1, sizeof *srv);
+  ledger_t *ledger = pools->v[0].ledger;
   const region_t *r = ledger_region(ledger);
   handlers_config_t hc;
   uint64_t wd_usec = 0;
@@ -445,14 +460,18 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
                "kept for administrators",
                cfg->admin_reserve, cfg->max_clients, srv->admin_reserve);
   srv->ledger = ledger;
+  srv->pools = pools;
   srv->persist = persist;
   srv->grace_ms = persist_grace_ms(persist);
   persist_bind_sessions(persist, &srv->sessions);
+  for (uint32_t i = 1; i < pools->n; i++)
+    if (pools->v[i].persist) persist_bind_sessions(pools->v[i].persist, &srv->sessions);
   srv->notify = getenv("NOTIFY_SOCKET") != NULL;
   hc = (handlers_config_t){.max_frame = cfg->max_frame,
                            .max_clients = cfg->max_clients,
                            .started_ms = cfg->started_ms};
   handlers_init(&srv->handlers, ledger, &srv->sessions, &hc);
+  handlers_set_pools(&srv->handlers, pools, persist_region_id(persist));
   signal(SIGPIPE, SIG_IGN);
   if ((rc = uv_loop_init(&srv->loop))) {
     server_free(srv);
@@ -479,7 +498,8 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
   srv->dl_timer.data = srv->trim_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->dl_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
-  holes_init(&srv->holes, ledger);
+  for (uint32_t i = 0; i < pools->n; i++)
+    holes_init(&srv->holes[i], pools->v[i].ledger);
   uv_timer_init(&srv->loop, &srv->holes_timer);
   srv->holes_timer.data = srv;
   uv_unref((uv_handle_t *)&srv->holes_timer);
@@ -507,6 +527,7 @@ int server_run(const server_config_t *cfg, ledger_t *ledger, persist_t *persist,
   if (!rc && ho) reload_adopt(srv, ho);
   if (rc) {
     persist_stop(persist); /* not serving: what the journal holds stays as it is */
+    pools_stop(pools);
     listener_stop(&srv->listener);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);

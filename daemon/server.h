@@ -39,6 +39,7 @@ typedef struct server_config {
 } server_config_t;
 
 struct persist;
+struct pools;
 struct handoff;
 
 /* Listen (bound or socket-activated), serve the ledger's pool until SIGTERM/SIGINT, shut
@@ -49,7 +50,7 @@ struct handoff;
  * SIGHUP re-executes the daemon (reload.c) and returns only if that fails.  Returns 0,
  * PP_ECORRUPT when the journal and the ledger disagreed at shutdown, or a negative PP_E*
  * code when the socket could not be set up. */
-int server_run(const server_config_t *cfg, ledger_t *ledger, struct persist *persist,
+int server_run(const server_config_t *cfg, struct pools *pools, struct persist *persist,
                struct handoff *ho);
 
 #endif

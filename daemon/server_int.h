@@ -18,6 +18,7 @@
 #include "ledger.h"
 #include "listen.h"
 #include "persist.h"
+#include "pools.h"
 #include "server.h"
 #include "session.h"
 #include "u64map.h"
@@ -89,7 +90,8 @@ struct conn {
 
 struct server {
   const server_config_t *cfg;
-  ledger_t *ledger;
+  ledger_t *ledger;        /* the default pool's (pools->v[0].ledger): restart survival's */
+  pools_t *pools;          /* every pool (pools.c) */
   handlers_t handlers;     /* requests past Hello, and the reply arena */
   session_list_t sessions; /* past Hello: the clients --max-clients counts */
   uv_loop_t loop;
@@ -120,15 +122,15 @@ struct server {
   uint32_t nconns_peak;  /* most connections since the last trim */
   uint64_t trim_last_ms;
 
-  uv_timer_t holes_timer; /* the periodic scan for punched pages (holes.c) */
-  holes_t holes;
-  persist_t *persist;     /* the journal and the fd store (persist.c) */
-  uv_timer_t grace_timer; /* the earliest deadline of a detached session */
-  uv_timer_t watchdog;    /* WATCHDOG=1 at half of WATCHDOG_USEC */
-  uint64_t requests;      /* served past Hello (the test hang counts them) */
-  int exit_rc;            /* what server_run returns after a clean loop end */
-  uint32_t grace_ms;      /* Welcome.grace_ms, and how long restored sessions wait */
-  uint32_t reloads;       /* re-executions of this process so far (reload.c) */
+  uv_timer_t holes_timer;   /* the periodic scan for punched pages (holes.c) */
+  holes_t holes[POOLS_MAX]; /* one per pool */
+  persist_t *persist;       /* the journal and the fd store (persist.c) */
+  uv_timer_t grace_timer;   /* the earliest deadline of a detached session */
+  uv_timer_t watchdog;      /* WATCHDOG=1 at half of WATCHDOG_USEC */
+  uint64_t requests;        /* served past Hello (the test hang counts them) */
+  int exit_rc;              /* what server_run returns after a clean loop end */
+  uint32_t grace_ms;        /* Welcome.grace_ms, and how long restored sessions wait */
+  uint32_t reloads;         /* re-executions of this process so far (reload.c) */
 };
 
 /* conn.c */

@@ -88,6 +88,7 @@ int session_restore(uint64_t id, const uint8_t token[SESSION_TOKEN_LEN], pid_t p
   s->connected_ms = connected_ms;
   s->hello_done = true;
   s->detached = true;
+  s->restored = true;
   if (id >= session_next_id) session_next_id = id + 1;
   *ret = s;
   return 0;
@@ -140,6 +141,7 @@ void session_destroy(session_t *s) {
   if (!s) return;
   if (s->keep) free(s->keep->reply);
   free(s->keep);
+  free(s->pools); /* its holders were released (pools_session_release) */
   free(s);
 }
 

@@ -12,6 +12,7 @@
 #define SESSION_NAME_MAX 64u /* client_name bytes kept, without the NUL */
 
 struct ledger_holder;
+struct session_pool;
 
 /* What restart survival keeps of a session (persist.c), made when first needed: a session
  * that never made a journaled change and never came back from a journal has none, so an
@@ -40,14 +41,17 @@ typedef struct session {
   bool admin;                      /* uid 0 or member of the admin group, decided once */
   bool hello_done;                 /* the first request must be Hello */
   bool detached;                   /* brought back by a restart, not re-claimed yet (keep) */
+  bool restored;                   /* brought back by a restart or reload (session_restore) */
   char name[SESSION_NAME_MAX + 1]; /* Hello.client_name, for operators */
   uint64_t connected_ms;           /* Unix time in ms */
   uint64_t requests;               /* requests served, Hello included */
 
   /* Its holdings in the pool's ledger: made at Hello, returned and freed at disconnect
-   * (ledger_holder_release).  NULL before Hello.  A daemon with several pools would keep
-   * one per pool here. */
+   * (ledger_holder_release).  NULL before Hello.  This is the default pool's. */
   struct ledger_holder *holder;
+  /* Its attachments of the other pools (pools.h: POOLS_MAX entries indexed by pool id, a
+   * holder and an access each), made at its first AttachPool; NULL until then. */
+  struct session_pool *pools;
   session_keep_t *keep; /* restart survival's part; NULL until needed */
 
   struct session *prev, *next; /* the daemon's list of sessions past Hello */

@@ -84,6 +84,8 @@
  */
 #include "stats.h"
 
+#include "pools.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,12 +246,20 @@ static Pinpool__V1__SlabInfo *slab_info(ledger_t *l, size_t i, arena_t *a) {
   return si;
 }
 
-static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, const session_t *s, arena_t *a) {
+/* s's holder in pool (pools.h): NULL when it has not attached it. */
+static const ledger_holder_t *holder_in(const session_t *s, uint32_t pool) {
+  if (pool == 0) return s->holder;
+  return s->pools ? s->pools[pool].holder : NULL;
+}
+
+static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, uint32_t pool,
+                                            const session_t *s, arena_t *a) {
   Pinpool__V1__ClientInfo *ci = arena_alloc(a, sizeof *ci);
+  const ledger_holder_t *h = holder_in(s, pool);
   ledger_holder_totals_t t = {0};
 
   if (!ci) return NULL;
-  if (s->holder) ledger_holder_totals(s->holder, &t);
+  if (h) ledger_holder_totals(h, &t);
   pinpool__v1__client_info__init(ci);
   ci->session_id = s->id;
   ci->pid = (uint32_t)s->pid;
@@ -262,7 +272,7 @@ static Pinpool__V1__ClientInfo *client_info(const ledger_t *l, const session_t *
   ci->buffers = t.buffers;
   ci->objects = t.objects;
   ci->requests = s->requests;
-  if (s->holder) ci->damaged_buffers = ledger_holder_damaged(l, s->holder);
+  if (h) ci->damaged_buffers = ledger_holder_damaged(l, h);
   ci->cached_buffers = t.cached_buffers;
   ci->cached_bytes = t.cached_bytes;
   ci->detached = s->detached;
@@ -391,7 +401,7 @@ static int build_caches(ledger_t *l, Pinpool__V1__Stats *st, uint64_t from, page
 }
 
 /* Sessions with ids from `from` on, in id order (SNAPSHOT: all, oldest first). */
-static int build_clients(const ledger_t *l, const session_list_t *sessions,
+static int build_clients(const ledger_t *l, uint32_t pool, const session_list_t *sessions,
                          Pinpool__V1__Stats *st, uint64_t from, page_t *page, arena_t *a) {
   keyed_t *v;
   size_t m = 0, done = 0, cap = 0;
@@ -406,7 +416,7 @@ static int build_clients(const ledger_t *l, const session_list_t *sessions,
     st->clients = arena_alloc(a, (m ? m : 1) * sizeof *st->clients);
     if (!st->clients) return PP_ENOPRIVMEM;
     for (size_t i = 0; i < m; i++)
-      if (!(st->clients[m - 1 - i] = client_info(l, v[i].p, a))) return PP_ENOPRIVMEM;
+      if (!(st->clients[m - 1 - i] = client_info(l, pool, v[i].p, a))) return PP_ENOPRIVMEM;
     st->n_clients = m;
     return 0;
   }
@@ -414,7 +424,7 @@ static int build_clients(const ledger_t *l, const session_list_t *sessions,
     size_t k = pick_count(page, m - done);
     smallest_first(v + done, m - done, k);
     for (size_t i = done; i < done + k; i++) {
-      Pinpool__V1__ClientInfo *ci = client_info(l, v[i].p, a);
+      Pinpool__V1__ClientInfo *ci = client_info(l, pool, v[i].p, a);
       if (!ci) return PP_ENOPRIVMEM;
       if (!page_take(page,
                      elem_cost(FIELD_CLIENTS, pinpool__v1__client_info__get_packed_size(ci))))
@@ -553,6 +563,30 @@ static int build_runs(const region_t *r, const region_run_stats_t *rs, Pinpool__
   return 0;
 }
 
+/* The pool as Stats.pools shows it. */
+static Pinpool__V1__PoolInfo *pool_info(const pool_t *p, arena_t *a) {
+  Pinpool__V1__PoolInfo *pi = arena_alloc(a, sizeof *pi);
+  const region_t *r = ledger_region(p->ledger);
+  const ledger_config_t *lc = ledger_config(p->ledger);
+  ledger_totals_t t;
+
+  if (!pi) return NULL;
+  pinpool__v1__pool_info__init(pi);
+  ledger_get_totals(p->ledger, &t);
+  pi->id = p->id;
+  pi->name = (char *)p->name;
+  pi->region_size = region_size(r);
+  pi->page_size = region_page_size(r);
+  pi->hugepages = region_hugepages(r);
+  pi->numa_node = p->bind_node ? (int32_t)p->numa_node : -1;
+  pi->quota = lc->quota;
+  pi->writers = (char *)p->writers_text;
+  pi->readers = (char *)p->readers_text;
+  pi->used_bytes = t.buf_bytes + t.obj_bytes;
+  pi->free_bytes = ledger_free_bytes(p->ledger);
+  return pi;
+}
+
 static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, arena_t *a) {
   ledger_t *l = src->ledger;
   const region_t *r = ledger_region(l);
@@ -603,6 +637,13 @@ static int build_summary(const stats_source_t *src, Pinpool__V1__Stats *st, aren
   st->nr_clients = src->sessions->n;
   st->max_clients = src->max_clients;
   if ((rc = build_runs(r, &runs, st, a))) return rc;
+  st->pool = src->pool;
+  if (src->pools) {
+    if (!(st->pools = arena_alloc(a, src->pools->n * sizeof *st->pools))) return PP_ENOPRIVMEM;
+    for (uint32_t i = 0; i < src->pools->n; i++)
+      if (!(st->pools[i] = pool_info(&src->pools->v[i], a))) return PP_ENOPRIVMEM;
+    st->n_pools = src->pools->n;
+  }
   return 0;
 }
 
@@ -626,7 +667,7 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
   switch (list) {
   case PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT:
     if ((rc = build_caches(l, st, 0, NULL, a)) ||
-        (rc = build_clients(l, src->sessions, st, 0, NULL, a)) ||
+        (rc = build_clients(l, src->pool, src->sessions, st, 0, NULL, a)) ||
         (rq && rq->include_buffers && (rc = build_buffers(l, st, 0, NULL, a))) ||
         (rq && rq->include_map && (rc = build_map(l, st, 0, NULL, a))))
       return rc;
@@ -655,7 +696,7 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
     rc = build_caches(l, st, from, &page, a);
     break;
   case PINPOOL__V1__STATS_LIST__STATS_LIST_CLIENTS:
-    rc = build_clients(l, src->sessions, st, from, &page, a);
+    rc = build_clients(l, src->pool, src->sessions, st, from, &page, a);
     break;
   case PINPOOL__V1__STATS_LIST__STATS_LIST_BUFFERS:
     rc = build_buffers(l, st, from, &page, a);
@@ -706,8 +747,23 @@ static const char *trim_page(Pinpool__V1__Stats *st) {
   return cut;
 }
 
+static const char *trim_snapshot(Pinpool__V1__Stats *st);
+
 const char *stats_trim(Pinpool__V1__Stats *st) {
-  if (st->list != PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT) return trim_page(st);
+  const char *cut = st->list != PINPOOL__V1__STATS_LIST__STATS_LIST_SNAPSHOT
+                        ? trim_page(st)
+                        : trim_snapshot(st);
+  if (cut) return cut;
+  /* Last: the pool list (up to POOLS_MAX entries with their access lists), which a small
+   * max_frame may not hold beside the summary. */
+  if (st->n_pools) {
+    st->n_pools = 0;
+    return "the pool list";
+  }
+  return NULL;
+}
+
+static const char *trim_snapshot(Pinpool__V1__Stats *st) {
   if (st->n_map) {
     st->n_map = 0;
     return "map";

@@ -29,8 +29,12 @@ typedef struct stats_memo {
   uint64_t largest_free_contig;
 } stats_memo_t;
 
+struct pools;
+
 typedef struct stats_source {
-  ledger_t *ledger;
+  ledger_t *ledger;               /* the pool's (pools.h) */
+  uint32_t pool;                  /* its id: which holder of each session the clients show */
+  const struct pools *pools;      /* NULL: the default pool alone */
   const session_list_t *sessions; /* sessions past Hello: Stats.clients */
   uint32_t max_clients;           /* only reported */
   uint64_t uptime_ms;
@@ -50,7 +54,8 @@ int stats_build(const stats_source_t *src, const Pinpool__V1__StatsRequest *rq,
 /* Cut st down when its reply would not fit max_frame, and say what was cut so far; NULL
  * when nothing more can go.  A SNAPSHOT loses the map, then the buffer list, then the
  * client list, then half of the caches at a time.  A page loses its second half, with
- * next_cursor and more moved back so that the next page brings it: nothing is lost. */
+ * next_cursor and more moved back so that the next page brings it: nothing is lost.  When
+ * neither can lose more, the pool list (Stats.pools) goes. */
 const char *stats_trim(Pinpool__V1__Stats *st);
 
 #endif

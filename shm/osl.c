@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -51,6 +52,7 @@ static const char *const osl_names[OSL_NR_CALLS] = {
     [OSL_IO_URING_SETUP] = "io_uring_setup",
     [OSL_IO_URING_REGISTER] = "io_uring_register",
     [OSL_SIGACTION] = "sigaction",
+    [OSL_SET_MEMPOLICY] = "set_mempolicy",
 };
 
 /* True when this call must fail; errno is then set.  Counts every call. */
@@ -193,6 +195,27 @@ int osl_io_uring_register(int ring, unsigned opcode, const void *arg, unsigned n
 int osl_sigaction(int sig, const struct sigaction *act, struct sigaction *ret_old) {
   if (osl_inject(OSL_SIGACTION)) return -1;
   return sigaction(sig, act, ret_old);
+}
+
+int osl_set_mempolicy_node(int node) {
+  unsigned long mask[16] = {0}; /* nodes 0..1023 */
+  if (osl_inject(OSL_SET_MEMPOLICY)) return -1;
+  if (node < 0) return (int)syscall(SYS_set_mempolicy, 0 /* MPOL_DEFAULT */, NULL, 0UL);
+  if ((size_t)node >= sizeof mask * 8) {
+    errno = EINVAL;
+    return -1;
+  }
+  mask[(size_t)node / (8 * sizeof mask[0])] |= 1UL << ((size_t)node % (8 * sizeof mask[0]));
+  /* maxnode counts bits and the kernel drops the last one: one more than the mask holds. */
+  return (int)syscall(SYS_set_mempolicy, 2 /* MPOL_BIND */, mask, sizeof mask * 8 + 1);
+}
+
+int osl_numa_node_exists(int node) {
+  char path[64];
+  struct stat st;
+  if (node < 0) return 0;
+  snprintf(path, sizeof path, "/sys/devices/system/node/node%d", node);
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 int osl_read_u64(const char *path, uint64_t *ret) {

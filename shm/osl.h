@@ -42,6 +42,7 @@ typedef enum osl_call {
   OSL_IO_URING_SETUP,
   OSL_IO_URING_REGISTER,
   OSL_SIGACTION,
+  OSL_SET_MEMPOLICY,
   OSL_NR_CALLS
 } osl_call_t;
 
@@ -69,6 +70,13 @@ int osl_close(int fd);
 int osl_io_uring_setup(unsigned entries, void *params);
 int osl_io_uring_register(int ring, unsigned opcode, const void *arg, unsigned nr_args);
 int osl_sigaction(int sig, const struct sigaction *act, struct sigaction *ret_old);
+/* set_mempolicy(2) for the calling thread (raw system call: no libnuma): node >= 0 binds
+ * every page the thread faults in or reserves from now on to that NUMA node (MPOL_BIND);
+ * node < 0 goes back to the default policy (MPOL_DEFAULT). */
+int osl_set_mempolicy_node(int node);
+/* Does NUMA node `node` exist on this machine (/sys/devices/system/node/nodeN)?  Not
+ * injectable: a pure query of sysfs. */
+int osl_numa_node_exists(int node);
 
 /* A small decimal file (sysfs, procfs) through osl_open/osl_pread/osl_close: 0, or -1
  * with errno (EINVAL when it holds no number). */

@@ -35,6 +35,11 @@
  *      may migrate a page first), into the private table (physmap.c); without
  *      CAP_SYS_ADMIN the addresses are "unknown" and the region works without them.  The
  *      pagemap fd stays open for the hole scans of holes.c.
+ * NUMA: with region_config_t.bind_node the calling thread's memory policy binds to that
+ * node (set_mempolicy(MPOL_BIND), osl_set_mempolicy_node) for steps 2-8 and is put back to
+ * the default right after, so that the reserve, the sort and the populate take every
+ * page from that node; a node that does not exist is PP_EINVAL, a node with too few pages
+ * fails the reserve like a short pool.  An adopted region keeps the pages it has.
  * region_adopt() takes over an existing memfd (systemd's fd store, after a restart) and
  * shares steps 3 and 5-8 with creation (region_reserve, region_map).  holes.c finds,
  * repairs and survives pages that clients punch out later.
@@ -358,7 +363,8 @@ void region_destroy(region_t *r) {
   free(r);
 }
 
-int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, region_t **ret) {
+static int region_create_unbound(const region_config_t *cfg, const region_tuning_t *t,
+                                 region_t **ret) {
   if (!cfg || !ret) return PP_EINVAL;
   region_log_t log = {cfg->log, cfg->log_ctx};
   char s1[32], s2[32];
@@ -450,6 +456,35 @@ fail:
 
 int region_create(const region_config_t *cfg, region_t **ret) {
   return region_create_tuned(cfg, NULL, ret);
+}
+
+int region_create_tuned(const region_config_t *cfg, const region_tuning_t *t, region_t **ret) {
+  region_log_t log = {cfg ? cfg->log : NULL, cfg ? cfg->log_ctx : NULL};
+  region_t *r = NULL;
+  int rc;
+  if (!cfg || !cfg->bind_node) return region_create_unbound(cfg, t, ret);
+  if (cfg->numa_node > INT32_MAX || !osl_numa_node_exists((int)cfg->numa_node)) {
+    region_logf(&log, LOG_ERR, "NUMA node %u does not exist on this machine", cfg->numa_node);
+    return PP_EINVAL;
+  }
+  /* The thread's policy binds every page the reserve, the sort and the populate fault in:
+   * hugetlb's fallocate and shmem's faults both follow it when the file has no policy of
+   * its own.  Put back right after, whatever happened. */
+  if (osl_set_mempolicy_node((int)cfg->numa_node) != 0) {
+    region_logf(&log, LOG_ERR, "set_mempolicy(MPOL_BIND, node %u): %s", cfg->numa_node,
+                strerror(errno));
+    return PP_EOS;
+  }
+  rc = region_create_unbound(cfg, t, &r);
+  if (osl_set_mempolicy_node(-1) != 0) {
+    region_logf(&log, LOG_ERR, "set_mempolicy(MPOL_DEFAULT): %s", strerror(errno));
+    if (rc == 0) region_destroy(r);
+    return PP_EOS;
+  }
+  if (rc) return rc;
+  region_logf(&log, LOG_INFO, "region: pages bound to NUMA node %u", cfg->numa_node);
+  *ret = r;
+  return 0;
 }
 
 int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {

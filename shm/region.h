@@ -32,11 +32,15 @@ typedef struct region_config {
   region_page_policy_t policy;
   const char *name; /* memfd name (shows in /proc/PID/fd); NULL = "pinpool" */
   void (*log)(void *ctx, int level, const char *msg); /* syslog levels; NULL = stderr */
-  void *log_ctx; /* log and log_ctx are kept: scans, repairs and region_zero log through
-                    them too, so they must outlive the region */
-  bool no_sort;  /* hugepages: keep the order the pool hands pages out in instead of laying
-                    them out in ascending physical order (for comparison; default false:
-                    sort whenever physical addresses are readable; see region_sort_info) */
+  void *log_ctx;      /* log and log_ctx are kept: scans, repairs and region_zero log through
+                         them too, so they must outlive the region */
+  bool no_sort;       /* hugepages: keep the order the pool hands pages out in instead of laying
+                         them out in ascending physical order (for comparison; default false:
+                         sort whenever physical addresses are readable; see region_sort_info) */
+  bool bind_node;     /* region_create: every page from NUMA node numa_node (MPOL_BIND while
+                         the pages are reserved and populated); PP_EOS when it cannot be */
+  unsigned numa_node; /* (set_mempolicy fails, or the node has too few pages: the reserve
+                         fails as a short pool does) */
 } region_config_t;
 
 /* One hugepage size and its pool (shm/hugetlb.h). */

@@ -67,7 +67,9 @@ void ctl_conn_close(ctl_conn_t *c) {
 static int fetch_stats(void *ctx, const Pinpool__V1__StatsRequest *rq,
                        Pinpool__V1__Response **ret_resp) {
   ctl_conn_t *c = ctx;
-  return rpc_call(&c->rpc, PINPOOL__V1__REQUEST__BODY_STATS, (ProtobufCMessage *)&rq->base,
+  Pinpool__V1__StatsRequest in_pool = *rq;
+  in_pool.pool = c->pool;
+  return rpc_call(&c->rpc, PINPOOL__V1__REQUEST__BODY_STATS, (ProtobufCMessage *)&in_pool.base,
                   PINPOOL__V1__RESPONSE__BODY_STATS, ret_resp, NULL);
 }
 

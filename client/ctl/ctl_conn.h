@@ -22,6 +22,7 @@ typedef struct ctl_conn {
   rpc_t rpc; /* the connection; after a failure rpc.why says what happened */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* where we connected (or tried) */
   uint64_t region_size;                                   /* from Welcome */
+  uint32_t pool; /* the pool snapshots describe (StatsRequest.pool); 0: the default */
 } ctl_conn_t;
 
 /* Is this failure a failure to reach the daemon (exit 3) rather than its answer (exit 1)?

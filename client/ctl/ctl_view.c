@@ -290,11 +290,54 @@ static void view_holes(FILE *out, const Pinpool__V1__Stats *s) {
   fprintf(out, VIEW_LABEL "%" PRIu64 "\n", "objects set aside", s->objects_set_aside);
 }
 
+/* The pool a reply describes, when the daemon has more than the default one. */
+static void view_pool(FILE *out, const Pinpool__V1__Stats *s) {
+  for (size_t i = 0; s->n_pools > 1 && i < s->n_pools; i++)
+    if (s->pools[i]->id == s->pool)
+      fprintf(out, VIEW_LABEL "%s (id %" PRIu32 ", one of %zu)\n", "pool",
+              s->pools[i]->name ? s->pools[i]->name : "?", s->pool, s->n_pools);
+}
+
+const Pinpool__V1__PoolInfo *ctl_pool_find(const Pinpool__V1__Stats *s, const char *name) {
+  for (size_t i = 0; i < s->n_pools; i++)
+    if (s->pools[i]->name && !strcmp(s->pools[i]->name, name)) return s->pools[i];
+  return NULL;
+}
+
+void ctl_view_pools(FILE *out, const Pinpool__V1__Stats *s) {
+  char a[32], b[32], c[32], d[32], e[32], node[16];
+
+  fprintf(out, "%-16s %3s %10s %6s %4s %4s %10s %10s %10s  %-20s %s\n", "NAME", "ID", "SIZE",
+          "PAGE", "HUGE", "NODE", "QUOTA", "USED", "FREE", "WRITERS", "READERS");
+  if (s->n_pools == 0) { /* a daemon before pools: its one region */
+    fprintf(out, "%-16s %3u %10s %6s %4s %4s %10s %10s %10s  %-20s %s\n", "default", 0u,
+            ctl_fmt_size(a, sizeof a, s->region_size), ctl_fmt_size(b, sizeof b, s->page_size),
+            yes_no(s->hugepages), "-", "-", ctl_fmt_size(c, sizeof c, s->used_bytes),
+            ctl_fmt_size(d, sizeof d, s->free_bytes), "*", "");
+    return;
+  }
+  for (size_t i = 0; i < s->n_pools; i++) {
+    const Pinpool__V1__PoolInfo *p = s->pools[i];
+    if (p->numa_node >= 0)
+      snprintf(node, sizeof node, "%d", (int)p->numa_node);
+    else
+      snprintf(node, sizeof node, "-");
+    fprintf(out, "%-16s %3" PRIu32 " %10s %6s %4s %4s %10s %10s %10s  %-20s %s\n",
+            p->name ? p->name : "", p->id, ctl_fmt_size(a, sizeof a, p->region_size),
+            ctl_fmt_size(b, sizeof b, p->page_size), yes_no(p->hugepages), node,
+            p->quota ? ctl_fmt_size(e, sizeof e, p->quota) : "-",
+            ctl_fmt_size(c, sizeof c, p->used_bytes), ctl_fmt_size(d, sizeof d, p->free_bytes),
+            p->writers && p->writers[0] ? p->writers : "-",
+            p->readers && p->readers[0] ? p->readers : "-");
+  }
+}
+
 void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s) {
   char a[32];
 
   fprintf(out, "pinpoold %s, up %s\n", s->version && s->version[0] ? s->version : "?",
           ctl_fmt_duration(a, sizeof a, s->uptime_ms));
+  view_pool(out, s);
   view_bytes(out, "region", s->region_size);
   fprintf(out, VIEW_LABEL "%s\n", "page size", ctl_fmt_size(a, sizeof a, s->page_size));
   view_bytes(out, "allocation unit", ctl_min_block(s));
@@ -530,11 +573,45 @@ static void put_str(json_object *o, const char *k, const char *v) {
   put(o, k, json_object_new_string(v ? v : ""));
 }
 
+json_object *ctl_json_pools(const Pinpool__V1__Stats *s) {
+  json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+  if (!o || !arr) goto fail;
+  for (size_t i = 0; i < s->n_pools; i++) {
+    const Pinpool__V1__PoolInfo *p = s->pools[i];
+    json_object *e = json_object_new_object();
+    if (!e) goto fail;
+    put_u64(e, "id", p->id);
+    put_str(e, "name", p->name);
+    put_u64(e, "region_size", p->region_size);
+    put_u64(e, "page_size", p->page_size);
+    put_bool(e, "hugepages", p->hugepages);
+    put_i64(e, "numa_node", p->numa_node);
+    put_u64(e, "quota", p->quota);
+    put_u64(e, "used_bytes", p->used_bytes);
+    put_u64(e, "free_bytes", p->free_bytes);
+    put_str(e, "writers", p->writers);
+    put_str(e, "readers", p->readers);
+    json_object_array_add(arr, e);
+  }
+  json_object_object_add(o, "pools", arr);
+  return o;
+fail:
+  json_object_put(arr);
+  json_object_put(o);
+  return NULL;
+}
+
 json_object *ctl_json_status(const Pinpool__V1__Stats *s) {
   json_object *o = json_object_new_object();
 
   if (!o) return NULL;
   put_str(o, "version", s->version);
+  if (s->n_pools > 1) {
+    put_u64(o, "pool", s->pool);
+    for (size_t i = 0; i < s->n_pools; i++)
+      if (s->pools[i]->id == s->pool) put_str(o, "pool_name", s->pools[i]->name);
+  }
   put_u64(o, "uptime_ms", s->uptime_ms);
   put_u64(o, "region_size", s->region_size);
   put_u64(o, "page_size", s->page_size);

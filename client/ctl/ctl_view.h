@@ -57,6 +57,11 @@ json_object *ctl_json_runs(const Pinpool__V1__Stats *s);
 void ctl_view_status(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_buddyinfo(FILE *out, const Pinpool__V1__Stats *s);
 void ctl_view_slabinfo(FILE *out, const Pinpool__V1__Stats *s);
+/* One row per pool of the daemon (Stats.pools): name, id, size, page size, hugepages, NUMA
+ * node, quota, used and free bytes, writers, readers. */
+void ctl_view_pools(FILE *out, const Pinpool__V1__Stats *s);
+/* The pool called name in s->pools, NULL when there is none. */
+const Pinpool__V1__PoolInfo *ctl_pool_find(const Pinpool__V1__Stats *s, const char *name);
 void ctl_view_clients(FILE *out, const Pinpool__V1__Stats *s);
 /* The same at a given wall-clock time (ms since the epoch): how long a detached session
  * stays re-claimable is its deadline minus now. */
@@ -73,6 +78,7 @@ void ctl_view_shrink(FILE *out, const Pinpool__V1__ShrinkResult *r);
 json_object *ctl_json_status(const Pinpool__V1__Stats *s);
 json_object *ctl_json_buddyinfo(const Pinpool__V1__Stats *s);
 json_object *ctl_json_slabinfo(const Pinpool__V1__Stats *s);
+json_object *ctl_json_pools(const Pinpool__V1__Stats *s);
 json_object *ctl_json_clients(const Pinpool__V1__Stats *s);
 json_object *ctl_json_buffers(const Pinpool__V1__Stats *s, const ctl_buffer_filter_t *f);
 json_object *ctl_json_shrink(const Pinpool__V1__ShrinkResult *r);

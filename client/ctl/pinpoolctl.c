@@ -52,13 +52,14 @@ typedef enum ctl_cmd {
   CMD_MAP,
   CMD_TOP,
   CMD_SHRINK,
+  CMD_POOLS,
   CMD_N
 } ctl_cmd_t;
 
 static const char *const cmd_names[CMD_N] = {
     [CMD_STATUS] = "status",   [CMD_BUDDYINFO] = "buddyinfo", [CMD_SLABINFO] = "slabinfo",
     [CMD_CLIENTS] = "clients", [CMD_BUFFERS] = "buffers",     [CMD_MAP] = "map",
-    [CMD_TOP] = "top",         [CMD_SHRINK] = "shrink",
+    [CMD_TOP] = "top",         [CMD_SHRINK] = "shrink",       [CMD_POOLS] = "pools",
 };
 
 static void usage(FILE *out) {
@@ -83,8 +84,12 @@ static void usage(FILE *out) {
       "  map         a picture of the region, one character per cell, and its physical runs\n"
       "  top         live view, refreshed every second; q quits\n"
       "  shrink      return empty slabs and drained magazines to the buddy allocator\n"
+      "  pools       one row per pool: name, id, size, page size, hugepages, NUMA node,\n"
+      "              quota, used, free, writers, readers\n"
       "\n"
       "options:\n"
+      "  -p, --pool NAME    the pool status, buddyinfo, slabinfo, clients, buffers and map\n"
+      "                     describe (default: the default pool)\n"
       "  -s, --socket PATH  the daemon's socket (default: $PINPOOL_SOCKET, else\n"
       "                     /run/pinpool/pinpool.sock as root, else "
       "$XDG_RUNTIME_DIR/pinpool.sock)\n"
@@ -211,6 +216,10 @@ static int show(ctl_cmd_t cmd, bool json, const Pinpool__V1__Stats *s,
   int rc;
 
   switch (cmd) {
+  case CMD_POOLS:
+    if (json) return print_json(ctl_json_pools(s));
+    ctl_view_pools(stdout, s);
+    return 0;
   case CMD_STATUS:
     if (json) return print_json(ctl_json_status(s));
     ctl_view_status(stdout, s);
@@ -249,18 +258,41 @@ static int show(ctl_cmd_t cmd, bool json, const Pinpool__V1__Stats *s,
   }
 }
 
+/* --pool NAME: its id, from the summary's pool list, into c->pool.  0, or an exit status
+ * (a name the daemon does not have, or a daemon before pools, is the daemon's answer: 1). */
+static int find_pool(ctl_conn_t *c, const char *name) {
+  ctl_snapshot_t snap = {0};
+  const Pinpool__V1__PoolInfo *p;
+  int rc = ctl_conn_snapshot(c, 0, &snap);
+
+  if (rc < 0) return report(c, rc);
+  p = ctl_pool_find(&snap.stats, name);
+  if (!p && !strcmp(name, "default") && snap.stats.n_pools == 0) {
+    ctl_snapshot_free(&snap);
+    return 0; /* a daemon before pools: its one region is the default pool */
+  }
+  if (!p) {
+    fprintf(stderr, "pinpoolctl: pinpoold has no pool named '%s'", name);
+    for (size_t i = 0; i < snap.stats.n_pools; i++)
+      fprintf(stderr, "%s%s", i ? ", " : " (it has: ", snap.stats.pools[i]->name);
+    fprintf(stderr, "%s\n", snap.stats.n_pools ? ")" : "");
+    ctl_snapshot_free(&snap);
+    return EXIT_DAEMON;
+  }
+  c->pool = p->id;
+  ctl_snapshot_free(&snap);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
-      {"socket", required_argument, NULL, 's'},
-      {"json", no_argument, NULL, 'j'},
-      {"client", required_argument, NULL, 'c'},
-      {"name", required_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'V'},
-      {NULL, 0, NULL, 0},
+      {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+      {"client", required_argument, NULL, 'c'}, {"name", required_argument, NULL, 'n'},
+      {"pool", required_argument, NULL, 'p'},   {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
   };
   ctl_buffer_filter_t filter = {0};
-  const char *socket_path = NULL;
+  const char *socket_path = NULL, *pool = NULL;
   char path[sizeof(((ctl_conn_t *)0)->path)];
   Pinpool__V1__Response *resp = NULL;
   ctl_snapshot_t snap = {0};
@@ -270,7 +302,7 @@ int main(int argc, char **argv) {
   int opt, rc, status;
 
   opterr = 0; /* we word the complaints ourselves */
-  while ((opt = getopt_long(argc, argv, ":s:jhV", longopts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, ":s:jp:hV", longopts, NULL)) != -1) {
     char *end;
     unsigned long v;
     switch (opt) {
@@ -289,6 +321,10 @@ int main(int argc, char **argv) {
       filter.name = optarg;
       filtered = true;
       break;
+    case 'p':
+      if (!*optarg) return usage_error("%s", "--pool wants a pool's name");
+      pool = optarg;
+      break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("pinpoolctl %s\n", PP_VERSION); return 0;
     case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
@@ -303,6 +339,8 @@ int main(int argc, char **argv) {
   if (filtered && cmd != CMD_BUFFERS)
     return usage_error("--client and --name belong to 'buffers', not '%s'", cmd_names[cmd]);
   if (json && cmd == CMD_TOP) return usage_error("%s", "'top' has no --json form");
+  if (pool && (cmd == CMD_TOP || cmd == CMD_SHRINK || cmd == CMD_POOLS))
+    return usage_error("--pool does not apply to '%s'", cmd_names[cmd]);
 
   if (!socket_path) {
     if (endpoint_default_path(path, sizeof path) < 0) {
@@ -315,6 +353,10 @@ int main(int argc, char **argv) {
 
   rc = ctl_conn_open(&conn, socket_path);
   if (rc < 0) return report(&conn, rc);
+  if (pool && (rc = find_pool(&conn, pool)) != 0) {
+    ctl_conn_close(&conn);
+    return rc;
+  }
 
   switch (cmd) {
   case CMD_TOP:

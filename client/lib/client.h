@@ -30,6 +30,7 @@
 
 struct cmag_thread_cache;
 struct bc_thread_cache;
+struct pp_pool;
 
 /* Buffer caches (bcache.c): blocks of the small orders — min_block up to BC_MAX_BYTES, and
  * never above the region's page size, so contiguous by construction — held by the session
@@ -90,6 +91,7 @@ struct pp_client {
   _Atomic uint64_t reclaims; /* successful re-claims, for pp_reclaims() */
   unsigned cmag_returning;   /* (cmag_lock) exiting threads returning objects to c */
   _Atomic uint32_t features; /* Welcome.features of the last Welcome */
+  struct pp_pool *pools;     /* (lock) pools attached (pool.c), freed by pp_disconnect */
 
   /* Buffer caches (bcache.c). */
   _Atomic uint64_t bc_limit;    /* sizes 1..bc_limit are served from the caches; 0: off */
@@ -113,7 +115,8 @@ struct pp_cache {
                             magazines by it, so a recycled address cannot alias */
   uint8_t *base;         /* copies of c->base / c->region_size: one pointer */
   uint64_t region_size;  /*   chase fewer on the fast path */
-  uint32_t id;           /* the daemon's cache_id */
+  uint32_t id;           /* the daemon's cache_id (ids are per pool) */
+  uint32_t pool;         /* the pool it lives in (pool.c); 0: the default pool */
   uint32_t object_size;
   uint32_t align;  /* power of two */
   uint32_t stride; /* object_size rounded up to align */
@@ -233,5 +236,37 @@ int client_describe(pp_client *c, uint64_t handle, pp_segment *out, unsigned n,
  * through its magazines (they are orphaned; the daemon reclaims their objects).  It
  * returns once no exiting thread is still returning objects through c. */
 void cmag_orphan_client(pp_client *c);
+
+/* An attached pool other than the default (pool.c). */
+struct pp_pool {
+  pp_client *c;
+  struct pp_pool *next; /* (c->lock) in c->pools */
+  uint32_t id;          /* PoolAttached.pool: every request names the pool by it */
+  unsigned access;      /* PP_POOL_READ or PP_POOL_WRITE */
+  uint8_t *base;        /* mapped PROT_READ, plus PROT_WRITE for a writer */
+  uint64_t region_size, page_size, min_block;
+  bool hugepages, phys_known;
+  char name[64];
+  uint8_t region_id[CLIENT_REGION_ID_MAX]; /* PoolAttached.region_id */
+  size_t region_id_len;
+  dev_t dev; /* the memfd's file: a re-claim must find the same one */
+  ino_t ino;
+  _Atomic int lost; /* 0, or what every call returns: the pool's state did not survive */
+};
+
+/* client_rpc with room for a descriptor that comes with the reply (*ret_fd, -1: none). */
+int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
+                  ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
+                  Pinpool__V1__Response **ret_resp, int *ret_fd);
+/* pp_cache_open in the pool pool_id whose region is mapped at base (pool.c; 0 and c->base:
+ * the default pool's). */
+int client_cache_open(pp_client *c, uint32_t pool_id, uint8_t *base, uint64_t region_size,
+                      uint64_t min_block, const char *name, uint32_t object_size,
+                      uint32_t align, pp_cache **ret_cache);
+/* Unmap and free every pool of c (pp_disconnect). */
+void pool_fini(pp_client *c);
+/* After a re-claim (c->lock held): attach every pool again and check that it is the same
+ * region (region_id, the memfd's file); a pool that is not is lost (PP_ESTATELOST). */
+void pool_reclaimed(pp_client *c);
 
 #endif /* PP_CLIENT_INTERNAL_H */

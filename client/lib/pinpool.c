@@ -200,6 +200,7 @@ void pp_disconnect(pp_client *c) {
   bc_fini(c);
   /* fd -1 after a re-claim that failed: nothing to close, the mapping is still here. */
   rpc_close(&c->rpc);
+  pool_fini(c); /* every pool's mapping, as the default pool's below */
   if (c->base != MAP_FAILED) munmap(c->base, (size_t)c->region_size);
   for (pp_cache *k = c->caches, *next; k; k = next) {
     next = k->next;
@@ -318,6 +319,8 @@ int pp_free(pp_client *c, uint64_t handle) {
   if (handle & BC_HANDLE_TAG) return bc_free(c, handle);
   Pinpool__V1__Free f = PINPOOL__V1__FREE__INIT;
   f.handle = handle;
+  /* A handle of another pool names it in bits 48..62 (pool.c): freed there. */
+  f.pool = (uint32_t)(handle >> 48) & 0x7fffu;
   Pinpool__V1__Response *resp;
   int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_FREE, &f.base,
                       PINPOOL__V1__RESPONSE__BODY__NOT_SET, &resp);
@@ -473,14 +476,14 @@ static uint64_t slab_bytes_inferred(uint64_t min_block, uint32_t stride,
  * inference.  PP_EPROTO for an announced size that cannot be a slab of these objects (not
  * a power of two, smaller than the objects it holds or than a min block, larger than the
  * region or than the check can handle). */
-static int client_slab_bytes(const pp_client *c, const Pinpool__V1__CacheInfo *ci,
-                             uint32_t stride, uint64_t *ret) {
+static int client_slab_bytes(uint64_t min_block, uint64_t region_size,
+                             const Pinpool__V1__CacheInfo *ci, uint32_t stride, uint64_t *ret) {
   uint64_t s = ci->slab_bytes;
   if (s == 0) {
-    *ret = slab_bytes_inferred(c->min_block, stride, ci->objects_per_slab);
+    *ret = slab_bytes_inferred(min_block, stride, ci->objects_per_slab);
     return 0;
   }
-  if ((s & (s - 1)) != 0 || s < c->min_block || s > c->region_size || s > CLIENT_SLAB_MAX ||
+  if ((s & (s - 1)) != 0 || s < min_block || s > region_size || s > CLIENT_SLAB_MAX ||
       s < (uint64_t)stride * ci->objects_per_slab)
     return PP_EPROTO;
   *ret = s;
@@ -489,6 +492,14 @@ static int client_slab_bytes(const pp_client *c, const Pinpool__V1__CacheInfo *c
 
 int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t align,
                   pp_cache **ret_cache) {
+  if (!c) return PP_EINVAL;
+  return client_cache_open(c, 0, c->base, c->region_size, c->min_block, name, object_size,
+                           align, ret_cache);
+}
+
+int client_cache_open(pp_client *c, uint32_t pool_id, uint8_t *base, uint64_t region_size,
+                      uint64_t min_block, const char *name, uint32_t object_size,
+                      uint32_t align, pp_cache **ret_cache) {
   static _Atomic uint64_t next_serial = 1;
   if (!c || !name || !*name || object_size == 0 || !ret_cache) return PP_EINVAL;
   if (align != 0 && (align & (align - 1)) != 0) return PP_EINVAL;
@@ -497,6 +508,7 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   o.name = (char *)name;
   o.object_size = object_size;
   o.align = align;
+  o.pool = pool_id;
   Pinpool__V1__Response *resp;
   int rc = client_rpc(c, PINPOOL__V1__REQUEST__BODY_CACHE_OPEN, &o.base,
                       PINPOOL__V1__RESPONSE__BODY_CACHE, &resp);
@@ -514,14 +526,14 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   }
   uint32_t stride = (uint32_t)stride64;
   uint64_t slab;
-  rc = client_slab_bytes(c, ci, stride, &slab);
+  rc = client_slab_bytes(min_block, region_size, ci, stride, &slab);
   if (rc < 0) goto out;
 
   pthread_mutex_lock(&c->lock);
   /* Idempotent like the daemon's cache_open: the same cache, the same handle (and the
    * same per-thread magazines). */
   for (pp_cache *k = c->caches; k; k = k->next) {
-    if (k->id == ci->cache_id) {
+    if (k->id == ci->cache_id && k->pool == pool_id) {
       pthread_mutex_unlock(&c->lock);
       *ret_cache = k;
       rc = 0;
@@ -536,9 +548,10 @@ int pp_cache_open(pp_client *c, const char *name, uint32_t object_size, uint32_t
   }
   k->c = c;
   k->serial = atomic_fetch_add(&next_serial, 1);
-  k->base = c->base;
-  k->region_size = c->region_size;
+  k->base = base;
+  k->region_size = region_size;
   k->id = ci->cache_id;
+  k->pool = pool_id;
   k->object_size = ci->object_size;
   k->align = ca;
   k->stride = stride;
@@ -565,6 +578,7 @@ int client_cache_fetch(pp_cache *k, void **ptrs, unsigned n) {
   Pinpool__V1__CacheAlloc a = PINPOOL__V1__CACHE_ALLOC__INIT;
   a.cache_id = k->id;
   a.count = n;
+  a.pool = k->pool;
   Pinpool__V1__Response *resp;
   int rc = client_rpc(k->c, PINPOOL__V1__REQUEST__BODY_CACHE_ALLOC, &a.base,
                       PINPOOL__V1__RESPONSE__BODY_OBJECTS, &resp);
@@ -603,6 +617,7 @@ static int client_cache_return_batch(pp_cache *k, void *const *ptrs, unsigned n)
     offs[i] = (uint64_t)((uint8_t *)ptrs[i] - k->base);
   Pinpool__V1__CacheFree f = PINPOOL__V1__CACHE_FREE__INIT;
   f.cache_id = k->id;
+  f.pool = k->pool;
   f.n_offsets = n;
   f.offsets = offs;
   Pinpool__V1__Response *resp;

@@ -242,11 +242,18 @@ static int reclaim_session(pp_client *c) {
 
 int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufCMessage *body,
                Pinpool__V1__Response__BodyCase want, Pinpool__V1__Response **ret_resp) {
+  return client_rpc_fd(c, body_case, body, want, ret_resp, NULL);
+}
+
+int client_rpc_fd(pp_client *c, Pinpool__V1__Request__BodyCase body_case,
+                  ProtobufCMessage *body, Pinpool__V1__Response__BodyCase want,
+                  Pinpool__V1__Response **ret_resp, int *ret_fd) {
   pthread_mutex_lock(&c->lock);
   uint64_t id = c->rpc.next_id++;
+  unsigned reclaims;
   int rc;
-  for (unsigned reclaims = 0;; reclaims++) {
-    rc = rpc_call_id(&c->rpc, id, body_case, body, want, ret_resp, NULL);
+  for (reclaims = 0;; reclaims++) {
+    rc = rpc_call_id(&c->rpc, id, body_case, body, want, ret_resp, ret_fd);
     if (rc >= 0 || !c->rpc.lost || !c->reclaim) break;
     if (reclaims == RECLAIM_MAX_PER_REQUEST) {
       c->reclaim = false;
@@ -261,6 +268,9 @@ int client_rpc(pp_client *c, Pinpool__V1__Request__BodyCase body_case, ProtobufC
   /* Broken for good: every later call fails, and the caches must not serve blocks the
    * daemon may have given to someone else. */
   if (c->rpc.broken) bc_suspend(c);
+  /* The other pools, checked after the interrupted request went out again (it must be the
+   * first request of the re-claimed session: exactly once). */
+  if (reclaims && !c->rpc.broken && c->pools) pool_reclaimed(c);
   pthread_mutex_unlock(&c->lock);
   return rc;
 }

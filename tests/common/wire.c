@@ -223,3 +223,26 @@ int wire_shrink(wire_t *c, resp_t **ret) {
   if (!wire_rc(r)) assert_int_equal(r->body_case, PINPOOL__V1__RESPONSE__BODY_SHRINK);
   return give(r, ret);
 }
+
+int wire_attach_pool(wire_t *c, const char *name, resp_t **ret, int *ret_fd) {
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__AttachPool m = PINPOOL__V1__ATTACH_POOL__INIT;
+  resp_t *resp = NULL;
+  int rc;
+
+  m.name = (char *)name;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_ATTACH_POOL;
+  req.attach_pool = &m;
+  req.id = ++c->next_id;
+  *ret_fd = -1;
+  rc = frame_send(c->fd, &req.base, FRAME_MAX_DEFAULT, -1);
+  if (rc) fail_msg("attach_pool: frame_send: %s", pp_err_name(rc));
+  rc = frame_recv_response(c->fd, FRAME_MAX_DEFAULT, &resp, ret_fd);
+  if (rc) fail_msg("attach_pool: no response: %s", pp_err_name(rc));
+  rc = wire_rc(resp);
+  if (ret)
+    *ret = resp;
+  else
+    frame_free_response(resp);
+  return rc;
+}

@@ -72,6 +72,9 @@ int wire_cache_alloc(wire_t *c, uint32_t id, uint32_t count, uint64_t *offs, siz
 int wire_cache_free(wire_t *c, uint32_t id, const uint64_t *offs, size_t n, char *msg,
                     size_t msg_len);
 int wire_stats(wire_t *c, bool buffers, bool map, resp_t **ret);
+/* AttachPool name: the response (to free) in *ret, and in *ret_fd the descriptor that came
+ * with it, -1 when none did (every reply is read with room for one). */
+int wire_attach_pool(wire_t *c, const char *name, resp_t **ret, int *ret_fd);
 int wire_shrink(wire_t *c, resp_t **ret);
 
 #endif /* PP_TEST_WIRE_H */

@@ -949,6 +949,108 @@ static void usage_errors_exit_2(void **state) {
   run_free(&r);
 }
 
+/* A daemon of its own with a second pool: `pools` lists both, `--pool` chooses what the
+ * views describe, and a pool that does not exist is the daemon's answer (exit 1). */
+static void pools_lists_every_pool_and_pool_selects_what_the_views_describe(void **state) {
+  char dir[] = "/tmp/pp-ctlpools-XXXXXX", conf[64], text[160], cmd[96];
+  Pinpool__V1__Request req = PINPOOL__V1__REQUEST__INIT;
+  Pinpool__V1__Alloc m = PINPOOL__V1__ALLOC__INIT;
+  json_object *o, *arr;
+  testd_t d;
+  wire_t w;
+  resp_t *resp;
+  run_t r;
+  char *line;
+  int fd = -1;
+  FILE *f;
+
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  chmod(dir, 0755);
+  snprintf(conf, sizeof conf, "%s/pools.conf", dir);
+  snprintf(text, sizeof text,
+           "[pool cam]\nsize = 2M\npage-size = 4K\nquota = 1M\nwriters = %u\n",
+           (unsigned)getuid());
+  f = fopen(conf, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  assert_int_equal(testd_start(&d, "--config", conf, NULL), 0);
+  assert_int_equal(wire_open(&w, d.sock, "ctl-pools"), 0);
+  assert_int_equal(wire_attach_pool(&w, "cam", NULL, &fd), 0);
+  assert_true(fd >= 0);
+  close(fd);
+  m.size = 64 * KiB;
+  m.name = (char *)"shot";
+  m.pool = 1;
+  req.body_case = PINPOOL__V1__REQUEST__BODY_ALLOC;
+  req.alloc = &m;
+  resp = wire_call(&w, &req);
+  assert_int_equal(wire_rc(resp), 0);
+  assert_int_equal(resp->buffer->handle >> 48, 1);
+  frame_free_response(resp);
+
+  run_ctl(&r, false, "--socket", d.sock, "pools", NULL);
+  assert_int_equal(r.status, 0);
+  line = line_with(r.out, "cam ", false);
+  assert_non_null(line);
+  assert_non_null(strstr(line, "2 MiB"));
+  assert_non_null(strstr(line, "64 KiB"));
+  free(line);
+  line = line_with(r.out, "default ", false);
+  assert_non_null(line);
+  free(line);
+  run_free(&r);
+
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "cam", "status", NULL);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(text_bytes(r.out, "region"), 2 * MiB);
+  assert_int_equal(text_bytes(r.out, "used"), 64 * KiB);
+  line = line_with(r.out, "pool ", false);
+  assert_non_null(line);
+  assert_non_null(strstr(line, "cam (id 1"));
+  free(line);
+  run_free(&r);
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "cam", "buffers", NULL);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "shot"));
+  run_free(&r);
+  /* Without --pool: the default pool, where nothing is held. */
+  run_ctl(&r, false, "--socket", d.sock, "status", NULL);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(text_bytes(r.out, "region"), REGION);
+  assert_int_equal(text_bytes(r.out, "used"), 0);
+  run_free(&r);
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "default", "buffers", NULL);
+  assert_int_equal(r.status, 0);
+  assert_null(strstr(r.out, "shot"));
+  run_free(&r);
+
+  run_ctl(&r, false, "--socket", d.sock, "--json", "pools", NULL);
+  assert_int_equal(r.status, 0);
+  o = json_tokener_parse(r.out);
+  assert_non_null(o);
+  arr = jget(o, "pools");
+  assert_int_equal(json_object_array_length(arr), 2);
+  assert_int_equal(jget_u64(json_object_array_get_idx(arr, 1), "quota"), MiB);
+  assert_int_equal(jget_u64(json_object_array_get_idx(arr, 1), "used_bytes"), 64 * KiB);
+  json_object_put(o);
+  run_free(&r);
+
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "nope", "status", NULL);
+  assert_int_equal(r.status, 1);
+  assert_non_null(strstr(r.err, "no pool named 'nope'"));
+  run_free(&r);
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "cam", "shrink", NULL);
+  assert_int_equal(r.status, 2);
+  run_free(&r);
+
+  wire_close(&w);
+  assert_int_equal(testd_stop(&d), 0);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 static void top_refreshes_every_second_and_quits_on_q(void **state) {
   struct winsize ws = {.ws_row = 30, .ws_col = 110};
   char path[512], buf[4096], *seen = calloc(1, 1);
@@ -1029,6 +1131,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(unreachable_socket_exits_3_naming_the_path),
       cmocka_unit_test(not_allowed_to_connect_names_the_sockets_group_and_exits_3),
       cmocka_unit_test(usage_errors_exit_2),
+      cmocka_unit_test(pools_lists_every_pool_and_pool_selects_what_the_views_describe),
   };
   if (argc > 1 && !strcmp(argv[1], "2M")) {
     T.page_size = HP_SIZE;

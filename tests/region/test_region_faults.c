@@ -4,7 +4,8 @@
  * code, or a logged warning when the region can do without — mlock, the io_uring pin,
  * pagemap), and nothing may leak — no fd (counted in /proc/self/fd: the io_uring ring
  * is one), no mapping (counted in /proc/self/maps), no memory (LeakSanitizer in the ASan
- * build).
+ * build).  A region bound to a NUMA node adds set_mempolicy (bind before, default after),
+ * and both are failed in turn like the rest.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -40,7 +41,8 @@ static bool fatal(osl_call_t k) {
   case OSL_FSTAT:
   case OSL_FSTATFS:
   case OSL_MMAP:
-  case OSL_MADVISE: return true;
+  case OSL_MADVISE:
+  case OSL_SET_MEMPOLICY: return true;
   default: return false;
   }
 }
@@ -121,6 +123,18 @@ static int make_4k_chunked(logcap_t *log, region_t **ret) {
   return region_create_tuned(&cfg, &t, ret);
 }
 
+/* Bound to NUMA node 0: set_mempolicy around the creation, both calls injectable. */
+static int make_4k_node0(logcap_t *log, region_t **ret) {
+  region_config_t cfg = {.size = 2 * MIB,
+                         .policy = REGION_PAGE_4K,
+                         .name = "pp-fault-numa",
+                         .log = logcap_fn,
+                         .log_ctx = log,
+                         .bind_node = true,
+                         .numa_node = 0};
+  return region_create(&cfg, ret);
+}
+
 static int adopt_fd = -1;
 
 /* region_adopt of a dup of a live region's fd; the dup is closed again on failure so the
@@ -140,6 +154,41 @@ static void each_failure_in_4k_create_is_reported_and_leaks_nothing(void **state
 
 static void each_failure_in_chunked_populate_is_reported_and_leaks_nothing(void **state) {
   fail_each_call_in_turn(make_4k_chunked, "pp-fault-chunk");
+}
+
+static void each_failure_in_a_numa_bound_create_is_reported_and_leaks_nothing(void **state) {
+  if (!osl_numa_node_exists(0)) {
+    print_message("skipped: this kernel shows no NUMA node 0\n");
+    skip();
+  }
+  logcap_t log;
+  region_t *r;
+  logcap_init(&log);
+  osl_reset();
+  assert_int_equal(make_4k_node0(&log, &r), 0);
+  assert_int_equal(osl_calls(OSL_SET_MEMPOLICY), 2); /* bound, then back to the default */
+  assert_non_null(strstr(log.text, "bound to NUMA node 0"));
+  region_destroy(r);
+  fail_each_call_in_turn(make_4k_node0, "pp-fault-numa");
+}
+
+static void a_numa_node_that_does_not_exist_is_refused_by_name(void **state) {
+  logcap_t log;
+  region_t *r = (region_t *)0x1;
+  region_config_t cfg = {.size = 2 * MIB,
+                         .policy = REGION_PAGE_4K,
+                         .name = "pp-fault-nonode",
+                         .log = logcap_fn,
+                         .log_ctx = &log,
+                         .bind_node = true,
+                         .numa_node = 4000};
+  logcap_init(&log);
+  osl_reset();
+  assert_int_equal(region_create(&cfg, &r), PP_EINVAL);
+  assert_ptr_equal(r, (region_t *)0x1);
+  assert_non_null(strstr(log.text, "NUMA node 4000 does not exist"));
+  assert_int_equal(osl_calls(OSL_SET_MEMPOLICY), 0); /* refused before any policy changed */
+  assert_int_equal(osl_calls(OSL_MEMFD_CREATE), 0);
 }
 
 static void each_failure_in_adopt_is_reported_and_leaks_nothing(void **state) {
@@ -179,6 +228,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(each_failure_in_4k_create_is_reported_and_leaks_nothing),
       cmocka_unit_test(each_failure_in_chunked_populate_is_reported_and_leaks_nothing),
+      cmocka_unit_test(each_failure_in_a_numa_bound_create_is_reported_and_leaks_nothing),
+      cmocka_unit_test(a_numa_node_that_does_not_exist_is_refused_by_name),
       cmocka_unit_test(each_failure_in_adopt_is_reported_and_leaks_nothing),
       cmocka_unit_test(a_failing_munmap_or_close_is_logged_and_not_fatal),
   };

@@ -3,7 +3,8 @@
  *
  *   - what is written is read back exactly: flags, the three descriptors, the uptime's
  *     origin, the session counter, the socket path, detached sessions with their deadlines,
- *     and connections of every kind with their input and reply bytes (empty ones too);
+ *     connections of every kind with their input and reply bytes (empty ones too), and
+ *     the other pools' names, descriptors and flags;
  *   - any one byte changed, anywhere, and any cut makes the read fail — never a handoff that
  *     reads back different; damage in the body still leaves the stable part (socket,
  *     region, journal, the connections' descriptors) for the fallback, damage in the
@@ -12,7 +13,8 @@
  *     handoff another process wrote;
  *   - handoff_take: no variable is a plain start; a variable naming nothing usable is an
  *     error; a good handoff hands every descriptor back close-on-exec and unsets the
- *     variable; one of an unknown version closes the connections and keeps the rest.
+ *     variable (a pool whose descriptors are not open is left out, to start fresh); one of
+ *     an unknown version closes the connections and keeps the rest.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -73,6 +75,13 @@ static void sample(handoff_t *h, int listen_fd, int region_fd, int journal_fd,
                    .detached = det,
                    .ndetached = 2};
   snprintf(h->socket_path, sizeof h->socket_path, "/run/pinpool/pinpool.sock");
+  static handoff_pool_t pools[2];
+  pools[0] = (handoff_pool_t){
+      .name = "cam", .region_fd = 50, .journal_fd = 51, .flags = HANDOFF_STORED};
+  pools[1] = (handoff_pool_t){
+      .name = "big", .region_fd = 52, .journal_fd = 53, .flags = HANDOFF_JOURNAL_TEMP};
+  h->pools = pools;
+  h->npools = 2;
 }
 
 static const int fake_fds[3] = {40, 41, 42};
@@ -91,6 +100,13 @@ static void assert_same(const handoff_t *a, const handoff_t *b) {
   for (uint32_t i = 0; i < a->ndetached; i++) {
     assert_int_equal(a->detached[i].session_id, b->detached[i].session_id);
     assert_int_equal(a->detached[i].deadline_unix_ms, b->detached[i].deadline_unix_ms);
+  }
+  assert_int_equal(a->npools, b->npools);
+  for (uint32_t i = 0; i < a->npools; i++) {
+    assert_string_equal(a->pools[i].name, b->pools[i].name);
+    assert_int_equal(a->pools[i].region_fd, b->pools[i].region_fd);
+    assert_int_equal(a->pools[i].journal_fd, b->pools[i].journal_fd);
+    assert_int_equal(a->pools[i].flags, b->pools[i].flags);
   }
   assert_int_equal(a->nconns, b->nconns);
   for (uint32_t i = 0; i < a->nconns; i++) {
@@ -292,14 +308,22 @@ static void no_variable_is_a_plain_start_and_a_bad_one_an_error(void **state) {
 }
 
 static void a_good_handoff_gives_every_descriptor_back_close_on_exec(void **state) {
-  int l = open_null(), rg = open_null(), j = open_null(), c[3], hfd;
+  int l = open_null(), rg = open_null(), j = open_null(), c[3], p[4], hfd;
   handoff_t h, r;
   for (int i = 0; i < 3; i++) {
     c[i] = open_null();
     fcntl(c[i], F_SETFD, 0); /* as execve leaves them */
   }
+  for (int i = 0; i < 4; i++) {
+    p[i] = open_null();
+    fcntl(p[i], F_SETFD, 0);
+  }
   fcntl(l, F_SETFD, 0);
   sample(&h, l, rg, j, c);
+  for (uint32_t i = 0; i < h.npools; i++) { /* the pools' region and journal: open too */
+    h.pools[i].region_fd = p[2 * i];
+    h.pools[i].journal_fd = p[2 * i + 1];
+  }
   assert_int_equal(handoff_write(&h, HANDOFF_VERSION, &hfd), 0);
   set_env_fd(hfd);
   assert_int_equal(handoff_take(&r), 1);
@@ -310,7 +334,21 @@ static void a_good_handoff_gives_every_descriptor_back_close_on_exec(void **stat
   assert_true(cloexec(l) && cloexec(rg) && cloexec(j));
   for (int i = 0; i < 3; i++)
     assert_true(cloexec(c[i]));
+  for (int i = 0; i < 4; i++)
+    assert_true(cloexec(p[i]));
   handoff_free(&r);
+
+  /* A pool whose descriptors are not open is left out (it starts fresh); the rest stands. */
+  h.pools[1].journal_fd = 900;
+  assert_int_equal(handoff_write(&h, HANDOFF_VERSION, &hfd), 0);
+  set_env_fd(hfd);
+  assert_int_equal(handoff_take(&r), 1);
+  assert_false(r.fell_back);
+  assert_int_equal(r.pools[0].region_fd, p[0]);
+  assert_int_equal(r.pools[1].region_fd, -1);
+  assert_int_equal(r.pools[1].journal_fd, -1);
+  handoff_free(&r);
+  h.pools[1].journal_fd = p[3];
 
   /* The same handoff in a version this binary does not read: the connections are closed,
    * the socket, region and journal kept. */
@@ -328,6 +366,8 @@ static void a_good_handoff_gives_every_descriptor_back_close_on_exec(void **stat
   close(l);
   close(rg);
   close(j);
+  for (int i = 0; i < 4; i++)
+    close(p[i]);
 }
 
 int main(void) {

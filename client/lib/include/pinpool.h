@@ -255,6 +255,64 @@ PP_API int pp_cache_alloc_bulk(pp_cache *k, void **objs, unsigned n);
  * the region or misaligned); returns 0, or the first error a batch return reported. */
 PP_API int pp_cache_free_bulk(pp_cache *k, void *const *objs, unsigned n);
 
+/* Pools.  A daemon may serve several pools (pinpoold(8): `[pool NAME]` sections), each
+ * its own region with its own allocators and quota.  Everything above works in the
+ * default pool, which every client may write.  Another pool is attached by name; the
+ * daemon decides the access from the caller's uid and groups: PP_POOL_WRITE (a read-write
+ * mapping: allocate, publish, look up, free) or PP_POOL_READ (a read-only mapping — the
+ * kernel refuses writes to it — through which the client looks up and reads buffers
+ * writers published; allocating is PP_EPERM).  A caller in neither list gets PP_EPERM
+ * and nothing is mapped.  An attachment lasts until pp_disconnect; attaching the same
+ * pool again returns the same pp_pool.  Handles of a pool's buffers carry the pool's id
+ * (bits 48..62), so they are unambiguous across pools: pp_pool_free or pp_free frees them.
+ * Slab caches work in a pool as in the default one (pp_pool_cache_open); the buffer caches
+ * serve the default pool only: pp_pool_alloc and pp_pool_free always go to the daemon.
+ * After a daemon restart every pool's holdings come back with the session: the re-claim
+ * attaches each pool again and checks that it is the same region.  A pool the daemon had
+ * to start fresh (its config changed, its stored state was not trusted) is lost: its
+ * calls return PP_ESTATELOST, and pp_pool_attach gives a new attachment. */
+typedef struct pp_pool pp_pool;
+#define PP_POOL_READ 1u
+#define PP_POOL_WRITE 2u
+
+/* A buffer of a read-only attachment: as pp_buffer, with a pointer to const memory. */
+typedef struct pp_rbuffer {
+  uint64_t handle; /* what pp_pool_free() takes */
+  uint64_t offset; /* from the start of the pool's region */
+  uint64_t size;
+  uint64_t phys; /* physical address of the first byte; 0 when unknown */
+  bool contiguous;
+  const void *addr; /* this process's read-only pointer to the first byte */
+} pp_rbuffer;
+
+/* Attach the pool called name ("default" or NULL: the default pool is not a pp_pool —
+ * PP_EINVAL).  PP_EPERM when this uid may neither write nor read it, PP_ENOENT when the
+ * daemon has no such pool, PP_EVERSION when the daemon predates pools. */
+PP_API int pp_pool_attach(pp_client *c, const char *name, pp_pool **ret_pool);
+PP_API const char *pp_pool_name(pp_pool *p);
+PP_API unsigned pp_pool_access(pp_pool *p); /* PP_POOL_READ or PP_POOL_WRITE */
+PP_API uint64_t pp_pool_region_size(pp_pool *p);
+PP_API uint64_t pp_pool_page_size(pp_pool *p);
+PP_API bool pp_pool_hugepages(pp_pool *p);
+PP_API bool pp_pool_phys_known(pp_pool *p);
+/* The pool's region in this process: writable for a writer; NULL for a reader. */
+PP_API void *pp_pool_base(pp_pool *p);
+/* The same, read-only, for either access. */
+PP_API const void *pp_pool_rbase(pp_pool *p);
+/* pp_alloc / pp_alloc_named (name NULL: unpublished) in the pool; PP_EPERM for a reader. */
+PP_API int pp_pool_alloc(pp_pool *p, const char *name, uint64_t size, unsigned flags,
+                         pp_buffer *ret);
+/* pp_lookup in the pool, with a writable pointer: PP_EPERM for a reader (pp_pool_rlookup). */
+PP_API int pp_pool_lookup(pp_pool *p, const char *name, pp_buffer *ret);
+/* pp_lookup in the pool, read-only: for readers and writers alike. */
+PP_API int pp_pool_rlookup(pp_pool *p, const char *name, pp_rbuffer *ret);
+/* pp_cache_open in the pool: writers only (PP_EPERM for a reader).  The pp_cache it gives
+ * takes the calls above (pp_cache_alloc, pp_cache_free, ...), its objects in the pool. */
+PP_API int pp_pool_cache_open(pp_pool *p, const char *name, uint32_t object_size,
+                              uint32_t align, pp_cache **ret_cache);
+/* Drop this session's hold on a buffer of the pool (from pp_pool_alloc or a lookup). */
+PP_API int pp_pool_free(pp_pool *p, uint64_t handle);
+
 /* Also from pinpool_err.h: pp_strerror(), pp_err_name(), pp_status_name(). */
 
 #ifdef __cplusplus
