@@ -16,10 +16,11 @@
  *     holes, as with the default pool) and may do every request in the pool.
  *   - READ: a uid or group member in `readers` (and not a writer).  The session gets the
  *     memfd re-opened O_RDONLY through /proc/self/fd/N: the kernel refuses a PROT_WRITE
- *     shared mapping of it and a hole punch through it (both need a writable file), so
- *     the session can only read what writers publish.  In the pool it may look buffers up
- *     (a reference, so the buffer stays while it reads), describe and free what it holds;
- *     alloc, alloc_bulk and every cache request are PERMISSION_DENIED (handlers.c).
+ *     shared mapping of it and a hole punch through it (both need a writable file), and
+ *     the region made the memfd mode 0600, so the session cannot re-open its descriptor
+ *     read-write through /proc either: it can only read what writers publish.  In the pool it
+ * may look buffers up (a reference, so the buffer stays while it reads), describe and free what
+ * it holds; alloc, alloc_bulk and every cache request are PERMISSION_DENIED (handlers.c).
  *   - NONE: PERMISSION_DENIED, and no fd.
  * Group membership follows the admin group's rule (session_is_admin: the primary gid
  * from SO_PEERCRED and the supplementary groups of the uid's user, root in every group).

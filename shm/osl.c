@@ -53,6 +53,7 @@ static const char *const osl_names[OSL_NR_CALLS] = {
     [OSL_IO_URING_REGISTER] = "io_uring_register",
     [OSL_SIGACTION] = "sigaction",
     [OSL_SET_MEMPOLICY] = "set_mempolicy",
+    [OSL_FCHMOD] = "fchmod",
 };
 
 /* True when this call must fail; errno is then set.  Counts every call. */
@@ -119,6 +120,11 @@ int osl_fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
 int osl_add_seals(int fd, int seals) {
   if (osl_inject(OSL_ADD_SEALS)) return -1;
   return fcntl(fd, F_ADD_SEALS, seals);
+}
+
+int osl_fchmod(int fd, mode_t mode) {
+  if (osl_inject(OSL_FCHMOD)) return -1;
+  return fchmod(fd, mode);
 }
 
 int osl_get_seals(int fd) {

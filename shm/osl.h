@@ -43,6 +43,7 @@ typedef enum osl_call {
   OSL_IO_URING_REGISTER,
   OSL_SIGACTION,
   OSL_SET_MEMPOLICY,
+  OSL_FCHMOD,
   OSL_NR_CALLS
 } osl_call_t;
 
@@ -51,6 +52,7 @@ int osl_ftruncate(int fd, uint64_t size);
 /* fallocate(2), retried on EINTR. */
 int osl_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 int osl_add_seals(int fd, int seals);
+int osl_fchmod(int fd, mode_t mode);
 /* The seals (>= 0), or -1 with errno. */
 int osl_get_seals(int fd);
 int osl_fstat(int fd, struct stat *ret_st);

@@ -363,6 +363,21 @@ void region_destroy(region_t *r) {
   free(r);
 }
 
+/* A memfd's inode is created with mode 0777, and a descriptor of it can be re-opened
+ * through /proc/<pid>/fd/N with any access that mode allows.  A client given the memfd
+ * re-opened read-only could thus open it read-write again and write to (or punch holes in)
+ * memory it was meant only to read.  Mode 0600 leaves re-opening to the inode's owner, the
+ * daemon's uid; a client of another uid keeps exactly the access of the descriptor it was
+ * sent, and cannot change the mode back (fchmod needs the owner).  Done on adoption too:
+ * the mode belongs to the inode, and a stored memfd may predate this rule. */
+static int region_restrict_mode(int fd, const region_log_t *log) {
+  if (osl_fchmod(fd, 0600) != 0) {
+    region_logf(log, LOG_ERR, "fchmod(0600): %s", strerror(errno));
+    return PP_EOS;
+  }
+  return 0;
+}
+
 static int region_create_unbound(const region_config_t *cfg, const region_tuning_t *t,
                                  region_t **ret) {
   if (!cfg || !ret) return PP_EINVAL;
@@ -425,6 +440,7 @@ static int region_create_unbound(const region_config_t *cfg, const region_tuning
     rc = huge && err == EINVAL ? PP_ENOHUGE : PP_EOS;
     goto fail;
   }
+  if ((rc = region_restrict_mode(r->fd, &log)) != 0) goto fail;
   if (osl_ftruncate(r->fd, r->size) != 0) {
     region_logf(&log, LOG_ERR, "ftruncate to %s: %s", region_fmt_size(r->size, s1),
                 strerror(errno));
@@ -543,6 +559,7 @@ int region_adopt(int fd, const region_config_t *cfg, region_t **ret) {
     seals |= REGION_SEALS;
   }
   r->seals = seals;
+  if ((rc = region_restrict_mode(fd, &log)) != 0) goto fail;
   r->adopted = true;
   r->sort.state = REGION_SORT_ADOPTED;
   r->fd = fd;

@@ -7,7 +7,8 @@
  * other uids — a writer (65534), a reader (65533) and an outsider (65532), none with
  * supplementary groups — and skip without root.  The reader's descriptor is checked
  * against the kernel itself: a PROT_WRITE shared mapping of it fails, a hole punch through
- * it fails, and a write through its PROT_READ mapping kills a child with SIGSEGV.  The
+ * it fails, re-opening it read-write through /proc/self/fd fails, and a write through its
+ * PROT_READ mapping kills a child with SIGSEGV.  The
  * outsider's refusal is checked to carry no descriptor at all.  Config errors run
  * pinpoold directly and check its exit status (2) and that its message names the pool
  * and the key.
@@ -292,6 +293,13 @@ static void reader(const char *sock, void *arg) {
   EXPECT(mmap(NULL, 4u << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
   EXPECT(errno == EACCES);
   EXPECT(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) != 0);
+  /* Nor can it get a writable descriptor by re-opening this one through /proc (a memfd's
+   * inode is born mode 0777; the daemon makes it 0600), or give the inode its mode back. */
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  EXPECT(open(path, O_RDWR | O_CLOEXEC) < 0);
+  EXPECT(errno == EACCES);
+  EXPECT(fchmod(fd, 0666) != 0);
   map = mmap(NULL, 4u << 20, PROT_READ, MAP_SHARED, fd, 0);
   EXPECT(map != MAP_FAILED);
   EXPECT(mprotect((void *)map, 4096, PROT_READ | PROT_WRITE) != 0);

@@ -42,7 +42,8 @@ static bool fatal(osl_call_t k) {
   case OSL_FSTATFS:
   case OSL_MMAP:
   case OSL_MADVISE:
-  case OSL_SET_MEMPOLICY: return true;
+  case OSL_SET_MEMPOLICY:
+  case OSL_FCHMOD: return true;
   default: return false;
   }
 }
