@@ -318,7 +318,11 @@ static int rs_reload_latency(unsigned reloads, double *ret_p50, double *ret_p99)
                       .restart = SUP_RESTART_ON_FAILURE,
                       .seed = 1};
   if (sup_new(&cfg, &s) || sup_start(s) || sup_wait_ready(s, 30000)) goto out;
-  if (pp_connect(sock, "bench-reload", &r.c) || pp_cache_open(r.c, "bench-reload", 64, 0, &k))
+  /* Without buffer caches, so that every pp_alloc + pp_free is a request the reload can
+   * hold up (a cached pair never leaves the process and would measure nothing). */
+  pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
+  if (pp_connect_opts(sock, "bench-reload", &co, &r.c) ||
+      pp_cache_open(r.c, "bench-reload", 64, 0, &k))
     goto out;
   /* The same state as the restart's to hand over: 256 buffers and 4096 objects. */
   for (int i = 0; i < 256; i++) {
