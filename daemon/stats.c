@@ -400,7 +400,9 @@ static int build_caches(ledger_t *l, Pinpool__V1__Stats *st, uint64_t from, page
   return 0;
 }
 
-/* Sessions with ids from `from` on, in id order (SNAPSHOT: all, oldest first). */
+/* Sessions with ids from `from` on, in id order (SNAPSHOT: all, oldest first); for a pool
+ * other than the default, only the sessions attached to it (every session is in the
+ * default pool). */
 static int build_clients(const ledger_t *l, uint32_t pool, const session_list_t *sessions,
                          Pinpool__V1__Stats *st, uint64_t from, page_t *page, arena_t *a) {
   keyed_t *v;
@@ -410,7 +412,7 @@ static int build_clients(const ledger_t *l, uint32_t pool, const session_list_t 
   v = arena_alloc(a, sessions->n * sizeof *v);
   if (!v) return PP_ENOPRIVMEM;
   for (const session_t *s = sessions->head; s && m < sessions->n; s = s->next)
-    if (s->id >= from) v[m++] = (keyed_t){s->id, s};
+    if (s->id >= from && (pool == 0 || holder_in(s, pool))) v[m++] = (keyed_t){s->id, s};
   if (!page) {
     /* The list is newest first: oldest first is its reverse, as before paging. */
     st->clients = arena_alloc(a, (m ? m : 1) * sizeof *st->clients);

@@ -1015,6 +1015,17 @@ static void pools_lists_every_pool_and_pool_selects_what_the_views_describe(void
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "shot"));
   run_free(&r);
+  /* The pool's clients are the sessions attached to it: not pinpoolctl's own. */
+  run_ctl(&r, false, "--socket", d.sock, "--pool", "cam", "--json", "clients", NULL);
+  assert_int_equal(r.status, 0);
+  o = json_tokener_parse(r.out);
+  assert_non_null(o);
+  arr = jget(o, "clients");
+  assert_int_equal(json_object_array_length(arr), 1);
+  assert_string_equal(json_object_get_string(jget(json_object_array_get_idx(arr, 0), "name")),
+                      "ctl-pools");
+  json_object_put(o);
+  run_free(&r);
   /* Without --pool: the default pool, where nothing is held. */
   run_ctl(&r, false, "--socket", d.sock, "status", NULL);
   assert_int_equal(r.status, 0);
