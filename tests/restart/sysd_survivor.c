@@ -23,6 +23,8 @@
 
 #include <pinpool.h>
 
+#include "pattern.h"
+
 static char dir[512];
 
 static void put(const char *file, const char *text) {
@@ -47,19 +49,6 @@ static int failed(const char *fmt, ...) {
   return 1;
 }
 
-static void fill(void *p, size_t n, uint64_t seed) {
-  uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    w[i] = seed * 0x9e3779b97f4a7c15ull + i;
-}
-
-static bool intact(const void *p, size_t n, uint64_t seed) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    if (w[i] != seed * 0x9e3779b97f4a7c15ull + i) return false;
-  return true;
-}
-
 int main(int argc, char **argv) {
   pp_client *c;
   pp_buffer b, x;
@@ -75,12 +64,12 @@ int main(int argc, char **argv) {
   snprintf(dir, sizeof dir, "%s", argv[1]);
   if ((rc = pp_connect(NULL, "survivor", &c))) return failed("pp_connect: %s", pp_strerror(rc));
   if ((rc = pp_alloc(c, 65536, 0, &b))) return failed("pp_alloc: %s", pp_strerror(rc));
-  fill(b.addr, b.size, 1);
+  pattern_fill(b.addr, b.size, 1);
   if ((rc = pp_cache_open(c, "survivor", 128, 0, &k)))
     return failed("pp_cache_open: %s", pp_strerror(rc));
   for (int i = 0; i < 32; i++) {
     if (!(objs[i] = pp_cache_alloc(k))) return failed("pp_cache_alloc");
-    fill(objs[i], 128, 100 + (uint64_t)i);
+    pattern_fill(objs[i], 128, 100 + (uint64_t)i);
   }
   put("ready", "ready\n");
   snprintf(path, sizeof path, "%s/go", dir);
@@ -92,9 +81,9 @@ int main(int argc, char **argv) {
   /* The daemon was killed and restarted meanwhile: this call re-claims. */
   if ((rc = pp_alloc(c, 4096, 0, &x)))
     return failed("pp_alloc after the restart: %s", pp_strerror(rc));
-  if (!intact(b.addr, b.size, 1)) return failed("the buffer's contents changed");
+  if (!pattern_intact(b.addr, b.size, 1)) return failed("the buffer's contents changed");
   for (int i = 0; i < 32; i++)
-    if (!intact(objs[i], 128, 100 + (uint64_t)i)) return failed("object %d changed", i);
+    if (!pattern_intact(objs[i], 128, 100 + (uint64_t)i)) return failed("object %d changed", i);
   if ((rc = pp_free(c, x.handle)) || (rc = pp_free(c, b.handle)))
     return failed("pp_free: %s", pp_strerror(rc));
   for (int i = 0; i < 32; i++)

@@ -43,6 +43,7 @@
 
 #include <cmocka.h>
 
+#include "pattern.h"
 #include "pinpool.h"
 #include "rsd.h"
 
@@ -80,19 +81,6 @@ static uint64_t rng_next(uint64_t *s) {
 
 static uint64_t rnd(uint64_t *s, uint64_t n) {
   return n ? rng_next(s) % n : 0;
-}
-
-static void fill(void *p, size_t n, uint64_t tag) {
-  uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    w[i] = tag ^ (i * 0x9e3779b97f4a7c15ull);
-}
-
-static bool intact(const void *p, size_t n, uint64_t tag) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    if (w[i] != (tag ^ (i * 0x9e3779b97f4a7c15ull))) return false;
-  return true;
 }
 
 /* ---- a worker process ------------------------------------------------------------------- */
@@ -143,7 +131,7 @@ static void name_of(uint64_t tag, char *buf, size_t len) {
 
 static void drop_buf(worker_t *w, int i, const char *why) {
   held_buf_t *h = &w->bufs[i];
-  if (!intact(h->b.addr, h->b.size, h->tag))
+  if (!pattern_intact(h->b.addr, h->b.size, h->tag))
     error(w, "buffer %" PRIu64 " (offset %" PRIu64 ") overwritten (%s)", h->b.handle,
           h->b.offset, why);
   int rc = pp_free(w->c, h->b.handle);
@@ -153,7 +141,7 @@ static void drop_buf(worker_t *w, int i, const char *why) {
 
 static void drop_obj(worker_t *w, int i) {
   held_obj_t *h = &w->objs[i];
-  if (!intact(h->p, h->size, h->tag)) error(w, "object at %p overwritten", h->p);
+  if (!pattern_intact(h->p, h->size, h->tag)) error(w, "object at %p overwritten", h->p);
   int rc = pp_cache_free(h->k, h->p);
   if (rc) error(w, "pp_cache_free: %s", pp_err_name(rc));
   w->objs[i] = w->objs[--w->nobjs];
@@ -161,10 +149,10 @@ static void drop_obj(worker_t *w, int i) {
 
 static void verify_all(worker_t *w) {
   for (int i = 0; i < w->nbufs; i++)
-    if (!intact(w->bufs[i].b.addr, w->bufs[i].b.size, w->bufs[i].tag))
+    if (!pattern_intact(w->bufs[i].b.addr, w->bufs[i].b.size, w->bufs[i].tag))
       error(w, "buffer at offset %" PRIu64 " overwritten", w->bufs[i].b.offset);
   for (int i = 0; i < w->nobjs; i++)
-    if (!intact(w->objs[i].p, w->objs[i].size, w->objs[i].tag))
+    if (!pattern_intact(w->objs[i].p, w->objs[i].size, w->objs[i].tag))
       error(w, "object at offset %" PRIu64 " overwritten", pp_offset(w->c, w->objs[i].p));
 }
 
@@ -191,7 +179,7 @@ static void one_op(worker_t *w) {
       return;
     }
     h->tag = new_tag(w);
-    fill(h->b.addr, h->b.size, h->tag);
+    pattern_fill(h->b.addr, h->b.size, h->tag);
     w->nbufs++;
   } else if (r < 45) { /* free */
     if (w->nbufs) drop_buf(w, (int)rnd(&w->rng, (uint64_t)w->nbufs), "free");
@@ -210,7 +198,7 @@ static void one_op(worker_t *w) {
       error(w, "pp_alloc_named(%s): %s", name, pp_err_name(rc));
       return;
     }
-    fill(h->b.addr, h->b.size, h->tag);
+    pattern_fill(h->b.addr, h->b.size, h->tag);
     w->nbufs++;
     atomic_store(&sh->names[rnd(&w->rng, CHAOS_NAMES)], h->tag + 1);
   } else if (r < 65) { /* look up what someone announced */
@@ -229,7 +217,7 @@ static void one_op(worker_t *w) {
       return;
     }
     h->tag = t - 1;
-    if (!intact(h->b.addr, h->b.size, h->tag))
+    if (!pattern_intact(h->b.addr, h->b.size, h->tag))
       error(w, "looked-up buffer %s overwritten", name);
     w->nbufs++;
   } else if (r < 90) { /* an object */
@@ -253,7 +241,7 @@ static void one_op(worker_t *w) {
     h->k = w->k[which];
     h->size = pp_cache_object_size(h->k);
     h->tag = new_tag(w);
-    fill(h->p, h->size, h->tag);
+    pattern_fill(h->p, h->size, h->tag);
     w->nobjs++;
   } else { /* an object back */
     if (w->nobjs) drop_obj(w, (int)rnd(&w->rng, (uint64_t)w->nobjs));

@@ -55,6 +55,7 @@
 
 #include <cmocka.h>
 
+#include "pattern.h"
 #include "pinpool.h"
 #include "rsd.h"
 #include "testd.h"
@@ -78,19 +79,6 @@ static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
     ;
-}
-
-static void fill(void *p, size_t n, uint64_t tag) {
-  uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    w[i] = tag ^ (i * 0x9e3779b97f4a7c15ull);
-}
-
-static bool intact(const void *p, size_t n, uint64_t tag) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    if (w[i] != (tag ^ (i * 0x9e3779b97f4a7c15ull))) return false;
-  return true;
 }
 
 static uint32_t attached(const Pinpool__V1__Response *st) {
@@ -220,7 +208,7 @@ static uint64_t c_tag(c_worker_t *w) {
 
 static void c_drop_buf(c_worker_t *w, int i) {
   c_buf_t *h = &w->bufs[i];
-  if (!intact(h->b.addr, h->b.size, h->tag))
+  if (!pattern_intact(h->b.addr, h->b.size, h->tag))
     c_error(w, "buffer at offset %" PRIu64 " overwritten", h->b.offset);
   int rc = pp_free(w->c, h->b.handle);
   if (rc) c_error(w, "pp_free: %s", pp_err_name(rc));
@@ -229,7 +217,7 @@ static void c_drop_buf(c_worker_t *w, int i) {
 
 static void c_drop_obj(c_worker_t *w, int i) {
   c_obj_t *h = &w->objs[i];
-  if (!intact(h->p, h->size, h->tag)) c_error(w, "object at %p overwritten", h->p);
+  if (!pattern_intact(h->p, h->size, h->tag)) c_error(w, "object at %p overwritten", h->p);
   int rc = pp_cache_free(h->k, h->p);
   if (rc) c_error(w, "pp_cache_free: %s", pp_err_name(rc));
   w->objs[i] = w->objs[--w->nobjs];
@@ -237,10 +225,10 @@ static void c_drop_obj(c_worker_t *w, int i) {
 
 static void c_verify(c_worker_t *w) {
   for (int i = 0; i < w->nbufs; i++)
-    if (!intact(w->bufs[i].b.addr, w->bufs[i].b.size, w->bufs[i].tag))
+    if (!pattern_intact(w->bufs[i].b.addr, w->bufs[i].b.size, w->bufs[i].tag))
       c_error(w, "buffer at offset %" PRIu64 " overwritten", w->bufs[i].b.offset);
   for (int i = 0; i < w->nobjs; i++)
-    if (!intact(w->objs[i].p, w->objs[i].size, w->objs[i].tag))
+    if (!pattern_intact(w->objs[i].p, w->objs[i].size, w->objs[i].tag))
       c_error(w, "object at offset %" PRIu64 " overwritten", pp_offset(w->c, w->objs[i].p));
 }
 
@@ -264,7 +252,7 @@ static void c_op(c_worker_t *w) {
       return;
     }
     h->tag = c_tag(w);
-    fill(h->b.addr, h->b.size, h->tag);
+    pattern_fill(h->b.addr, h->b.size, h->tag);
     w->nbufs++;
   } else if (r < 45) {
     if (w->nbufs) c_drop_buf(w, (int)c_rnd(w, (uint64_t)w->nbufs));
@@ -282,7 +270,7 @@ static void c_op(c_worker_t *w) {
       c_error(w, "pp_alloc_named(%s): %s", name, pp_err_name(rc));
       return;
     }
-    fill(h->b.addr, h->b.size, h->tag);
+    pattern_fill(h->b.addr, h->b.size, h->tag);
     w->nbufs++;
     atomic_store(&cs->names[c_rnd(w, C_NAMES)], h->tag + 1);
   } else if (r < 65) { /* look up what another client published */
@@ -300,7 +288,8 @@ static void c_op(c_worker_t *w) {
       return;
     }
     h->tag = t - 1;
-    if (!intact(h->b.addr, h->b.size, h->tag)) c_error(w, "looked-up %s overwritten", name);
+    if (!pattern_intact(h->b.addr, h->b.size, h->tag))
+      c_error(w, "looked-up %s overwritten", name);
     w->nbufs++;
   } else if (r < 88) { /* an object */
     if (w->nobjs == C_OBJS) {
@@ -323,7 +312,7 @@ static void c_op(c_worker_t *w) {
     h->k = w->k[which];
     h->size = pp_cache_object_size(h->k);
     h->tag = c_tag(w);
-    fill(h->p, h->size, h->tag);
+    pattern_fill(h->p, h->size, h->tag);
     w->nobjs++;
   } else {
     if (w->nobjs) c_drop_obj(w, (int)c_rnd(w, (uint64_t)w->nobjs));
@@ -767,7 +756,7 @@ static void a_reload_without_its_binary_fails_and_the_daemon_serves_on(void **st
   pid_t pid = main_pid(&d);
   assert_int_equal(rcl_open(&c, d.sock, "bystander"), 0);
   assert_int_equal(rcl_alloc(&c, 65536, "kept", &h, &off), 0);
-  fill(c.base + off, 65536, 7);
+  pattern_fill(c.base + off, 65536, 7);
 
   /* Gone. */
   assert_int_equal(unlink(bin), 0);
@@ -793,7 +782,7 @@ static void a_reload_without_its_binary_fails_and_the_daemon_serves_on(void **st
   assert_int_equal(rcl_lookup(&c, "kept", &probe, NULL), 0);
   assert_int_equal(rcl_free(&c, probe), 0);
 
-  assert_true(intact(c.base + off, 65536, 7));
+  assert_true(pattern_intact(c.base + off, 65536, 7));
   assert_int_equal(c.reclaims, 0);
   assert_int_equal(rcl_free(&c, h), 0);
   rcl_close(&c);
@@ -820,11 +809,11 @@ static void a_handoff_it_cannot_read_falls_back_to_reclaims(void **state) {
   pid_t pid = main_pid(&d);
   assert_int_equal(pp_connect(d.sock, "fallback", &c), 0);
   assert_int_equal(pp_alloc(c, 32768, 0, &b), 0);
-  fill(b.addr, b.size, 11);
+  pattern_fill(b.addr, b.size, 11);
   assert_int_equal(pp_cache_open(c, "fallback", 128, 0, &k), 0);
   for (int i = 0; i < 16; i++) {
     assert_non_null(objs[i] = pp_cache_alloc(k));
-    fill(objs[i], 128, 20 + (uint64_t)i);
+    pattern_fill(objs[i], 128, 20 + (uint64_t)i);
   }
   assert_int_equal(rsd_reload(&d), 0);
   assert_true(rsd_log_count(&d, "handoff version 99, this binary reads up to") >= 1);
@@ -832,9 +821,9 @@ static void a_handoff_it_cannot_read_falls_back_to_reclaims(void **state) {
   /* The connection was closed; the next call finds the session again from the journal. */
   assert_int_equal(pp_alloc(c, 4096, 0, &x), 0);
   assert_int_equal(pp_reclaims(c), 1);
-  assert_true(intact(b.addr, b.size, 11));
+  assert_true(pattern_intact(b.addr, b.size, 11));
   for (int i = 0; i < 16; i++) {
-    assert_true(intact(objs[i], 128, 20 + (uint64_t)i));
+    assert_true(pattern_intact(objs[i], 128, 20 + (uint64_t)i));
     assert_int_equal(pp_cache_free(k, objs[i]), 0);
   }
   assert_int_equal(pp_free(c, x.handle), 0);
@@ -868,7 +857,7 @@ static void a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload
   if (rsd_start(&d, &o)) fail_msg("the supervised daemon did not start");
   assert_int_equal(rcl_open(&c, d.sock, "away"), 0);
   assert_int_equal(rcl_alloc(&c, 16384, "away", &h, &off), 0);
-  fill(c.base + off, 16384, 3);
+  pattern_fill(c.base + off, 16384, 3);
   assert_int_equal(rsd_kill(&d), 0);
   uint64_t at = deadline_of(&d, c.session_id);
   assert_true(at > unix_ms());
@@ -879,7 +868,7 @@ static void a_session_waiting_to_be_reclaimed_keeps_its_deadline_across_a_reload
   /* Its client comes back after the reload and finds everything. */
   assert_int_equal(rcl_lookup(&c, "away", &probe, NULL), 0);
   assert_int_equal(c.reclaims, 1);
-  assert_true(intact(c.base + off, 16384, 3));
+  assert_true(pattern_intact(c.base + off, 16384, 3));
   assert_int_equal(rcl_free(&c, probe), 0);
   assert_int_equal(rcl_free(&c, h), 0);
   rcl_close(&c);
@@ -899,7 +888,7 @@ static void a_crash_after_reloads_comes_back_from_the_same_fd_store(void **state
   assert_int_equal(sup_fd_count(d.sup), 2); /* the region and the journal */
   assert_int_equal(rcl_open(&c, d.sock, "crash-after-reload"), 0);
   assert_int_equal(rcl_alloc(&c, 8192, "before", &h1, &o1), 0);
-  fill(c.base + o1, 8192, 1);
+  pattern_fill(c.base + o1, 8192, 1);
   assert_int_equal(rsd_reload(&d), 0);
   assert_int_equal(rsd_reload(&d), 0);
   /* The store is untouched: the same two memfds, nothing added or removed. */
@@ -908,14 +897,14 @@ static void a_crash_after_reloads_comes_back_from_the_same_fd_store(void **state
   assert_int_equal(sup_count(d.sup, 0, SUP_EV_FD_DUPLICATE), 0);
   /* A change the new image journaled, into the journal the store still holds. */
   assert_int_equal(rcl_alloc(&c, 16384, "after", &h2, &o2), 0);
-  fill(c.base + o2, 16384, 2);
+  pattern_fill(c.base + o2, 16384, 2);
   assert_int_equal(rsd_kill(&d), 0);
   assert_true(rsd_log_count(&d, "restored from the journal") >= 1);
   assert_int_equal(rcl_lookup(&c, "after", &probe, NULL), 0);
   assert_int_equal(c.reclaims, 1);
   assert_int_equal(rcl_free(&c, probe), 0);
-  assert_true(intact(c.base + o1, 8192, 1));
-  assert_true(intact(c.base + o2, 16384, 2));
+  assert_true(pattern_intact(c.base + o1, 8192, 1));
+  assert_true(pattern_intact(c.base + o2, 16384, 2));
   assert_int_equal(rcl_free(&c, h1), 0);
   assert_int_equal(rcl_free(&c, h2), 0);
   rcl_close(&c);
@@ -979,7 +968,7 @@ static void without_a_service_manager_a_reload_carries_everything_too(void **sta
   assert_int_equal(testd_start(&t, NULL), 0);
   assert_int_equal(pp_connect(t.sock, "plain", &c), 0);
   assert_int_equal(pp_alloc(c, 65536, 0, &b), 0);
-  fill(b.addr, b.size, 5);
+  pattern_fill(b.addr, b.size, 5);
   assert_int_equal(kill(t.pid, SIGHUP), 0);
   for (int i = 0; i < 1000 && !log_has(&t, "reload 1 done"); i++)
     sleep_ms(20);
@@ -990,7 +979,7 @@ static void without_a_service_manager_a_reload_carries_everything_too(void **sta
   /* Nothing broke: without a store a broken connection could not be re-claimed at all. */
   assert_int_equal(pp_alloc(c, 4096, 0, &x), 0);
   assert_int_equal(pp_reclaims(c), 0);
-  assert_true(intact(b.addr, b.size, 5));
+  assert_true(pattern_intact(b.addr, b.size, 5));
   assert_int_equal(pp_free(c, x.handle), 0);
   assert_int_equal(pp_free(c, b.handle), 0);
   pp_disconnect(c);

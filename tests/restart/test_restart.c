@@ -44,6 +44,7 @@
 
 #include <cmocka.h>
 
+#include "pattern.h"
 #include "pinpool.h"
 #include "rsd.h"
 #include "testd.h"
@@ -61,19 +62,6 @@ static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
     ;
-}
-
-static void fill(void *p, size_t n, uint64_t seed) {
-  uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    w[i] = seed * 0x9e3779b97f4a7c15ull + i;
-}
-
-static bool intact(const void *p, size_t n, uint64_t seed) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    if (w[i] != seed * 0x9e3779b97f4a7c15ull + i) return false;
-  return true;
 }
 
 /* Clients connected now (detached sessions not counted: a books connection closed just
@@ -128,12 +116,12 @@ static void a_killed_daemon_comes_back_with_every_session_buffer_and_object(void
   assert_int_equal(pp_alloc(c, 65536, PP_ZERO, &b[1]), 0);
   assert_int_equal(pp_alloc_named(c, "kept", 8192, 0, &b[2]), 0);
   for (int i = 0; i < 3; i++)
-    fill(b[i].addr, b[i].size, 100 + (uint64_t)i);
+    pattern_fill(b[i].addr, b[i].size, 100 + (uint64_t)i);
   assert_int_equal(pp_cache_open(c, "objs", 256, 64, &k), 0);
   for (int i = 0; i < 40; i++) {
     objs[i] = pp_cache_alloc(k);
     assert_non_null(objs[i]);
-    fill(objs[i], 256, 1000 + (uint64_t)i);
+    pattern_fill(objs[i], 256, 1000 + (uint64_t)i);
   }
   Pinpool__V1__Response *before = rsd_stats(&d);
   uint64_t used = before->stats->used_bytes, nbufs = before->stats->nr_buffers;
@@ -165,9 +153,9 @@ static void a_killed_daemon_comes_back_with_every_session_buffer_and_object(void
     frame_free_response(st);
   }
   for (int i = 0; i < 3; i++)
-    assert_true(intact(b[i].addr, b[i].size, 100 + (uint64_t)i));
+    assert_true(pattern_intact(b[i].addr, b[i].size, 100 + (uint64_t)i));
   for (int i = 0; i < 40; i++)
-    assert_true(intact(objs[i], 256, 1000 + (uint64_t)i));
+    assert_true(pattern_intact(objs[i], 256, 1000 + (uint64_t)i));
   /* The name survived: another session finds the same block. */
   pp_client *c2;
   pp_buffer same;
@@ -202,7 +190,7 @@ static void cached_blocks_stay_valid_across_a_restart(void **state) {
   for (int i = 0; i < 8; i++) {
     assert_int_equal(pp_alloc(c, 4096, 0, &held[i]), 0);
     assert_true(held[i].handle >> 63);
-    fill(held[i].addr, held[i].size, 500 + (uint64_t)i);
+    pattern_fill(held[i].addr, held[i].size, 500 + (uint64_t)i);
   }
   for (int i = 0; i < 8; i++)
     assert_int_equal(pp_alloc(c, 4096, 0, &tmp[i]), 0);
@@ -229,7 +217,7 @@ static void cached_blocks_stay_valid_across_a_restart(void **state) {
     assert_int_equal(pp_alloc(c, 4096, 0, &again[i]), 0);
     for (int j = 0; j < 8; j++)
       assert_true(again[i].offset != held[j].offset);
-    fill(again[i].addr, again[i].size, 900 + (uint64_t)i);
+    pattern_fill(again[i].addr, again[i].size, 900 + (uint64_t)i);
   }
   assert_int_equal(pp_reclaims(c), 0);
   /* A request re-claims; then the caches describe their blocks anew (a refill after
@@ -238,7 +226,7 @@ static void cached_blocks_stay_valid_across_a_restart(void **state) {
   assert_int_equal(pp_alloc(c, 8192, 0, &x), 0);
   assert_int_equal(pp_reclaims(c), 1);
   for (int i = 0; i < 8; i++) {
-    assert_true(intact(held[i].addr, held[i].size, 500 + (uint64_t)i));
+    assert_true(pattern_intact(held[i].addr, held[i].size, 500 + (uint64_t)i));
     assert_int_equal(pp_free(c, held[i].handle), 0); /* handles made before the restart */
     assert_int_equal(pp_free(c, held[i].handle), PP_ENOENT);
   }
@@ -252,7 +240,7 @@ static void cached_blocks_stay_valid_across_a_restart(void **state) {
       assert_true(tmp[i].offset != again[j].offset);
   }
   for (int i = 0; i < 8; i++) {
-    assert_true(intact(again[i].addr, again[i].size, 900 + (uint64_t)i));
+    assert_true(pattern_intact(again[i].addr, again[i].size, 900 + (uint64_t)i));
     assert_int_equal(pp_free(c, again[i].handle), 0);
     assert_int_equal(pp_free(c, tmp[i].handle), 0);
   }
@@ -285,7 +273,7 @@ static void a_request_journaled_before_the_crash_is_answered_once(void **state) 
    * commit, and the re-claimed retry gets the kept reply. */
   assert_int_equal(rcl_alloc(&c, 8192, "once", &h, &off), 0);
   assert_int_equal(c.reclaims, ++crashes);
-  fill(c.base + off, 8192, 7);
+  pattern_fill(c.base + off, 8192, 7);
   assert_int_equal(rcl_lookup(&c, "once", &h2, &off2), 0);
   assert_int_equal(c.reclaims, ++crashes);
   assert_int_equal(h2, h);
@@ -339,7 +327,7 @@ static void a_request_journaled_before_the_crash_is_answered_once(void **state) 
   assert_int_equal(ci->objects, 32);
   frame_free_response(st);
   for (int i = 0; i < 32; i++)
-    fill(c.base + offs[i], 128, 500 + (uint64_t)i);
+    pattern_fill(c.base + offs[i], 128, 500 + (uint64_t)i);
   assert_int_equal(rcl_cache_free(&c, cache, offs, 16), 0);
   assert_int_equal(c.reclaims, ++crashes);
   st = rsd_stats(&d);
@@ -351,7 +339,7 @@ static void a_request_journaled_before_the_crash_is_answered_once(void **state) 
   assert_int_equal(c.reclaims, ++crashes);
   assert_int_equal(cache2, cache);
   for (int i = 16; i < 32; i++)
-    assert_true(intact(c.base + offs[i], 128, 500 + (uint64_t)i));
+    assert_true(pattern_intact(c.base + offs[i], 128, 500 + (uint64_t)i));
   assert_int_equal(rcl_cache_free(&c, cache, offs + 16, 16), 0);
   assert_int_equal(c.reclaims, ++crashes);
   /* The freed objects are really free: a new allocation can have them again. */
@@ -542,13 +530,13 @@ static void bad_stored_state_means_a_fresh_region_and_state_lost(void **state) {
     assert_int_equal(rcl_open(&c, d.sock, "old"), 0);
     for (int i = 0; i < 5; i++)
       assert_int_equal(rcl_alloc(&c, 16384, NULL, &h, &off), 0);
-    fill(c.base + off, 16384, 99);
+    pattern_fill(c.base + off, 16384, 99);
 
     damage_and_restart(&d, (bad_t)how, other_journal);
     assert_true(rsd_log_count(&d, "not taking back the stored state") >= 1);
     /* The old session is gone; its mapping is of the old memfd, whose bytes it keeps. */
     assert_int_equal(rcl_free(&c, h), PP_ESTATELOST);
-    assert_true(intact(c.base + off, 16384, 99));
+    assert_true(pattern_intact(c.base + off, 16384, 99));
     /* A new session gets a new region: another id, another file. */
     rcl_t n;
     assert_int_equal(rcl_open(&n, d.sock, "new"), 0);
@@ -591,12 +579,12 @@ static void a_hung_loop_is_killed_by_the_watchdog_and_comes_back_with_its_state(
   pp_connect_options co = {sizeof co, PP_CONNECT_NO_BUFFER_CACHE};
   assert_int_equal(pp_connect_opts(d.sock, "watched", &co, &c), 0);
   assert_int_equal(pp_alloc(c, 65536, 0, &keep), 0);
-  fill(keep.addr, keep.size, 4242);
+  pattern_fill(keep.addr, keep.size, 4242);
   /* 100 requests: the loop hangs after 30 of each daemon's, and the watchdog ends it. */
   for (int i = 0; i < 50; i++) {
     assert_int_equal(pp_alloc(c, 4096, 0, &x), 0);
-    fill(x.addr, x.size, (uint64_t)i);
-    assert_true(intact(x.addr, x.size, (uint64_t)i));
+    pattern_fill(x.addr, x.size, (uint64_t)i);
+    assert_true(pattern_intact(x.addr, x.size, (uint64_t)i));
     assert_int_equal(pp_free(c, x.handle), 0);
   }
   sup_info_t in;
@@ -604,7 +592,7 @@ static void a_hung_loop_is_killed_by_the_watchdog_and_comes_back_with_its_state(
   assert_true(in.watchdog_timeouts >= 1);
   assert_int_equal(in.last_exit.result, SUP_RESULT_WATCHDOG);
   assert_true(pp_reclaims(c) >= 1);
-  assert_true(intact(keep.addr, keep.size, 4242));
+  assert_true(pattern_intact(keep.addr, keep.size, 4242));
   assert_int_equal(pp_free(c, keep.handle), 0);
   pp_disconnect(c);
   /* The books: the daemon now running may hang too, after 30 of its requests; the books'

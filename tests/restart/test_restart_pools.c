@@ -25,21 +25,9 @@
 
 #include <cmocka.h>
 
+#include "pattern.h"
 #include "pinpool.h"
 #include "rsd.h"
-
-static void fill(void *p, size_t n, uint64_t seed) {
-  uint8_t *b = p;
-  for (size_t i = 0; i < n; i++)
-    b[i] = (uint8_t)(seed * 131 + i * 7);
-}
-
-static bool intact(const void *p, size_t n, uint64_t seed) {
-  const uint8_t *b = p;
-  for (size_t i = 0; i < n; i++)
-    if (b[i] != (uint8_t)(seed * 131 + i * 7)) return false;
-  return true;
-}
 
 /* The config: "cam" of cam_size, "big" of 4 MiB, both 4 KiB pages, this uid a writer. */
 static void write_config(const char *path, const char *cam_size) {
@@ -105,7 +93,7 @@ static void holdings_in_every_pool_survive_a_sigkill_and_a_reload(void **state) 
   assert_int_equal(pp_pool_alloc(cam, "frame", 65536, 0, &b[1]), 0);
   assert_int_equal(pp_pool_alloc(big, "blob", 1u << 20, 0, &b[2]), 0);
   for (int i = 0; i < 3; i++)
-    fill(b[i].addr, b[i].size, 10 + (uint64_t)i);
+    pattern_fill(b[i].addr, b[i].size, 10 + (uint64_t)i);
 
   for (int round = 0; round < 2; round++) {
     assert_int_equal(rsd_kill(&f.d), 0);
@@ -131,14 +119,14 @@ static void holdings_in_every_pool_survive_a_sigkill_and_a_reload(void **state) 
     assert_int_equal(pp_reclaims(c), 2);
   }
   for (int i = 0; i < 3; i++)
-    assert_true(intact(b[i].addr, b[i].size, 10 + (uint64_t)i));
+    assert_true(pattern_intact(b[i].addr, b[i].size, 10 + (uint64_t)i));
   /* The names survived, in their pools: another session finds the same blocks. */
   assert_int_equal(pp_connect(f.d.sock, "pools-finder", &c2), 0);
   assert_int_equal(pp_pool_attach(c2, "cam", &cam2), 0);
   assert_int_equal(pp_pool_attach(c2, "big", &big2), 0);
   assert_int_equal(pp_pool_rlookup(cam2, "frame", &same), 0);
   assert_int_equal(same.offset, b[1].offset);
-  assert_true(intact(same.addr, same.size, 11));
+  assert_true(pattern_intact(same.addr, same.size, 11));
   assert_int_equal(pp_pool_free(cam2, same.handle), 0);
   assert_int_equal(pp_pool_rlookup(big2, "blob", &same), 0);
   assert_int_equal(same.offset, b[2].offset);
@@ -201,7 +189,7 @@ static void a_pool_whose_config_changed_starts_fresh_and_the_others_survive(void
   assert_int_equal(pp_pool_attach(c, "big", &big), 0);
   assert_int_equal(pp_pool_alloc(cam, "frame", 8192, 0, &a), 0);
   assert_int_equal(pp_pool_alloc(big, "kept", 8192, 0, &k), 0);
-  fill(k.addr, k.size, 5);
+  pattern_fill(k.addr, k.size, 5);
   /* A raw client too, which does not attach again after its re-claim. */
   rcl_t raw;
   uint64_t rh = 0;
@@ -219,7 +207,7 @@ static void a_pool_whose_config_changed_starts_fresh_and_the_others_survive(void
   assert_int_equal(pp_pool_alloc(big, NULL, 4096, 0, &n), 0);
   assert_int_equal(pp_reclaims(c), 1);
   assert_int_equal(pp_pool_free(big, n.handle), 0);
-  assert_true(intact(k.addr, k.size, 5));
+  assert_true(pattern_intact(k.addr, k.size, 5));
   assert_int_equal(pp_pool_alloc(cam, NULL, 4096, 0, &n), PP_ESTATELOST);
   assert_int_equal(pp_pool_free(cam, a.handle), PP_ESTATELOST);
   /* The daemon says the same to the raw client in cam, and serves it in big. */

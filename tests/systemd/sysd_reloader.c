@@ -27,6 +27,8 @@
 
 #include <pinpool.h>
 
+#include "pattern.h"
+
 static char dir[512];
 
 static void put(const char *file, const char *text) {
@@ -49,19 +51,6 @@ static int failed(const char *fmt, ...) {
   fputs(line, stderr);
   put("result", line);
   return 1;
-}
-
-static void fill(void *p, size_t n, uint64_t seed) {
-  uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    w[i] = seed * 0x9e3779b97f4a7c15ull + i;
-}
-
-static bool intact(const void *p, size_t n, uint64_t seed) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / 8; i++)
-    if (w[i] != seed * 0x9e3779b97f4a7c15ull + i) return false;
-  return true;
 }
 
 static uint64_t now_ns(void) {
@@ -95,13 +84,13 @@ int main(int argc, char **argv) {
     return failed("pp_alloc of a %" PRIu64 "-byte page: %s", size, pp_strerror(rc));
   for (int i = 0; i < 2; i++) {
     if (!b[i].contiguous) return failed("buffer %d is not contiguous", i);
-    fill(b[i].addr, b[i].size, 1 + (uint64_t)i);
+    pattern_fill(b[i].addr, b[i].size, 1 + (uint64_t)i);
   }
   if ((rc = pp_cache_open(c, "reloader", 128, 0, &k)))
     return failed("pp_cache_open: %s", pp_strerror(rc));
   for (int i = 0; i < 32; i++) {
     if (!(objs[i] = pp_cache_alloc(k))) return failed("pp_cache_alloc");
-    fill(objs[i], 128, 100 + (uint64_t)i);
+    pattern_fill(objs[i], 128, 100 + (uint64_t)i);
   }
   put("ready", "ready\n");
   snprintf(path, sizeof path, "%s/go", dir);
@@ -116,10 +105,10 @@ int main(int argc, char **argv) {
     ops++;
   }
   for (int i = 0; i < 2; i++)
-    if (!intact(b[i].addr, b[i].size, 1 + (uint64_t)i))
+    if (!pattern_intact(b[i].addr, b[i].size, 1 + (uint64_t)i))
       return failed("buffer %d's contents changed", i);
   for (int i = 0; i < 32; i++)
-    if (!intact(objs[i], 128, 100 + (uint64_t)i)) return failed("object %d changed", i);
+    if (!pattern_intact(objs[i], 128, 100 + (uint64_t)i)) return failed("object %d changed", i);
   if ((rc = pp_lookup(c, "reloader", &again))) return failed("pp_lookup: %s", pp_strerror(rc));
   if (again.offset != b[1].offset || again.phys != b[1].phys || !again.contiguous)
     return failed("the published buffer moved: offset %" PRIu64 " phys %#" PRIx64
